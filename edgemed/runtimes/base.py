@@ -1,0 +1,169 @@
+"""The one runtime interface every artifact is evaluated and benchmarked through."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.errors import EdgemedError
+from edgemed.prompts import detect_style, letter_texts
+
+
+@dataclass
+class Generation:
+    """One generated answer with its timing (seconds)."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float  # prompt in -> first new token out (prefill + one sample)
+    total_s: float
+    token_times: list[float] = field(default_factory=list)  # time of each new token since start
+
+    @property
+    def decode_s(self) -> float:
+        return max(self.total_s - self.ttft_s, 0.0)
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        return (self.new_tokens - 1) / self.decode_s if self.new_tokens > 1 and self.decode_s > 0 else None
+
+    @property
+    def prefill_tokens_per_s(self) -> float | None:
+        return self.prompt_tokens / self.ttft_s if self.ttft_s > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Runtime(abc.ABC):
+    """Load an artifact; letter log-probabilities for prompts; generation with timing."""
+
+    name: str = "runtime"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
+        self.path = Path(path)
+        self.threads = threads
+        self.device = device
+        self.options = options
+        self._letter_ids: list[int] | None = None
+
+    # --- what each runtime implements ---------------------------------------------------------
+    @abc.abstractmethod
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids as this runtime feeds them to the model (with BOS when the model adds one)."""
+
+    @abc.abstractmethod
+    def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
+        """(len(prompts), vocab) log-softmax of the next token after each prompt."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: list[str] | None = None,
+    ) -> Generation:
+        """Generate after `prompt` (greedy when temperature is 0), timing each token."""
+
+    @abc.abstractmethod
+    def chat_template(self) -> str | None:
+        """The model's chat template text, if it has one."""
+
+    def info(self) -> dict[str, Any]:
+        """Runtime details worth recording (device, threads, kernel path...)."""
+        return {"runtime": self.name, "threads": self.threads}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model."""
+
+    # --- shared -------------------------------------------------------------------------------
+    @property
+    def prompt_style(self) -> str:
+        return detect_style(self.chat_template())
+
+    @property
+    def letter_ids(self) -> list[int]:
+        """Token id of each of ' A'..' D'; each must be a single token in this vocabulary."""
+        if self._letter_ids is None:
+            ids = []
+            for text in letter_texts():
+                toks = self.tokenize(text, add_special=False)
+                if len(toks) != 1:
+                    raise EdgemedError(
+                        f"{self.name}: '{text}' is {len(toks)} tokens in this vocabulary; letter scoring "
+                        "needs one token per answer letter"
+                    )
+                ids.append(toks[0])
+            self._letter_ids = ids
+        return self._letter_ids
+
+    def letter_logprobs(self, prompts: list[str], batch_size: int = 8) -> np.ndarray:
+        """(n, 4) log-probabilities of ' A'..' D' after each prompt (log-softmax over the vocabulary)."""
+        rows = []
+        for start in range(0, len(prompts), batch_size):
+            lp = self.next_token_logprobs(prompts[start : start + batch_size])
+            rows.append(lp[:, self.letter_ids])
+        return np.concatenate(rows, axis=0) if rows else np.zeros((0, 4))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_runtime(path: Path, threads: int | None = None, device: str = "auto", **options: Any) -> Runtime:
+    """Load an artifact with the runtime its manifest (or its files) names."""
+    from edgemed.manifest import MANIFEST, check_files, detect_runtime, read_manifest
+    from edgemed.registry import runtime_class
+
+    path = Path(path)
+    if not path.exists():
+        raise EdgemedError(f"artifact {path} does not exist; check the path or export it first")
+    if path.is_dir() and (path / MANIFEST).exists():
+        check_files(path, read_manifest(path))
+    _, runtime = detect_runtime(path)
+    return runtime_class(runtime)(path, threads=threads, device=device, **options)
+
+
+def softmax_rows(logprobs: np.ndarray) -> np.ndarray:
+    """Renormalise letter log-probs into a distribution over A-D."""
+    z = logprobs - logprobs.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def pick_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """Greedy when temperature is 0, else temperature + nucleus sampling; the same rule in every runtime."""
+    logits = np.asarray(logits, dtype=np.float64).ravel()
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        keep = np.cumsum(p[order]) - p[order] < top_p
+        mask = np.zeros_like(p, dtype=bool)
+        mask[order[keep]] = True
+        p = np.where(mask, p, 0.0)
+        p /= p.sum()
+    return int(rng.choice(len(p), p=p))
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """Text up to the first stop string, and whether one was found."""
+    for s in stop or []:
+        i = text.find(s)
+        if i >= 0:
+            return text[:i], True
+    return text, False
