@@ -1,0 +1,64 @@
+"""Model aliases, the fixed SmolLM2 tokenizer, device choice, model-name errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgemed.errors import EdgemedError
+from edgemed.models import load_tokenizer, pick_device, resolve_model
+
+
+def test_tiny_random_is_a_llama_with_the_smollm2_tokenizer(tiny_model):
+    config = json.loads((tiny_model / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    assert config["num_hidden_layers"] == 2
+    assert (tiny_model / "model.safetensors").exists()
+    assert not list(tiny_model.glob("*.bin"))  # safetensors only
+
+
+def test_fixed_tokenizer(tiny_model):
+    tok = load_tokenizer(str(tiny_model))
+    assert tok.eos_token == tok.pad_token == "<|im_end|>"
+    ids = tok("<|im_start|>user\nDose 12 mg<|im_end|>")["input_ids"]
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>")  # no extra BOS in front
+    assert ids.count(ids[0]) == 1
+    assert ids[-1] == tok.eos_token_id
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert "1" in pieces and "2" in pieces  # digits split one by one, as llama.cpp's smollm pre-tokenizer does
+    assert tok.decode(ids) == "<|im_start|>user\nDose 12 mg<|im_end|>"  # byte-level decoder round-trips
+    for letter in "ABCD":
+        assert len(tok(f" {letter}", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_alias_is_cached(tiny_model):
+    assert resolve_model("tiny-random") == str(tiny_model)
+
+
+def test_local_folder_and_hub_id_pass_through(tiny_model, tmp_path):
+    assert resolve_model(str(tiny_model)) == str(tiny_model)
+    assert resolve_model("meta-llama/Llama-3.2-1B-Instruct") == "meta-llama/Llama-3.2-1B-Instruct"
+    with pytest.raises(EdgemedError, match="not a model folder"):
+        resolve_model(str(tmp_path))
+
+
+def test_unknown_model_suggests_alias():
+    with pytest.raises(EdgemedError, match="did you mean 'smollm2-135m'"):
+        resolve_model("smollm2")
+
+
+def test_pick_device_cpu():
+    choice = pick_device("cpu")
+    assert (choice.device, choice.dtype) == ("cpu", "float32")
+    with pytest.raises(EdgemedError):
+        pick_device("tpu")
+
+
+@pytest.mark.slow
+def test_smollm2_loads_with_fixed_tokenizer(smollm2_model):
+    tok = load_tokenizer(str(smollm2_model))
+    config = json.loads((smollm2_model / "config.json").read_text())
+    assert config["num_hidden_layers"] == 30 and config["hidden_size"] == 576
+    assert tok.eos_token == "<|im_end|>"
+    assert "<|im_start|>" in (tok.chat_template or "")

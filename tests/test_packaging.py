@@ -1,0 +1,94 @@
+"""The wheel holds only `edgemed`; export/ and bench/ install as edgemed.export and edgemed.bench."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (whl,) = out.glob("edgemed-*.whl")
+    return whl
+
+
+def test_wheel_contains_only_edgemed(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"edgemed", "edgemed-0.1.0.dist-info"}
+    assert "edgemed/export/__init__.py" in names
+    assert "edgemed/bench/__init__.py" in names
+    assert "edgemed/data/sample.jsonl" in names
+
+
+def test_every_wheel_module_imports_outside_the_repo(wheel, tmp_path):
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    modules = sorted(
+        n[:-3].replace("/", ".").removesuffix(".__init__")
+        for n in zipfile.ZipFile(wheel).namelist()
+        if n.endswith(".py")
+    )
+    script = textwrap.dedent(
+        f"""
+        import importlib, sys
+        for name in {modules!r}:
+            mod = importlib.import_module(name)
+            assert mod.__file__.startswith({str(site)!r}), (name, mod.__file__)
+        for top in ("export", "bench"):
+            try:
+                importlib.import_module(top)
+            except ModuleNotFoundError:
+                pass
+            else:
+                raise SystemExit(f"top-level {{top}} is importable")
+        print("ok", len({modules!r}))
+        """
+    )
+    # -S: no site hooks, so the repo's editable install cannot shadow the wheel; deps come from the venv.
+    env = {"PYTHONPATH": f"{site}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok")
+
+
+def test_help_is_instant_and_imports_no_torch():
+    script = (
+        "import sys; from edgemed.cli.main import build_parser; build_parser(); "
+        "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'llama_cpp') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    help_ = subprocess.run([sys.executable, "-m", "edgemed.cli.main", "--help"], capture_output=True, text=True)
+    assert help_.returncode == 0
+    for command in ("train", "merge", "export", "eval", "bench", "report", "pipeline", "data"):
+        assert command in help_.stdout
+
+
+def test_bad_usage_exits_2(cli):
+    result = cli("no-such-command")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
