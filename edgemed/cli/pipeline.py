@@ -1,10 +1,109 @@
-"""``edgemed pipeline``: being built (see its issue)."""
+"""``edgemed pipeline``: train -> merge -> export -> bench on one model, resumable."""
 
 from __future__ import annotations
 
-from edgemed.errors import EdgemedError
+from pathlib import Path
+
+from edgemed.errors import BudgetBroken
 
 
-def pipeline() -> int:
-    """Not built yet."""
-    raise EdgemedError("edgemed pipeline is not built yet")
+def pipeline(
+    model: str = "smollm2-135m",
+    data: str = "sample",
+    out: Path = Path("runs/pipeline"),
+    max_steps: int = 60,
+    eval_data: str | None = None,
+    limit: int | None = None,
+    formats: list[str] | None = None,
+    threads: int | None = None,
+    repeats: int = 3,
+    budget: Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> int:
+    """Train a LoRA adapter, merge it, export every format and benchmark them all (resumable).
+
+    With no options this runs on the embedded defaults (SmolLM2-135M-Instruct, the bundled sample) and
+    writes everything under runs/pipeline. Re-running skips the steps already finished with the same settings.
+
+    Args:
+        model: model alias (smollm2-135m, tiny-random), local folder or hub id (e.g. meta-llama/Llama-3.2-1B-Instruct).
+        data: training data: 'sample', a local MedMCQA-schema file, or a hub id (openlifescienceai/medmcqa).
+        out: folder for the run, the merged model, the artifacts and the bench results.
+        max_steps: LoRA training steps.
+        eval_data: separate evaluation source (e.g. a validation file); default: the held-out split of --data.
+        limit: number of evaluation questions scored per artifact in the bench (default: all held-out ones).
+        formats: export formats (default: every format whose extras are installed).
+        threads: CPU threads for training, export checks and every benchmarked runtime (default: all cores).
+        repeats: latency repeats per artifact in the bench.
+        budget: TOML budgets file; a broken budget makes the command exit 1.
+        seed: seed for the train/eval split and training.
+        force: redo every step even when it finished earlier with the same settings.
+    """
+    from edgemed.pipeline import Step, run_steps
+
+    out = Path(out)
+    run_dir, merged_dir, artifacts_dir, bench_dir = out / "train", out / "merged", out / "artifacts", out / "bench"
+
+    def train_step() -> dict:
+        from edgemed.training import train_lora
+
+        metrics = train_lora(
+            model=model, data=data, out=run_dir, max_steps=max_steps, seed=seed, eval_data=eval_data,
+            threads=threads, force=True,
+        )
+        return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
+
+    def merge_step() -> dict:
+        from edgemed.merging import merge_adapter
+
+        return merge_adapter(adapter=run_dir, out=merged_dir, force=True)
+
+    def export_step() -> dict:
+        from edgemed.export.run import run_export
+
+        results = run_export(merged_dir, formats, artifacts_dir, force=False, verify=True, threads=threads)
+        statuses = {r["format"]: r["status"] for r in results}
+        # a failed format is retried on the next run; the others are kept (export skips unchanged artifacts)
+        return {"formats": statuses, "complete": "failed" not in statuses.values()}
+
+    def bench_step() -> dict:
+        from edgemed.bench.run import run_bench
+
+        eval_source = eval_data or data
+        result = run_bench(
+            [artifacts_dir], bench_dir, data=eval_source, limit=limit, threads=threads, repeats=repeats,
+            budget=budget,
+        )
+        return {"exit_code": result.get("exit_code", 0)}
+
+    common = {"model": model, "data": data, "seed": seed}
+    steps = [
+        Step("train", run_dir / "metrics.json", {**common, "max_steps": max_steps, "eval_data": eval_data}, train_step),
+        Step("merge", merged_dir / "edgemed-merge.json", common, merge_step),
+        Step("export", artifacts_dir / "export.json", {**common, "formats": formats}, export_step),
+        Step(
+            "bench",
+            bench_dir / "bench.json",
+            {**common, "eval_data": eval_data, "limit": limit, "threads": threads, "repeats": repeats,
+             "budget": _file_fingerprint(budget)},
+            bench_step,
+        ),
+    ]
+    state = run_steps(out, steps, force=force)
+    code = state["steps"]["bench"]["result"].get("exit_code", 0)
+    if code == 1:
+        raise BudgetBroken(f"a budget was broken; see {bench_dir / 'bench.md'}")
+    failed = [f for f, s in state["steps"]["export"]["result"]["formats"].items() if s == "failed"]
+    if failed:
+        where = artifacts_dir / "export.json"
+        raise BudgetBroken(f"export failed for {', '.join(failed)} (see {where}); re-run to retry them")
+    return code
+
+
+def _file_fingerprint(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from edgemed.fsutil import sha256_file
+
+    return f"{path}:{sha256_file(path)}" if Path(path).is_file() else str(path)

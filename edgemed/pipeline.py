@@ -1,0 +1,69 @@
+"""The main job: train -> merge -> export every format -> bench, resumable step by step.
+
+Each finished step is recorded in ``pipeline.json`` with a hash of the settings it ran with; a re-run
+skips a step whose record, settings and output are unchanged, and redoes it (and what follows) otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgemed.console import err_console
+from edgemed.fsutil import atomic_write_json
+
+STATE = "pipeline.json"
+
+
+@dataclass
+class Step:
+    name: str
+    output: Path
+    settings: dict[str, Any]
+    run: Callable[[], dict[str, Any]]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_state(out: Path) -> dict[str, Any]:
+    path = out / STATE
+    if not path.exists():
+        return {"steps": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        err_console.print(f"[yellow]{path} is corrupt; starting the pipeline state afresh[/yellow]")
+        return {"steps": {}}
+
+
+def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, Any]:
+    """Run steps in order, skipping those already done with the same settings; state saved after each."""
+    state = _load_state(out)
+    redo = force
+    for i, step in enumerate(steps, start=1):
+        record = state["steps"].get(step.name)
+        done = record and record.get("key") == step.key and record.get("status") == "done" and step.output.exists()
+        if done and not redo:
+            err_console.print(f"[dim]step {i}/{len(steps)} {step.name}: done earlier, skipped ({step.output})[/dim]")
+            continue
+        redo = True  # everything after a re-run step runs again
+        err_console.rule(f"step {i}/{len(steps)}: {step.name}")
+        start = time.perf_counter()
+        result = step.run()
+        state["steps"][step.name] = {
+            "status": "done" if result.get("complete", True) else "partial",
+            "key": step.key,
+            "settings": step.settings,
+            "output": str(step.output),
+            "seconds": round(time.perf_counter() - start, 2),
+            "result": result,
+        }
+        atomic_write_json(out / STATE, state)
+    return state
