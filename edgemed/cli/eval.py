@@ -1,10 +1,201 @@
-"""``edgemed eval``: being built (see its issue)."""
+"""``edgemed eval``: accuracy (with intervals, calibration, failures) of any artifact on MedMCQA."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Literal
+
 from edgemed.errors import EdgemedError
 
+EVAL_SPLITS = ("validation", "eval", "test")
 
-def evaluate() -> int:
-    """Not built yet."""
-    raise EdgemedError("edgemed eval is not built yet")
+
+def resolve_artifact(artifact: str) -> Path:
+    """An artifact folder, model folder or .gguf file as given, else a model alias built into the cache."""
+    path = Path(artifact).expanduser()
+    if path.exists():
+        return path
+    from edgemed.models import resolve_model
+
+    resolved = resolve_model(artifact)  # raises a did-you-mean error for unknown names
+    if not Path(resolved).exists():
+        raise EdgemedError(
+            f"'{artifact}' is a hub id; edgemed eval reads local artifacts only: download it first "
+            "(huggingface-cli download) or give an exported artifact folder, model folder or .gguf file"
+        )
+    return Path(resolved)
+
+
+def load_eval_questions(
+    data: str, split: str, cop_base: str, skip_bad_rows: bool, limit: int | None,
+    eval_fraction: float = 0.2, split_seed: int = 0,
+) -> tuple[list, dict[str, Any]]:
+    """Questions to score and a description of where they came from."""
+    from edgemed.data import load_questions, split_questions
+
+    questions, problems = load_questions(data, split, cop_base=cop_base, skip_bad=skip_bad_rows)
+    info: dict[str, Any] = {"source": data, "split": split, "rows_skipped": len({p.row for p in problems})}
+    if data == "sample":
+        train, held = split_questions(questions, eval_fraction=eval_fraction, seed=split_seed)
+        if split in EVAL_SPLITS:
+            questions, side = held, "eval"
+        elif split == "train":
+            questions, side = train, "train"
+        elif split == "all":
+            side = "all"
+        else:
+            raise EdgemedError(f"split '{split}' is not a side of the sample; use validation, train or all")
+        info["subset"] = f"{side} side of split_questions(eval_fraction={eval_fraction}, seed={split_seed})"
+        info["note"] = (
+            "bundled sample: scored on the same held-out side that 'edgemed train' leaves out by default"
+            if side == "eval" else f"bundled sample, {side} rows"
+        )
+    if limit is not None:
+        questions = questions[:limit]
+        info["limit"] = limit
+    if not questions:
+        raise EdgemedError(f"no questions left to score from '{data}' ({split}); check --split and --limit")
+    return questions, info
+
+
+def evaluate(
+    artifact: str,
+    data: str = "sample",
+    split: str = "validation",
+    limit: int | None = None,
+    scoring: Literal["logprob", "generate", "legacy"] = "logprob",
+    batch_size: int = 8,
+    threads: int | None = None,
+    device: str = "auto",
+    prompt_style: Literal["plain", "chatml", "llama3"] | None = None,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    reference: Path | None = None,
+    sweep: bool = False,
+    sweep_temperatures: list[float] | None = None,
+    sweep_max_new_tokens: list[int] | None = None,
+    sweep_repeats: int = 3,
+    cop_base: str = "auto",
+    skip_bad_rows: bool = False,
+    examples: int = 3,
+    progress: bool = True,
+    out: Path | None = None,
+) -> int:
+    """Evaluate an artifact on MedMCQA: accuracy with a 95% Wilson interval, calibration, failures.
+
+    Args:
+        artifact: exported artifact folder (edgemed.json), model folder, .gguf file, or a model alias
+            (tiny-random, smollm2-135m).
+        data: 'sample' (bundled; scored on its held-out eval side), a .jsonl/.json/.parquet/.csv file, or a hub id.
+        split: split to read (for 'sample': validation = the eval side of training's default split, train, all).
+        limit: score only the first N questions.
+        scoring: logprob (letter log-probs after 'Answer:', deterministic), generate (greedy text, strict letter
+            parse) or legacy (the notebook's sampled text + substring judge, for comparison only).
+        batch_size: prompts per forward pass in logprob scoring.
+        threads: CPU threads for the runtime.
+        device: auto, cpu, cuda, cuda:N or mps.
+        prompt_style: override the prompt style (default: recorded at training/export, else the chat template).
+        max_new_tokens: generate/legacy: tokens to generate (defaults 12 / 100).
+        temperature: generate/legacy: sampling temperature (defaults 0 / 0.7).
+        top_p: generate/legacy: nucleus sampling mass (default 1.0).
+        seed: sampling seed (each question's seed derives from it and its id).
+        reference: an earlier eval's predictions.jsonl, results.json or --out folder to compare with.
+        sweep: also run the generation-parameter sweep (writes sweep.json).
+        sweep_temperatures: sweep temperatures (default 0 0.3 0.7 1.0).
+        sweep_max_new_tokens: sweep max_new_tokens values (default 8 32).
+        sweep_repeats: generations per question and setting in the sweep.
+        cop_base: label convention of 'cop': auto, 0 (Hugging Face copy, 0..3) or 1 (original release, 1..4).
+        skip_bad_rows: skip invalid rows (counted in results.json) instead of refusing the data.
+        examples: failure examples to print per kind (results.json keeps 5).
+        progress: show a progress bar.
+        out: folder for results.json, predictions.jsonl (and sweep.json); without it nothing is written.
+    """
+    from edgemed.console import console, err_console
+
+    if limit is not None and limit < 1:
+        raise EdgemedError(f"--limit must be at least 1, not {limit}")
+    if batch_size < 1:
+        raise EdgemedError(f"--batch-size must be at least 1, not {batch_size}")
+    if threads is not None and threads < 1:
+        raise EdgemedError(f"--threads must be at least 1, not {threads}")
+    if str(cop_base) not in ("auto", "0", "1"):
+        raise EdgemedError(f"--cop-base must be auto, 0 or 1, not {cop_base}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise EdgemedError(f"--out {out} is a file; give a folder")
+    gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    if scoring == "logprob" and any(v is not None for v in (max_new_tokens, temperature, top_p)):
+        raise EdgemedError("--max-new-tokens/--temperature/--top-p apply to generate and legacy scoring only")
+    if temperature is not None and temperature < 0:
+        raise EdgemedError("--temperature must be >= 0")
+
+    questions, data_info = load_eval_questions(data, split, cop_base, skip_bad_rows, limit)
+    ref_preds = None
+    if reference is not None:
+        from edgemed.evaluator.compare import load_predictions
+
+        ref_preds, ref_path = load_predictions(reference)
+    path = resolve_artifact(artifact)
+
+    from edgemed.evaluator.compare import compare
+    from edgemed.evaluator.report import render, sweep_table
+    from edgemed.evaluator.run import evaluate as run_eval
+    from edgemed.evaluator.run import resolve_style
+    from edgemed.evaluator.run import sweep as run_sweep
+    from edgemed.runtimes.base import open_runtime
+    from edgemed.sysinfo import environment
+
+    if data_info.get("note"):
+        err_console.print(f"[dim]{data_info['note']}: {len(questions)} questions[/dim]")
+    with open_runtime(path, threads=threads, device=device) as runtime:
+        style, source = (prompt_style, "--prompt-style") if prompt_style else resolve_style(path, runtime)
+        result = run_eval(
+            runtime, questions, scoring=scoring, style=style, batch_size=batch_size, show_progress=progress,
+            **({k: v for k, v in gen.items() if v is not None} if scoring != "logprob" else {}),
+        )
+        result.config["prompt_style_source"] = source
+        sweep_result = None
+        if sweep:
+            sweep_result = run_sweep(
+                runtime, questions,
+                temperatures=sweep_temperatures or (0.0, 0.3, 0.7, 1.0),
+                max_new_tokens=sweep_max_new_tokens or (8, 32),
+                repeats=sweep_repeats, style=style, top_p=top_p if top_p is not None else 1.0, seed=seed,
+                show_progress=progress,
+            )
+            sweep_result = {"artifact": str(path), "data": data_info, **sweep_result}
+
+    results: dict[str, Any] = {"artifact": str(path), "artifact_arg": artifact, **result.to_dict(), "data": data_info}
+    if ref_preds is not None:
+        from edgemed.evaluator.analysis import test_size
+
+        cmp = compare(ref_preds, result.predictions)
+        cmp["reference"] = str(ref_path)
+        results["comparison"] = cmp
+        results["metrics"]["test_size"] = test_size(result.accuracy, cmp["discordant_rate"])
+    results["predictions_file"] = "predictions.jsonl"
+    results["environment"] = environment()
+
+    render(results, console, examples)
+    if sweep_result is not None:
+        console.print(sweep_table(sweep_result))
+    if out is not None:
+        _write(Path(out), results, result.predictions, sweep_result)
+        console.print(f"wrote {Path(out) / 'results.json'} and predictions.jsonl"
+                      + (" and sweep.json" if sweep_result else ""))
+    else:
+        err_console.print("[dim]nothing written: pass --out DIR to keep results.json and predictions.jsonl[/dim]")
+    return 0
+
+
+def _write(out: Path, results: dict, predictions: list[dict], sweep_result: dict | None) -> None:
+    from edgemed.fsutil import atomic_write_json, atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    atomic_write_text(out / "predictions.jsonl", lines)
+    if sweep_result is not None:
+        atomic_write_json(out / "sweep.json", sweep_result)
+    atomic_write_json(out / "results.json", results)

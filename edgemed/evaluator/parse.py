@@ -1,0 +1,58 @@
+"""Read an answer letter out of generated text, strictly; and the notebook's legacy substring judge.
+
+Strict rule (``parse_letter``): after optional leading "Answer:"/"The (correct) answer is"/"Option", the
+text must start with a standalone capital A-D: ``C``, ``C.``, ``C)``, ``(C)``, ``[C]``, ``C:``, ``C,``, or
+``C`` followed by whitespace and then that option's own text. Otherwise the whole text (case, surrounding
+whitespace and a final period ignored) must equal exactly one option's text. Anything else is
+unparseable (None): counted on its own, never correct. A letter later in the text ("I think... B") is
+not searched for, so prose, lists of options and article "A" never count as answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from edgemed.data.medmcqa import LETTERS
+
+_PREFIX = r"(?i:(?:the\s+)?(?:correct\s+|right\s+|best\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
+_LETTER = re.compile(r"^\s*" + _PREFIX + r"(?:\(([A-D])\)|\[([A-D])\]|([A-D]))(?=$|[\s.):,;\]])(.*)$", re.S)
+_CLOSED = re.compile(r"^(?:$|[.):,;\]]|\s*$|\s*\n)")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.strip().rstrip(".").split()).casefold()
+
+
+def parse_letter(text: str, options: Sequence[str] | None = None) -> str | None:
+    """The answer letter in generated text under the strict rule above, or None."""
+    m = _LETTER.match(text)
+    if m:
+        bracketed = m.group(1) or m.group(2)
+        letter = bracketed or m.group(3)
+        rest = m.group(4)
+        if bracketed or _CLOSED.match(rest):
+            return letter
+        # bare letter then a space and more text on the line: accept only when that text is the option's own
+        if options is not None and _norm(rest).startswith(_norm(options[LETTERS.index(letter)])):
+            return letter
+        return None
+    if options is not None:
+        target = _norm(text)
+        hits = [LETTERS[i] for i, opt in enumerate(options) if target and _norm(opt) == target]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def legacy_match(text: str, gold_text: str) -> tuple[bool, bool]:
+    """(exact, partial) as the reference notebook judged: NOT a reliable accuracy measure.
+
+    exact: the gold option's text appears anywhere in the generated text (case-insensitive).
+    partial: any word longer than 3 characters of the gold option's text appears in the generated text.
+    """
+    hay = text.casefold()
+    exact = gold_text.casefold() in hay
+    words = [w for w in re.findall(r"\w+", gold_text.casefold()) if len(w) > 3]
+    partial = exact or any(w in hay for w in words)
+    return exact, partial

@@ -1,0 +1,357 @@
+"""Evaluate any artifact on MedMCQA questions through the Runtime interface.
+
+Scoring modes:
+- ``logprob`` (default): one forward pass per question (batched), the next-token log-probabilities of
+  " A".." D" after "Answer:"; the answer is the most likely letter. Deterministic.
+- ``generate``: greedy generation of a short answer, letter read by the strict parser (edgemed.evaluator.parse).
+- ``legacy``: the reference notebook's method (100 sampled tokens, substring judge), kept only for comparison;
+  its headline accuracy is still the strict letter parse, the substring rates are reported apart as legacy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.data.medmcqa import LETTERS, Question
+from edgemed.errors import EdgemedError
+from edgemed.evaluator import analysis
+from edgemed.evaluator.parse import legacy_match, parse_letter
+from edgemed.prompts import STYLES, get_style, stop_strings
+from edgemed.runtimes.base import Runtime, softmax_rows
+
+SCORINGS = ("logprob", "generate", "legacy")
+GEN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "generate": {"max_new_tokens": 12, "temperature": 0.0, "top_p": 1.0, "seed": 0},
+    "legacy": {"max_new_tokens": 100, "temperature": 0.7, "top_p": 1.0, "seed": 0},
+}
+STYLE_FILES = ("edgemed.json", "edgemed-merge.json", "edgemed-train.json")
+
+
+@dataclass
+class EvalResult:
+    """One evaluation: headline accuracy, all metrics, per-question predictions, settings and timing."""
+
+    accuracy: float
+    n: int
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy_ci(self) -> tuple[float, float]:
+        lo, hi = self.metrics["accuracy_ci"]
+        return lo, hi
+
+    def to_dict(self) -> dict[str, Any]:
+        """results.json body (without predictions, which go to predictions.jsonl)."""
+        return {
+            "accuracy": self.accuracy,
+            "accuracy_ci": list(self.accuracy_ci),
+            "n": self.n,
+            "correct": self.metrics["correct"],
+            "scoring": self.config.get("scoring"),
+            "prompt_style": self.config.get("prompt_style"),
+            "config": self.config,
+            "runtime": self.runtime,
+            "timing": self.timing,
+            "metrics": self.metrics,
+        }
+
+
+def _find_key(data: Any, key: str, depth: int = 2) -> Any:
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        if depth > 0:
+            for value in data.values():
+                found = _find_key(value, key, depth - 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def recorded_style(path: Path) -> tuple[str, str] | None:
+    """(style, file) when an artifact's manifest or a merged folder's metadata records the training prompt style."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    for name in STYLE_FILES:
+        meta = folder / name
+        if not meta.is_file():
+            continue
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # the manifest itself is checked by open_runtime; other files are only hints
+        style = _find_key(data, "prompt_style")
+        if style is not None:
+            if style not in STYLES:
+                raise EdgemedError(
+                    f"{meta} records prompt style '{style}', which this edgemed does not know "
+                    f"({', '.join(STYLES)}); pass --prompt-style explicitly"
+                )
+            return style, name
+    return None
+
+
+def resolve_style(path: Path | None, runtime: Runtime) -> tuple[str, str]:
+    """(style, where it came from): the style recorded at training/export, else the runtime's chat template."""
+    if path is not None:
+        found = recorded_style(path)
+        if found:
+            return found[0], found[1]
+    return runtime.prompt_style, "chat template"
+
+
+def question_seed(seed: int, qid: str) -> int:
+    """A sampling seed per question that depends only on the run seed and the question id."""
+    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _gen_options(scoring: str, options: dict[str, Any]) -> dict[str, Any]:
+    base = dict(GEN_DEFAULTS.get(scoring, {}))
+    unknown = set(options) - set(GEN_DEFAULTS["generate"])
+    if unknown:
+        raise TypeError(f"unknown generation options {sorted(unknown)}; use {sorted(GEN_DEFAULTS['generate'])}")
+    base.update({k: v for k, v in options.items() if v is not None})
+    if scoring != "logprob" and int(base["max_new_tokens"]) < 1:
+        raise EdgemedError("max_new_tokens must be at least 1")
+    return base
+
+
+def _probs_dict(row: np.ndarray) -> dict[str, float]:
+    return {a: float(v) for a, v in zip(LETTERS, row, strict=True)}
+
+
+def _letter_rows(runtime: Runtime, prompts: list[str], batch_size: int, tick) -> np.ndarray:
+    rows = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        rows.append(runtime.letter_logprobs(chunk, batch_size))
+        tick(len(chunk))
+    return np.concatenate(rows, axis=0) if rows else np.zeros((0, 4))
+
+
+def _progress(show: bool, label: str, total: int):
+    if not show:
+        return nullcontext(lambda k: None)
+    from edgemed.console import progress
+
+    class _Bar:
+        def __enter__(self):
+            self.p = progress(transient=True)
+            self.p.__enter__()
+            task = self.p.add_task(label, total=total)
+            return lambda k: self.p.advance(task, k)
+
+        def __exit__(self, *exc):
+            return self.p.__exit__(*exc)
+
+    return _Bar()
+
+
+def evaluate(
+    runtime: Runtime,
+    questions: Sequence[Question],
+    scoring: str = "logprob",
+    style: str | None = None,
+    batch_size: int = 8,
+    show_progress: bool = True,
+    examples: int = 5,
+    letter_probs: bool = True,
+    **gen_options: Any,
+) -> EvalResult:
+    """Score every question; see the module docstring for the modes.
+
+    gen_options (generate/legacy): max_new_tokens, temperature, top_p, seed. With letter_probs (default) the
+    generate/legacy modes also record the A-D distribution after "Answer:" for calibration and comparison.
+    """
+    if scoring not in SCORINGS:
+        raise EdgemedError(f"unknown scoring '{scoring}'; use one of {', '.join(SCORINGS)}")
+    if batch_size < 1:
+        raise EdgemedError("batch size must be at least 1")
+    questions = list(questions)
+    if not questions:
+        raise EdgemedError("no questions to evaluate")
+    unlabelled = [q.id for q in questions if q.answer < 0]
+    if unlabelled:
+        raise EdgemedError(
+            f"{len(unlabelled)} questions have no gold answer (first {unlabelled[0]}); use a labelled split"
+        )
+    if style is None:
+        style, style_source = resolve_style(getattr(runtime, "path", None), runtime)
+    else:
+        style_source = "given"
+    prompt_style = get_style(style)
+    opts = _gen_options(scoring, gen_options)
+    prompts = [prompt_style.prompt(q) for q in questions]
+    steps = len(questions) * (2 if scoring != "logprob" and letter_probs else 1)
+
+    start = time.perf_counter()
+    preds: list[dict[str, Any]] = [
+        {"id": q.id, "gold": q.gold_letter, "subject": q.subject} for q in questions
+    ]
+    timing: dict[str, Any] = {}
+    with _progress(show_progress, f"eval {scoring}", steps) as tick:
+        if scoring == "logprob" or letter_probs:
+            t0 = time.perf_counter()
+            lp = _letter_rows(runtime, prompts, batch_size, tick)
+            timing["letter_pass_s"] = time.perf_counter() - t0
+            probs = softmax_rows(lp)
+            mass = np.exp(lp).sum(axis=1)
+            for p, row, m in zip(preds, probs, mass, strict=True):
+                p["probs"] = _probs_dict(row)
+                p["letter_mass"] = float(m)
+                if scoring == "logprob":
+                    p["predicted"] = LETTERS[int(np.argmax(row))]
+        if scoring != "logprob":
+            stop = stop_strings(style)
+            t0 = time.perf_counter()
+            new_tokens = 0
+            for q, prompt, p in zip(questions, prompts, preds, strict=True):
+                g = runtime.generate(
+                    prompt,
+                    max_new_tokens=int(opts["max_new_tokens"]),
+                    temperature=float(opts["temperature"]),
+                    top_p=float(opts["top_p"]),
+                    seed=question_seed(int(opts["seed"]), q.id),
+                    stop=stop,
+                )
+                p["text"] = g.text
+                p["new_tokens"] = g.new_tokens
+                p["predicted"] = parse_letter(g.text, q.options)
+                new_tokens += g.new_tokens
+                if scoring == "legacy":
+                    p["legacy_exact"], p["legacy_partial"] = legacy_match(g.text, q.options[q.answer])
+                tick(1)
+            timing["generation_s"] = time.perf_counter() - t0
+            timing["new_tokens_per_question"] = new_tokens / len(questions)
+    total = time.perf_counter() - start
+    for p in preds:
+        p["correct"] = p["predicted"] is not None and p["predicted"] == p["gold"]
+        if p.get("probs"):
+            p["confidence"] = analysis.confidence_of(p)
+    timing.update(total_s=total, questions_per_s=len(questions) / total if total > 0 else None)
+
+    by_id = {q.id: q for q in questions}
+    metrics = analysis.summarize(_ordered(preds), by_id, examples)
+    config = {
+        "scoring": scoring,
+        "prompt_style": style,
+        "prompt_style_source": style_source,
+        "batch_size": batch_size,
+        "letters": [f" {a}" for a in LETTERS],
+    }
+    if scoring != "logprob":
+        config["generation"] = opts | {"stop": stop_strings(style), "letter_probs": letter_probs}
+    if scoring == "legacy":
+        config["note"] = "legacy: notebook method (sampled text, substring judge); rates are NOT reliable accuracy"
+    return EvalResult(
+        accuracy=metrics["accuracy"],
+        n=metrics["n"],
+        metrics=metrics,
+        predictions=_ordered(preds),
+        config=config,
+        timing=timing,
+        runtime=_info(runtime),
+    )
+
+
+_KEY_ORDER = ("id", "gold", "predicted", "correct", "probs", "confidence", "letter_mass", "subject", "text",
+              "new_tokens", "legacy_exact", "legacy_partial")
+
+
+def _ordered(preds: list[dict]) -> list[dict]:
+    return [{k: p[k] for k in _KEY_ORDER if k in p} for p in preds]
+
+
+def _info(runtime: Runtime) -> dict[str, Any]:
+    try:
+        return dict(runtime.info())
+    except Exception as exc:  # info is descriptive only; never lose an evaluation over it
+        return {"runtime": getattr(runtime, "name", "?"), "info_error": str(exc)}
+
+
+def sweep(
+    runtime: Runtime,
+    questions: Sequence[Question],
+    temperatures: Sequence[float] = (0.0, 0.3, 0.7, 1.0),
+    max_new_tokens: Sequence[int] = (8, 32),
+    repeats: int = 3,
+    style: str | None = None,
+    top_p: float = 1.0,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Generation-parameter sweep: accuracy, answer consistency across repeats and time per question.
+
+    Each (temperature, max_new_tokens) cell generates every question `repeats` times with different seeds
+    (repeat r uses seed + r). Consistency is the share of questions whose parsed letter (None included) is
+    identical in all repeats; at temperature 0 it checks that greedy decoding is deterministic.
+    """
+    if repeats < 1:
+        raise EdgemedError("sweep repeats must be at least 1")
+    if not temperatures or not max_new_tokens:
+        raise EdgemedError("sweep needs at least one temperature and one max_new_tokens value")
+    if any(t < 0 for t in temperatures) or any(int(k) < 1 for k in max_new_tokens):
+        raise EdgemedError("sweep temperatures must be >= 0 and max_new_tokens >= 1")
+    questions = list(questions)
+    if style is None:
+        style, _ = resolve_style(getattr(runtime, "path", None), runtime)
+    prompt_style = get_style(style)
+    prompts = [prompt_style.prompt(q) for q in questions]
+    stop = stop_strings(style)
+    cells = [(float(t), int(k)) for t in temperatures for k in max_new_tokens]
+    rows = []
+    with _progress(show_progress, "sweep", len(cells) * repeats * len(questions)) as tick:
+        for temp, k in cells:
+            letters: list[list[str | None]] = []
+            accs, seconds, tokens = [], 0.0, 0
+            for r in range(repeats):
+                got = []
+                for q, prompt in zip(questions, prompts, strict=True):
+                    g = runtime.generate(prompt, max_new_tokens=k, temperature=temp, top_p=top_p,
+                                         seed=question_seed(seed + r, q.id), stop=stop)
+                    seconds += g.total_s
+                    tokens += g.new_tokens
+                    got.append(parse_letter(g.text, q.options))
+                    tick(1)
+                letters.append(got)
+                accs.append(sum(g == q.gold_letter for g, q in zip(got, questions, strict=True)) / len(questions))
+            consistent = sum(len({rep[i] for rep in letters}) == 1 for i in range(len(questions)))
+            unparsed = sum(x is None for rep in letters for x in rep)
+            runs = repeats * len(questions)
+            rows.append(
+                {
+                    "temperature": temp,
+                    "max_new_tokens": k,
+                    "repeats": repeats,
+                    "accuracy_mean": float(np.mean(accs)),
+                    "accuracy_min": float(min(accs)),
+                    "accuracy_max": float(max(accs)),
+                    "accuracy_per_repeat": accs,
+                    "consistency": consistent / len(questions),
+                    "unparseable_rate": unparsed / runs,
+                    "s_per_question": seconds / runs,
+                    "new_tokens_per_question": tokens / runs,
+                }
+            )
+    return {
+        "n": len(questions),
+        "prompt_style": style,
+        "top_p": top_p,
+        "seed": seed,
+        "consistency_rule": "share of questions whose strictly parsed letter is identical in every repeat",
+        "rows": rows,
+    }
