@@ -69,6 +69,7 @@ def add_function(parser: argparse.ArgumentParser, fn: Callable) -> None:
             kwargs["default"] = param.default
             if "action" not in kwargs and param.default is not None and kwargs["help"] is not None:
                 kwargs["help"] = f"{kwargs['help']} (default: {param.default})".strip()
+            kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse expands %-formats in help text
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
 
 
