@@ -1,0 +1,226 @@
+"""llama.cpp runtime (llama-cpp-python) for GGUF artifacts. Needs only the ``gguf`` extra: nothing on this
+module's import chain may import torch or transformers (a test enforces it).
+
+- Tokens come from llama.cpp itself (``special=True`` so chat markers are single tokens; BOS added only when
+  the GGUF's ``tokenizer.ggml.add_bos_token`` says so), so what is scored is what llama.cpp would run.
+- Next-token log-probs: the KV cache is cleared, the prompt evaluated, the last logits row read.
+- Weight repacking ("extra buffer types"): llama.cpp's AMX kernels have crashed at the first decode of
+  quantized GGUFs (other than q8_0) on some Xeon CPUs, so on CPUs reporting AMX it is off by default
+  (``repack=None`` = auto). ``info()["kernel_path"]`` records which path ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.errors import EdgemedError, require
+from edgemed.runtimes.base import Generation, Runtime, cut_at_stop, pick_token
+
+GGUF_MAGIC = b"GGUF"
+_PARAMS_LOCK = threading.Lock()
+
+
+def gguf_file(path: Path) -> Path:
+    """The .gguf file of an artifact (the file itself, or the single .gguf in its folder)."""
+    path = Path(path)
+    if path.is_file():
+        found = path
+    else:
+        files = sorted(p for p in path.glob("*.gguf") if not p.name.startswith("."))
+        if len(files) != 1:
+            raise EdgemedError(
+                f"{path} holds {len(files)} .gguf files; give the path of the one to load"
+                if files else f"{path} has no .gguf file; export one with 'edgemed export --formats gguf-q4_k_m'"
+            )
+        found = files[0]
+    with open(found, "rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise EdgemedError(f"{found} is not a GGUF file (bad magic); re-export it")
+    return found
+
+
+def cpu_has_amx() -> bool:
+    from edgemed.sysinfo import cpu_flags
+
+    return any(f.startswith("amx") for f in cpu_flags())
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp_lib, **fields: Any):
+    """Make ``Llama()`` build its llama_model_params with `fields` set (it exposes no kwarg for them)."""
+    original = llama_cpp_lib.llama_model_default_params
+
+    def patched():
+        params = original()
+        for key, value in fields.items():
+            setattr(params, key, value)
+        return params
+
+    with _PARAMS_LOCK:
+        llama_cpp_lib.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            llama_cpp_lib.llama_model_default_params = original
+
+
+class LlamaCppRuntime(Runtime):
+    name = "llama.cpp"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
+        super().__init__(path, threads, device, **options)
+        llama_cpp = require("llama_cpp", "gguf", "GGUF artifacts")
+        import llama_cpp.llama_cpp as lib
+
+        self.lib = lib
+        self.file = gguf_file(self.path)
+        repack = options.get("repack")
+        self.amx = cpu_has_amx()
+        self.repack = (not self.amx) if repack is None else bool(repack)
+        gpu_layers = -1 if device.startswith("cuda") or device == "mps" else 0
+        self.n_ctx = int(options.get("n_ctx", 2048))
+        try:
+            with _model_params(lib, use_extra_bufts=self.repack):
+                self.llm = llama_cpp.Llama(
+                    str(self.file),
+                    n_ctx=self.n_ctx,
+                    n_batch=512,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=gpu_layers,
+                    logits_all=False,
+                    seed=int(options.get("seed", 0)),
+                    verbose=bool(options.get("verbose", False)),
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise EdgemedError(
+                f"llama.cpp could not load {self.file} ({str(exc).splitlines()[0]}): the file is truncated or "
+                "corrupt, or from a newer llama.cpp; re-export it"
+            ) from None
+        self.metadata: dict[str, str] = dict(self.llm.metadata or {})
+        self.vocab = lib.llama_model_get_vocab(self.llm.model)
+        self.n_vocab = self.llm.n_vocab()
+        self._manifest = _manifest_of(self.path)
+
+    # --- tokens ---------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        # add_bos here is llama.cpp's add_special: it adds BOS only when the GGUF's metadata asks for it.
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids, special=True).decode("utf-8", errors="ignore")
+
+    def chat_template(self) -> str | None:
+        return self.metadata.get("tokenizer.chat_template")
+
+    @property
+    def prompt_style(self) -> str:
+        style = self._manifest.get("prompt_style")
+        return style if style else super().prompt_style
+
+    # --- model ----------------------------------------------------------------------------------
+    def _eval(self, ids: list[int]) -> np.ndarray:
+        """Feed `ids` after what is in the KV cache; the logits of the last one."""
+        if self.llm.n_tokens + len(ids) > self.n_ctx:
+            raise EdgemedError(
+                f"prompt of {self.llm.n_tokens + len(ids)} tokens exceeds the llama.cpp context of {self.n_ctx}; "
+                "pass a larger n_ctx"
+            )
+        self.llm.eval(ids)
+        ptr = self.lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+
+    def _start(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()  # the next eval drops every cached position from 0 on
+        if not ids:
+            raise EdgemedError("empty prompt: llama.cpp needs at least one token")
+        return self._eval(ids)
+
+    def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
+        rows = []
+        for prompt in prompts:
+            logits = self._start(self.tokenize(prompt))
+            z = logits - logits.max()
+            rows.append(z - np.log(np.exp(z).sum()))
+        return np.stack(rows) if rows else np.zeros((0, self.n_vocab))
+
+    def is_end(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: list[str] | None = None,
+    ) -> Generation:
+        rng = np.random.default_rng(seed)
+        ids = self.tokenize(prompt)
+        new: list[int] = []
+        times: list[float] = []
+        text = ""
+        start = time.perf_counter()
+        logits = self._start(ids)
+        for step in range(max_new_tokens):
+            token = pick_token(logits, temperature, top_p, rng)
+            times.append(time.perf_counter() - start)
+            if self.is_end(token):
+                break
+            new.append(token)
+            text, stopped = cut_at_stop(self.detokenize(new), stop)
+            if stopped or step == max_new_tokens - 1:
+                break
+            logits = self._eval([token])
+        total = time.perf_counter() - start
+        return Generation(
+            text=text,
+            prompt_tokens=len(ids),
+            new_tokens=len(times),
+            ttft_s=times[0] if times else total,
+            total_s=total,
+            token_times=times,
+        )
+
+    def info(self) -> dict[str, Any]:
+        system = self.lib.llama_print_system_info().decode(errors="ignore").strip()
+        path = "cpu" if not self.device.startswith("cuda") else "gpu offload"
+        path += " + weight repacking (extra buffer types)" if self.repack else " without weight repacking"
+        if self.amx and not self.repack:
+            path += " (AMX guard)"
+        return {
+            "runtime": self.name,
+            "file": str(self.file),
+            "threads": self.llm.n_threads,
+            "n_ctx": self.n_ctx,
+            "repack": self.repack,
+            "cpu_amx": self.amx,
+            "kernel_path": path,
+            "system_info": system,
+            "file_type": self.metadata.get("general.file_type"),
+            "add_bos": self.metadata.get("tokenizer.ggml.add_bos_token"),
+            "tokenizer_model": self.metadata.get("tokenizer.ggml.model"),
+            "tokenizer_pre": self.metadata.get("tokenizer.ggml.pre"),
+        }
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+def _manifest_of(path: Path) -> dict[str, Any]:
+    folder = path if path.is_dir() else path.parent
+    try:
+        return json.loads((folder / "edgemed.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}

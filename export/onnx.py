@@ -1,0 +1,100 @@
+"""``onnx`` / ``onnx-int8``: ONNX with a KV cache through Optimum, and onnxruntime dynamic int8 on top of it.
+
+``onnx`` is Optimum's ``text-generation-with-past`` export (one ``model.onnx`` taking ``past_key_values``),
+fp32, tokenizer saved beside. ``onnx-int8`` quantizes that model's weights to int8 with
+``onnxruntime.quantization.quantize_dynamic`` (activations quantized on the fly); it reuses the ``onnx``
+artifact of the same export run when there is one, else exports fp32 ONNX first into its temp folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgemed.export.base import Exporter, copy_tokenizer
+
+from edgemed.errors import EdgemedError
+
+ONNX_FILE = "model.onnx"
+_TWO_GB = 2 * 2**30
+
+
+class OnnxExporter(Exporter):
+    requires = ("optimum.exporters.onnx", "onnxruntime", "torch", "transformers")
+    extra = "onnx"
+    defaults = {"opset": None, "task": "text-generation-with-past"}
+
+    def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
+        export_onnx(source, dest, settings)
+        return {"task": settings["task"], "files": sorted(p.name for p in dest.iterdir())}
+
+
+def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
+    import logging
+    import warnings
+
+    from optimum.exporters.onnx import main_export
+
+    logging.getLogger("optimum").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            main_export(
+                str(source),
+                output=str(dest),
+                task=settings.get("task", "text-generation-with-past"),
+                opset=settings.get("opset"),
+                device="cpu",
+                do_validation=False,
+                local_files_only=True,
+                trust_remote_code=False,
+            )
+    except (ValueError, OSError, KeyError) as exc:
+        raise EdgemedError(f"ONNX export of {source} failed: {str(exc).splitlines()[0]}") from None
+    if not (dest / ONNX_FILE).is_file():
+        raise EdgemedError(f"ONNX export of {source} wrote no {ONNX_FILE}; this model type may not be supported")
+    copy_tokenizer(source, dest)
+
+
+class OnnxInt8Exporter(Exporter):
+    requires = OnnxExporter.requires
+    extra = "onnx"
+    defaults = {"weight_type": "qint8", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
+
+    def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        fp32 = self.sibling("onnx")
+        built_here = fp32 is None
+        if built_here:
+            fp32 = dest / ".fp32"
+            fp32.mkdir()
+            export_onnx(source, fp32, OnnxExporter.defaults)
+        weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}.get(settings["weight_type"])
+        if weight_type is None:
+            raise EdgemedError(f"onnx-int8: weight_type must be qint8 or quint8, not {settings['weight_type']!r}")
+        big = sum(p.stat().st_size for p in fp32.iterdir() if p.name.startswith(ONNX_FILE)) > _TWO_GB
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its "consider pre-processing" advice is for CNNs
+        try:
+            quantize_dynamic(
+                fp32 / ONNX_FILE,
+                dest / ONNX_FILE,
+                op_types_to_quantize=list(settings["op_types"]) or None,
+                per_channel=bool(settings["per_channel"]),
+                reduce_range=bool(settings["reduce_range"]),
+                weight_type=weight_type,
+                use_external_data_format=big,
+            )
+        finally:
+            root.setLevel(level)
+        for path in fp32.iterdir():  # config, generation config, tokenizer: everything but the fp32 graph
+            if path.is_file() and not path.name.startswith((ONNX_FILE, "edgemed")):
+                shutil.copy2(path, dest / path.name)
+        if built_here:
+            shutil.rmtree(fp32)
+        return {"from": "onnx artifact" if not built_here else "fresh fp32 export", "external_data": big}

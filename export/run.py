@@ -1,0 +1,218 @@
+"""Export a merged model to several formats, registry-driven; each artifact placed only once it verified.
+
+For every format: check the exporter can run here, skip it when ``DIR/<format>`` already holds a verified
+export of the same source (sha256 over the merged folder's files) with the same settings, else export into
+a temp folder beside it, write ``edgemed.json``, verify it with its own runtime, and rename it into place.
+A format that fails is recorded and the others go on; ``export.json`` in DIR lists every outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from edgemed.export.base import Exporter, check_source, source_fingerprint, source_prompt_style
+
+from edgemed.errors import EdgemedError
+from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
+from edgemed.manifest import MANIFEST, file_entries, new_manifest
+from edgemed.registry import FORMATS, FormatSpec, get_format, load_object
+
+SUMMARY = "export.json"
+
+
+class VerificationFailed(EdgemedError):
+    exit_code = 1
+
+
+def resolve_spec(name: str) -> FormatSpec:
+    """A registry format, or a generic ``gguf-<ftype>`` for any other llama.cpp file type."""
+    if name in FORMATS:
+        return FORMATS[name]
+    if name.startswith("gguf-") and len(name) > 5:
+        from edgemed.export.gguf import ftypes, tolerance_for
+
+        ftype = name[5:]
+        try:
+            known = ftypes()
+        except ImportError:
+            known = {}
+        if ftype in known:
+            return FormatSpec(name, "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", tolerance_for(ftype),
+                              f"GGUF {ftype} for llama.cpp")
+    return get_format(name)  # raises with a did-you-mean
+
+
+def _order(name: str) -> int:
+    names = list(FORMATS)
+    return names.index(name) if name in names else len(names)
+
+
+def _existing(final: Path, source_sha: str, settings: dict[str, Any], verify: bool) -> tuple[bool, str]:
+    """(up to date?, why not) for an artifact folder already at `final`."""
+    try:
+        m = json.loads((final / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False, f"{final} exists but is not an edgemed artifact"
+    if m.get("source", {}).get("sha256") != source_sha:
+        return False, f"{final} was exported from another source"
+    if m.get("settings") != json.loads(json.dumps(settings)):
+        return False, f"{final} was exported with other settings"
+    if verify and m.get("status") != "verified":
+        return False, f"{final} was not verified"
+    return True, "up to date (same source and settings)"
+
+
+def _cleanup_partials(out: Path, name: str) -> None:
+    """Temp folders left by a killed run (SIGKILL, power loss) never have the final name; remove them."""
+    for stale in list(out.glob(f".{name}.*.partial")) + [out / f".{name}.old"]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def run_export(
+    merged: Path,
+    formats: list[str] | None,
+    out: Path,
+    force: bool = False,
+    verify: bool = True,
+    threads: int | None = None,
+    settings: dict[str, dict[str, Any]] | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc)."""
+    from edgemed.console import progress
+
+    merged, out = Path(merged), Path(out)
+    check_source(merged)
+    explicit = formats is not None
+    names = list(dict.fromkeys(formats if explicit else FORMATS))
+    specs = [resolve_spec(n) for n in names]  # unknown names fail before anything is written
+    specs.sort(key=lambda s: _order(s.name))
+    unknown_settings = set(settings or {}) - {s.name for s in specs}
+    if unknown_settings:
+        raise EdgemedError(f"settings given for formats not exported: {', '.join(sorted(unknown_settings))}")
+    fingerprint = source_fingerprint(merged)
+    style = source_prompt_style(merged)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    reference = None
+
+    def record(spec: FormatSpec, status: str, reason: str = "", **extra: Any) -> None:
+        results.append({"format": spec.name, "status": status, "reason": reason, "path": str(out / spec.name),
+                        "seconds": None, "size_bytes": None, "verification": None, "exit_code": 0, **extra})
+        atomic_write_json(out / SUMMARY, {"source": fingerprint, "prompt_style": style, "results": results})
+
+    with progress() as bar:
+        task = bar.add_task("export", total=len(specs), visible=show_progress)
+        for spec in specs:
+            bar.update(task, description=f"{spec.name}: preparing")
+            exporter: Exporter = load_object(spec.exporter)(
+                spec.name, threads=threads, siblings=out, **(settings or {}).get(spec.name, {})
+            )
+            exporter.source_sha256 = fingerprint["sha256"]
+            reason = exporter.available()
+            if reason:
+                record(spec, "unavailable", reason, exit_code=2 if explicit else 0)
+                bar.advance(task)
+                continue
+            final = out / spec.name
+            _cleanup_partials(out, spec.name)
+            if final.exists():
+                fresh, why = _existing(final, fingerprint["sha256"], exporter.settings, verify)
+                if fresh and not force:
+                    record(spec, "skipped", why, size_bytes=dir_size(final),
+                           verification=json.loads((final / MANIFEST).read_text()).get("verification"))
+                    bar.advance(task)
+                    continue
+                if not force:
+                    record(spec, "failed", f"{why}; pass --force to replace it", exit_code=2)
+                    bar.advance(task)
+                    continue
+            start = time.perf_counter()
+            try:
+                with atomic_dir(final, force=True) as tmp:
+                    bar.update(task, description=f"{spec.name}: exporting")
+                    details = exporter.export(merged, tmp, exporter.settings)
+                    export_s = time.perf_counter() - start
+                    manifest = new_manifest(spec.name, spec.runtime, fingerprint, exporter.settings)
+                    manifest.update(status="unverified", prompt_style=style, export=details,
+                                    export_seconds=round(export_s, 3), files=file_entries(tmp))
+                    manifest["size_bytes"] = sum(f["size"] for f in manifest["files"])
+                    atomic_write_json(tmp / MANIFEST, manifest)
+                    verification = None
+                    if verify:
+                        bar.update(task, description=f"{spec.name}: verifying")
+                        if reference is None:
+                            from edgemed.export.verify import Reference
+
+                            reference = Reference.compute(merged, style, threads)
+                        from edgemed.export.verify import verify as verify_artifact
+
+                        t0 = time.perf_counter()
+                        verification = verify_artifact(tmp, reference, spec.tolerance, threads)
+                        verification["seconds"] = round(time.perf_counter() - t0, 3)
+                        if not verification["passed"]:
+                            raise VerificationFailed(verification["error"])
+                        manifest.update(status="verified", verification=verification)
+                        atomic_write_json(tmp / MANIFEST, manifest)
+                record(spec, "exported", "", seconds=round(time.perf_counter() - start, 3),
+                       export_seconds=round(export_s, 3), size_bytes=manifest["size_bytes"],
+                       verification=verification)
+            except VerificationFailed as exc:
+                record(spec, "failed", f"verification failed: {exc}", exit_code=1,
+                       seconds=round(time.perf_counter() - start, 3), verification=verification)
+            except EdgemedError as exc:
+                record(spec, "failed", str(exc), exit_code=exc.exit_code, seconds=round(time.perf_counter() - start, 3))
+            except Exception as exc:  # one format's bug must not lose the others
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                record(spec, "failed", f"internal error: {type(exc).__name__}: {first}", exit_code=3,
+                       seconds=round(time.perf_counter() - start, 3))
+            bar.advance(task)
+        bar.update(task, description="export: done")
+    return results
+
+
+def exit_code(results: list[dict[str, Any]]) -> int:
+    """0 when every requested format is in place; else the worst (2 input, 1 verification, 3 bug)."""
+    codes = [r["exit_code"] for r in results if r["exit_code"]]
+    if not codes:
+        return 0
+    return 2 if 2 in codes else max(codes)
+
+
+def summary_table(results: list[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title="export")
+    for col in ("format", "status", "size", "seconds", "max |Δ logprob|", "tolerance", "tokens", "note"):
+        table.add_column(col, justify="right" if col in ("size", "seconds", "max |Δ logprob|", "tolerance") else "left")
+    colors = {"exported": "green", "skipped": "cyan", "unavailable": "yellow", "failed": "red"}
+    for r in results:
+        v = r.get("verification") or {}
+        delta = v.get("max_abs_delta")
+        parity = v.get("token_parity")
+        table.add_row(
+            r["format"],
+            f"[{colors[r['status']]}]{r['status']}[/]",
+            _size(r.get("size_bytes")),
+            f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
+            f"{delta:.2e}" if delta is not None else "",
+            f"{v['tolerance']:g}" if "tolerance" in v else "",
+            "" if parity is None else ("same" if parity else "[red]differ[/]"),
+            r.get("reason", ""),
+        )
+    return table
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""

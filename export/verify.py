@@ -1,0 +1,185 @@
+"""Verify an exported artifact against the merged model it came from.
+
+The artifact is loaded by ITS OWN runtime (``open_runtime``) in a subprocess, so a native crash (llama.cpp,
+onnxruntime, bitsandbytes kernels) fails that format's verification instead of the whole export. Checks:
+
+1. token parity: the verification prompts and a probe with digits, punctuation, non-ASCII text and the
+   prompt style's special markers tokenize to the SAME ids as in transformers, and ' A'..' D' are the same
+   single tokens (a GGUF written with the wrong pre-tokenizer fails here);
+2. letter log-probs: ``Runtime.letter_logprobs`` on the prompts vs the merged model (transformers, fp32);
+   max |delta| must be within the format's tolerance (``FormatSpec.tolerance``);
+3. it decodes: at least one generated token (a load-only check hides kernels that crash on first decode).
+
+Tolerances (max |delta log p| over prompts x letters; registry.FORMATS):
+
+=============  =========  =====================================================================
+format         tolerance  why
+=============  =========  =====================================================================
+hf             1e-4       the same weights; only batch/thread reduction order differs
+bnb-int8       0.35       LLM.int8 weight rounding (outlier columns kept in fp)
+bnb-nf4        1.0        4-bit weights
+onnx           1e-3       fp32 graph; onnxruntime fuses/reorders ops
+onnx-int8      1.0        int8 weights and dynamically quantized activations
+gguf-f16       0.05       fp16 weights (llama.cpp computes in fp32 with fp16 weights)
+gguf-q8_0      0.2        8-bit blocks of 32
+gguf-q4_k_m    1.0        4/6-bit K-quants (legacy-type fallback on widths not divisible by 256)
+gguf-<other>   by family  edgemed.export.gguf.TOLERANCE_BY_PREFIX
+=============  =========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+N_QUESTIONS = 6
+PROBE = "Dose 12.5 mg/kg q8h; 37.5°C, pH 7.40 (n=1024) — naïve β-blocker, 2x/day?"
+WORKER_TIMEOUT_S = 900
+
+
+def verification_prompts(style: str, n: int = N_QUESTIONS) -> list[str]:
+    """Prompts for `n` bundled sample questions spread over the file (fixed, so runs compare)."""
+    from edgemed.data import load_questions
+    from edgemed.prompts import get_style
+
+    questions, _ = load_questions("sample", limit=None)
+    step = max(len(questions) // n, 1)
+    picked = [questions[i * step] for i in range(n)]
+    return [get_style(style).prompt(q) for q in picked]
+
+
+def probe_texts(style: str) -> list[str]:
+    """Texts whose tokenization must match exactly: digits, punctuation, non-ASCII, the style's markers."""
+    from edgemed.prompts import get_style
+
+    s = get_style(style)
+    return [PROBE, s.head.format(system="sys") + PROBE + s.user_end + "Answer: C" + s.turn_end]
+
+
+@dataclass
+class Reference:
+    """The merged model's answers on the verification prompts."""
+
+    style: str
+    prompts: list[str]
+    probes: list[str]
+    letter_logprobs: np.ndarray
+    token_ids: list[list[int]]
+    letter_ids: list[int]
+
+    @classmethod
+    def compute(cls, merged: Path, style: str, threads: int | None = None) -> Reference:
+        from edgemed.runtimes.hf import TransformersRuntime
+
+        prompts, probes = verification_prompts(style), probe_texts(style)
+        with TransformersRuntime(merged, threads=threads, device="cpu", dtype="float32") as rt:
+            return cls(
+                style=style,
+                prompts=prompts,
+                probes=probes,
+                letter_logprobs=rt.letter_logprobs(prompts),
+                token_ids=[rt.tokenize(t) for t in prompts + probes],
+                letter_ids=list(rt.letter_ids),
+            )
+
+
+def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """Load `artifact` with its runtime in a subprocess and collect what verification compares."""
+    with tempfile.TemporaryDirectory(prefix="edgemed-verify-") as tmp:
+        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps({"artifact": str(artifact), "threads": threads, **texts}))
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgemed.export.verify", str(req), str(res)],
+            capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        if proc.returncode != 0 or not res.is_file():
+            if proc.returncode < 0:
+                try:
+                    why = f"the runtime crashed ({signal.Signals(-proc.returncode).name})"
+                except ValueError:
+                    why = f"the runtime crashed (signal {-proc.returncode})"
+            else:
+                lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+                why = lines[-1] if lines else f"exit {proc.returncode}"
+            return {"error": why}
+        return json.loads(res.read_text())
+
+
+def verify(artifact: Path, ref: Reference, tolerance: float, threads: int | None = None) -> dict[str, Any]:
+    """Compare the artifact with the reference; ``passed`` says whether it may be shipped."""
+    got = run_worker(artifact, {"prompts": ref.prompts, "probes": ref.probes}, threads)
+    result: dict[str, Any] = {"tolerance": tolerance, "prompts": len(ref.prompts), "prompt_style": ref.style}
+    if "error" in got:
+        return {**result, "passed": False, "error": got["error"]}
+    mismatch = None
+    for i, (want, have) in enumerate(zip(ref.token_ids, got["token_ids"], strict=True)):
+        if want != have:
+            diff = (j for j, (a, b) in enumerate(zip(want, have, strict=False)) if a != b)
+            pos = next(diff, min(len(want), len(have)))
+            mismatch = {"text": i, "position": pos, "expected": want[pos:pos + 6], "got": have[pos:pos + 6]}
+            break
+    lp = np.asarray(got["letter_logprobs"], dtype=np.float64)
+    delta = np.abs(lp - ref.letter_logprobs)
+    parity = mismatch is None and got["letter_ids"] == ref.letter_ids
+    result.update(
+        max_abs_delta=float(delta.max()),
+        mean_abs_delta=float(delta.mean()),
+        top_letter_agreement=float((lp.argmax(1) == ref.letter_logprobs.argmax(1)).mean()),
+        token_parity=parity,
+        tokens_checked=sum(len(t) for t in ref.token_ids),
+        decoded_tokens=got["decoded_tokens"],
+        runtime=json.loads(json.dumps(got["info"]).replace(str(artifact) + "/", "")),
+    )
+    problems = []
+    if mismatch is not None:
+        result["token_mismatch"] = mismatch
+        problems.append(f"token ids differ from transformers (text {mismatch['text']} at {mismatch['position']})")
+    elif got["letter_ids"] != ref.letter_ids:
+        problems.append(f"letter token ids {got['letter_ids']} differ from transformers' {ref.letter_ids}")
+    if not delta.max() <= tolerance:
+        problems.append(f"max |delta log p| {delta.max():.4g} > tolerance {tolerance:g}")
+    if got["decoded_tokens"] < 1:
+        problems.append("generated no token")
+    result["passed"] = not problems
+    if problems:
+        result["error"] = "; ".join(problems)
+    return result
+
+
+def _worker(req_path: str, res_path: str) -> int:
+    """Subprocess side: open the artifact with its own runtime, score, tokenize, decode."""
+    from edgemed.runtimes.base import open_runtime
+
+    req = json.loads(Path(req_path).read_text())
+    with open_runtime(Path(req["artifact"]), threads=req["threads"], device="cpu") as rt:
+        lp = rt.letter_logprobs(req["prompts"])
+        ids = [rt.tokenize(t) for t in req["prompts"] + req["probes"]]
+        gen = rt.generate(req["prompts"][0], max_new_tokens=2)
+        out = {
+            "letter_logprobs": lp.tolist(),
+            "token_ids": ids,
+            "letter_ids": list(rt.letter_ids),
+            "decoded_tokens": gen.new_tokens,
+            "info": rt.info(),
+        }
+    Path(res_path).write_text(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    from edgemed.errors import EdgemedError
+
+    try:
+        sys.exit(_worker(*sys.argv[1:3]))
+    except EdgemedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
