@@ -1,0 +1,5 @@
+"""``edgemed.bench``: measure exported artifacts (accuracy, latency, throughput, memory, size) side by side.
+
+Each artifact runs in its own child process (:mod:`edgemed.bench.worker`) so its peak memory is its own
+and a crash of one never stops the rest; :func:`edgemed.bench.run.run_bench` drives the whole run.
+"""

@@ -1,0 +1,123 @@
+"""Run one command in a fresh child process: sample its memory, enforce a timeout, read the kernel's accounting.
+
+A crash (signal), a non-zero exit, an out-of-memory kill or a timeout is reported, never raised, so the
+caller records it as that artifact's failure and goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgemed.bench.probes import TreeSampler, maxrss_to_bytes
+
+
+@dataclass
+class ChildOutcome:
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+    timed_out: bool
+    wall_s: float
+    peak_rss_sampled: int
+    samples: int
+    ru_maxrss: int  # bytes, from wait4
+    interval_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.signal is None:
+            return None
+        try:
+            return signal.Signals(self.signal).name
+        except ValueError:
+            return f"signal {self.signal}"
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return f"timed out after {self.wall_s:.0f} s and was killed"
+        if self.signal is not None:
+            hint = " (likely out of memory: the kernel's OOM killer sends SIGKILL)" if self.signal == 9 else ""
+            return f"crashed: killed by {self.signal_name}{hint}"
+        return f"exited with code {self.exit_code}"
+
+
+def run_child(
+    cmd: list[str],
+    log_path: Path,
+    timeout_s: float | None = None,
+    env: dict[str, str] | None = None,
+    interval_s: float = 0.02,
+    on_tick: Callable[[], None] | None = None,
+    tick_s: float = 0.5,
+) -> ChildOutcome:
+    """Run `cmd` with stdout+stderr into `log_path`; poll every `interval_s` until it ends or times out."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    sampler = TreeSampler(proc.pid)
+    timed_out = False
+    last_tick = start
+    status, rusage = 0, None
+    try:
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            with contextlib.suppress(Exception):
+                sampler.sample()
+            now = time.monotonic()
+            if timeout_s and now - start > timeout_s:
+                timed_out = True
+                _kill_group(proc.pid)
+                _, status, rusage = os.wait4(proc.pid, 0)
+                break
+            if on_tick and now - last_tick >= tick_s:
+                last_tick = now
+                on_tick()
+            time.sleep(interval_s)
+    except BaseException:  # interrupted: never leave the child running
+        _kill_group(proc.pid)
+        with contextlib.suppress(ChildProcessError):
+            os.wait4(proc.pid, 0)
+        proc.returncode = -9
+        raise
+    _kill_group(proc.pid)  # grandchildren it left behind
+    wall = time.monotonic() - start
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    proc.returncode = code if code is not None else -(sig or 0)  # reaped here, so Popen must not wait again
+    return ChildOutcome(
+        exit_code=code, signal=sig, timed_out=timed_out, wall_s=wall, peak_rss_sampled=sampler.peak,
+        samples=sampler.samples, ru_maxrss=maxrss_to_bytes(rusage.ru_maxrss) if rusage else 0,
+        interval_s=interval_s,
+    )
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
+    """The last lines of a log file."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(size - max_bytes, 0))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

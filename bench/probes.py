@@ -1,0 +1,83 @@
+"""Machine and process probes: the copy bandwidth of this machine, resident memory of a process tree."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from typing import Any
+
+import psutil
+
+
+def copy_bandwidth(size_bytes: int = 256 * 2**20, repeats: int = 5) -> dict[str, Any]:
+    """Best-of-`repeats` numpy memcpy of a large buffer, counted STREAM-style (bytes read + bytes written).
+
+    The buffer shrinks on machines with little free memory (each of the two buffers stays under 1/8 of it).
+    """
+    import numpy as np
+
+    size = int(min(size_bytes, psutil.virtual_memory().available // 8))
+    size -= size % 4096
+    src = np.ones(size, dtype=np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in before timing
+    best = float("inf")
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return {
+        "buffer_bytes": size,
+        "repeats": repeats,
+        "best_s": best,
+        "gbps": 2 * size / best / 1e9,
+        "method": "numpy copyto, one thread, best of repeats; read + write bytes per second (STREAM copy)",
+    }
+
+
+def rss_bytes(proc: psutil.Process | None = None) -> int:
+    """Resident memory of one process (this one by default)."""
+    return (proc or psutil.Process()).memory_info().rss
+
+
+def maxrss_to_bytes(ru_maxrss: int) -> int:
+    """ru_maxrss is kilobytes on Linux and bytes on macOS."""
+    return int(ru_maxrss) if sys.platform == "darwin" else int(ru_maxrss) * 1024
+
+
+def self_peak_rss_bytes() -> int:
+    return maxrss_to_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+class TreeSampler:
+    """Peak summed RSS of a process and its descendants; the descendant list is refreshed every `refresh_s`.
+
+    Scanning for children walks /proc, so it runs rarely; reading each known process's RSS is cheap.
+    """
+
+    def __init__(self, pid: int, refresh_s: float = 0.5):
+        self.root = psutil.Process(pid)
+        self.refresh_s = refresh_s
+        self._procs: list[psutil.Process] = [self.root]
+        self._last_refresh = 0.0
+        self.peak = 0
+        self.samples = 0
+
+    def sample(self) -> int:
+        now = time.monotonic()
+        if now - self._last_refresh >= self.refresh_s:
+            try:
+                self._procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                self._procs = [self.root]
+            self._last_refresh = now
+        total = 0
+        for proc in self._procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak = max(self.peak, total)
+        self.samples += 1
+        return total

@@ -1,0 +1,128 @@
+"""Render bench results: the rich terminal table (best value per column highlighted), CSV and markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from edgemed.bench.results import METRICS, TABLE_COLUMNS, ArtifactResult, format_value
+
+
+def best_per_column(results: list[ArtifactResult], columns: tuple[str, ...] = TABLE_COLUMNS) -> dict[str, float]:
+    """metric -> the best value among the artifacts that ran (for metrics with a direction)."""
+    best: dict[str, float] = {}
+    for key in columns:
+        better = METRICS[key].better
+        values = [v for r in results if r.ok and (v := r.metric(key)) is not None]
+        if better and len(values) > 1:
+            best[key] = min(values) if better == "min" else max(values)
+    return best
+
+
+def _cell(r: ArtifactResult, key: str) -> str:
+    value = r.metric(key)
+    text = format_value(key, value)
+    if key == "accuracy" and value is not None and r.accuracy.ci_low is not None:
+        text += f" [{r.accuracy.ci_low:.2f}-{r.accuracy.ci_high:.2f}]"
+    return text
+
+
+def rich_table(results: list[ArtifactResult], title: str = "edgemed bench", reference: str | None = None):
+    from rich.table import Table
+
+    best = best_per_column(results)
+    table = Table(title=title, title_justify="left")
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("format")
+    for key in TABLE_COLUMNS:
+        table.add_column(METRICS[key].label, justify="right")
+    for r in results:
+        name = r.name + (" (ref)" if r.name == reference else "")
+        if not r.ok:
+            kind = r.failure.kind if r.failure else "failed"
+            table.add_row(name, r.format, "[red]FAILED[/red]", f"[red]{kind}[/red]", *[""] * (len(TABLE_COLUMNS) - 2))
+            continue
+        cells = []
+        for key in TABLE_COLUMNS:
+            text = _cell(r, key)
+            value = r.metric(key)
+            cells.append(f"[bold green]{text}[/bold green]" if key in best and value == best[key] else text)
+        table.add_row(name, r.format, *cells)
+    return table
+
+
+def to_csv(results: list[ArtifactResult]) -> str:
+    rows = [r.row() for r in results]
+    buf = io.StringIO()
+    fields = ["name", "format", "runtime", "status", *METRICS, "failure"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+    return buf.getvalue()
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
+    """A summary for a pull request or $GITHUB_STEP_SUMMARY: table, checks, recommendation, environment."""
+    best = best_per_column(results)
+    ref = doc.get("reference")
+    lines = ["## edgemed bench", ""]
+    settings = doc.get("settings", {})
+    lines.append(
+        f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({settings.get('data', '?')}), "
+        f"{settings.get('threads')} threads, {settings.get('repeats')} repeats after {settings.get('warmup')} "
+        f"warm-up, {settings.get('gen_tokens')} generated tokens. Best value per column in **bold**."
+    )
+    lines.append("")
+    header = ["artifact", "format"] + [METRICS[k].label for k in TABLE_COLUMNS]
+    lines += [_md_row(header), _md_row(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS))]
+    for r in results:
+        name = r.name + (" (ref)" if r.name == ref else "")
+        if not r.ok:
+            msg = r.failure.message if r.failure else "failed"
+            lines.append(_md_row([name, r.format, f"FAILED: {msg}"] + [""] * (len(TABLE_COLUMNS) - 1)))
+            continue
+        cells = []
+        for key in TABLE_COLUMNS:
+            text = _cell(r, key)
+            cells.append(f"**{text}**" if key in best and r.metric(key) == best[key] else text)
+        lines.append(_md_row([name, r.format, *cells]))
+    checks = doc.get("checks", [])
+    broken = [c for c in checks if not c["passed"]]
+    lines.append("")
+    if checks:
+        status = "all budgets hold" if not broken else f"{len(broken)} of {len(checks)} checks broken"
+        lines.append(f"**Checks: {status}.**")
+        for c in broken:
+            lines.append(f"- :x: `{c['artifact']}` {c['key']}: {c['message']} ({c['source']})")
+        lines.append("")
+    rec = doc.get("recommendation")
+    if rec:
+        lines.append(f"**Recommendation:** {rec['why']}.")
+        for name, reasons in rec.get("rejected", {}).items():
+            lines.append(f"- `{name}`: {'; '.join(reasons)}")
+        lines.append("")
+    for prof in doc.get("profiles", []):
+        p = prof["profile"]
+        lines.append(f"**Device profile {p['name']}** ({p['description']}; {p['bandwidth_gbps']:g} GB/s, "
+                     f"{p['memory_ceiling_gb']:g} GB usable; estimates):")
+        for row in prof["artifacts"]:
+            est = row.get("est_decode_tokens_per_s")
+            bound = row.get("est_max_decode_tokens_per_s")
+            shown = f"~{est:.1f} tok/s" if est else "-"
+            shown += f" (memory-bound max {bound:.1f})" if bound else ""
+            lines.append(f"- `{row['artifact']}`: {row['note']}; decode {shown}")
+        lines.append("")
+    env = doc.get("environment", {})
+    bw = doc.get("machine", {}).get("copy_bandwidth", {})
+    lines.append(
+        f"<sub>{env.get('cpu')} ({env.get('cores_physical')} cores), {env.get('ram_gb')} GB RAM, {env.get('os')}, "
+        f"accelerator {env.get('accelerator')}, copy bandwidth {bw.get('gbps', 0):.1f} GB/s, "
+        f"commit {env.get('commit')}</sub>"
+    )
+    return "\n".join(lines) + "\n"
