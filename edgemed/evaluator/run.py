@@ -84,6 +84,8 @@ def _find_key(data: Any, key: str, depth: int = 2) -> Any:
 def recorded_style(path: Path) -> tuple[str, str] | None:
     """(style, file) when an artifact's manifest or a merged folder's metadata records the training prompt style."""
     path = Path(path)
+    if not path.exists():
+        return None
     folder = path if path.is_dir() else path.parent
     for name in STYLE_FILES:
         meta = folder / name

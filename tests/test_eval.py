@@ -1,0 +1,266 @@
+"""`edgemed eval` end to end on the tiny model, the evaluator API, and exact bookkeeping on a scripted runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemed.data.medmcqa import Question
+from edgemed.evaluator.run import EvalResult, evaluate, resolve_style, sweep
+from edgemed.runtimes.base import Generation, Runtime
+
+PRED_KEYS = {"id", "gold", "predicted", "probs", "correct"}
+
+
+# --- a Runtime whose answers are set per question: checks the evaluator's arithmetic exactly ------------------
+class ScriptedRuntime(Runtime):
+    """Token ids 0..3 are ' A'..' D', 4 is everything else; each question's letter distribution and text are given."""
+
+    name = "scripted"
+
+    def __init__(self, script: dict[str, tuple[list[float], str]], template: str | None = None):
+        super().__init__(Path("scripted"))
+        self.script = script
+        self.template = template
+
+    def _entry(self, prompt: str) -> tuple[list[float], str]:
+        hits = [v for k, v in self.script.items() if f"Question: {k}\n" in prompt]
+        assert len(hits) == 1, prompt
+        return hits[0]
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        letters = [" A", " B", " C", " D"]
+        return [letters.index(text)] if text in letters else [4] * len(text)
+
+    def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
+        rows = []
+        for prompt in prompts:
+            probs = np.array(self._entry(prompt)[0]) * 0.5  # half the mass on the letters, half elsewhere
+            rows.append(np.log(np.append(probs, 0.5)))
+        return np.array(rows)
+
+    def generate(self, prompt, max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0, stop=None) -> Generation:
+        text = self._entry(prompt)[1]
+        return Generation(text=text, prompt_tokens=len(prompt), new_tokens=3, ttft_s=0.001, total_s=0.002)
+
+    def chat_template(self) -> str | None:
+        return self.template
+
+
+def _q(i: int, answer: int) -> Question:
+    return Question(id=f"q{i}", question=f"question {i}?", options=("alpha", "beta", "gamma", "delta"),
+                    answer=answer, subject="S1" if i % 2 else "S2")
+
+
+def test_logprob_scoring_bookkeeping_is_exact():
+    qs = [_q(0, 0), _q(1, 1), _q(2, 2), _q(3, 3)]
+    rt = ScriptedRuntime({
+        "question 0?": ([0.7, 0.1, 0.1, 0.1], ""),  # right, confident
+        "question 1?": ([0.1, 0.6, 0.2, 0.1], ""),  # right
+        "question 2?": ([0.1, 0.5, 0.3, 0.1], ""),  # wrong, gold runner-up: a near miss at margin 0.2 -> not near
+        "question 3?": ([0.8, 0.05, 0.05, 0.1], ""),  # wrong and confident
+    })
+    res = evaluate(rt, qs, show_progress=False, batch_size=3)
+    assert isinstance(res, EvalResult)
+    assert res.accuracy == 0.5 and res.n == 4
+    assert [p["predicted"] for p in res.predictions] == ["A", "B", "B", "A"]
+    assert res.predictions[0]["probs"] == pytest.approx({"A": 0.7, "B": 0.1, "C": 0.1, "D": 0.1})
+    assert res.predictions[0]["letter_mass"] == pytest.approx(0.5)
+    assert res.config["prompt_style"] == "plain" and res.config["prompt_style_source"] == "chat template"
+    assert res.metrics["failures"]["confident_wrong"]["count"] == 1
+    assert res.metrics["failures"]["near_miss"]["count"] == 0
+    assert res.metrics["per_subject"]["S1"]["accuracy"] == 0.5
+    # confidences 0.7, 0.6, 0.5, 0.8 with right/right/wrong/wrong -> bins .5: 0 (gap .5), .6: 1 (.4), .7: 1 (.3),
+    # .8: 0 (.8): ECE = (0.5 + 0.4 + 0.3 + 0.8) / 4 = 0.5
+    assert res.metrics["calibration"]["ece"] == pytest.approx(0.5)
+    d = res.to_dict()
+    assert d["accuracy"] == 0.5 and d["correct"] == 2 and len(d["accuracy_ci"]) == 2
+    json.dumps(d)  # serialisable
+
+
+def test_generate_counts_unparseable_apart_and_never_correct():
+    qs = [_q(0, 0), _q(1, 1), _q(2, 2), _q(3, 3)]
+    rt = ScriptedRuntime({
+        "question 0?": ([0.25] * 4, " A. alpha"),
+        "question 1?": ([0.25] * 4, "beta"),  # exact option text
+        "question 2?": ([0.25] * 4, "I would say gamma"),  # unparseable even though it names the gold
+        "question 3?": ([0.25] * 4, " C"),
+    }, template="<|im_start|>")
+    res = evaluate(rt, qs, scoring="generate", show_progress=False)
+    assert [p["predicted"] for p in res.predictions] == ["A", "B", None, "C"]
+    assert [p["correct"] for p in res.predictions] == [True, True, False, False]
+    assert res.metrics["unparseable"] == 1
+    assert res.metrics["failures"]["unparseable"]["examples"][0]["text"] == "I would say gamma"
+    assert res.config["prompt_style"] == "chatml"
+    assert res.config["generation"]["temperature"] == 0.0
+    assert res.config["generation"]["stop"] == ["<|im_end|>"]
+
+
+def test_legacy_reports_substring_rates_and_false_positives():
+    qs = [_q(0, 0), _q(1, 1), _q(2, 2)]
+    rt = ScriptedRuntime({
+        "question 0?": ([0.25] * 4, " A. alpha"),
+        "question 1?": ([0.25] * 4, " C. gamma, unlike beta"),  # wrong letter, but gold text appears
+        "question 2?": ([0.25] * 4, " D. delta"),
+    })
+    res = evaluate(rt, qs, scoring="legacy", show_progress=False)
+    lg = res.metrics["legacy"]
+    assert "LEGACY" in lg["label"]
+    assert lg["exact_rate"] == pytest.approx(2 / 3)
+    assert lg["strict_letter_accuracy"] == pytest.approx(1 / 3)
+    assert (lg["wrong_letter"], lg["wrong_letter_judged_exact"]) == (2, 1)
+    assert res.accuracy == pytest.approx(1 / 3)  # the headline stays the strict letter accuracy
+    assert res.config["generation"]["max_new_tokens"] == 100
+
+
+def test_unlabelled_questions_are_refused():
+    from edgemed.errors import EdgemedError
+
+    rt = ScriptedRuntime({"question 0?": ([0.25] * 4, "")})
+    with pytest.raises(EdgemedError, match="no gold answer"):
+        evaluate(rt, [_q(0, -1)], show_progress=False)
+    with pytest.raises(EdgemedError, match="unknown scoring"):
+        evaluate(rt, [_q(0, 0)], scoring="vibes", show_progress=False)
+
+
+# --- the real tiny model ----------------------------------------------------------------------------------------
+def _read_run(out: Path) -> tuple[dict, list[dict]]:
+    results = json.loads((out / "results.json").read_text())
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    return results, preds
+
+
+def test_cli_eval_end_to_end_schema_and_determinism(cli, tiny_model, tmp_path):
+    out1, out2 = tmp_path / "a", tmp_path / "b"
+    r1 = cli("eval", "tiny-random", "--limit", "24", "--no-progress", "--out", out1)
+    assert r1.returncode == 0, r1.stderr
+    assert "accuracy" in r1.stdout and "Wilson" in r1.stdout and "calibration" in r1.stdout
+    assert "held-out side" in r1.stderr  # says which side of the sample it scored
+    results, preds = _read_run(out1)
+    assert results["n"] == len(preds) == 24
+    assert 0.0 <= results["accuracy_ci"][0] <= results["accuracy"] <= results["accuracy_ci"][1] <= 1.0
+    assert results["accuracy"] == pytest.approx(sum(p["correct"] for p in preds) / 24)
+    assert results["scoring"] == "logprob" and results["prompt_style"] == "chatml"
+    assert results["data"]["source"] == "sample" and "eval side" in results["data"]["subset"]
+    assert {"cpu", "versions"} <= set(results["environment"])
+    m = results["metrics"]
+    assert 0.0 <= m["calibration"]["ece"] <= 1.0
+    assert [r["coverage"] for r in m["calibration"]["accuracy_at_coverage"]] == [1.0, 0.8, 0.6, 0.4, 0.2]
+    assert [r["n"] for r in m["test_size"]["interval_width"]] == [50, 100, 200, 500, 1000, 2000, 5000]
+    assert m["per_subject"] and sum(s["n"] for s in m["per_subject"].values()) == 24
+    assert sum(m["letters"]["predicted"].values()) == 24
+    for p in preds:
+        assert set(p) >= PRED_KEYS
+        assert p["predicted"] in "ABCD" and p["gold"] in "ABCD"
+        assert sum(p["probs"].values()) == pytest.approx(1.0)
+        assert p["correct"] == (p["predicted"] == p["gold"])
+    # held-out side of training's default split: same ids as split_questions gives
+    from edgemed.data import load_questions, split_questions
+
+    _, held = split_questions(load_questions("sample")[0], eval_fraction=0.2, seed=0)
+    assert [p["id"] for p in preds] == [q.id for q in held[:24]]
+
+    # deterministic re-run, then compared against the first run
+    r2 = cli("eval", "tiny-random", "--limit", "24", "--no-progress", "--reference", out1 / "results.json",
+             "--out", out2)
+    assert r2.returncode == 0, r2.stderr
+    results2, preds2 = _read_run(out2)
+    assert preds2 == preds
+    cmp = results2["comparison"]
+    assert cmp["n"] == 24 and cmp["agreement"] == 1.0 and cmp["mean_kl"] == 0.0 and cmp["mcnemar_p"] == 1.0
+    assert "paired_n" in results2["metrics"]["test_size"]["n_to_detect"][0]
+
+
+def test_generate_and_sweep_on_tiny_model(tiny_model):
+    from edgemed.data import load_questions
+    from edgemed.runtimes.base import open_runtime
+
+    qs = load_questions("sample", limit=3)[0]
+    with open_runtime(tiny_model, threads=1) as rt:
+        res = evaluate(rt, qs, scoring="generate", show_progress=False, max_new_tokens=4)
+        again = evaluate(rt, qs, scoring="generate", show_progress=False, max_new_tokens=4)
+        sw = sweep(rt, qs[:2], temperatures=(0.0, 1.0), max_new_tokens=(3,), repeats=2, show_progress=False)
+    assert [p["text"] for p in res.predictions] == [p["text"] for p in again.predictions]  # greedy: deterministic
+    for p in res.predictions:
+        assert p["new_tokens"] <= 4 and set(p["probs"]) == set("ABCD")
+        assert p["correct"] == (p["predicted"] is not None and p["predicted"] == p["gold"])
+    assert res.metrics["unparseable"] == sum(p["predicted"] is None for p in res.predictions)
+    rows = {r["temperature"]: r for r in sw["rows"]}
+    assert set(rows) == {0.0, 1.0}
+    assert rows[0.0]["consistency"] == 1.0  # greedy repeats agree
+    assert all(r["new_tokens_per_question"] <= 3 and r["s_per_question"] > 0 for r in sw["rows"])
+
+
+def test_recorded_prompt_style_wins_over_chat_template(tiny_model, tmp_path):
+    from edgemed.runtimes.base import open_runtime
+
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    for f in tiny_model.iterdir():
+        (merged / f.name).symlink_to(f)
+    (merged / "edgemed-merge.json").write_text(json.dumps({"training": {"prompt_style": "plain"}}))
+    with open_runtime(merged) as rt:
+        assert rt.prompt_style == "chatml"
+        assert resolve_style(merged, rt) == ("plain", "edgemed-merge.json")
+        res = evaluate(rt, [_q(0, 1)], show_progress=False)
+    assert res.config["prompt_style"] == "plain"
+
+
+# --- label convention and bad input: exit 2, nothing written ---------------------------------------------------
+def _write_rows(path: Path, base: int, n: int = 24) -> Path:
+    rows = [
+        {"id": f"r{i}", "question": f"Which option is number {i % 4}?", "opa": "first", "opb": "second",
+         "opc": "third", "opd": "fourth", "cop": i % 4 + base}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
+    one_based = _write_rows(tmp_path / "one.jsonl", base=1)
+    zero_based = _write_rows(tmp_path / "zero.jsonl", base=0)
+    for data, declared, looks in ((one_based, "0", "1-based"), (zero_based, "1", "0-based")):
+        out = tmp_path / f"out-{declared}"
+        r = cli("eval", tiny_model, "--data", data, "--cop-base", declared, "--out", out)
+        assert r.returncode == 2, r.stderr
+        assert looks in r.stderr and "Traceback" not in r.stderr
+        assert not out.exists()
+    # declared correctly (or auto) the same file scores with the right gold letters
+    out = tmp_path / "auto"
+    r = cli("eval", tiny_model, "--data", one_based, "--no-progress", "--out", out)
+    assert r.returncode == 0, r.stderr
+    _, preds = _read_run(out)
+    assert [p["gold"] for p in preds[:4]] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tiny-randon"], "did you mean 'tiny-random'"),
+        (["/nonexistent/model"], "unknown model"),
+        (["tiny-random", "--data", "/nonexistent.jsonl"], "not found"),
+        (["tiny-random", "--limit", "0"], "--limit"),
+        (["tiny-random", "--batch-size", "0"], "--batch-size"),
+        (["tiny-random", "--temperature", "0.5"], "generate and legacy"),
+        (["tiny-random", "--split", "bogus"], "split 'bogus'"),
+        (["tiny-random", "--reference", "/nonexistent/predictions.jsonl"], "reference predictions"),
+        (["tiny-random", "--scoring", "vibes"], "invalid choice"),
+    ],
+)
+def test_bad_inputs_exit_2(cli, tmp_path, args, message):
+    r = cli("eval", *args, "--out", tmp_path / "out")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_reference_from_other_questions_is_refused(cli, tiny_model, tmp_path):
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text(json.dumps({"id": "elsewhere", "gold": "A", "predicted": "A", "correct": True}) + "\n")
+    r = cli("eval", tiny_model, "--limit", "4", "--no-progress", "--reference", ref, "--out", tmp_path / "out")
+    assert r.returncode == 2 and "no question ids" in r.stderr
+    assert not (tmp_path / "out").exists()
