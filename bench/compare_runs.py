@@ -45,17 +45,16 @@ def load_run(path: Path) -> tuple[dict[str, Any], list[ArtifactResult]]:
 
 def pair(before: list[ArtifactResult], after: list[ArtifactResult]) -> list[tuple[ArtifactResult | None,
                                                                                   ArtifactResult | None]]:
-    """Match artifacts by name, then by format among the unmatched; unmatched ones pair with None."""
-    pairs: list[tuple[ArtifactResult | None, ArtifactResult | None]] = []
+    """Match artifacts by name, then by format where exactly one unmatched artifact on each side has it."""
     left = {r.name: r for r in before}
-    for r in after:
-        if r.name in left:
-            pairs.append((left.pop(r.name), r))
-    unmatched_after = [r for r in after if all(r is not b for _, b in pairs)]
-    for r in unmatched_after:
-        same = [b for b in left.values() if b.format == r.format]
-        if len(same) == 1:
-            pairs.append((left.pop(same[0].name), r))
+    matched = [(left.pop(r.name), r) for r in after if r.name in left]
+    rest = [r for r in after if all(r is not a for _, a in matched)]
+    pairs: list[tuple[ArtifactResult | None, ArtifactResult | None]] = list(matched)
+    for r in rest:
+        same_before = [b for b in left.values() if b.format == r.format]
+        same_after = [a for a in rest if a.format == r.format]
+        if len(same_before) == 1 and len(same_after) == 1:
+            pairs.append((left.pop(same_before[0].name), r))
         else:
             pairs.append((None, r))
     pairs.extend((b, None) for b in left.values())

@@ -7,9 +7,11 @@ caller records it as that artifact's failure and goes on with the next one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ class ChildOutcome:
     wall_s: float
     peak_rss_sampled: int
     samples: int
-    ru_maxrss: int  # bytes, from wait4
+    ru_maxrss: int | None  # bytes, the kernel's peak RSS of the command (wait4 in the launcher); None if unknown
     interval_s: float
 
     @property
@@ -60,19 +62,26 @@ def run_child(
     on_tick: Callable[[], None] | None = None,
     tick_s: float = 0.5,
 ) -> ChildOutcome:
-    """Run `cmd` with stdout+stderr into `log_path`; poll every `interval_s` until it ends or times out."""
+    """Run `cmd` with stdout+stderr into `log_path`; poll every `interval_s` until it ends or times out.
+
+    `cmd[0]` must be a path to an executable. It is started through :mod:`edgemed.bench.launch` so that its
+    ``ru_maxrss`` is its own; memory is sampled over the launcher's descendants (the command and its children).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    rusage_path = log_path.with_suffix(".rusage.json")
+    rusage_path.unlink(missing_ok=True)
+    launcher = [sys.executable, "-S", str(Path(__file__).with_name("launch.py")), str(rusage_path)]
     start = time.monotonic()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([*launcher, *cmd], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
-    sampler = TreeSampler(proc.pid)
+    sampler = TreeSampler(proc.pid, include_root=False)
     timed_out = False
     last_tick = start
-    status, rusage = 0, None
+    status = 0
     try:
         while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
             with contextlib.suppress(Exception):
@@ -81,7 +90,7 @@ def run_child(
             if timeout_s and now - start > timeout_s:
                 timed_out = True
                 _kill_group(proc.pid)
-                _, status, rusage = os.wait4(proc.pid, 0)
+                _, status, _ = os.wait4(proc.pid, 0)
                 break
             if on_tick and now - last_tick >= tick_s:
                 last_tick = now
@@ -100,9 +109,15 @@ def run_child(
     proc.returncode = code if code is not None else -(sig or 0)  # reaped here, so Popen must not wait again
     return ChildOutcome(
         exit_code=code, signal=sig, timed_out=timed_out, wall_s=wall, peak_rss_sampled=sampler.peak,
-        samples=sampler.samples, ru_maxrss=maxrss_to_bytes(rusage.ru_maxrss) if rusage else 0,
-        interval_s=interval_s,
+        samples=sampler.samples, ru_maxrss=_launcher_maxrss(rusage_path), interval_s=interval_s,
     )
+
+
+def _launcher_maxrss(path: Path) -> int | None:
+    try:
+        return maxrss_to_bytes(json.loads(path.read_text())["ru_maxrss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the launcher was killed too (timeout): only the sampled peak is known
 
 
 def _kill_group(pid: int) -> None:

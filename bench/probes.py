@@ -47,6 +47,14 @@ def maxrss_to_bytes(ru_maxrss: int) -> int:
 
 
 def self_peak_rss_bytes() -> int:
+    """This process's peak RSS: VmHWM of its own address space on Linux (unaffected by the parent), else ru_maxrss."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
     return maxrss_to_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -56,21 +64,23 @@ class TreeSampler:
     Scanning for children walks /proc, so it runs rarely; reading each known process's RSS is cheap.
     """
 
-    def __init__(self, pid: int, refresh_s: float = 0.5):
+    def __init__(self, pid: int, refresh_s: float = 0.5, include_root: bool = True):
         self.root = psutil.Process(pid)
         self.refresh_s = refresh_s
-        self._procs: list[psutil.Process] = [self.root]
+        self.include_root = include_root
+        self._procs: list[psutil.Process] = [self.root] if include_root else []
         self._last_refresh = 0.0
         self.peak = 0
         self.samples = 0
 
     def sample(self) -> int:
         now = time.monotonic()
-        if now - self._last_refresh >= self.refresh_s:
+        if not self._procs or now - self._last_refresh >= self.refresh_s:
             try:
-                self._procs = [self.root, *self.root.children(recursive=True)]
+                kids = self.root.children(recursive=True)
             except psutil.Error:
-                self._procs = [self.root]
+                kids = []
+            self._procs = [self.root, *kids] if self.include_root else kids
             self._last_refresh = now
         total = 0
         for proc in self._procs:

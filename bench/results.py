@@ -55,6 +55,7 @@ class Memory:
     peak_rss_os_bytes: int | None = None  # the kernel's accounting of the child (wait4 ru_maxrss)
     rss_before_load_bytes: int | None = None  # interpreter + imports, before the model is loaded
     rss_after_load_bytes: int | None = None
+    peak_rss_self_bytes: int | None = None  # the child's own VmHWM, read by it at the end (Linux)
     peak_gpu_bytes: int | None = None  # torch.cuda.max_memory_allocated, where there is a GPU
     sample_interval_ms: float | None = None
     samples: int | None = None

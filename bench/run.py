@@ -289,6 +289,7 @@ def _measure(target: dict[str, Any], key: str, settings: dict[str, Any], qfile: 
     result.memory.rss_before_load_bytes = mem.get("rss_before_load_bytes")
     result.memory.rss_after_load_bytes = mem.get("rss_after_load_bytes")
     result.memory.peak_gpu_bytes = mem.get("peak_gpu_bytes")
+    result.memory.peak_rss_self_bytes = mem.get("self_peak_rss_bytes")
     result.load_s, result.eval_s = raw["load_s"], raw["eval_s"]
     result.runtime_info = {**raw.get("runtime_info", {}), "prompt_style": raw.get("style")}
     lat = raw["latency"]
