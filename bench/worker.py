@@ -4,7 +4,7 @@ The parent (:mod:`edgemed.bench.run`) writes CONFIG (artifact, questions, settin
 process's memory from outside and reads RESULT, written atomically at the end. Progress lines start
 with ``[bench]`` on stderr. Exit codes: 0 done, 2 an EdgemedError (message on stderr), 3 any other error.
 
-Fault injection for testing the parent's isolation (never set it otherwise): ``EDGEMED_BENCH_FAULT=KIND[:NAME]``
+Fault injection for testing the parent's isolation (never set it otherwise): ``EDGEMED_BENCH_FAULT=KIND[:NAME],...``
 with KIND ``segv`` (a real segmentation fault), ``hang`` (sleeps until killed) or ``exit`` (exit code 7),
 injected right after loading the artifact named NAME (its folder name; every artifact when NAME is left out).
 """
@@ -35,12 +35,11 @@ def weight_bytes(path: Path) -> int:
 
 
 def inject_fault(name: str) -> None:
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
+    faults = [spec.partition(":") for spec in os.environ.get(FAULT_ENV, "").split(",") if spec.strip()]
+    kinds = [kind.strip() for kind, _, target in faults if not target or target.strip() == name]
+    if not kinds:
         return
-    kind, _, target = spec.partition(":")
-    if target and target != name:
-        return
+    kind = kinds[0]
     say(f"injecting fault '{kind}' ({FAULT_ENV})")
     if kind == "segv":
         import ctypes

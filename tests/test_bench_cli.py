@@ -1,0 +1,197 @@
+"""`edgemed bench` and `edgemed report` end to end on real exported tiny artifacts, each in real child processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+# small and quick: 6 questions, 2 latency prompts x 2 repeats, 8-token generations, one thread
+FAST = ["--limit", "6", "--repeats", "2", "--warmup", "1", "--latency-prompts", "2", "--gen-tokens", "8",
+        "--threads", "1"]
+MET = """\
+[default]
+max_p95_latency_ms = 600000
+max_peak_rss_mb = 100000
+min_accuracy = 0.0
+
+[format.gguf-q8_0]
+max_accuracy_drop = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, tiny_model) -> Path:
+    """hf + gguf-q8_0 of the tiny model, exported by the real exporter (folders with edgemed.json)."""
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("arts") / "exports"
+    proc = run_cli("export", tiny_model, "--formats", "hf", "gguf-q8_0", "--no-verify", "--out", out, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench_ok(tmp_path_factory, artifacts) -> tuple[Path, object]:
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("bench")
+    budget = root / "met.toml"
+    budget.write_text(MET)
+    out = root / "out"
+    proc = run_cli("bench", artifacts, *FAST, "--budget", budget, "--junit", out / "junit.xml",
+                   "--profile", "rpi4", "--max-memory", "4GB", "--out", out, timeout=900,
+                   env={"GITHUB_STEP_SUMMARY": str(root / "summary.md")})
+    return out, proc
+
+
+def resumed_copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_bench_writes_every_output_with_sane_content(bench_ok):
+    out, proc = bench_ok
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["status"] == "complete" and doc["exit_code"] == 0 and doc["reference"] == "hf"
+    by_name = {a["name"]: a for a in doc["artifacts"]}
+    assert set(by_name) == {"hf", "gguf-q8_0"}
+    for a in by_name.values():
+        assert a["status"] == "ok"
+        assert a["accuracy"]["n"] == 6 and 0 <= a["accuracy"]["accuracy"] <= 1
+        assert a["accuracy"]["ci_low"] <= a["accuracy"]["accuracy"] <= a["accuracy"]["ci_high"]
+        assert 0 <= a["accuracy"]["agreement"] <= 1 and a["accuracy"]["reference"] == "hf"
+        assert len(a["latency"]["samples"]["answer_ms"]) == 4  # 2 prompts x 2 repeats, warm-up excluded
+        assert a["latency"]["answer_ms"]["p95"] >= a["latency"]["answer_ms"]["median"] > 0
+        assert a["throughput"]["decode_tokens_per_s"]["count"] >= 1
+        mem = a["memory"]
+        assert mem["peak_rss_bytes"] >= mem["rss_after_load_bytes"] > mem["rss_before_load_bytes"] > 0
+        assert mem["peak_rss_os_bytes"] and mem["peak_rss_sampled_bytes"]
+        assert a["size_bytes"] >= a["bandwidth"]["weight_bytes"] > 0
+        assert a["bandwidth"]["effective_gbps"] > 0 and a["runtime_info"]["prompt_style"] == "chatml"
+        assert len(a["predictions"]) == 6
+    assert by_name["hf"]["accuracy"]["agreement"] == 1.0
+    # the llama.cpp process never imports torch, so its peak memory is far below the transformers one
+    assert by_name["gguf-q8_0"]["memory"]["peak_rss_bytes"] < by_name["hf"]["memory"]["peak_rss_bytes"]
+    assert doc["machine"]["copy_bandwidth"]["gbps"] > 0 and doc["environment"]["cpu"]
+    assert doc["settings"]["threads"] == 1 and doc["settings"]["questions"] == 6
+    assert all(c["passed"] for c in doc["checks"]) and len(doc["checks"]) == 2 * 3 + 1
+    assert doc["recommendation"]["choice"] in by_name
+    assert {r["artifact"] for r in doc["profiles"][0]["artifacts"]} == set(by_name)
+    assert doc["profiles"][0]["profile"]["name"] == "rpi4-4gb"
+
+    rows = list(csv.DictReader((out / "bench.csv").open()))
+    assert {r["name"] for r in rows} == set(by_name) and all(float(r["answer_p95_ms"]) > 0 for r in rows)
+    md = (out / "bench.md").read_text()
+    assert "| artifact | format |" in md and "**Recommendation:**" in md and "rpi4-4gb" in md
+    assert (out.parent / "summary.md").read_text() == md + "\n"  # appended to $GITHUB_STEP_SUMMARY
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == str(2 + len(doc["checks"])) and suite.get("failures") == "0"
+    assert "all 7 checks hold" in proc.stdout and "recommendation:" in proc.stdout
+
+
+def test_broken_budget_exits_1_and_names_it(bench_ok, tmp_path, cli):
+    out = resumed_copy(bench_ok[0], tmp_path / "out")
+    budget = tmp_path / "strict.toml"
+    budget.write_text("[default]\nmin_decode_tokens_per_s = 1e9\n")
+    proc = cli("bench", _artifacts_of(out), *FAST, "--budget", budget, "--out", out, "--resume",
+               "--junit", tmp_path / "j.xml")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "already measured with these settings" in proc.stderr  # --resume skipped both artifacts
+    assert "BROKEN hf min_decode_tokens_per_s: median decode tokens/s" in proc.stdout
+    assert f"{budget}:2" in proc.stdout
+    doc = json.loads((out / "bench.json").read_text())
+    broken = [c for c in doc["checks"] if not c["passed"]]
+    assert {c["artifact"] for c in broken} == {"hf", "gguf-q8_0"} and all(c["limit"] == 1e9 for c in broken)
+    assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite").get("failures") == "2"
+
+
+def _artifacts_of(out: Path) -> Path:
+    doc = json.loads((out / "bench.json").read_text())
+    return Path(doc["artifacts"][0]["path"]).parent
+
+
+def _doctored_faster(src: Path, dst: Path) -> Path:
+    """The same run, but as if hf had answered twice as fast before."""
+    doc = json.loads((src / "bench.json").read_text())
+    for a in doc["artifacts"]:
+        if a["name"] == "hf":
+            a["latency"]["answer_ms"] = {k: (v / 2 if isinstance(v, float) else v)
+                                         for k, v in a["latency"]["answer_ms"].items()}
+    dst.write_text(json.dumps(doc))
+    return dst
+
+
+def test_baseline_regression_exits_1(bench_ok, tmp_path, cli):
+    out = resumed_copy(bench_ok[0], tmp_path / "out")
+    baseline = _doctored_faster(bench_ok[0], tmp_path / "baseline.json")
+    proc = cli("bench", _artifacts_of(out), *FAST, "--out", out, "--resume", "--baseline", baseline,
+               "--tolerance", "10%")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "BROKEN hf baseline:answer_p95_ms: regressed: p95 ms" in proc.stdout
+    assert "gguf-q8_0 baseline" not in proc.stdout  # unchanged artifacts do not regress
+
+
+def test_report_compares_two_runs(bench_ok, tmp_path, cli):
+    out = bench_ok[0]
+    same = cli("report", out, out / "bench.json", "--tolerance", "5%", "--out", tmp_path / "same")
+    assert same.returncode == 0, same.stdout + same.stderr
+    rep = json.loads((tmp_path / "same" / "report.json").read_text())
+    assert {a["name"] for a in rep["artifacts"]} == {"hf", "gguf-q8_0"} and rep["regressions"] == []
+    assert all(a["metrics"]["answer_p95_ms"]["change"] == 0 for a in rep["artifacts"])
+    faster = _doctored_faster(out, tmp_path / "faster.json")
+    worse = cli("report", faster, out, "--tolerance", "10%", "--out", tmp_path / "worse")
+    assert worse.returncode == 1 and "REGRESSED hf" in worse.stdout
+    rep = json.loads((tmp_path / "worse" / "report.json").read_text())
+    hf = next(a for a in rep["artifacts"] if a["name"] == "hf")
+    assert hf["metrics"]["answer_p95_ms"]["relative"] == pytest.approx(1.0)
+    assert (tmp_path / "worse" / "report.md").read_text().startswith("## edgemed report")
+
+
+def test_crash_timeout_and_corrupt_artifacts_are_isolated(artifacts, tmp_path, cli):
+    arts = tmp_path / "arts"
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "good")
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "crashy")
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "hangy")
+    shutil.copytree(artifacts / "hf", arts / "corrupt")
+    weights = arts / "corrupt" / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    out = tmp_path / "out"
+    proc = cli("bench", arts, *FAST, "--timeout", "25", "--out", out,
+               env={"EDGEMED_BENCH_FAULT": "segv:crashy,hang:hangy"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads((out / "bench.json").read_text())
+    by_name = {a["name"]: a for a in doc["artifacts"]}
+    assert by_name["good"]["status"] == "ok" and by_name["good"]["accuracy"]["n"] == 6
+    crash, hang, bad = by_name["crashy"]["failure"], by_name["hangy"]["failure"], by_name["corrupt"]["failure"]
+    assert crash["kind"] == "crash" and crash["signal"] == "SIGSEGV" and "injecting fault" in crash["stderr_tail"]
+    assert hang["kind"] == "timeout" and "timed out after" in hang["message"]
+    assert bad["kind"] == "error" and bad["exit_code"] == 2 and "corrupt" in bad["message"]
+    assert doc["summary"]["failed_artifacts"] == ["corrupt", "crashy", "hangy"]
+    assert doc["recommendation"]["choice"] == "good"
+    assert "FAILED crashy: crashed: killed by SIGSEGV" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget", "BUDGET"], "bad.toml:3: unknown budget key 'max_latency'"),
+        (["--profile", "rpi9"], "unknown device profile 'rpi9'"),
+        (["--max-memory", "lots"], "--max-memory 'lots' is not a size"),
+        (["--reference", "nope"], "--reference 'nope' names no artifact"),
+    ],
+)
+def test_usage_errors_exit_2_before_running(artifacts, tmp_path, cli, args, message):
+    budget = tmp_path / "bad.toml"
+    budget.write_text("[default]\nmin_accuracy = 0.1\nmax_latency = 5\n")
+    args = [str(budget) if a == "BUDGET" else a for a in args]
+    proc = cli("bench", artifacts, *args, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
