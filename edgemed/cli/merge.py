@@ -1,10 +1,48 @@
-"""``edgemed merge``: being built (see its issue)."""
+"""``edgemed merge``: merge a LoRA adapter into its base model and verify the merge."""
 
 from __future__ import annotations
 
-from edgemed.errors import EdgemedError
+from pathlib import Path
 
 
-def merge() -> int:
-    """Not built yet."""
-    raise EdgemedError("edgemed merge is not built yet")
+def merge(
+    adapter: Path = Path("runs/train"),
+    out: Path = Path("runs/merged"),
+    base: str | None = None,
+    tolerance: float = 1e-3,
+    device: str = "cpu",
+    prompts: int = 4,
+    trust_remote_code: bool = False,
+    force: bool = False,
+) -> int:
+    """Merge a LoRA adapter into its base (float32 safetensors + tokenizer) and verify merged vs adapter logits.
+
+    The merged folder appears only when the merged model, reloaded from disk, gives the same logits as
+    base+adapter on real eval prompts (attention-masked positions, max abs diff <= --tolerance); otherwise
+    the command exits 1 and writes nothing. edgemed-merge.json records the base, the adapter, the prompt
+    style of the run and the verification.
+
+    Args:
+        adapter: the run folder of 'edgemed train' (or its adapter/ folder).
+        out: folder for the merged model.
+        base: base model (alias, folder or hub id); default: the base recorded in the run.
+        tolerance: largest accepted |merged - adapter| logit difference (float32).
+        device: device to merge and verify on: cpu, cuda, cuda:N, mps or auto.
+        prompts: number of eval questions used for the verification.
+        trust_remote_code: allow model code from the hub (off: safe by default).
+        force: replace an existing --out folder.
+    """
+    from edgemed.console import console
+    from edgemed.merging import merge_adapter
+
+    record = merge_adapter(
+        adapter, out, base=base, tolerance=tolerance, force=force, device=device, prompts=prompts,
+        trust_remote_code=trust_remote_code,
+    )
+    v = record["verification"]
+    console.print(
+        f"merged {record['base_model']['given']} + {record['adapter']} -> {out} "
+        f"(prompt style {record['prompt_style']}; max |logit diff| {v['max_abs_logit_diff']:.2e} "
+        f"<= {v['tolerance']:g}, {v['positions']} positions)"
+    )
+    return 0

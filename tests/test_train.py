@@ -1,0 +1,215 @@
+"""LoRA training: answer-only labels, dynamic padding, the run folder, --resume/--force, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgemed.data import Question, load_questions
+from edgemed.prompts import get_style
+from edgemed.training import IGNORE, AnswerOnlyCollator, encode_question, encode_questions
+
+Q = Question(
+    id="t1",
+    question="Which vitamin deficiency causes scurvy?",
+    options=("Vitamin A", "Vitamin B12", "Vitamin C", "Vitamin D"),
+    answer=2,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from edgemed.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_model))
+
+
+@pytest.mark.parametrize("style_name", ["chatml", "plain"])
+def test_labels_mask_the_prompt_and_start_at_the_answer_letter(tokenizer, style_name):
+    style = get_style(style_name)
+    ex = encode_question(tokenizer, style, Q)
+    prompt_ids = tokenizer(style.prompt(Q))["input_ids"]
+    n = len(prompt_ids)
+    assert ex["input_ids"][:n] == prompt_ids
+    assert ex["labels"][:n] == [IGNORE] * n
+    assert IGNORE not in ex["labels"][n:]
+    (letter_id,) = tokenizer(" C", add_special_tokens=False)["input_ids"]
+    assert ex["labels"][n] == letter_id
+    answer = tokenizer.decode(ex["labels"][n:])
+    assert answer.startswith(" C. Vitamin C")
+    if style_name == "plain":  # no turn marker: the tokenizer's eos closes the answer
+        assert ex["labels"][-1] == tokenizer.eos_token_id
+    else:
+        assert answer.endswith("<|im_end|>")
+
+
+def test_too_long_examples_are_skipped_not_cut(tokenizer):
+    style = get_style("chatml")
+    full = len(encode_question(tokenizer, style, Q)["input_ids"])
+    assert encode_question(tokenizer, style, Q, max_length=full) is not None
+    assert encode_question(tokenizer, style, Q, max_length=full - 1) is None
+    examples, too_long = encode_questions(tokenizer, style, [Q], full - 1)
+    assert examples == [] and too_long == ["t1"]
+
+
+def test_collator_pads_each_batch_to_its_longest(tokenizer):
+    questions, _ = load_questions("sample", limit=6)
+    examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert len(set(lengths)) > 1
+    collate = AnswerOnlyCollator(tokenizer.pad_token_id)
+    batch = collate(examples)
+    assert tuple(batch["input_ids"].shape) == (6, max(lengths))
+    assert max(lengths) < 256  # dynamic: not the reference notebook's fixed 256
+    for row, n in enumerate(lengths):
+        assert batch["attention_mask"][row].sum().item() == n
+        assert (batch["labels"][row, n:] == IGNORE).all()
+        assert (batch["input_ids"][row, n:] == tokenizer.pad_token_id).all()
+        assert batch["labels"][row, :n].tolist() == examples[row]["labels"]
+    shorter = collate(examples[:1])
+    assert shorter["input_ids"].shape[1] == lengths[0]
+
+
+# --- real runs on the tiny model ----------------------------------------------------------------
+
+TINY = ["--model", "tiny-random", "--data", "sample", "--batch-size", "4", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
+    from edgemed.training import train_lora
+
+    out = tmp_path_factory.mktemp("train") / "run"
+    metrics = train_lora("tiny-random", "sample", out, max_steps=4, batch_size=4, lr=5e-3, eval_steps=2, threads=1)
+    return out, metrics
+
+
+def test_run_writes_adapter_config_metrics_and_ids(run):
+    out, metrics = run
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+    adapter_cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_cfg["r"] == 16 and adapter_cfg["lora_alpha"] == 32
+    assert set(adapter_cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                  "down_proj"}
+    assert (out / "adapter" / "tokenizer.json").exists()
+    record = json.loads((out / "edgemed-run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["base_model"]["given"] == "tiny-random"
+    assert Path(record["base_model"]["resolved"]).is_dir()
+    assert record["prompt_style"] == "chatml"
+    assert record["options"]["lr"] == 5e-3 and record["options"]["max_steps"] == 4
+    assert record["eval"] == {"mode": "split", "source": "sample", "seed": 0, "fraction": 0.2, "limit": None,
+                              "questions": record["eval"]["questions"]}
+    assert "torch" in record["versions"] and "peft" in record["versions"]
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["steps"] == metrics["steps"] == 4
+    assert [e["step"] for e in on_disk["eval_loss"]] == [0, 2, 4]
+    assert on_disk["eval_loss_before"] == on_disk["eval_loss"][0]["loss"]
+    assert on_disk["eval_loss_after"] == on_disk["eval_loss"][-1]["loss"]
+    assert on_disk["eval_loss_after"] < on_disk["eval_loss_before"]  # lr 5e-3 moves a random model quickly
+    assert [t["step"] for t in on_disk["train_loss"]] == [1, 2, 3, 4]
+    assert on_disk["tokens"] > 0 and on_disk["train_seconds"] > 0
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+
+
+def test_eval_questions_are_never_trained_on(run):
+    out, _ = run
+    eval_ids = json.loads((out / "eval_ids.json").read_text())
+    train_ids = json.loads((out / "train_ids.json").read_text())["ids"]
+    sample_ids = {q.id for q in load_questions("sample")[0]}
+    assert eval_ids["ids"] and train_ids
+    assert not set(eval_ids["ids"]) & set(train_ids)
+    assert set(eval_ids["ids"]) | set(train_ids) == sample_ids
+    record = json.loads((out / "edgemed-run.json").read_text())
+    assert record["examples"]["train"] == len(train_ids)
+
+
+def test_rerun_into_finished_run_names_the_flags(run, cli):
+    out, _ = run
+    before = (out / "metrics.json").read_text()
+    proc = cli("train", *TINY, "--out", out, "--max-steps", "2")
+    assert proc.returncode == 2
+    assert "--resume" in proc.stderr and "--force" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_resume_continues_from_the_last_checkpoint(run, cli, tmp_path):
+    src, _ = run
+    out = tmp_path / "resumed"
+    shutil.copytree(src, out)
+    proc = cli("train", *TINY, "--out", out, "--max-steps", "6", "--lr", "5e-3", "--eval-steps", "2", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from"] == "checkpoint-4"
+    assert metrics["steps"] == 6
+    assert [t["step"] for t in metrics["train_loss"]] == [1, 2, 3, 4, 5, 6]  # history kept from the checkpoint
+    assert metrics["eval_loss_before"] == json.loads((src / "metrics.json").read_text())["eval_loss_before"]
+    assert (out / "checkpoints" / "checkpoint-6").is_dir()
+    # a resume that changes what the model sees is refused
+    proc = cli("train", *TINY, "--out", out, "--max-steps", "8", "--lr", "1e-3", "--resume")
+    assert proc.returncode == 2 and "lr" in proc.stderr
+
+
+def test_force_keeps_the_old_run_when_the_new_one_fails(run, cli, tmp_path):
+    src, _ = run
+    out = tmp_path / "forced"
+    shutil.copytree(src, out)
+    before = (out / "metrics.json").read_text()
+    proc = cli("train", "--model", "tiny-random", "--data", tmp_path / "missing.jsonl", "--out", out, "--force")
+    assert proc.returncode == 2
+    assert (out / "metrics.json").read_text() == before
+    assert not list(tmp_path.glob(".forced.*"))
+
+
+def _bad_rows(path: Path, keep_ids: int = 30) -> Path:
+    """30 sample rows, row 4 with an impossible label; ids past `keep_ids` renamed so they are new questions."""
+    rows = [q.to_row() for q in load_questions("sample", limit=30)[0]]
+    rows[3]["cop"] = 7
+    for i, row in enumerate(rows[keep_ids:], start=keep_ids):
+        row["id"] = f"own-{i}"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--model", "tiny-randm", "--data", "sample"], "tiny-random"),
+        (["--model", "tiny-random", "--data", "{tmp}/nope.jsonl"], "not found"),
+        (["--model", "tiny-random", "--data", "{bad}"], "--skip-bad-rows"),
+        (["--model", "tiny-random", "--data", "sample", "--qlora", "--device", "cpu"], "CUDA"),
+        (["--model", "tiny-random", "--data", "sample", "--eval-fraction", "1.5"], "--eval-fraction"),
+    ],
+)
+def test_bad_inputs_exit_2_and_write_nothing(cli, tmp_path, tiny_model, args, needle):
+    bad = _bad_rows(tmp_path / "bad.jsonl")
+    out = tmp_path / "out"
+    args = [a.format(tmp=tmp_path, bad=bad) for a in args]
+    proc = cli("train", *args, "--out", out, "--max-steps", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()[-1]) > 20
+    assert not out.exists()
+
+
+def test_skip_bad_rows_with_separate_eval_data(tmp_path, tiny_model):
+    from edgemed.training import train_lora
+
+    bad = _bad_rows(tmp_path / "bad.jsonl", keep_ids=2)  # rows 1-2 are also in the eval data
+    out = tmp_path / "run"
+    metrics = train_lora("tiny-random", str(bad), out, max_steps=1, batch_size=4, eval_data="sample",
+                         eval_limit=8, skip_bad_rows=True, threads=1, prompt_style="plain")
+    record = json.loads((out / "edgemed-run.json").read_text())
+    assert record["data"]["bad_rows_skipped"] == 1 and record["data"]["questions"] == 29
+    assert record["eval"]["mode"] == "separate" and record["eval"]["dropped_from_train"] == 2
+    assert record["prompt_style"] == "plain"
+    assert metrics["eval_examples"] == 8 and metrics["train_examples"] == 27
+    ids = json.loads((out / "eval_ids.json").read_text())
+    assert len(ids["ids"]) == 240 and len(ids["loss_ids"]) == 8
+    train_ids = json.loads((out / "train_ids.json").read_text())["ids"]
+    assert len(train_ids) == 27 and not set(train_ids) & set(ids["ids"])
