@@ -27,19 +27,19 @@ FORMATS: dict[str, FormatSpec] = {
     for s in [
         FormatSpec("hf", "edgemed.export.hf:HFExporter", "transformers", "train", 1e-4,
                    "merged model, safetensors (reference)"),
-        FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", 0.35,
+        FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", 0.75,
                    "bitsandbytes LLM.int8"),
-        FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", 1.0,
+        FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", 2.5,
                    "bitsandbytes 4-bit NF4"),
         FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx", 1e-3,
                    "ONNX with KV cache (Optimum)"),
-        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx", 1.0,
+        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx", 4.0,
                    "ONNX, onnxruntime dynamic int8"),
         FormatSpec("gguf-f16", "edgemed.export.gguf:GgufF16Exporter", "llama.cpp", "gguf", 0.05,
                    "GGUF f16 for llama.cpp"),
         FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufQ8Exporter", "llama.cpp", "gguf", 0.2,
                    "GGUF q8_0 for llama.cpp"),
-        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufQ4KMExporter", "llama.cpp", "gguf", 1.0,
+        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufQ4KMExporter", "llama.cpp", "gguf", 2.0,
                    "GGUF q4_k_m for llama.cpp"),
     ]
 }

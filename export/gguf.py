@@ -28,8 +28,8 @@ CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # what the converter writes directly
 # Accepted letter log-prob |delta| vs the merged model, by type family (generic gguf-<ftype> formats).
 TOLERANCE_BY_PREFIX = (
-    ("f32", 0.01), ("f16", 0.05), ("bf16", 0.1), ("q8", 0.2), ("q6", 0.35), ("q5", 0.6), ("q4", 1.0),
-    ("iq4", 1.0), ("q3", 1.5), ("iq3", 1.5), ("q2", 2.0), ("iq2", 2.0), ("iq1", 3.0), ("tq", 3.0),
+    ("f32", 0.01), ("f16", 0.05), ("bf16", 0.1), ("q8", 0.2), ("q6", 0.5), ("q5", 1.0), ("q4", 2.0),
+    ("iq4", 2.0), ("q3", 3.0), ("iq3", 3.0), ("q2", 4.0), ("iq2", 4.0), ("iq1", 6.0), ("tq", 6.0),
 )
 
 

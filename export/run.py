@@ -133,6 +133,8 @@ def run_export(
                     bar.advance(task)
                     continue
             start = time.perf_counter()
+            export_s = None
+            verification = None
             try:
                 with atomic_dir(final, force=True) as tmp:
                     bar.update(task, description=f"{spec.name}: exporting")
@@ -143,7 +145,6 @@ def run_export(
                                     export_seconds=round(export_s, 3), files=file_entries(tmp))
                     manifest["size_bytes"] = sum(f["size"] for f in manifest["files"])
                     atomic_write_json(tmp / MANIFEST, manifest)
-                    verification = None
                     if verify:
                         bar.update(task, description=f"{spec.name}: verifying")
                         if reference is None:
@@ -164,7 +165,8 @@ def run_export(
                        verification=verification)
             except VerificationFailed as exc:
                 record(spec, "failed", f"verification failed: {exc}", exit_code=1,
-                       seconds=round(time.perf_counter() - start, 3), verification=verification)
+                       seconds=round(time.perf_counter() - start, 3), export_seconds=round(export_s, 3),
+                       verification=verification)
             except EdgemedError as exc:
                 record(spec, "failed", str(exc), exit_code=exc.exit_code, seconds=round(time.perf_counter() - start, 3))
             except Exception as exc:  # one format's bug must not lose the others

@@ -6,25 +6,29 @@ onnxruntime, bitsandbytes kernels) fails that format's verification instead of t
 1. token parity: the verification prompts and a probe with digits, punctuation, non-ASCII text and the
    prompt style's special markers tokenize to the SAME ids as in transformers, and ' A'..' D' are the same
    single tokens (a GGUF written with the wrong pre-tokenizer fails here);
-2. letter log-probs: ``Runtime.letter_logprobs`` on the prompts vs the merged model (transformers, fp32);
-   max |delta| must be within the format's tolerance (``FormatSpec.tolerance``);
+2. letter log-probs: ``Runtime.letter_logprobs`` (log-softmax over the vocabulary) on the prompts vs the merged
+   model (transformers, fp32); max |delta| (both floored at ``LOGPROB_FLOOR``) must be within the format's
+   tolerance (``FormatSpec.tolerance``). Also recorded: the delta unfloored, the delta of the A-D
+   distribution renormalised over the four letters (what accuracy depends on), and top-letter agreement;
 3. it decodes: at least one generated token (a load-only check hides kernels that crash on first decode).
 
-Tolerances (max |delta log p| over prompts x letters; registry.FORMATS):
+Tolerances (max |delta log p| over 6 prompts x 4 letters; registry.FORMATS). "measured" is SmolLM2-135M-Instruct
+(base, before fine-tuning) on this suite, 2-core AMD EPYC; tolerances leave ~1.5-2x headroom for other
+checkpoints. A broken export (wrong weights or tokenizer) lands far beyond them; quality is the bench's job.
 
-=============  =========  =====================================================================
-format         tolerance  why
-=============  =========  =====================================================================
-hf             1e-4       the same weights; only batch/thread reduction order differs
-bnb-int8       0.35       LLM.int8 weight rounding (outlier columns kept in fp)
-bnb-nf4        1.0        4-bit weights
-onnx           1e-3       fp32 graph; onnxruntime fuses/reorders ops
-onnx-int8      1.0        int8 weights and dynamically quantized activations
-gguf-f16       0.05       fp16 weights (llama.cpp computes in fp32 with fp16 weights)
-gguf-q8_0      0.2        8-bit blocks of 32
-gguf-q4_k_m    1.0        4/6-bit K-quants (legacy-type fallback on widths not divisible by 256)
-gguf-<other>   by family  edgemed.export.gguf.TOLERANCE_BY_PREFIX
-=============  =========  =====================================================================
+=============  =========  ========  ============================================================
+format         tolerance  measured  why
+=============  =========  ========  ============================================================
+hf             1e-4       0         the same weights; only reduction order could differ
+bnb-int8       0.75       0.42      LLM.int8: int8 weights AND int8 activations (fp outlier columns)
+bnb-nf4        2.5        1.37      4-bit NormalFloat weights, double-quantized scales
+onnx           1e-3       2e-5      fp32 graph; onnxruntime fuses and reorders ops
+onnx-int8      4.0        2.89      int8 weights, activations quantized per tensor on the fly
+gguf-f16       0.05       0.006     fp16 weights, fp32 compute
+gguf-q8_0      0.2        0.11      8-bit blocks of 32
+gguf-q4_k_m    2.0        1.29      4/6-bit K-quants (legacy types where width % 256 != 0)
+gguf-<other>   by family  -         edgemed.export.gguf.TOLERANCE_BY_PREFIX
+=============  =========  ========  ============================================================
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ from typing import Any
 import numpy as np
 
 N_QUESTIONS = 6
+# Letters below e**-12 (6e-6) in both models count as equal: quantization noise on letters the model never
+# picks would otherwise decide verification (a fine-tuned model puts the other letters far down the tail).
+LOGPROB_FLOOR = -12.0
 PROBE = "Dose 12.5 mg/kg q8h; 37.5°C, pH 7.40 (n=1024) — naïve β-blocker, 2x/day?"
 WORKER_TIMEOUT_S = 900
 
@@ -127,12 +134,18 @@ def verify(artifact: Path, ref: Reference, tolerance: float, threads: int | None
             pos = next(diff, min(len(want), len(have)))
             mismatch = {"text": i, "position": pos, "expected": want[pos:pos + 6], "got": have[pos:pos + 6]}
             break
+    from edgemed.runtimes.base import softmax_rows
+
     lp = np.asarray(got["letter_logprobs"], dtype=np.float64)
-    delta = np.abs(lp - ref.letter_logprobs)
+    raw = np.abs(lp - ref.letter_logprobs)
+    delta = np.abs(np.maximum(lp, LOGPROB_FLOOR) - np.maximum(ref.letter_logprobs, LOGPROB_FLOOR))
+    choice = np.abs(np.log(softmax_rows(lp)) - np.log(softmax_rows(ref.letter_logprobs)))
     parity = mismatch is None and got["letter_ids"] == ref.letter_ids
     result.update(
         max_abs_delta=float(delta.max()),
         mean_abs_delta=float(delta.mean()),
+        max_abs_delta_unfloored=float(raw.max()),
+        max_abs_delta_choice=float(choice.max()),
         top_letter_agreement=float((lp.argmax(1) == ref.letter_logprobs.argmax(1)).mean()),
         token_parity=parity,
         tokens_checked=sum(len(t) for t in ref.token_ids),
