@@ -73,7 +73,7 @@ def pipeline(
         eval_source = eval_data or data
         result = run_bench(
             [artifacts_dir], bench_dir, data=eval_source, limit=limit, threads=threads, repeats=repeats,
-            budget=budget,
+            budget=budget, held_out=eval_data is None, seed=seed, resume=True,
         )
         return {"exit_code": result.get("exit_code", 0)}
 

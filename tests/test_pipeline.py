@@ -1,0 +1,55 @@
+"""`edgemed pipeline` end to end on the tiny model: every step's output, resume, budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ARGS = ("--model", "tiny-random", "--max-steps", "2", "--formats", "hf", "gguf-q8_0", "--limit", "6", "--repeats", "1")
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("pipeline")
+    first = run_cli("pipeline", *ARGS, "--out", out)
+    return out, first
+
+
+def test_pipeline_produces_every_output(pipeline_run):
+    out, first = pipeline_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (out / "train" / "adapter" / "adapter_config.json").exists()
+    assert (out / "merged" / "model.safetensors").exists()
+    for fmt in ("hf", "gguf-q8_0"):
+        manifest = json.loads((out / "artifacts" / fmt / "edgemed.json").read_text())
+        assert manifest["format"] == fmt
+    for name in ("bench.json", "bench.csv", "bench.md", "pareto.png"):
+        assert (out / "bench" / name).stat().st_size > 0, name
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert {a["format"] for a in bench["artifacts"]} == {"hf", "gguf-q8_0"}
+    state = json.loads((out / "pipeline.json").read_text())
+    assert [s["status"] for s in state["steps"].values()] == ["done"] * 4
+
+
+def test_rerun_skips_finished_steps(pipeline_run, cli):
+    out, _ = pipeline_run
+    before = (out / "bench" / "bench.json").stat().st_mtime_ns
+    again = cli("pipeline", *ARGS, "--out", out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for step in ("train", "merge", "export", "bench"):
+        assert f"{step}: done earlier, skipped" in again.stderr
+    assert (out / "bench" / "bench.json").stat().st_mtime_ns == before
+
+
+def test_changed_bench_settings_rerun_only_the_bench_with_a_budget(pipeline_run, cli, tmp_path):
+    out, _ = pipeline_run
+    budget = tmp_path / "budget.toml"
+    budget.write_text("[default]\nmin_accuracy = 1.01\n")  # no model can meet it
+    broken = cli("pipeline", *ARGS, "--out", out, "--budget", budget)
+    assert broken.returncode == 1, broken.stderr[-3000:]
+    assert "train: done earlier, skipped" in broken.stderr
+    assert "step 4/4: bench" in broken.stderr
+    assert "min_accuracy" in broken.stdout + broken.stderr
