@@ -137,12 +137,14 @@ def _probs_dict(row: np.ndarray) -> dict[str, float]:
 
 
 def _letter_rows(runtime: Runtime, prompts: list[str], batch_size: int, tick) -> np.ndarray:
-    rows = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        rows.append(runtime.letter_logprobs(chunk, batch_size))
-        tick(len(chunk))
-    return np.concatenate(rows, axis=0) if rows else np.zeros((0, 4))
+    """Letter log-probs for every prompt, batched by similar length (less padding), returned in input order."""
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    out = np.zeros((len(prompts), 4))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        out[idx] = runtime.letter_logprobs([prompts[i] for i in idx], batch_size)
+        tick(len(idx))
+    return out
 
 
 def _progress(show: bool, label: str, total: int):
