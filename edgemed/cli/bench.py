@@ -53,7 +53,8 @@ def bench(
         tolerance: allowed relative regression against --baseline, e.g. 10% or 0.1.
         max_memory: recommendation constraint on peak memory, e.g. 4GB or 800MB.
         max_p95_ms: recommendation constraint on p95 answer latency, e.g. 800 or 800ms.
-        profile: edge-board profiles (rpi4, rpi5, rpi5-4gb, jetson-orin-nano-8gb, ...): fit and tokens/s estimates.
+        profile: edge-board profiles (rpi4, rpi5, rpi5-4gb, jetson-orin-nano-8gb, ...): fit and tokens/s estimates;
+            the first one's memory ceiling also constrains the recommendation unless --max-memory is given.
         timeout: seconds one artifact may run before it is killed and recorded as failed.
         junit: write JUnit XML here (one testcase per artifact x budget).
         resume: skip artifacts OUT/bench.json already holds, measured with the same settings.
