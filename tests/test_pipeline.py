@@ -47,9 +47,9 @@ def test_rerun_skips_finished_steps(pipeline_run, cli):
 def test_changed_bench_settings_rerun_only_the_bench_with_a_budget(pipeline_run, cli, tmp_path):
     out, _ = pipeline_run
     budget = tmp_path / "budget.toml"
-    budget.write_text("[default]\nmin_accuracy = 1.01\n")  # no model can meet it
+    budget.write_text("[default]\nmax_peak_rss_mb = 1\n")  # no process fits in 1 MB
     broken = cli("pipeline", *ARGS, "--out", out, "--budget", budget)
     assert broken.returncode == 1, broken.stderr[-3000:]
     assert "train: done earlier, skipped" in broken.stderr
     assert "step 4/4: bench" in broken.stderr
-    assert "min_accuracy" in broken.stdout + broken.stderr
+    assert "max_peak_rss_mb" in broken.stdout + broken.stderr
