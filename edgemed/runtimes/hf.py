@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -52,8 +53,10 @@ class TransformersRuntime(Runtime):
         dev = self._device_of_inputs()
         ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        # only the last position's logits are needed: skip the vocabulary projection of every other position
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, -1, :]
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **keep).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
     def generate(
