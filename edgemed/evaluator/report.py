@@ -64,7 +64,8 @@ def subjects(results: dict[str, Any]) -> Table | None:
 def letters(results: dict[str, Any]) -> Table:
     d = results["metrics"]["letters"]
     p_value = d.get("p_value")
-    caption = (f"chi-square {d['chi2']:.2f} (df {d['df']}, p {p_value:.3g}); " if d.get("chi2") is not None else "")
+    shown_p = "< 1e-15" if p_value is not None and p_value < 1e-15 else f"{p_value:.3g}"
+    caption = f"chi-square {d['chi2']:.2f} (df {d['df']}, p {shown_p}); " if d.get("chi2") is not None else ""
     caption += f"most over-predicted: {d['over_predicted']} ({d['deviation'][d['over_predicted']]:+.1%})"
     t = Table(title="answer letters: predicted vs gold (position bias)", caption=caption)
     for col in ("letter", "predicted", "gold", "deviation", "mean prob"):
@@ -106,7 +107,8 @@ def failures(results: dict[str, Any], examples: int = 3) -> Table:
         block = f[kind]
         shown = []
         for ex in block["examples"][:examples]:
-            label = f"{ex['id']}: {ex['gold']} -> {ex['predicted'] or 'none'}"
+            ident = ex["id"] if len(ex["id"]) <= 20 else ex["id"][:8] + "..."
+            label = f"{ident}: {ex['gold']} -> {ex['predicted'] or 'none'}"
             if ex.get("probs") and ex["predicted"]:
                 label += f" (p {ex['probs'][ex['predicted']]:.2f})"
             if kind == "unparseable" and "text" in ex:
