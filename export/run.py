@@ -187,27 +187,34 @@ def exit_code(results: list[dict[str, Any]]) -> int:
 
 
 def summary_table(results: list[dict[str, Any]]):
+    """Rich table of the results; long reasons are left to ``problem_lines``."""
     from rich.table import Table
 
     table = Table(title="export")
-    for col in ("format", "status", "size", "seconds", "max |Δ logprob|", "tolerance", "tokens", "note"):
-        table.add_column(col, justify="right" if col in ("size", "seconds", "max |Δ logprob|", "tolerance") else "left")
+    for col in ("format", "status", "size", "s", "max|Δlogp|", "tol", "tokens"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("format", "status", "tokens") else "right")
+    table.add_column("note", overflow="fold")
     colors = {"exported": "green", "skipped": "cyan", "unavailable": "yellow", "failed": "red"}
     for r in results:
         v = r.get("verification") or {}
-        delta = v.get("max_abs_delta")
-        parity = v.get("token_parity")
+        delta, parity = v.get("max_abs_delta"), v.get("token_parity")
+        note = r.get("reason", "")
         table.add_row(
             r["format"],
             f"[{colors[r['status']]}]{r['status']}[/]",
             _size(r.get("size_bytes")),
             f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
-            f"{delta:.2e}" if delta is not None else "",
+            f"{delta:.2g}" if delta is not None else "",
             f"{v['tolerance']:g}" if "tolerance" in v else "",
             "" if parity is None else ("same" if parity else "[red]differ[/]"),
-            r.get("reason", ""),
+            "" if r["status"] == "skipped" else ("see below" if len(note) > 40 else note),
         )
     return table
+
+
+def problem_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per format that did not end in place (failed or left out)."""
+    return [f"{r['format']}: {r['status']}: {r['reason']}" for r in results if r["status"] in ("failed", "unavailable")]
 
 
 def _size(n: int | None) -> str:

@@ -176,8 +176,31 @@ def test_missing_shard_and_truncated_weights_are_refused(tiny_model, tmp_path):
 
 
 def test_unknown_format_is_refused_with_a_suggestion(tiny_model, tmp_path):
-    proc = _cli(tiny_model, "--out", tmp_path / "out", "--formats", "gguf-q4km")
-    assert proc.returncode == 2 and "did you mean" in _one_error_line(proc)
+    proc = _cli(tiny_model, "--out", tmp_path / "out", "--formats", "hf,gguf-q4km")
+    assert proc.returncode == 2 and "did you mean 'gguf-q4_k_m'" in _one_error_line(proc)
+    assert not (tmp_path / "out").exists()
+
+
+def test_any_llama_cpp_type_exports_as_gguf_type(tiny_model, tmp_path):
+    from edgemed.export.run import run_export
+
+    from edgemed.manifest import read_manifest
+    from edgemed.runtimes.base import open_runtime
+
+    (r,) = run_export(tiny_model, ["gguf-q6_k"], tmp_path, threads=2, show_progress=False)
+    assert r["status"] == "exported" and r["verification"]["passed"], r["reason"]
+    m = read_manifest(tmp_path / "gguf-q6_k")
+    assert m["runtime"] == "llama.cpp" and m["export"]["file_type"] == 18  # LLAMA_FTYPE_MOSTLY_Q6_K
+    with open_runtime(tmp_path / "gguf-q6_k", threads=2) as rt:
+        assert rt.letter_logprobs(["Question: x\nAnswer:"]).shape == (1, 4)
+
+
+def test_missing_converter_is_reported_with_the_fix(monkeypatch, tmp_path):
+    from edgemed.export.gguf import GgufF16Exporter
+
+    monkeypatch.setenv("EDGEMED_HF2GGUF", str(tmp_path / "nowhere"))
+    reason = GgufF16Exporter("gguf-f16").available()
+    assert reason and "scripts/setup.sh" in reason and "EDGEMED_HF2GGUF" in reason
 
 
 def test_killed_export_leaves_nothing_that_looks_complete(tiny_model, tmp_path):

@@ -210,3 +210,23 @@ def test_gguf_package_and_converter_coexist(ggufs, tiny_model):
     assert Path(gguf.__file__).resolve().parent.parent != converter_path().parent.resolve()
     model = AutoModelForCausalLM.from_pretrained(str(ggufs), gguf_file="f16.gguf")
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
+
+
+@pytest.mark.slow
+def test_smollm2_q4_k_m_has_real_k_quants_and_decodes(smollm2_model, tmp_path):
+    """The tiny model's widths all fall back to legacy types; SmolLM2's FFN (1536) gets real Q4_K/Q6_K blocks,
+    the kernels the repacking crash was in. Decode with them, out of process."""
+    from edgemed.export.gguf import convert, quantize, tensor_types
+
+    convert(smollm2_model, tmp_path / "f16.gguf", "f16")
+    quantize(tmp_path / "f16.gguf", tmp_path / "q4_k_m.gguf", "q4_k_m", threads=2)
+    types = tensor_types(tmp_path / "q4_k_m.gguf")["types"]
+    assert "Q4_K" in types and (set(types) - {"Q4_K", "Q6_K", "F32"}), types  # K-quants plus fallbacks
+    proc = _run_py(f"""
+        from edgemed.runtimes.llamacpp import LlamaCppRuntime
+        rt = LlamaCppRuntime({str(tmp_path / "q4_k_m.gguf")!r}, threads=2)
+        g = rt.generate("<|im_start|>user\\nWhat is 2+2?<|im_end|>\\n<|im_start|>assistant\\n", max_new_tokens=4)
+        print(g.new_tokens)
+    """)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) >= 1
