@@ -210,18 +210,20 @@ def test_recorded_prompt_style_wins_over_chat_template(tiny_model, tmp_path):
 
 
 # --- label convention and bad input: exit 2, nothing written ---------------------------------------------------
-def _write_rows(path: Path, base: int, n: int = 24) -> Path:
+def _write_rows(path: Path, base: int, n: int = 24, bad_row: bool = False) -> Path:
     rows = [
         {"id": f"r{i}", "question": f"Which option is number {i % 4}?", "opa": "first", "opb": "second",
          "opc": "third", "opd": "fourth", "cop": i % 4 + base}
         for i in range(n)
     ]
+    if bad_row:
+        rows.append({"id": "broken", "question": "No options here?", "cop": base})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
-    one_based = _write_rows(tmp_path / "one.jsonl", base=1)
+    one_based = _write_rows(tmp_path / "one.jsonl", base=1, bad_row=True)
     zero_based = _write_rows(tmp_path / "zero.jsonl", base=0)
     for data, declared, looks in ((one_based, "0", "1-based"), (zero_based, "1", "0-based")):
         out = tmp_path / f"out-{declared}"
@@ -229,12 +231,22 @@ def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
         assert r.returncode == 2, r.stderr
         assert looks in r.stderr and "Traceback" not in r.stderr
         assert not out.exists()
-    # declared correctly (or auto) the same file scores with the right gold letters
+    # a bad row is refused unless skipped
     out = tmp_path / "auto"
-    r = cli("eval", tiny_model, "--data", one_based, "--no-progress", "--out", out)
+    r = cli("eval", tiny_model, "--data", one_based, "--out", out)
+    assert r.returncode == 2 and "--skip-bad-rows" in r.stderr and not out.exists()
+    # auto-detected, the same file scores with the right gold letters; the sweep rides along
+    r = cli("eval", tiny_model, "--data", one_based, "--skip-bad-rows", "--no-progress", "--sweep",
+            "--sweep-temperatures", "0", "0.7", "--sweep-max-new-tokens", "2", "--sweep-repeats", "2",
+            "--limit", "6", "--out", out)
     assert r.returncode == 0, r.stderr
-    _, preds = _read_run(out)
+    results, preds = _read_run(out)
     assert [p["gold"] for p in preds[:4]] == ["A", "B", "C", "D"]
+    assert results["data"]["rows_skipped"] == 1
+    sw = json.loads((out / "sweep.json").read_text())
+    assert [(row["temperature"], row["max_new_tokens"]) for row in sw["rows"]] == [(0.0, 2), (0.7, 2)]
+    assert sw["rows"][0]["consistency"] == 1.0 and sw["n"] == 6
+    assert "generation sweep" in r.stdout
 
 
 @pytest.mark.parametrize(
