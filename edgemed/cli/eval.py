@@ -142,7 +142,7 @@ def evaluate(
     from edgemed.evaluator.compare import compare
     from edgemed.evaluator.report import render, sweep_table
     from edgemed.evaluator.run import evaluate as run_eval
-    from edgemed.evaluator.run import resolve_style
+    from edgemed.evaluator.run import style_and_source
     from edgemed.evaluator.run import sweep as run_sweep
     from edgemed.runtimes.base import open_runtime
     from edgemed.sysinfo import environment
@@ -150,7 +150,7 @@ def evaluate(
     if data_info.get("note"):
         err_console.print(f"[dim]{data_info['note']}: {len(questions)} questions[/dim]")
     with open_runtime(path, threads=threads, device=device) as runtime:
-        style, source = (prompt_style, "--prompt-style") if prompt_style else resolve_style(path, runtime)
+        style, source = (prompt_style, "--prompt-style") if prompt_style else style_and_source(path, runtime)
         result = run_eval(
             runtime, questions, scoring=scoring, style=style, batch_size=batch_size, show_progress=progress,
             **({k: v for k, v in gen.items() if v is not None} if scoring != "logprob" else {}),

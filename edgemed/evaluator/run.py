@@ -106,13 +106,18 @@ def recorded_style(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def resolve_style(path: Path | None, runtime: Runtime) -> tuple[str, str]:
-    """(style, where it came from): the style recorded at training/export, else the runtime's chat template."""
+def style_and_source(path: Path | None, runtime: Runtime) -> tuple[str, str]:
+    """(style, where it came from): the style recorded at training/export, else the runtime's own choice."""
     if path is not None:
         found = recorded_style(path)
         if found:
             return found[0], found[1]
-    return runtime.prompt_style, "chat template"
+    return runtime.prompt_style, f"{runtime.name} runtime (manifest or chat template)"
+
+
+def resolve_style(path: Path | None, runtime: Runtime) -> str:
+    """The prompt style to evaluate an artifact with: the one recorded at training/export, else the runtime's."""
+    return style_and_source(path, runtime)[0]
 
 
 def question_seed(seed: int, qid: str) -> int:
@@ -194,7 +199,7 @@ def evaluate(
             f"{len(unlabelled)} questions have no gold answer (first {unlabelled[0]}); use a labelled split"
         )
     if style is None:
-        style, style_source = resolve_style(getattr(runtime, "path", None), runtime)
+        style, style_source = style_and_source(getattr(runtime, "path", None), runtime)
     else:
         style_source = "given"
     prompt_style = get_style(style)
@@ -277,7 +282,7 @@ _KEY_ORDER = ("id", "gold", "predicted", "correct", "probs", "confidence", "lett
 
 
 def _ordered(preds: list[dict]) -> list[dict]:
-    return [{k: p[k] for k in _KEY_ORDER if k in p} for p in preds]
+    return [{k: p.get(k) for k in _KEY_ORDER if k in p or k == "probs"} for p in preds]
 
 
 def _info(runtime: Runtime) -> dict[str, Any]:
@@ -312,7 +317,7 @@ def sweep(
         raise EdgemedError("sweep temperatures must be >= 0 and max_new_tokens >= 1")
     questions = list(questions)
     if style is None:
-        style, _ = resolve_style(getattr(runtime, "path", None), runtime)
+        style = resolve_style(getattr(runtime, "path", None), runtime)
     prompt_style = get_style(style)
     prompts = [prompt_style.prompt(q) for q in questions]
     stop = stop_strings(style)
