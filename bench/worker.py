@@ -119,7 +119,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     info = runtime.info()
     from edgemed.evaluator.run import evaluate, resolve_style
 
-    style = config.get("style") or resolve_style(path, runtime)[0]
+    style = config.get("style") or resolve_style(path, runtime)
+    style = style if isinstance(style, str) else style[0]  # older evaluators returned (style, source)
     prompts = [get_style(style).prompt(q) for q in questions[: config["latency_prompts"]]]
     say(f"latency on {len(prompts)} prompts x {config['repeats']} repeats (+{config['warmup']} warm-up)")
     latency = measure_latency(runtime, prompts, config["repeats"], config["warmup"], config["gen_tokens"])
