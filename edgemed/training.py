@@ -298,7 +298,7 @@ def progress_callback():
     """A TrainerCallback that drives edgemed.console.progress (train steps, and eval batches)."""
     from transformers import TrainerCallback
 
-    from edgemed.console import progress
+    from edgemed.console import err_console, progress
 
     class RichProgress(TrainerCallback):
         def __init__(self):
@@ -336,6 +336,10 @@ def progress_callback():
             self.bar.advance(self.eval_task)
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
+            if state.is_world_process_zero and metrics and "eval_loss" in metrics:
+                loss = f", train loss {self.loss:.4f}" if self.loss is not None else ""
+                where = f"step {state.global_step}/{state.max_steps}" if state.max_steps else "before training"
+                err_console.print(f"{where}: eval loss {metrics['eval_loss']:.4f}{loss}")
             if self.bar is not None and self.eval_task is not None:
                 self.bar.remove_task(self.eval_task)
                 self.eval_task = None
@@ -491,7 +495,8 @@ def train_lora(
         if dist.is_main_process:
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            out.replace(old) if out.exists() else None
+            if out.exists():
+                out.replace(old)
             staging.replace(out)
             shutil.rmtree(old, ignore_errors=True)
         return metrics
