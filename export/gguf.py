@@ -68,7 +68,8 @@ def tolerance_for(ftype: str) -> float:
 def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None = None) -> None:
     """Run the HF->GGUF converter on a model folder (subprocess, its own PYTHONPATH)."""
     script = converter_path()
-    env = {**os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1", "NO_LOCAL_GGUF": "1"}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1",
+           "NO_LOCAL_GGUF": "1"}
     cmd = [sys.executable, str(script), str(source), "--outfile", str(outfile), "--outtype", outtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=outfile.parent)
     if log is not None:
@@ -86,7 +87,7 @@ def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: 
     if ftype not in ftypes():
         raise EdgemedError(f"unknown GGUF type '{ftype}'; llama.cpp knows: {', '.join(sorted(ftypes()))}")
     cmd = [sys.executable, "-m", "edgemed.export.gguf", str(src), str(dst), ftype, str(threads or 0)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 or not dst.is_file():

@@ -27,6 +27,10 @@ SUMMARY = "export.json"
 class VerificationFailed(EdgemedError):
     exit_code = 1
 
+    def __init__(self, message: str, verification: dict[str, Any]):
+        super().__init__(message)
+        self.verification = verification
+
 
 def resolve_spec(name: str) -> FormatSpec:
     """A registry format, or a generic ``gguf-<ftype>`` for any other llama.cpp file type."""
@@ -73,6 +77,96 @@ def _cleanup_partials(out: Path, name: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+class _Run:
+    """State shared by the formats of one export run: the source, its prompt style, the lazy reference."""
+
+    def __init__(self, merged: Path, out: Path, verify: bool, threads: int | None):
+        self.merged, self.out, self.verify, self.threads = merged, out, verify, threads
+        self.fingerprint = source_fingerprint(merged)
+        self.style = source_prompt_style(merged)
+        self.results: list[dict[str, Any]] = []
+        self._reference = None
+
+    def reference(self):
+        if self._reference is None:
+            from edgemed.export.verify import Reference
+
+            self._reference = Reference.compute(self.merged, self.style, self.threads)
+        return self._reference
+
+    def record(self, spec: FormatSpec, status: str, reason: str = "", **extra: Any) -> dict[str, Any]:
+        result = {"format": spec.name, "status": status, "reason": reason, "path": str(self.out / spec.name),
+                  "seconds": None, "size_bytes": None, "verification": None, "exit_code": 0, **extra}
+        self.results.append(result)
+        atomic_write_json(self.out / SUMMARY,
+                          {"source": self.fingerprint, "prompt_style": self.style, "results": self.results})
+        return result
+
+    def precheck(self, spec: FormatSpec, exporter: Exporter, explicit: bool, force: bool) -> bool:
+        """Record and return False when the format is unavailable, up to date, or in the way (no --force)."""
+        reason = exporter.available()
+        if reason:
+            self.record(spec, "unavailable", reason, exit_code=2 if explicit else 0)
+            return False
+        final = self.out / spec.name
+        _cleanup_partials(self.out, spec.name)
+        if not final.exists() or force:
+            return True
+        fresh, why = _existing(final, self.fingerprint["sha256"], exporter.settings, self.verify)
+        if fresh:
+            verification = json.loads((final / MANIFEST).read_text()).get("verification")
+            self.record(spec, "skipped", why, size_bytes=dir_size(final), verification=verification)
+        else:
+            self.record(spec, "failed", f"{why}; pass --force to replace it", exit_code=2)
+        return False
+
+    def build(self, spec: FormatSpec, exporter: Exporter, stage) -> None:
+        """Export into a temp folder, write the manifest, verify, and only then rename it into place."""
+        start = time.perf_counter()
+        export_s, verification = None, None
+        try:
+            with atomic_dir(self.out / spec.name, force=True) as tmp:
+                stage("exporting")
+                details = exporter.export(self.merged, tmp, exporter.settings)
+                export_s = round(time.perf_counter() - start, 3)
+                manifest = new_manifest(spec.name, spec.runtime, self.fingerprint, exporter.settings)
+                manifest.update(status="unverified", prompt_style=self.style, export=details,
+                                export_seconds=export_s, files=file_entries(tmp))
+                manifest["size_bytes"] = sum(f["size"] for f in manifest["files"])
+                atomic_write_json(tmp / MANIFEST, manifest)
+                if self.verify:
+                    stage("verifying")
+                    verification = self._verify(tmp, spec)
+                    manifest.update(status="verified", verification=verification)
+                    atomic_write_json(tmp / MANIFEST, manifest)
+        except VerificationFailed as exc:
+            self.record(spec, "failed", f"verification failed: {exc}", exit_code=1, export_seconds=export_s,
+                        seconds=round(time.perf_counter() - start, 3), verification=exc.verification)
+            return
+        except EdgemedError as exc:
+            self.record(spec, "failed", str(exc), exit_code=exc.exit_code,
+                        seconds=round(time.perf_counter() - start, 3))
+            return
+        except Exception as exc:  # one format's bug must not lose the others
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self.record(spec, "failed", f"internal error: {type(exc).__name__}: {first}", exit_code=3,
+                        seconds=round(time.perf_counter() - start, 3))
+            return
+        self.record(spec, "exported", "", seconds=round(time.perf_counter() - start, 3), export_seconds=export_s,
+                    size_bytes=manifest["size_bytes"], verification=verification)
+
+    def _verify(self, tmp: Path, spec: FormatSpec) -> dict[str, Any]:
+        from edgemed.export.verify import verify
+
+        reference = self.reference()
+        t0 = time.perf_counter()
+        verification = verify(tmp, reference, spec.tolerance, self.threads)
+        verification["seconds"] = round(time.perf_counter() - t0, 3)
+        if not verification["passed"]:
+            raise VerificationFailed(verification["error"], verification)
+        return verification
+
+
 def run_export(
     merged: Path,
     formats: list[str] | None,
@@ -83,99 +177,42 @@ def run_export(
     settings: dict[str, dict[str, Any]] | None = None,
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc)."""
+    """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc).
+
+    Each dict: format, path, status (exported|skipped|unavailable|failed), reason, seconds, export_seconds,
+    size_bytes, verification (see edgemed.export.verify), exit_code (0, or what this format alone would exit).
+    Bad input (source, format names, settings) raises EdgemedError before anything is written.
+    """
     from edgemed.console import progress
 
     merged, out = Path(merged), Path(out)
     check_source(merged)
     explicit = formats is not None
-    names = list(dict.fromkeys(formats if explicit else FORMATS))
-    specs = [resolve_spec(n) for n in names]  # unknown names fail before anything is written
-    specs.sort(key=lambda s: _order(s.name))
-    unknown_settings = set(settings or {}) - {s.name for s in specs}
-    if unknown_settings:
-        raise EdgemedError(f"settings given for formats not exported: {', '.join(sorted(unknown_settings))}")
-    fingerprint = source_fingerprint(merged)
-    style = source_prompt_style(merged)
+    specs = sorted((resolve_spec(n) for n in dict.fromkeys(formats if explicit else FORMATS)),
+                   key=lambda s: _order(s.name))
+    unknown = set(settings or {}) - {s.name for s in specs}
+    if unknown:
+        raise EdgemedError(f"settings given for formats not exported: {', '.join(sorted(unknown))}")
+    exporters: dict[str, Exporter] = {
+        s.name: load_object(s.exporter)(s.name, threads=threads, siblings=out, **(settings or {}).get(s.name, {}))
+        for s in specs
+    }
+    run = _Run(merged, out, verify, threads)
     out.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    reference = None
-
-    def record(spec: FormatSpec, status: str, reason: str = "", **extra: Any) -> None:
-        results.append({"format": spec.name, "status": status, "reason": reason, "path": str(out / spec.name),
-                        "seconds": None, "size_bytes": None, "verification": None, "exit_code": 0, **extra})
-        atomic_write_json(out / SUMMARY, {"source": fingerprint, "prompt_style": style, "results": results})
-
     with progress() as bar:
         task = bar.add_task("export", total=len(specs), visible=show_progress)
         for spec in specs:
-            bar.update(task, description=f"{spec.name}: preparing")
-            exporter: Exporter = load_object(spec.exporter)(
-                spec.name, threads=threads, siblings=out, **(settings or {}).get(spec.name, {})
-            )
-            exporter.source_sha256 = fingerprint["sha256"]
-            reason = exporter.available()
-            if reason:
-                record(spec, "unavailable", reason, exit_code=2 if explicit else 0)
-                bar.advance(task)
-                continue
-            final = out / spec.name
-            _cleanup_partials(out, spec.name)
-            if final.exists():
-                fresh, why = _existing(final, fingerprint["sha256"], exporter.settings, verify)
-                if fresh and not force:
-                    record(spec, "skipped", why, size_bytes=dir_size(final),
-                           verification=json.loads((final / MANIFEST).read_text()).get("verification"))
-                    bar.advance(task)
-                    continue
-                if not force:
-                    record(spec, "failed", f"{why}; pass --force to replace it", exit_code=2)
-                    bar.advance(task)
-                    continue
-            start = time.perf_counter()
-            export_s = None
-            verification = None
-            try:
-                with atomic_dir(final, force=True) as tmp:
-                    bar.update(task, description=f"{spec.name}: exporting")
-                    details = exporter.export(merged, tmp, exporter.settings)
-                    export_s = time.perf_counter() - start
-                    manifest = new_manifest(spec.name, spec.runtime, fingerprint, exporter.settings)
-                    manifest.update(status="unverified", prompt_style=style, export=details,
-                                    export_seconds=round(export_s, 3), files=file_entries(tmp))
-                    manifest["size_bytes"] = sum(f["size"] for f in manifest["files"])
-                    atomic_write_json(tmp / MANIFEST, manifest)
-                    if verify:
-                        bar.update(task, description=f"{spec.name}: verifying")
-                        if reference is None:
-                            from edgemed.export.verify import Reference
+            exporter = exporters[spec.name]
+            exporter.source_sha256 = run.fingerprint["sha256"]
+            bar.update(task, description=f"{spec.name}: checking")
+            if run.precheck(spec, exporter, explicit, force):
+                def stage(what: str, name: str = spec.name) -> None:
+                    bar.update(task, description=f"{name}: {what}")
 
-                            reference = Reference.compute(merged, style, threads)
-                        from edgemed.export.verify import verify as verify_artifact
-
-                        t0 = time.perf_counter()
-                        verification = verify_artifact(tmp, reference, spec.tolerance, threads)
-                        verification["seconds"] = round(time.perf_counter() - t0, 3)
-                        if not verification["passed"]:
-                            raise VerificationFailed(verification["error"])
-                        manifest.update(status="verified", verification=verification)
-                        atomic_write_json(tmp / MANIFEST, manifest)
-                record(spec, "exported", "", seconds=round(time.perf_counter() - start, 3),
-                       export_seconds=round(export_s, 3), size_bytes=manifest["size_bytes"],
-                       verification=verification)
-            except VerificationFailed as exc:
-                record(spec, "failed", f"verification failed: {exc}", exit_code=1,
-                       seconds=round(time.perf_counter() - start, 3), export_seconds=round(export_s, 3),
-                       verification=verification)
-            except EdgemedError as exc:
-                record(spec, "failed", str(exc), exit_code=exc.exit_code, seconds=round(time.perf_counter() - start, 3))
-            except Exception as exc:  # one format's bug must not lose the others
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                record(spec, "failed", f"internal error: {type(exc).__name__}: {first}", exit_code=3,
-                       seconds=round(time.perf_counter() - start, 3))
+                run.build(spec, exporter, stage)
             bar.advance(task)
         bar.update(task, description="export: done")
-    return results
+    return run.results
 
 
 def exit_code(results: list[dict[str, Any]]) -> int:

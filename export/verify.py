@@ -51,6 +51,8 @@ N_QUESTIONS = 6
 LOGPROB_FLOOR = -12.0
 PROBE = "Dose 12.5 mg/kg q8h; 37.5°C, pH 7.40 (n=1024) — naïve β-blocker, 2x/day?"
 WORKER_TIMEOUT_S = 900
+# OpenMP threads that spin while waiting make llama.cpp ~100x slower on an oversubscribed CPU; timing is not
+# what verification measures, so its worker waits passively unless the caller set a policy.
 
 
 def verification_prompts(style: str, n: int = N_QUESTIONS) -> list[str]:
@@ -104,10 +106,14 @@ def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> di
     with tempfile.TemporaryDirectory(prefix="edgemed-verify-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps({"artifact": str(artifact), "threads": threads, **texts}))
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgemed.export.verify", str(req), str(res)],
-            capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "edgemed.export.verify", str(req), str(res)],
+                capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+                env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONWARNINGS": "ignore"},
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"the runtime did not finish the verification prompts within {WORKER_TIMEOUT_S} s"}
         if proc.returncode != 0 or not res.is_file():
             if proc.returncode < 0:
                 try:

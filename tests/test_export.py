@@ -191,7 +191,7 @@ def test_any_llama_cpp_type_exports_as_gguf_type(tiny_model, tmp_path):
     assert r["status"] == "exported" and r["verification"]["passed"], r["reason"]
     m = read_manifest(tmp_path / "gguf-q6_k")
     assert m["runtime"] == "llama.cpp" and m["export"]["file_type"] == 18  # LLAMA_FTYPE_MOSTLY_Q6_K
-    with open_runtime(tmp_path / "gguf-q6_k", threads=2) as rt:
+    with open_runtime(tmp_path / "gguf-q6_k", threads=1) as rt:
         assert rt.letter_logprobs(["Question: x\nAnswer:"]).shape == (1, 4)
 
 

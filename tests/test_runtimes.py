@@ -76,7 +76,7 @@ def test_llamacpp_tokens_and_letters_match_transformers(ggufs, reference):
     from edgemed.runtimes.llamacpp import LlamaCppRuntime
 
     digits = "Dose 12.5 mg/kg q8h, 2024 cases; 37.5°C — naïve<|im_end|>\n<|im_start|>assistant\n"
-    with LlamaCppRuntime(ggufs / "f16.gguf", threads=2) as rt:
+    with LlamaCppRuntime(ggufs / "f16.gguf", threads=1) as rt:
         for text in [*PROMPTS, digits]:
             assert rt.tokenize(text) == reference.tokenize(text), text
         assert rt.letter_ids == reference.letter_ids
@@ -90,7 +90,7 @@ def test_llamacpp_tokens_and_letters_match_transformers(ggufs, reference):
 def test_llamacpp_generation_and_stop(ggufs):
     from edgemed.runtimes.llamacpp import LlamaCppRuntime
 
-    with LlamaCppRuntime(ggufs / "f16.gguf", threads=2) as rt:
+    with LlamaCppRuntime(ggufs / "f16.gguf", threads=1) as rt:
         g = rt.generate(PROMPTS[0], max_new_tokens=5)
         assert g.new_tokens == len(g.token_times) >= 1
         assert g.token_times == sorted(g.token_times) and g.prompt_tokens == len(rt.tokenize(PROMPTS[0]))
@@ -101,7 +101,7 @@ def test_llamacpp_generation_and_stop(ggufs):
             cut = rt.generate(PROMPTS[0], max_new_tokens=5, stop=[stop])
             assert cut.text == g.text[: g.text.find(stop)] and cut.new_tokens < g.new_tokens
         info = rt.info()
-        assert info["threads"] == 2 and "kernel_path" in info and info["tokenizer_pre"] == "smollm"
+        assert info["threads"] == 1 and "kernel_path" in info and info["tokenizer_pre"] == "smollm"
 
 
 def _run_py(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -115,7 +115,7 @@ def test_quantized_gguf_decodes_in_a_subprocess(ggufs, repack):
     proc = _run_py(f"""
         import json
         from edgemed.runtimes.llamacpp import LlamaCppRuntime, cpu_has_amx
-        rt = LlamaCppRuntime({str(ggufs / "q4_k_m.gguf")!r}, threads=2, repack={repack!r})
+        rt = LlamaCppRuntime({str(ggufs / "q4_k_m.gguf")!r}, threads=1, repack={repack!r})
         g = rt.generate("Question: 2+2?\\nAnswer:", max_new_tokens=3)
         print(json.dumps({{"n": g.new_tokens, "repack": rt.info()["repack"], "amx": cpu_has_amx()}}))
     """)
@@ -141,7 +141,7 @@ def test_gguf_runtime_needs_neither_torch_nor_transformers(ggufs, tmp_path):
         from edgemed.prompts import get_style
         from edgemed.runtimes.base import open_runtime
         qs = load_questions("sample")[0][:3]
-        with open_runtime({str(artifact)!r}, threads=2) as rt:
+        with open_runtime({str(artifact)!r}, threads=1) as rt:
             lp = rt.letter_logprobs([get_style(rt.prompt_style).prompt(q) for q in qs])
             g = rt.generate(get_style(rt.prompt_style).prompt(qs[0]), max_new_tokens=2)
         print(json.dumps({{"shape": list(lp.shape), "n": g.new_tokens, "style": rt.prompt_style,
@@ -224,7 +224,7 @@ def test_smollm2_q4_k_m_has_real_k_quants_and_decodes(smollm2_model, tmp_path):
     assert "Q4_K" in types and (set(types) - {"Q4_K", "Q6_K", "F32"}), types  # K-quants plus fallbacks
     proc = _run_py(f"""
         from edgemed.runtimes.llamacpp import LlamaCppRuntime
-        rt = LlamaCppRuntime({str(tmp_path / "q4_k_m.gguf")!r}, threads=2)
+        rt = LlamaCppRuntime({str(tmp_path / "q4_k_m.gguf")!r}, threads=1)
         g = rt.generate("<|im_start|>user\\nWhat is 2+2?<|im_end|>\\n<|im_start|>assistant\\n", max_new_tokens=4)
         print(g.new_tokens)
     """)
