@@ -116,6 +116,21 @@ def test_legacy_reports_substring_rates_and_false_positives():
     assert res.config["generation"]["max_new_tokens"] == 100
 
 
+def test_nan_logprobs_count_as_no_answer():
+    class Broken(ScriptedRuntime):
+        def next_token_logprobs(self, prompts):
+            out = super().next_token_logprobs(prompts)
+            out[["question 1?" in p for p in prompts]] = np.nan
+            return out
+
+    rt = Broken({"question 0?": ([0.7, 0.1, 0.1, 0.1], ""), "question 1?": ([0.7, 0.1, 0.1, 0.1], "")})
+    res = evaluate(rt, [_q(0, 0), _q(1, 0)], show_progress=False)
+    assert [p["predicted"] for p in res.predictions] == ["A", None]
+    assert res.predictions[1]["probs"] is None and not res.predictions[1]["correct"]
+    assert res.timing["invalid_logprob_rows"] == 1 and res.metrics["unparseable"] == 1
+    assert res.metrics["calibration"]["n"] == 1
+
+
 def test_unlabelled_questions_are_refused():
     from edgemed.errors import EdgemedError
 

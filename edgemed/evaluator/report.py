@@ -33,6 +33,8 @@ def headline(results: dict[str, Any]) -> Table:
     t.add_row("correct / n", f"{m['correct']} / {m['n']}   (chance 25%)")
     if results["scoring"] != "logprob":
         t.add_row("unparseable", f"{m['unparseable']} ({_pct(m['unparseable'] / m['n'])}), never counted correct")
+    elif m["unparseable"]:
+        t.add_row("[red]no answer[/red]", f"{m['unparseable']} questions got NaN/inf log-probs (broken artifact?)")
     cal = m.get("calibration")
     if cal:
         t.add_row("ECE (10 bins)", f"{cal['ece']:.4f}   mean confidence {_pct(cal['mean_confidence'])}, "

@@ -217,13 +217,16 @@ def evaluate(
             t0 = time.perf_counter()
             lp = _letter_rows(runtime, prompts, batch_size, tick)
             timing["letter_pass_s"] = time.perf_counter() - t0
-            probs = softmax_rows(lp)
+            with np.errstate(invalid="ignore"):
+                probs = softmax_rows(lp)
             mass = np.exp(lp).sum(axis=1)
             for p, row, m in zip(preds, probs, mass, strict=True):
-                p["probs"] = _probs_dict(row)
-                p["letter_mass"] = float(m)
+                valid = bool(np.isfinite(row).all())  # NaN/inf log-probs: a broken artifact, never a guess
+                p["probs"] = _probs_dict(row) if valid else None
+                p["letter_mass"] = float(m) if valid else None
                 if scoring == "logprob":
-                    p["predicted"] = LETTERS[int(np.argmax(row))]
+                    p["predicted"] = LETTERS[int(np.argmax(row))] if valid else None
+            timing["invalid_logprob_rows"] = int(sum(p["probs"] is None for p in preds))
         if scoring != "logprob":
             stop = stop_strings(style)
             t0 = time.perf_counter()
