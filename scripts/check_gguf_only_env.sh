@@ -52,3 +52,9 @@ if loaded:
     sys.exit("check: FAIL: torch/transformers got imported")
 print("check: OK: GGUF artifact scored with only edgemed[gguf] installed")
 EOF
+
+# The same through the CLI users run: `edgemed eval` on the artifact, still without torch/transformers.
+echo "check: edgemed eval in the gguf-only venv"
+OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} "$VENV/bin/edgemed" eval "$ARTIFACT" --data sample --limit "$N" \
+  --out "$VENV/eval" --no-progress
+echo "check: OK: edgemed eval ran with only edgemed[gguf] installed"
