@@ -220,3 +220,15 @@ def test_killed_export_leaves_nothing_that_looks_complete(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "gguf-f16" / "edgemed.json").is_file()
     assert not list(out.glob(".gguf-f16*"))
+
+
+def test_prompt_style_comes_from_the_merge_record_else_the_template(tiny_model, tmp_path):
+    from edgemed.export.base import source_prompt_style
+
+    assert source_prompt_style(tiny_model) == "chatml"  # from chat_template.jinja
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text("{}")
+    assert source_prompt_style(folder) == "plain"
+    (folder / "edgemed-merge.json").write_text(json.dumps({"prompt_style": "llama3"}))
+    assert source_prompt_style(folder) == "llama3"
