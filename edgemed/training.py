@@ -478,8 +478,8 @@ def train_lora(
     config = TrainConfig.from_options(options)
     out = Path(out)
     state = _check_out(out, config)
-    dist = _dist()
     if config.force and state != "new":
+        dist = _dist()
         # Build the new run beside the old one; the old one is only replaced once the new one is finished.
         staging = out.with_name(f".{out.name}.force-partial")
         if dist.is_main_process:
@@ -504,16 +504,20 @@ def train_lora(
 
 
 def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: bool) -> dict[str, Any]:
-    import torch
-    from transformers import PrinterCallback, Trainer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
     from edgemed.console import err_console
     from edgemed.manifest import versions
     from edgemed.models import load_tokenizer, pick_device, resolve_model
     from edgemed.prompts import detect_style, get_style
 
     started = time.time()
+    # bad model names and data fail here, before torch is even imported
+    resolved = resolve_model(model_name)
+    train_qs, eval_qs, data_rec, eval_rec = _load_splits(data, config)
+
+    import torch
+    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
     dist = _dist()
     main = dist.is_main_process
     choice = pick_device(config.device, config.dtype)
@@ -524,8 +528,6 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
         raise EdgemedError(f"float16 training needs CUDA; on {choice.device} use --dtype float32 or bfloat16")
     if config.threads:
         torch.set_num_threads(config.threads)
-    resolved = resolve_model(model_name)
-    train_qs, eval_qs, data_rec, eval_rec = _load_splits(data, config)
     tokenizer = load_tokenizer(resolved, trust_remote_code=config.trust_remote_code)
     tokenizer.padding_side = "right"
     style_name = config.prompt_style or detect_style(getattr(tokenizer, "chat_template", None))

@@ -64,7 +64,8 @@ def train(
         eval_data: separate eval source (e.g. a validation file); then --data is not split.
         eval_limit: compute the eval loss on the first N eval questions only (keeps evals cheap).
         max_length: longest example in tokens; longer questions are skipped (and counted), never cut.
-        device: auto, cpu, cuda, cuda:N or mps.
+        device: auto, cpu, cuda, cuda:N or mps; for several GPUs run this command unchanged under
+            'accelerate launch -m edgemed.cli.main train ...'.
         dtype: weights/autocast dtype; auto = bfloat16/float16 on GPUs, float32 on CPU.
         gradient_checkpointing: trade compute for activation memory.
         qlora: 4-bit NF4 base via bitsandbytes (CUDA only).
