@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.bench.results import ArtifactResult, format_value
-
 from edgemed.errors import EdgemedError
 
 

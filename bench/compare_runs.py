@@ -8,7 +8,6 @@ from typing import Any
 
 from edgemed.bench.budget import Check
 from edgemed.bench.results import METRICS, ArtifactResult, format_value
-
 from edgemed.errors import EdgemedError
 
 # metric -> the direction that is a regression

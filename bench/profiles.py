@@ -14,7 +14,6 @@ from importlib import resources
 from typing import Any
 
 from edgemed.bench.results import ArtifactResult
-
 from edgemed.errors import EdgemedError
 
 

@@ -26,7 +26,6 @@ from edgemed.bench.results import (
     Throughput,
 )
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
-
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_write_json, atomic_write_text, dir_size
 
@@ -97,7 +96,6 @@ def run_bench(
 
     # --- measure --------------------------------------------------------------------------------------------
     from edgemed.bench.probes import copy_bandwidth
-
     from edgemed.sysinfo import environment
 
     out.mkdir(parents=True, exist_ok=True)
@@ -400,9 +398,9 @@ def _write_outputs(doc: dict[str, Any], results: list[ArtifactResult], out: Path
 
 
 def _print(doc: dict[str, Any], results: list[ArtifactResult], broken: list[Check]) -> None:
-    from edgemed.bench.render import rich_table
     from rich.console import Console
 
+    from edgemed.bench.render import rich_table
     from edgemed.console import console
 
     s = doc["settings"]

@@ -101,7 +101,6 @@ def measure_latency(runtime, prompts: list[str], repeats: int, warmup: int, gen_
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
     from edgemed.bench.probes import rss_bytes, self_peak_rss_bytes
-
     from edgemed.data.medmcqa import Question
     from edgemed.prompts import get_style
     from edgemed.runtimes.base import open_runtime

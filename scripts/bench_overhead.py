@@ -77,7 +77,6 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgemed.bench.run import _questions
-
     from edgemed.prompts import get_style
     from edgemed.runtimes.llamacpp import gguf_file
 

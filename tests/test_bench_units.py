@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+
 from edgemed.bench.compare_runs import pair, regressions
 from edgemed.bench.isolate import run_child
 from edgemed.bench.junit import to_junit
@@ -16,7 +17,6 @@ from edgemed.bench.recommend import recommend
 from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
 from edgemed.bench.stats import percentile, stdev, summarize
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
-
 from edgemed.errors import EdgemedError
 
 

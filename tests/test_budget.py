@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from edgemed.bench.budget import check_budgets, load_budgets
 from edgemed.bench.results import Accuracy, ArtifactResult, Failure, Latency, Memory
-
 from edgemed.errors import EdgemedError
 
 VALID = """\
