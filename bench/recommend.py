@@ -10,7 +10,7 @@ from edgemed.bench.units import fmt_bytes
 
 def recommend(results: list[ArtifactResult], max_memory_bytes: int | None = None,
               max_p95_ms: float | None = None) -> dict[str, Any]:
-    """Most accurate artifact within the limits (ties: faster p95, then less memory)."""
+    """Most accurate artifact within the limits (ties: closer agreement with the reference, faster p95, less memory)."""
     rejected: dict[str, list[str]] = {}
     fits: list[ArtifactResult] = []
     for r in results:
@@ -31,8 +31,8 @@ def recommend(results: list[ArtifactResult], max_memory_bytes: int | None = None
             rejected[r.name] = reasons
         else:
             fits.append(r)
-    fits.sort(key=lambda r: (-(r.accuracy.accuracy or 0.0), r.metric("answer_p95_ms") or float("inf"),
-                             r.memory.peak_rss_bytes or 0))
+    fits.sort(key=lambda r: (-(r.accuracy.accuracy or 0.0), -(r.accuracy.agreement or 0.0),
+                             r.metric("answer_p95_ms") or float("inf"), r.memory.peak_rss_bytes or 0))
     constraints = {"max_memory_bytes": max_memory_bytes, "max_p95_ms": max_p95_ms}
     if not fits:
         return {"constraints": constraints, "choice": None, "ranked": [], "rejected": rejected,
@@ -41,8 +41,10 @@ def recommend(results: list[ArtifactResult], max_memory_bytes: int | None = None
     for other in fits[1:]:
         reason = f"fits, but less accurate ({other.accuracy.accuracy:.3f} vs {best.accuracy.accuracy:.3f})"
         if other.accuracy.accuracy == best.accuracy.accuracy:
-            reason = (f"fits, equally accurate but slower or larger (p95 {other.metric('answer_p95_ms'):.1f} ms, "
-                      f"peak {fmt_bytes(other.memory.peak_rss_bytes)})")
+            agree = other.accuracy.agreement
+            reason = (f"fits, equally accurate but agrees less with the reference, or is slower or larger "
+                      f"(agreement {'-' if agree is None else f'{agree:.3f}'}, "
+                      f"p95 {other.metric('answer_p95_ms'):.1f} ms, peak {fmt_bytes(other.memory.peak_rss_bytes)})")
         elif best.accuracy.ci_low is not None and other.accuracy.accuracy >= best.accuracy.ci_low:
             reason += "; the difference is within the 95% interval, so consider the faster/smaller one"
         rejected[other.name] = [reason]

@@ -89,6 +89,14 @@ def test_recommend_most_accurate_that_fits_and_why_not_the_others():
     assert recommend(results, max_memory_bytes=10**6)["choice"] is None
 
 
+def test_recommend_breaks_accuracy_ties_by_agreement_with_the_reference():
+    faithful, drifting = make("faithful", acc=0.5, p95=300), make("drifting", acc=0.5, p95=100)
+    faithful.accuracy.agreement, drifting.accuracy.agreement = 0.95, 0.50
+    rec = recommend([drifting, faithful])
+    assert rec["ranked"] == ["faithful", "drifting"]
+    assert "agreement 0.500" in rec["rejected"]["drifting"][0]
+
+
 # --- profiles ---------------------------------------------------------------------------------------------------
 def test_profiles_fit_and_estimate():
     profiles = load_profiles()
