@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the notebook method on only the first N questions (default: all)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="auto", help="transformers weights dtype: auto (float32 on CPU), bfloat16")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-new-tokens", type=int, default=100)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     questions = load_questions(args.data, limit=args.questions)[0]
     k = min(args.notebook_limit or len(questions), len(questions))
-    print(f"model {args.model}, {len(questions)} questions from {args.data}; load average {os.getloadavg()[0]:.1f}")
-    with open_runtime(resolve_artifact(args.model), threads=args.threads) as rt:
+    print(f"model {args.model} (dtype {args.dtype}, threads {args.threads or 'default'}), {len(questions)} questions "
+          f"from {args.data}; load average {os.getloadavg()[0]:.1f}")
+    options = {"dtype": args.dtype} if args.dtype != "auto" else {}
+    with open_runtime(resolve_artifact(args.model), threads=args.threads, **options) as rt:
         evaluate(rt, questions[:2], show_progress=False, batch_size=args.batch_size)  # warm-up
         runs = []
         for _ in range(2):
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     lg = nb.metrics["legacy"]
     out = {
         "model": args.model,
+        "dtype": args.dtype,
         "runtime": info,
         "questions": len(questions),
         "logprob": {"seconds": [t_lp, t_lp2], "questions_per_s": lp_rate, "accuracy": lp.accuracy,

@@ -68,6 +68,7 @@ def evaluate(
     batch_size: int = 8,
     threads: int | None = None,
     device: str = "auto",
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
     prompt_style: Literal["plain", "chatml", "llama3"] | None = None,
     max_new_tokens: int | None = None,
     temperature: float | None = None,
@@ -97,6 +98,8 @@ def evaluate(
         batch_size: prompts per forward pass in logprob scoring.
         threads: CPU threads for the runtime.
         device: auto, cpu, cuda, cuda:N or mps.
+        dtype: transformers artifacts only: weights dtype (auto = float32 on CPU; bfloat16 is much faster on CPUs
+            with AVX512-BF16/AMX, with slightly different log-probs).
         prompt_style: override the prompt style (default: recorded at training/export, else the chat template).
         max_new_tokens: generate/legacy: tokens to generate (defaults 12 / 100).
         temperature: generate/legacy: sampling temperature (defaults 0 / 0.7).
@@ -149,7 +152,15 @@ def evaluate(
 
     if data_info.get("note"):
         err_console.print(f"[dim]{data_info['note']}: {len(questions)} questions[/dim]")
-    with open_runtime(path, threads=threads, device=device) as runtime:
+    options = {}
+    if dtype != "auto":
+        from edgemed.manifest import detect_runtime
+
+        fmt, runtime_name = detect_runtime(path)
+        if runtime_name != "transformers" or fmt.startswith("bnb"):
+            raise EdgemedError(f"--dtype applies to plain transformers models only, not {fmt}; drop --dtype")
+        options["dtype"] = dtype
+    with open_runtime(path, threads=threads, device=device, **options) as runtime:
         style, source = (prompt_style, "--prompt-style") if prompt_style else style_and_source(path, runtime)
         result = run_eval(
             runtime, questions, scoring=scoring, style=style, batch_size=batch_size, show_progress=progress,
