@@ -180,6 +180,7 @@ def test_analysis_failures_and_letter_bias():
     assert f["unparseable"]["count"] == 1 and f["unparseable"]["examples"][0]["text"] == "I am not sure"
     assert out["letters"]["over_predicted"] == "B"
     assert out["letters"]["predicted"] == {"A": 1, "B": 3, "C": 0, "D": 0}
+    assert (out["letters"]["majority_letter"], out["letters"]["majority_baseline"]) == ("A", 0.4)  # gold A,C,D,A,C
     assert f["position_bias"]["count"] == 3
     assert out["accuracy"] == 0.2 and out["unparseable"] == 1
     # unparseable counts as confidence 0 and wrong in calibration

@@ -48,6 +48,8 @@ def letter_distribution(preds: list[dict]) -> dict[str, Any]:
         "max_deviation": max(abs(v) for v in deviation.values()),
         "over_predicted": over,
         "over_predicted_share": predicted[over] / n_pred,
+        "majority_letter": max(LETTERS, key=lambda a: gold[a]),
+        "majority_baseline": max(gold.values()) / n_gold,  # accuracy of always answering the commonest gold letter
         "test": "Pearson chi-square of predicted letter counts against the gold letter shares (df 3)",
         **m.chi_square_gof([predicted[a] for a in LETTERS], [gold[a] for a in LETTERS]),
     }

@@ -30,7 +30,9 @@ def headline(results: dict[str, Any]) -> Table:
     t.add_column("", style="bold")
     t.add_column("")
     t.add_row("accuracy", f"{_pct(results['accuracy'])}  (95% Wilson {_ci(results['accuracy_ci'])})")
-    t.add_row("correct / n", f"{m['correct']} / {m['n']}   (chance 25%)")
+    baseline = m["letters"].get("majority_baseline")
+    always = f"; always '{m['letters']['majority_letter']}' would score {_pct(baseline)}" if baseline else ""
+    t.add_row("correct / n", f"{m['correct']} / {m['n']}   (chance 25%{always})")
     if results["scoring"] != "logprob":
         t.add_row("unparseable", f"{m['unparseable']} ({_pct(m['unparseable'] / m['n'])}), never counted correct")
     elif m["unparseable"]:
