@@ -33,7 +33,7 @@ FORMATS: dict[str, FormatSpec] = {
                    "bitsandbytes 4-bit NF4"),
         FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx", 1e-3,
                    "ONNX with KV cache (Optimum)"),
-        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx", 4.0,
+        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx", 1.0,
                    "ONNX, onnxruntime dynamic int8"),
         FormatSpec("gguf-f16", "edgemed.export.gguf:GgufF16Exporter", "llama.cpp", "gguf", 0.05,
                    "GGUF f16 for llama.cpp"),

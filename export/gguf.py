@@ -19,9 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgemed.export.base import Exporter
-
 from edgemed.errors import EdgemedError
+from edgemed.export.base import Exporter
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
 CONVERTER_SCRIPT = "convert_hf_to_gguf.py"

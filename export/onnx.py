@@ -12,9 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgemed.export.base import Exporter, copy_tokenizer
-
 from edgemed.errors import EdgemedError
+from edgemed.export.base import Exporter, copy_tokenizer
 
 ONNX_FILE = "model.onnx"
 _TWO_GB = 2 * 2**30
@@ -60,7 +59,11 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
 class OnnxInt8Exporter(Exporter):
     requires = OnnxExporter.requires
     extra = "onnx"
-    defaults = {"weight_type": "qint8", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
+    # keep_fp32: MatMuls whose node name contains one of these stay fp32. The MLP down projection reads the
+    # SiLU(gate)*up product, whose outliers wreck per-tensor activation quantization: on SmolLM2-135M
+    # quantizing it moves letter log-probs by 4.0 nats, keeping it fp32 by 0.48, for +35% size.
+    defaults = {"weight_type": "qint8", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"],
+                "keep_fp32": ["down_proj"]}
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         import logging
@@ -76,6 +79,12 @@ class OnnxInt8Exporter(Exporter):
         weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}.get(settings["weight_type"])
         if weight_type is None:
             raise EdgemedError(f"onnx-int8: weight_type must be qint8 or quint8, not {settings['weight_type']!r}")
+        import onnx
+
+        graph = onnx.load(str(fp32 / ONNX_FILE), load_external_data=False).graph
+        ops = set(settings["op_types"]) or {"MatMul"}
+        keep = [n.name for n in graph.node
+                if n.op_type in ops and any(k in n.name for k in settings["keep_fp32"])]
         big = sum(p.stat().st_size for p in fp32.iterdir() if p.name.startswith(ONNX_FILE)) > _TWO_GB
         root = logging.getLogger()
         level = root.level
@@ -89,6 +98,7 @@ class OnnxInt8Exporter(Exporter):
                 reduce_range=bool(settings["reduce_range"]),
                 weight_type=weight_type,
                 use_external_data_format=big,
+                nodes_to_exclude=keep or None,
             )
         finally:
             root.setLevel(level)
@@ -97,4 +107,6 @@ class OnnxInt8Exporter(Exporter):
                 shutil.copy2(path, dest / path.name)
         if built_here:
             shutil.rmtree(fp32)
-        return {"from": "onnx artifact" if not built_here else "fresh fp32 export", "external_data": big}
+        quantized = sum(1 for n in graph.node if n.op_type in ops) - len(keep)
+        return {"from": "onnx artifact" if not built_here else "fresh fp32 export", "external_data": big,
+                "quantized_nodes": quantized, "fp32_nodes_kept": len(keep)}

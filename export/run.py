@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgemed.export.base import Exporter, check_source, source_fingerprint, source_prompt_style
-
 from edgemed.errors import EdgemedError
+from edgemed.export.base import Exporter, check_source, source_fingerprint, source_prompt_style
 from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
 from edgemed.manifest import MANIFEST, file_entries, new_manifest
 from edgemed.registry import FORMATS, FormatSpec, get_format, load_object

@@ -78,7 +78,9 @@ def test_gguf_manifest_has_effective_type_mix(exported):
     f16 = read_manifest(out / "gguf-f16")["export"]
     assert "F16" in f16["types"] and f16["made_by"] == "convert_hf_to_gguf.py"
     assert read_manifest(out / "gguf-q8_0")["export"]["from"] == "gguf-f16 artifact"
-    assert read_manifest(out / "onnx-int8")["export"]["from"] == "onnx artifact"
+    int8 = read_manifest(out / "onnx-int8")["export"]
+    assert int8["from"] == "onnx artifact"
+    assert int8["fp32_nodes_kept"] == 2 and int8["quantized_nodes"] > 0  # the 2 layers' down_proj stay fp32
 
 
 def test_rerun_skips_unchanged_and_refuses_changed_settings(exported, tiny_model):
@@ -183,7 +185,6 @@ def test_unknown_format_is_refused_with_a_suggestion(tiny_model, tmp_path):
 
 def test_any_llama_cpp_type_exports_as_gguf_type(tiny_model, tmp_path):
     from edgemed.export.run import run_export
-
     from edgemed.manifest import read_manifest
     from edgemed.runtimes.base import open_runtime
 
