@@ -204,8 +204,9 @@ def test_onnx_runtime_refuses_a_truncated_graph(onnx_dir, tmp_path):
 def test_gguf_package_and_converter_coexist(ggufs, tiny_model):
     """transformers still reads GGUFs with the PyPI gguf package while the converter's copy stays apart."""
     import gguf
-    from edgemed.export.gguf import converter_path
     from transformers import AutoModelForCausalLM
+
+    from edgemed.export.gguf import converter_path
 
     assert Path(gguf.__file__).resolve().parent.parent != converter_path().parent.resolve()
     model = AutoModelForCausalLM.from_pretrained(str(ggufs), gguf_file="f16.gguf")
