@@ -7,12 +7,17 @@ module's import chain may import torch or transformers (a test enforces it).
 - Weight repacking ("extra buffer types"): llama.cpp's AMX kernels have crashed at the first decode of
   quantized GGUFs (other than q8_0) on some Xeon CPUs, so on CPUs reporting AMX it is off by default
   (``repack=None`` = auto). ``info()["kernel_path"]`` records which path ran.
+- OpenMP wait policy: llama.cpp's worker threads spin between graph runs by default; on a CPU shared with
+  other work that made scoring ~40x slower (2 threads, 2 busy cores). Unless OMP_WAIT_POLICY is set, it is
+  set to PASSIVE before llama.cpp loads (it only takes effect then); ``info()["omp_wait_policy"]`` records it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +30,18 @@ from edgemed.runtimes.base import Generation, Runtime, cut_at_stop, pick_token
 
 GGUF_MAGIC = b"GGUF"
 _PARAMS_LOCK = threading.Lock()
+_OMP_POLICY: str | None = None  # OMP_WAIT_POLICY when llama.cpp was loaded in this process
+
+
+def _load_llama_cpp():
+    """Import llama_cpp with OMP_WAIT_POLICY defaulting to PASSIVE (read once, when its OpenMP loads)."""
+    global _OMP_POLICY
+    if "llama_cpp" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        _OMP_POLICY = os.environ["OMP_WAIT_POLICY"]
+    elif _OMP_POLICY is None:
+        _OMP_POLICY = f"{os.environ.get('OMP_WAIT_POLICY', 'unset')} (llama_cpp was imported before edgemed)"
+    return require("llama_cpp", "gguf", "GGUF artifacts")
 
 
 def gguf_file(path: Path) -> Path:
@@ -76,7 +93,7 @@ class LlamaCppRuntime(Runtime):
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
         super().__init__(path, threads, device, **options)
-        llama_cpp = require("llama_cpp", "gguf", "GGUF artifacts")
+        llama_cpp = _load_llama_cpp()
         import llama_cpp.llama_cpp as lib
 
         self.lib = lib
@@ -204,6 +221,7 @@ class LlamaCppRuntime(Runtime):
             "repack": self.repack,
             "cpu_amx": self.amx,
             "kernel_path": path,
+            "omp_wait_policy": _OMP_POLICY,
             "system_info": system,
             "file_type": self.metadata.get("general.file_type"),
             "add_bos": self.metadata.get("tokenizer.ggml.add_bos_token"),
