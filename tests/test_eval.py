@@ -46,6 +46,18 @@ class ScriptedRuntime(Runtime):
         text = self._entry(prompt)[1]
         return Generation(text=text, prompt_tokens=len(prompt), new_tokens=3, ttft_s=0.001, total_s=0.002)
 
+    # answers are scripted whole by generate() above, so the per-token primitives are never reached
+    def _prefill(self, ids):
+        raise AssertionError("scripted runtime: generate() is scripted whole")
+
+    _decode = _prefill
+
+    def detokenize(self, ids) -> str:
+        return ""
+
+    def is_end(self, token) -> bool:
+        return True
+
     def chat_template(self) -> str | None:
         return self.template
 

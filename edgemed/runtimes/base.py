@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,16 +64,20 @@ class Runtime(abc.ABC):
         """(len(prompts), vocab) log-softmax of the next token after each prompt."""
 
     @abc.abstractmethod
-    def generate(
-        self,
-        prompt: str,
-        max_new_tokens: int = 16,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        stop: list[str] | None = None,
-    ) -> Generation:
-        """Generate after `prompt` (greedy when temperature is 0), timing each token."""
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        """Start a fresh sequence with `ids`; return the logits of the next token."""
+
+    @abc.abstractmethod
+    def _decode(self, token: int) -> np.ndarray:
+        """Append one token to the current sequence; return the logits of the next token."""
+
+    @abc.abstractmethod
+    def detokenize(self, ids: list[int]) -> str:
+        """Text of generated ids, special tokens kept (stop strings are matched on it)."""
+
+    @abc.abstractmethod
+    def is_end(self, token: int) -> bool:
+        """Whether `token` ends generation (end of turn / end of sequence)."""
 
     @abc.abstractmethod
     def chat_template(self) -> str | None:
@@ -85,9 +91,56 @@ class Runtime(abc.ABC):
         """Free the model."""
 
     # --- shared -------------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: list[str] | None = None,
+    ) -> Generation:
+        """Generate after `prompt` (greedy when temperature is 0), timing each token. One loop for every runtime."""
+        rng = np.random.default_rng(seed)
+        ids = self.tokenize(prompt)
+        new: list[int] = []
+        times: list[float] = []
+        text = ""
+        start = time.perf_counter()
+        logits = self._prefill(ids)
+        for step in range(max_new_tokens):
+            token = pick_token(logits, temperature, top_p, rng)
+            times.append(time.perf_counter() - start)
+            if self.is_end(token):
+                break
+            new.append(token)
+            text, stopped = cut_at_stop(self.detokenize(new), stop)
+            if stopped or step == max_new_tokens - 1:
+                break
+            logits = self._decode(token)
+        total = time.perf_counter() - start
+        return Generation(
+            text=text,
+            prompt_tokens=len(ids),
+            new_tokens=len(times),
+            ttft_s=times[0] if times else total,
+            total_s=total,
+            token_times=times,
+        )
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The artifact's edgemed.json ({} when there is none or it is unreadable)."""
+        folder = self.path if self.path.is_dir() else self.path.parent
+        try:
+            return json.loads((folder / "edgemed.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
     @property
     def prompt_style(self) -> str:
-        return detect_style(self.chat_template())
+        """The style recorded at export, else the one the chat template implies."""
+        return self.manifest.get("prompt_style") or detect_style(self.chat_template())
 
     @property
     def letter_ids(self) -> list[int]:

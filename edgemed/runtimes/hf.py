@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgemed.errors import EdgemedError
-from edgemed.runtimes.base import Generation, Runtime, cut_at_stop, pick_token
+from edgemed.runtimes.base import Runtime
 
 
 class TransformersRuntime(Runtime):
@@ -59,50 +58,26 @@ class TransformersRuntime(Runtime):
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **keep).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
-    def generate(
-        self,
-        prompt: str,
-        max_new_tokens: int = 16,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        stop: list[str] | None = None,
-    ) -> Generation:
-        torch = self.torch
+    def _logits_after(self, ids: list[int]) -> np.ndarray:
+        step = self.torch.tensor([ids], device=self._device_of_inputs())
+        with self.torch.inference_mode():
+            out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True)
+        return out.logits[0, -1].float().cpu().numpy()
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
         from transformers import DynamicCache
 
-        rng = np.random.default_rng(seed)
-        ids = self.tokenize(prompt)
-        dev = self._device_of_inputs()
-        eos = self.tokenizer.eos_token_id
-        new: list[int] = []
-        times: list[float] = []
-        cache = DynamicCache()
-        start = time.perf_counter()
-        step = torch.tensor([ids], device=dev)
-        text = ""
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                out = self.model(input_ids=step, past_key_values=cache, use_cache=True)
-                logits = out.logits[0, -1].float().cpu().numpy()
-                token = pick_token(logits, temperature, top_p, rng)
-                times.append(time.perf_counter() - start)
-                if token == eos:
-                    break
-                new.append(token)
-                text, stopped = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=False), stop)
-                if stopped:
-                    break
-                step = torch.tensor([[token]], device=dev)
-        total = time.perf_counter() - start
-        return Generation(
-            text=text,
-            prompt_tokens=len(ids),
-            new_tokens=len(times),
-            ttft_s=times[0] if times else total,
-            total_s=total,
-            token_times=times,
-        )
+        self._cache = DynamicCache()
+        return self._logits_after(ids)
+
+    def _decode(self, token: int) -> np.ndarray:
+        return self._logits_after([token])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def is_end(self, token: int) -> bool:
+        return token == self.tokenizer.eos_token_id
 
     def info(self) -> dict[str, Any]:
         return {

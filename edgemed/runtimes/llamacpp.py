@@ -15,18 +15,16 @@ module's import chain may import torch or transformers (a test enforces it).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgemed.errors import EdgemedError, require
-from edgemed.runtimes.base import Generation, Runtime, cut_at_stop, pick_token
+from edgemed.runtimes.base import Runtime
 
 GGUF_MAGIC = b"GGUF"
 _PARAMS_LOCK = threading.Lock()
@@ -124,7 +122,6 @@ class LlamaCppRuntime(Runtime):
         self.metadata: dict[str, str] = dict(self.llm.metadata or {})
         self.vocab = lib.llama_model_get_vocab(self.llm.model)
         self.n_vocab = self.llm.n_vocab()
-        self._manifest = _manifest_of(self.path)
 
     # --- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
@@ -137,12 +134,10 @@ class LlamaCppRuntime(Runtime):
     def chat_template(self) -> str | None:
         return self.metadata.get("tokenizer.chat_template")
 
-    @property
-    def prompt_style(self) -> str:
-        style = self._manifest.get("prompt_style")
-        return style if style else super().prompt_style
-
     # --- model ----------------------------------------------------------------------------------
+    def _decode(self, token: int) -> np.ndarray:
+        return self._eval([token])
+
     def _eval(self, ids: list[int]) -> np.ndarray:
         """Feed `ids` after what is in the KV cache; the logits of the last one."""
         if self.llm.n_tokens + len(ids) > self.n_ctx:
@@ -154,7 +149,7 @@ class LlamaCppRuntime(Runtime):
         ptr = self.lib.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
 
-    def _start(self, ids: list[int]) -> np.ndarray:
+    def _prefill(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()  # the next eval drops every cached position from 0 on
         if not ids:
             raise EdgemedError("empty prompt: llama.cpp needs at least one token")
@@ -163,49 +158,13 @@ class LlamaCppRuntime(Runtime):
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
         rows = []
         for prompt in prompts:
-            logits = self._start(self.tokenize(prompt))
+            logits = self._prefill(self.tokenize(prompt))
             z = logits - logits.max()
             rows.append(z - np.log(np.exp(z).sum()))
         return np.stack(rows) if rows else np.zeros((0, self.n_vocab))
 
     def is_end(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
-
-    def generate(
-        self,
-        prompt: str,
-        max_new_tokens: int = 16,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        stop: list[str] | None = None,
-    ) -> Generation:
-        rng = np.random.default_rng(seed)
-        ids = self.tokenize(prompt)
-        new: list[int] = []
-        times: list[float] = []
-        text = ""
-        start = time.perf_counter()
-        logits = self._start(ids)
-        for step in range(max_new_tokens):
-            token = pick_token(logits, temperature, top_p, rng)
-            times.append(time.perf_counter() - start)
-            if self.is_end(token):
-                break
-            new.append(token)
-            text, stopped = cut_at_stop(self.detokenize(new), stop)
-            if stopped or step == max_new_tokens - 1:
-                break
-            logits = self._eval([token])
-        total = time.perf_counter() - start
-        return Generation(
-            text=text,
-            prompt_tokens=len(ids),
-            new_tokens=len(times),
-            ttft_s=times[0] if times else total,
-            total_s=total,
-            token_times=times,
-        )
 
     def info(self) -> dict[str, Any]:
         system = self.lib.llama_print_system_info().decode(errors="ignore").strip()
@@ -235,10 +194,3 @@ class LlamaCppRuntime(Runtime):
             llm.close()
             self.llm = None
 
-
-def _manifest_of(path: Path) -> dict[str, Any]:
-    folder = path if path.is_dir() else path.parent
-    try:
-        return json.loads((folder / "edgemed.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}

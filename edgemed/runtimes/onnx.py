@@ -7,15 +7,13 @@ the returned ``past_key_values`` back, so every token is timed.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgemed.errors import EdgemedError, require
-from edgemed.runtimes.base import Generation, Runtime, cut_at_stop, pick_token
+from edgemed.runtimes.base import Runtime
 
 
 class OnnxRuntime(Runtime):
@@ -62,14 +60,9 @@ class OnnxRuntime(Runtime):
         self.tokenizer = load_tokenizer(str(self.path))
         self.tokenizer.padding_side = "left"
         self.takes_positions = "position_ids" in self.model.input_names
-        self._manifest = _manifest_of(self.path)
 
     def chat_template(self) -> str | None:
         return getattr(self.tokenizer, "chat_template", None)
-
-    @property
-    def prompt_style(self) -> str:
-        return self._manifest.get("prompt_style") or super().prompt_style
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
@@ -91,48 +84,25 @@ class OnnxRuntime(Runtime):
         logits = out.logits[:, -1, :].double()
         return self.torch.log_softmax(logits, dim=-1).numpy()
 
-    def generate(
-        self,
-        prompt: str,
-        max_new_tokens: int = 16,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        stop: list[str] | None = None,
-    ) -> Generation:
+    def _step(self, ids: list[int]) -> np.ndarray:
         torch = self.torch
-        rng = np.random.default_rng(seed)
-        ids = self.tokenize(prompt)
-        eos = self.tokenizer.eos_token_id
-        new: list[int] = []
-        times: list[float] = []
-        text = ""
-        start = time.perf_counter()
-        step_ids = torch.tensor([ids])
-        mask = torch.ones_like(step_ids)
-        past = None
-        for step in range(max_new_tokens):
-            out = self._forward(step_ids, mask, past)
-            past = out.past_key_values
-            token = pick_token(out.logits[0, -1].float().numpy(), temperature, top_p, rng)
-            times.append(time.perf_counter() - start)
-            if token == eos:
-                break
-            new.append(token)
-            text, stopped = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=False), stop)
-            if stopped or step == max_new_tokens - 1:
-                break
-            step_ids = torch.tensor([[token]])
-            mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
-        total = time.perf_counter() - start
-        return Generation(
-            text=text,
-            prompt_tokens=len(ids),
-            new_tokens=len(times),
-            ttft_s=times[0] if times else total,
-            total_s=total,
-            token_times=times,
-        )
+        self._mask = torch.cat([self._mask, torch.ones((1, len(ids)), dtype=self._mask.dtype)], dim=1)
+        out = self._forward(torch.tensor([ids]), self._mask, self._past)
+        self._past = out.past_key_values
+        return out.logits[0, -1].float().numpy()
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        self._past, self._mask = None, self.torch.ones((1, 0), dtype=self.torch.long)
+        return self._step(ids)
+
+    def _decode(self, token: int) -> np.ndarray:
+        return self._step([token])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def is_end(self, token: int) -> bool:
+        return token == self.tokenizer.eos_token_id
 
     def info(self) -> dict[str, Any]:
         session = self.model.model  # the InferenceSession
@@ -149,9 +119,3 @@ class OnnxRuntime(Runtime):
     def close(self) -> None:
         self.model = None
 
-
-def _manifest_of(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(path) / "edgemed.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
