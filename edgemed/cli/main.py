@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, target in COMMANDS.items():
         fn = _load(target)
         summary, _ = parse_doc(fn)
+        summary = summary.replace("%", "%%")  # argparse expands %-formats in help text
         if " " in name:
             group, sub = name.split(" ", 1)
             if group not in groups:

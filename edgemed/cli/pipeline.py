@@ -11,7 +11,7 @@ def pipeline(
     model: str = "smollm2-135m",
     data: str = "sample",
     out: Path = Path("runs/pipeline"),
-    max_steps: int = 60,
+    max_steps: int = 20,
     eval_data: str | None = None,
     limit: int | None = None,
     formats: list[str] | None = None,
@@ -50,7 +50,7 @@ def pipeline(
 
         metrics = train_lora(
             model=model, data=data, out=run_dir, max_steps=max_steps, seed=seed, eval_data=eval_data,
-            threads=threads, force=True,
+            threads=threads, force=True, eval_steps=max(1, max_steps // 2),  # loss curve: start, middle, end
         )
         return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
 
