@@ -93,8 +93,14 @@ def fixed_smollm2_tokenizer(gguf: Path):
     """
     from tokenizers import decoders, pre_tokenizers, processors
     from transformers import AutoTokenizer, GPT2TokenizerFast
+    from transformers.utils import logging as hf_logging
 
-    raw = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its "legacy behaviour" notice is about the class we replace below
+    try:
+        raw = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    finally:
+        hf_logging.set_verbosity(level)
     backend = raw.backend_tokenizer
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
