@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgemed.errors import EdgemedError
+
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write text to a temp file beside `path`, then rename it into place."""
@@ -56,6 +58,20 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_jsonl(path: Path, fix: str) -> list[tuple[int, Any]]:
+    """(line number, object) per non-blank line; a line that is not JSON raises EdgemedError naming it and `fix`."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise EdgemedError(f"{path}: line {n} is not valid JSON ({exc.msg}); {fix}") from None
+    return rows
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

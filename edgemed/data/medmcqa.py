@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
+from edgemed.fsutil import read_jsonl
 
 LETTERS = ("A", "B", "C", "D")
 OPTION_KEYS = ("opa", "opb", "opc", "opd")
@@ -99,18 +100,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            rows = []
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise EdgemedError(
-                            f"{path}: line {n} is not valid JSON ({exc.msg}); fix or remove that line"
-                        ) from None
-            return rows
+            return [row for _, row in read_jsonl(path, "fix or remove that line")]
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and "data" in data:

@@ -11,6 +11,7 @@ import numpy as np
 from edgemed.data.medmcqa import LETTERS
 from edgemed.errors import EdgemedError
 from edgemed.evaluator import metrics as m
+from edgemed.fsutil import read_jsonl
 
 PREDICTIONS = "predictions.jsonl"
 RESULTS = "results.json"
@@ -82,18 +83,11 @@ def load_predictions(path: Path) -> tuple[list[dict], Path]:
         raise EdgemedError(f"reference predictions {path} not found; point --reference at an earlier eval's "
                            f"{PREDICTIONS}, {RESULTS} or --out folder")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise EdgemedError(f"{path}: line {n} is not JSON; regenerate it with 'edgemed eval'") from None
-            if not isinstance(row, dict) or not {"id", "gold", "predicted", "correct"} <= set(row):
-                raise EdgemedError(f"{path}: line {n} lacks id/gold/predicted/correct; it is not an eval's "
-                                   f"{PREDICTIONS}")
-            rows.append(row)
+    for n, row in read_jsonl(path, "regenerate it with 'edgemed eval'"):
+        if not isinstance(row, dict) or not {"id", "gold", "predicted", "correct"} <= set(row):
+            raise EdgemedError(f"{path}: line {n} lacks id/gold/predicted/correct; it is not an eval's "
+                               f"{PREDICTIONS}")
+        rows.append(row)
     if not rows:
         raise EdgemedError(f"{path} has no predictions")
     return rows, path
