@@ -6,6 +6,7 @@ renames it into place only after the artifact verified, and writes its manifest.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import importlib.util
 import json
@@ -24,7 +25,7 @@ TOKENIZER_FILES = (
 MERGE_INFO = "edgemed-merge.json"
 
 
-class Exporter:
+class Exporter(abc.ABC):
     """One format's exporter. Subclasses set ``requires`` and ``defaults`` and implement ``export``."""
 
     requires: tuple[str, ...] = ()  # importable modules the export needs
@@ -50,9 +51,9 @@ class Exporter:
             return f"needs {', '.join(missing)}: pip install 'edgemed[{self.extra}]'"
         return None
 
+    @abc.abstractmethod
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         """Write the artifact's files into the (empty, temporary) folder `dest`; return details for the manifest."""
-        raise NotImplementedError
 
     def sibling(self, fmt: str) -> Path | None:
         """An already exported, verified artifact of `fmt` from the same source, to build on (onnx for onnx-int8)."""

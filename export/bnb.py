@@ -7,6 +7,7 @@ Verification then reloads the artifact from disk, so what is checked is what was
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ class _BnbExporter(Exporter):
     requires = ("transformers", "torch", "bitsandbytes", "accelerate")
     extra = "bnb"
 
+    @abc.abstractmethod
     def quantization_config(self, settings: dict[str, Any]):
-        raise NotImplementedError
+        """The BitsAndBytesConfig for these settings."""
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         from edgemed.models import load_model, pick_device
