@@ -12,9 +12,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edgemed.batching import AnswerOnlyCollator, encode_question
 from edgemed.errors import BudgetBroken, EdgemedError
 from edgemed.fsutil import atomic_dir
-from edgemed.training import ADAPTER, EVAL_IDS, RUN_CONFIG, AnswerOnlyCollator, encode_question
+from edgemed.training import ADAPTER, EVAL_IDS, RUN_CONFIG
 
 MERGE_RECORD = "edgemed-merge.json"
 ADAPTER_FILES = ("adapter_model.safetensors",)

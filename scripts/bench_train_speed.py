@@ -67,10 +67,10 @@ def main() -> None:
 
     import torch
 
+    from edgemed.batching import AnswerOnlyCollator, encode_question
     from edgemed.data import load_questions
     from edgemed.models import load_tokenizer, resolve_model
     from edgemed.prompts import detect_style, get_style
-    from edgemed.training import AnswerOnlyCollator, encode_question
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")

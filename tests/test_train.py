@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from edgemed.batching import IGNORE, AnswerOnlyCollator, encode_question, encode_questions
 from edgemed.data import Question, load_questions
 from edgemed.prompts import get_style
-from edgemed.training import IGNORE, AnswerOnlyCollator, encode_question, encode_questions
 
 Q = Question(
     id="t1",
