@@ -66,6 +66,7 @@ def tolerance_for(ftype: str) -> float:
 
 def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None = None) -> None:
     """Run the HF->GGUF converter on a model folder (subprocess, its own PYTHONPATH)."""
+    source, outfile = Path(source).resolve(), Path(outfile).resolve()  # the converter runs in another cwd
     script = converter_path()
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1",
            "NO_LOCAL_GGUF": "1"}

@@ -233,3 +233,18 @@ def test_prompt_style_comes_from_the_merge_record_else_the_template(tiny_model, 
     assert source_prompt_style(folder) == "plain"
     (folder / "edgemed-merge.json").write_text(json.dumps({"prompt_style": "llama3"}))
     assert source_prompt_style(folder) == "llama3"
+
+
+def test_gguf_converter_takes_relative_paths(tiny_model, tmp_path, monkeypatch):
+    """`edgemed pipeline --out runs/x` hands the converter relative paths; it runs in another cwd."""
+    import shutil
+    from pathlib import Path
+
+    from edgemed.export.gguf import convert
+
+    shutil.copytree(tiny_model, tmp_path / "model")
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    convert(Path("model"), Path("out") / "model.gguf")
+    with open(tmp_path / "out" / "model.gguf", "rb") as fh:
+        assert fh.read(4) == b"GGUF"
