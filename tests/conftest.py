@@ -45,8 +45,10 @@ def medmcqa() -> Path:
     return SHARED_MEDMCQA
 
 
-def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real `edgemed` command in a subprocess; returns the completed process."""
+def run_cli(
+    *args: str, timeout: float = 900, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real `edgemed` command in a subprocess (in `cwd` if given); returns the completed process."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "edgemed.cli.main", *map(str, args)],
@@ -54,6 +56,7 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subpro
         text=True,
         timeout=timeout,
         env=full_env,
+        cwd=cwd,
     )
 
 

@@ -13,9 +13,10 @@ ARGS = ("--model", "tiny-random", "--max-steps", "2", "--formats", "hf", "gguf-q
 def pipeline_run(tmp_path_factory):
     from conftest import run_cli
 
-    out = tmp_path_factory.mktemp("pipeline")
-    first = run_cli("pipeline", *ARGS, "--out", out)
-    return out, first
+    work = tmp_path_factory.mktemp("pipeline")
+    # a relative --out, as in the README's main command (subprocesses that change cwd must still find it)
+    first = run_cli("pipeline", *ARGS, "--out", "run", cwd=work)
+    return work / "run", first
 
 
 def test_pipeline_produces_every_output(pipeline_run):
