@@ -193,11 +193,11 @@ def _name_artifacts(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def _questions(data: str, split: str, held_out: bool, seed: int, limit: int | None):
-    from edgemed.data import load_questions, split_questions
+    from edgemed.data import EVAL_FRACTION, load_questions, split_questions
 
     questions, _ = load_questions(data, split=split)
     if held_out:
-        _, questions = split_questions(questions, eval_fraction=0.2, seed=seed)
+        _, questions = split_questions(questions, eval_fraction=EVAL_FRACTION, seed=seed)
     if limit is not None:
         if limit < 1:
             raise EdgemedError(f"--limit must be at least 1, got {limit}")

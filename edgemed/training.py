@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.batching import AnswerOnlyCollator, encode_questions
+from edgemed.data.split import EVAL_FRACTION
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_dir, atomic_write_json
 
@@ -61,7 +62,7 @@ class TrainConfig:
     grad_accum: int = 1
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    eval_fraction: float = 0.2
+    eval_fraction: float = EVAL_FRACTION
     eval_data: str | None = None
     eval_limit: int | None = None
     max_length: int = 512

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from edgemed.data.split import EVAL_FRACTION
 from edgemed.errors import EdgemedError
 
 EVAL_SPLITS = ("validation", "eval", "test")
@@ -29,7 +30,7 @@ def resolve_artifact(artifact: str) -> Path:
 
 def load_eval_questions(
     data: str, split: str, cop_base: str, skip_bad_rows: bool, limit: int | None,
-    eval_fraction: float = 0.2, split_seed: int = 0,
+    eval_fraction: float = EVAL_FRACTION, split_seed: int = 0,
 ) -> tuple[list, dict[str, Any]]:
     """Questions to score and a description of where they came from."""
     from edgemed.data import load_questions, split_questions

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from edgemed.data.split import EVAL_FRACTION
 from edgemed.training import LORA_TARGETS
 
 
@@ -19,7 +20,7 @@ def train(
     lr: float = 2e-4,
     batch_size: int = 8,
     grad_accum: int = 1,
-    eval_fraction: float = 0.2,
+    eval_fraction: float = EVAL_FRACTION,
     eval_data: str | None = None,
     eval_limit: int | None = None,
     max_length: int = 512,

@@ -8,9 +8,10 @@ from edgemed.data.medmcqa import (
     read_rows,
     validate_rows,
 )
-from edgemed.data.split import split_questions
+from edgemed.data.split import EVAL_FRACTION, split_questions
 
 __all__ = [
+    "EVAL_FRACTION",
     "LETTERS",
     "Question",
     "RowProblem",

@@ -6,6 +6,9 @@ import hashlib
 
 from edgemed.data.medmcqa import Question
 
+# Default held-out share: training leaves these out, and eval/bench score them on single-source data.
+EVAL_FRACTION = 0.2
+
 
 def _bucket(seed: int, ident: str) -> float:
     digest = hashlib.sha256(f"{seed}:{ident}".encode()).digest()
@@ -13,7 +16,7 @@ def _bucket(seed: int, ident: str) -> float:
 
 
 def split_questions(
-    questions: list[Question], eval_fraction: float = 0.2, seed: int = 0
+    questions: list[Question], eval_fraction: float = EVAL_FRACTION, seed: int = 0
 ) -> tuple[list[Question], list[Question]]:
     """(train, eval). Adding or reordering rows never moves an existing id to the other side."""
     if not 0.0 < eval_fraction < 1.0:
