@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import sysconfig
@@ -92,3 +93,12 @@ def test_bad_usage_exits_2(cli):
     result = cli("no-such-command")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_info_reports_formats_by_the_exporters_own_rule(cli, tmp_path):
+    result = cli("info", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    formats = json.loads((tmp_path / "info.json").read_text())["formats"]
+    assert [f["format"] for f in formats] == ["hf", "bnb-int8", "bnb-nf4", "onnx", "onnx-int8",
+                                              "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]
+    assert all(f["installed"] and f["missing"] is None for f in formats)  # scripts/setup.sh installs every extra

@@ -11,16 +11,13 @@ def info(out: Path | None = None) -> int:
     Args:
         out: folder to write info.json into.
     """
-    import importlib.util
-
     from rich.table import Table
 
     from edgemed.console import console
     from edgemed.models import ALIASES
-    from edgemed.registry import FORMATS
+    from edgemed.registry import FORMATS, exporter_class
     from edgemed.sysinfo import environment
 
-    needs = {"train": "transformers", "bnb": "bitsandbytes", "onnx": "onnxruntime", "gguf": "llama_cpp"}
     models = Table(title="model aliases")
     models.add_column("alias")
     models.add_column("what")
@@ -32,9 +29,10 @@ def info(out: Path | None = None) -> int:
         formats.add_column(col)
     rows = []
     for spec in FORMATS.values():
-        ok = importlib.util.find_spec(needs[spec.extra]) is not None
-        rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "installed": ok})
-        formats.add_row(spec.name, spec.description, spec.runtime, spec.extra, "yes" if ok else "no")
+        missing = exporter_class(spec.name)(spec.name).available()  # the same rule `edgemed export` applies
+        rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "installed": missing is None,
+                     "missing": missing})
+        formats.add_row(spec.name, spec.description, spec.runtime, spec.extra, "yes" if missing is None else missing)
     console.print(formats)
     env = environment()
     for key, value in env.items():
