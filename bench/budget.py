@@ -15,6 +15,7 @@ Every error names the file, the line and the fix (exit 2); a broken budget is a 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,10 +37,13 @@ class BudgetKey:
 BUDGET_KEYS: dict[str, BudgetKey] = {
     "max_p95_latency_ms": BudgetKey("answer_p95_ms", "max", "p95 answer latency (ms)"),
     "max_ttft_ms": BudgetKey("ttft_ms", "max", "median time to first token (ms)"),
-    "min_decode_tokens_per_s": BudgetKey("decode_tps", "min", "median decode tokens/s"),
+    "min_decode_tokens_per_s": BudgetKey("decode_tps", "min", "tg tokens/s"),
+    "min_prefill_tokens_per_s": BudgetKey("prefill_tps", "min", "pp tokens/s"),
     "max_peak_rss_mb": BudgetKey("peak_rss_mb", "max", "peak resident memory (MB)"),
     "min_accuracy": BudgetKey("accuracy", "min", "accuracy", 0.0, 1.0),
     "max_accuracy_drop": BudgetKey("accuracy_drop", "max", "accuracy drop vs the reference", 0.0, 1.0),
+    "max_kld": BudgetKey("kld", "max", "mean KL divergence from the reference (nats/token)"),
+    "min_top1_agreement": BudgetKey("top1_agreement", "min", "top-1 token agreement with the reference", 0.0, 1.0),
 }
 
 
@@ -180,7 +184,7 @@ def _table(table: dict[str, Any], name: str, where) -> dict[str, float]:
                 f"{where(dotted)}: budget '{key}' in [{name}] must be a number, got {type(value).__name__} "
                 f"{value!r}; write e.g. {key} = {0.5 if spec.high == 1.0 else 100}"
             )
-        if value < spec.low or (spec.high is not None and value > spec.high):
+        if not math.isfinite(value) or value < spec.low or (spec.high is not None and value > spec.high):
             bounds = f"between {spec.low:g} and {spec.high:g}" if spec.high is not None else f">= {spec.low:g}"
             raise EdgemedError(f"{where(dotted)}: budget '{key}' in [{name}] is {value}, it must be {bounds}")
         out[key] = float(value)
@@ -214,6 +218,9 @@ def check_budgets(budgets: Budgets, results: list[ArtifactResult], reference: Ar
             value = measured_value(r, key, reference)
             if value is None:
                 why = "no reference artifact measured" if spec.metric == "accuracy_drop" else "not measured"
+                if spec.metric == "answer_p95_ms" and r.latency.answer_ms.get("count"):
+                    why = (f"fewer than 20 samples ({r.latency.answer_ms['count']}), so no p95; raise "
+                           "--repetitions or --latency-prompts")
                 checks.append(Check(r.name, r.format, key, limit, None, False, f"{spec.what}: {why}", source))
                 continue
             passed = value <= limit if spec.limit == "max" else value >= limit

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgemed.bench.machine_load import LoadMonitor, MachineLoad
 from edgemed.bench.probes import TreeSampler, maxrss_to_bytes
 
 
@@ -30,6 +31,8 @@ class ChildOutcome:
     samples: int
     ru_maxrss: int | None  # bytes, the kernel's peak RSS of the command (wait4 in the launcher); None if unknown
     interval_s: float
+    load: MachineLoad | None = None  # other processes' CPU use while it ran
+    cpu_s: float | None = None  # the command's own CPU seconds (user + system, kernel accounting)
 
     @property
     def ok(self) -> bool:
@@ -61,11 +64,13 @@ def run_child(
     interval_s: float = 0.02,
     on_tick: Callable[[], None] | None = None,
     tick_s: float = 0.5,
+    threads: int | None = None,
 ) -> ChildOutcome:
     """Run `cmd` with stdout+stderr into `log_path`; poll every `interval_s` until it ends or times out.
 
     `cmd[0]` must be a path to an executable. It is started through :mod:`edgemed.bench.launch` so that its
-    ``ru_maxrss`` is its own; memory is sampled over the launcher's descendants (the command and its children).
+    ``ru_maxrss`` is its own; memory is sampled over the launcher's descendants (the command and its children),
+    and the CPU use of every other process on the machine is measured meanwhile (`threads`: the command's).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rusage_path = log_path.with_suffix(".rusage.json")
@@ -76,6 +81,7 @@ def run_child(
         proc = subprocess.Popen([*launcher, *cmd], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
     sampler = TreeSampler(proc.pid, include_root=False)
+    monitor = LoadMonitor(threads)
     timed_out = False
     last_tick = start
     status = 0
@@ -86,6 +92,7 @@ def run_child(
                 break
             with contextlib.suppress(Exception):
                 sampler.sample()
+                monitor.sample(sampler.procs)
             now = time.monotonic()
             if timeout_s and now - start > timeout_s:
                 timed_out = True
@@ -107,17 +114,21 @@ def run_child(
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     proc.returncode = code if code is not None else -(sig or 0)  # reaped here, so Popen must not wait again
+    rusage = _launcher_rusage(rusage_path)
+    cpu_s = rusage["ru_utime"] + rusage["ru_stime"] if rusage else None
     return ChildOutcome(
         exit_code=code, signal=sig, timed_out=timed_out, wall_s=wall, peak_rss_sampled=sampler.peak,
-        samples=sampler.samples, ru_maxrss=_launcher_maxrss(rusage_path), interval_s=interval_s,
+        samples=sampler.samples, ru_maxrss=maxrss_to_bytes(rusage["ru_maxrss"]) if rusage else None,
+        interval_s=interval_s, load=monitor.finish(cpu_s), cpu_s=cpu_s,
     )
 
 
-def _launcher_maxrss(path: Path) -> int | None:
+def _launcher_rusage(path: Path) -> dict | None:
     try:
-        return maxrss_to_bytes(json.loads(path.read_text())["ru_maxrss"])
+        data = json.loads(path.read_text())
+        return {k: float(data[k]) for k in ("ru_maxrss", "ru_utime", "ru_stime")}
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # the launcher was killed too (timeout): only the sampled peak is known
+        return None  # the launcher was killed too (timeout): only the sampled figures are known
 
 
 def _kill_group(pid: int) -> None:

@@ -91,3 +91,8 @@ class TreeSampler:
         self.peak = max(self.peak, total)
         self.samples += 1
         return total
+
+    @property
+    def procs(self) -> list[psutil.Process]:
+        """The processes sampled last (the tree as of the latest refresh)."""
+        return self._procs

@@ -25,6 +25,15 @@ def _cell(r: ArtifactResult, key: str) -> str:
     text = format_value(key, value)
     if key == "accuracy" and value is not None and r.accuracy.ci_low is not None:
         text += f" [{r.accuracy.ci_low:.2f}-{r.accuracy.ci_high:.2f}]"
+    elif key == "kld" and value is not None and r.metric("kld_low") is not None:
+        text += f" ±{(r.metric('kld_high') - r.metric('kld_low')) / 2:.5f}"
+    elif key == "answer_p95_ms" and value is None and r.metric("answer_max_ms") is not None:
+        text = f"max {format_value('answer_max_ms', r.metric('answer_max_ms'))}"  # too few samples for a p95
+    elif key in ("prefill_tps", "decode_tps") and value is not None:
+        sd = r.metric(f"{key}_sd")
+        text += f" ±{sd:.1f}" if sd is not None else ""
+    elif key == "other_cpu_cores" and r.machine_load:
+        text = ("BUSY " if r.busy else "") + text
     return text
 
 
@@ -75,9 +84,15 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     settings = doc.get("settings", {})
     lines.append(
         f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({settings.get('data', '?')}), "
-        f"{settings.get('threads')} threads, {settings.get('repeats')} repeats after {settings.get('warmup')} "
-        f"warm-up, {settings.get('gen_tokens')} generated tokens. Best value per column in **bold**."
+        f"{settings.get('threads')} threads on {settings.get('device')}, pp{settings.get('n_prompt')} / "
+        f"tg{settings.get('n_gen')} x {settings.get('repetitions')} repetitions after {settings.get('warmup')} "
+        f"warm-up, OMP_WAIT_POLICY {settings.get('omp_wait_policy')}. Best value per column in **bold**."
     )
+    busy = [r for r in results if r.ok and r.busy]
+    if busy:
+        lines += ["", "**Busy machine:** other processes used the CPU while these were measured; their timings are "
+                      "not comparable with a quiet run:"]
+        lines += [f"- `{r.name}`: {r.machine_load.get('reason')}" for r in busy]
     lines.append("")
     header = ["artifact", "format"] + [METRICS[k].label for k in TABLE_COLUMNS]
     lines += [_md_row(header), _md_row(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS))]
@@ -117,6 +132,12 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
             shown = f"~{est:.1f} tok/s" if est else "-"
             shown += f" (memory-bound max {bound:.1f})" if bound else ""
             lines.append(f"- `{row['artifact']}`: {row['note']}; decode {shown}")
+        lines.append("")
+    fid = next((r.fidelity for r in results if r.ok and r.fidelity), None)
+    if fid:
+        lines.append(f"Fidelity vs `{ref}`: {fid['tokens']} tokens in {fid['sequences']} sequences; KLD = mean "
+                     f"KL(reference || artifact) in nats/token ± half its 95% interval; same top = top-1 agreement; "
+                     f"reference top-{fid['top_k']} stored (mean mass left out {fid['tail_mass']:.3f}).")
         lines.append("")
     env = doc.get("environment", {})
     bw = doc.get("machine", {}).get("copy_bandwidth", {})

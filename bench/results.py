@@ -15,36 +15,28 @@ from edgemed.bench.stats import summarize
 
 @dataclass
 class Latency:
-    """Per-question answer latency (letter log-probs of one prompt) and short greedy generation timings."""
+    """Per-question answer latency (letter log-probs of one prompt) and TTFT of a greedy MedMCQA answer."""
 
     answer_ms: dict[str, Any] = field(default_factory=dict)  # the headline latency: one question answered
-    ttft_ms: dict[str, Any] = field(default_factory=dict)  # prompt in -> first token out (prefill)
-    tpot_ms: dict[str, Any] = field(default_factory=dict)  # time per output token after the first
-    generate_ms: dict[str, Any] = field(default_factory=dict)  # end to end, one short generation
+    ttft_ms: dict[str, Any] = field(default_factory=dict)  # MedMCQA prompt in -> first token out (prefill)
+    generate_ms: dict[str, Any] = field(default_factory=dict)  # end to end, one short greedy answer
+    prompt_tokens: float | None = None  # mean prompt length of the latency prompts
+    new_tokens: float | None = None  # mean tokens of those answers (they stop at end of turn)
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, samples: dict[str, list[float]]) -> Latency:
-        return cls(**{k: summarize(samples.get(k, [])) for k in ("answer_ms", "ttft_ms", "tpot_ms", "generate_ms")},
-                   samples=samples)
+    def from_raw(cls, raw: dict[str, Any]) -> Latency:
+        samples = raw["samples"]
+        return cls(**{k: summarize(samples.get(k, [])) for k in ("answer_ms", "ttft_ms", "generate_ms")},
+                   prompt_tokens=raw.get("prompt_tokens"), new_tokens=raw.get("new_tokens"), samples=samples)
 
 
 @dataclass
 class Throughput:
-    decode_tokens_per_s: dict[str, Any] = field(default_factory=dict)
-    prefill_tokens_per_s: dict[str, Any] = field(default_factory=dict)
-    prompt_tokens: float | None = None  # mean prompt length of the latency prompts
-    new_tokens: float | None = None  # mean tokens generated per generation
-    samples: dict[str, list[float]] = field(default_factory=dict)
+    """llama-bench's two tests at fixed lengths (see :mod:`edgemed.bench.throughput`), under its field names."""
 
-    @classmethod
-    def from_samples(cls, samples: dict[str, list[float]], prompt_tokens: float | None,
-                     new_tokens: float | None) -> Throughput:
-        return cls(
-            decode_tokens_per_s=summarize(samples.get("decode_tokens_per_s", [])),
-            prefill_tokens_per_s=summarize(samples.get("prefill_tokens_per_s", [])),
-            prompt_tokens=prompt_tokens, new_tokens=new_tokens, samples=samples,
-        )
+    pp: dict[str, Any] = field(default_factory=dict)  # n_prompt, n_gen=0, avg_ts, stddev_ts, samples_ts, ...
+    tg: dict[str, Any] = field(default_factory=dict)  # n_prompt=0, n_gen, avg_ts, stddev_ts, samples_ts, ...
 
 
 @dataclass
@@ -90,6 +82,11 @@ class Bandwidth:
     fraction_of_copy: float | None = None
 
 
+def tail_latency(summary: dict[str, Any]) -> float | None:
+    """p95 where there are enough samples, else the maximum (a conservative stand-in for limits)."""
+    return summary.get("p95") if summary.get("p95") is not None else summary.get("max")
+
+
 @dataclass
 class Failure:
     kind: str  # "crash" (signal), "error" (non-zero exit), "timeout", "no-result"
@@ -116,6 +113,8 @@ class ArtifactResult:
     throughput: Throughput = field(default_factory=Throughput)
     memory: Memory = field(default_factory=Memory)
     bandwidth: Bandwidth = field(default_factory=Bandwidth)
+    fidelity: dict[str, Any] | None = None  # KL divergence etc. against the reference (see bench/fidelity.py)
+    machine_load: dict[str, Any] = field(default_factory=dict)  # other processes' CPU use while it ran
     runtime_info: dict[str, Any] = field(default_factory=dict)
     settings_key: str = ""
     predictions: list[dict[str, Any]] = field(default_factory=list)
@@ -123,6 +122,11 @@ class ArtifactResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def busy(self) -> bool:
+        """Measured while other processes used the CPU: its timings are not comparable."""
+        return bool(self.machine_load.get("busy"))
 
     def metric(self, key: str) -> float | None:
         return METRICS[key].get(self) if key in METRICS else None
@@ -144,7 +148,7 @@ class ArtifactResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactResult:
-        kinds = {"accuracy": Accuracy, "latency": Latency, "throughput": Throughput, "memory": Memory,
+        kinds: dict[str, Any] = {"accuracy": Accuracy, "latency": Latency, "throughput": Throughput, "memory": Memory,
                  "bandwidth": Bandwidth, "failure": Failure}
         names = {f.name for f in fields(cls)}
         kw: dict[str, Any] = {}
@@ -173,6 +177,15 @@ def _mb(v: int | None) -> float | None:
     return v / 1e6 if v is not None else None
 
 
+def _fid(key: str) -> Callable[[ArtifactResult], float | None]:
+    return lambda r: (r.fidelity or {}).get(key)
+
+
+def _per_token_ms(r: ArtifactResult) -> float | None:
+    ts = r.throughput.tg.get("avg_ts")
+    return 1e3 / ts if ts else None
+
+
 METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("size_mb", "size MB", lambda r: _mb(r.size_bytes), "min", ".1f"),
     Metric("load_s", "load s", lambda r: r.load_s, "min", ".2f"),
@@ -182,11 +195,21 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("agreement", "agree", lambda r: r.accuracy.agreement, "max", ".3f"),
     Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f"),
     Metric("answer_p95_ms", "p95 ms", lambda r: r.latency.answer_ms.get("p95"), "min", ".1f"),
+    Metric("answer_max_ms", "max ms", lambda r: r.latency.answer_ms.get("max"), "min", ".1f"),
     Metric("ttft_ms", "TTFT ms", lambda r: r.latency.ttft_ms.get("median"), "min", ".1f"),
-    Metric("tpot_ms", "TPOT ms", lambda r: r.latency.tpot_ms.get("median"), "min", ".2f"),
+    Metric("tpot_ms", "TPOT ms", _per_token_ms, "min", ".2f"),
     Metric("generate_p95_ms", "gen p95 ms", lambda r: r.latency.generate_ms.get("p95"), "min", ".1f"),
-    Metric("decode_tps", "decode t/s", lambda r: r.throughput.decode_tokens_per_s.get("median"), "max", ".1f"),
-    Metric("prefill_tps", "prefill t/s", lambda r: r.throughput.prefill_tokens_per_s.get("median"), "max", ".0f"),
+    Metric("prefill_tps", "pp t/s", lambda r: r.throughput.pp.get("avg_ts"), "max", ".0f"),
+    Metric("prefill_tps_sd", "pp sd", lambda r: r.throughput.pp.get("stddev_ts"), None, ".1f"),
+    Metric("decode_tps", "tg t/s", lambda r: r.throughput.tg.get("avg_ts"), "max", ".1f"),
+    Metric("decode_tps_sd", "tg sd", lambda r: r.throughput.tg.get("stddev_ts"), None, ".2f"),
+    Metric("kld", "KLD", _fid("kld_mean"), "min", ".5f"),
+    Metric("kld_low", "KLD low", lambda r: ((r.fidelity or {}).get("kld_ci") or [None])[0], None, ".5f"),
+    Metric("kld_high", "KLD high", lambda r: ((r.fidelity or {}).get("kld_ci") or [None, None])[1], None, ".5f"),
+    Metric("kld_p99", "KLD p99", _fid("kld_p99"), "min", ".3f"),
+    Metric("top1_agreement", "same top", _fid("top1_agreement"), "max", ".3f"),
+    Metric("ppl_ratio", "PPL ratio", _fid("ppl_ratio"), None, ".4f"),
+    Metric("other_cpu_cores", "others", lambda r: r.machine_load.get("other_cores_mean"), None, ".2f"),
     Metric("peak_rss_mb", "RSS MB", lambda r: _mb(r.memory.peak_rss_bytes), "min", ".0f"),
     Metric("peak_gpu_mb", "peak GPU MB", lambda r: _mb(r.memory.peak_gpu_bytes), "min", ".0f"),
     Metric("bandwidth_gbps", "eff. GB/s", lambda r: r.bandwidth.effective_gbps, None, ".2f"),
@@ -194,8 +217,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
 ]}
 
 # The columns of the terminal table and the markdown summary (the CSV and JSON have all metrics).
-TABLE_COLUMNS = ("size_mb", "load_s", "accuracy", "agreement", "answer_p95_ms", "ttft_ms", "tpot_ms",
-                 "decode_tps", "prefill_tps", "peak_rss_mb", "bandwidth_fraction")
+TABLE_COLUMNS = ("size_mb", "accuracy", "agreement", "kld", "top1_agreement", "answer_p95_ms", "ttft_ms",
+                 "prefill_tps", "decode_tps", "peak_rss_mb", "bandwidth_fraction", "other_cpu_cores")
 
 
 def format_value(key: str, value: float | None) -> str:

@@ -31,8 +31,15 @@ def stdev(values: Sequence[float]) -> float | None:
     return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
+MIN_SAMPLES_P95 = 20  # below this the "p95" is the maximum or an interpolation next to it: report max instead
+MIN_SAMPLES_P90 = 10
+
+
 def summarize(values: Sequence[float | None], scale: float = 1.0) -> dict[str, Any]:
-    """count, mean, median, p90, p95, min, max, stdev of the non-missing samples, each times `scale`."""
+    """count, mean, median, p90, p95, min, max, stdev of the non-missing samples, each times `scale`.
+
+    p95 is None below 20 samples and p90 below 10 (a tail percentile of fewer samples is just the maximum).
+    """
     xs = [float(v) * scale for v in values if v is not None]
     if not xs:
         return {"count": 0, "mean": None, "median": None, "p90": None, "p95": None,
@@ -41,8 +48,8 @@ def summarize(values: Sequence[float | None], scale: float = 1.0) -> dict[str, A
         "count": len(xs),
         "mean": sum(xs) / len(xs),
         "median": percentile(xs, 50),
-        "p90": percentile(xs, 90),
-        "p95": percentile(xs, 95),
+        "p90": percentile(xs, 90) if len(xs) >= MIN_SAMPLES_P90 else None,
+        "p95": percentile(xs, 95) if len(xs) >= MIN_SAMPLES_P95 else None,
         "min": min(xs),
         "max": max(xs),
         "stdev": stdev(xs),

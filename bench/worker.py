@@ -1,7 +1,8 @@
-"""One artifact, measured in its own process: ``python -m edgemed.bench.worker CONFIG.json RESULT.json``.
+"""One artifact, measured in its own process: ``python -m edgemed.bench.worker JOB.json RESULT.json``.
 
-The parent (:mod:`edgemed.bench.run`) writes CONFIG (artifact, questions, settings), samples this
-process's memory from outside and reads RESULT, written atomically at the end. Progress lines start
+The parent (:mod:`edgemed.bench.run`) writes the :class:`~edgemed.bench.protocol.Job` (config, artifact,
+questions), samples this process's memory and the machine's load from outside and reads RESULT, written
+atomically at the end. Phases: load, answer latency + TTFT, pp, tg, accuracy, fidelity. Progress lines start
 with ``[bench]`` on stderr. Exit codes: 0 done, 2 an EdgemedError (message on stderr), 3 any other error.
 
 Fault injection for testing the parent's isolation (never set it otherwise): ``EDGEMED_BENCH_FAULT=KIND[:NAME],...``
@@ -11,7 +12,6 @@ injected right after loading the artifact named NAME (its folder name; every art
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -19,19 +19,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from edgemed.bench.protocol import Job
+
 FAULT_ENV = "EDGEMED_BENCH_FAULT"
-WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".onnx", ".onnx_data", ".onnx.data", ".bin")
 
 
 def say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def weight_bytes(path: Path) -> int:
-    """Bytes of the model's weight files (what decode reads per token, roughly), not tokenizer/config files."""
-    path = Path(path)
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES))
 
 
 def inject_fault(name: str) -> None:
@@ -62,15 +56,14 @@ def _peak_gpu_bytes() -> int | None:
     return None
 
 
-def measure_latency(runtime, prompts: list[str], repeats: int, warmup: int, gen_tokens: int) -> dict[str, Any]:
-    """Answer latency (letter log-probs of one prompt) and one greedy generation per prompt, after warm-up."""
-    samples: dict[str, list[float]] = {k: [] for k in (
-        "answer_ms", "ttft_ms", "tpot_ms", "generate_ms", "decode_tokens_per_s", "prefill_tokens_per_s")}
+def measure_latency(runtime, prompts: list[str], repetitions: int, warmup: int, gen_tokens: int) -> dict[str, Any]:
+    """Answer latency (letter log-probs of one prompt) and TTFT of one greedy answer per prompt, after warm-up."""
+    samples: dict[str, list[float]] = {k: [] for k in ("answer_ms", "ttft_ms", "generate_ms")}
     prompt_tokens: list[int] = []
     new_tokens: list[int] = []
-    total = (warmup + repeats) * len(prompts)
+    total = (warmup + repetitions) * len(prompts)
     done = 0
-    for rep in range(warmup + repeats):
+    for rep in range(warmup + repetitions):
         measured = rep >= warmup
         for prompt in prompts:
             start = time.perf_counter()
@@ -83,12 +76,6 @@ def measure_latency(runtime, prompts: list[str], repeats: int, warmup: int, gen_
             samples["answer_ms"].append(answer_s * 1e3)
             samples["ttft_ms"].append(gen.ttft_s * 1e3)
             samples["generate_ms"].append(gen.total_s * 1e3)
-            if gen.new_tokens > 1 and gen.decode_s > 0:
-                samples["tpot_ms"].append(gen.decode_s / (gen.new_tokens - 1) * 1e3)
-            if gen.decode_tokens_per_s is not None:
-                samples["decode_tokens_per_s"].append(gen.decode_tokens_per_s)
-            if gen.prefill_tokens_per_s is not None:
-                samples["prefill_tokens_per_s"].append(gen.prefill_tokens_per_s)
             prompt_tokens.append(gen.prompt_tokens)
             new_tokens.append(gen.new_tokens)
         say(f"latency {done}/{total}")
@@ -99,48 +86,55 @@ def measure_latency(runtime, prompts: list[str], repeats: int, warmup: int, gen_
     }
 
 
-def run(config: dict[str, Any]) -> dict[str, Any]:
+def run(job: Job) -> dict[str, Any]:
+    from edgemed.bench import throughput
     from edgemed.bench.probes import rss_bytes, self_peak_rss_bytes
     from edgemed.data.medmcqa import Question
     from edgemed.prompts import get_style
     from edgemed.runtimes.base import open_runtime
 
-    path = Path(config["artifact"])
-    name = config["name"]
-    questions = [Question(**{**q, "options": tuple(q["options"])}) for q in config["questions"]]
+    config, target = job.config, job.target
+    path = Path(target.path)
+    questions = [Question(**{**q, "options": tuple(q["options"])}) for q in job.questions]
     rss_before = rss_bytes()
     say(f"load {path}")
     start = time.perf_counter()
-    runtime = open_runtime(path, threads=config.get("threads"), device=config.get("device", "auto"))
+    options = {"dtype": config.dtype} if config.dtype != "auto" else {}
+    runtime = open_runtime(path, threads=job.threads, device=job.device, **options)
     load_s = time.perf_counter() - start
     rss_after = rss_bytes()
-    inject_fault(name)
-    info = runtime.info()
+    inject_fault(target.name)
+    info = {**runtime.info(), "env_set_by_bench": job.env}
     from edgemed.evaluator.run import evaluate, resolve_style
 
-    style = config.get("style") or resolve_style(path, runtime)
-    style = style if isinstance(style, str) else style[0]  # older evaluators returned (style, source)
-    prompts = [get_style(style).prompt(q) for q in questions[: config["latency_prompts"]]]
-    say(f"latency on {len(prompts)} prompts x {config['repeats']} repeats (+{config['warmup']} warm-up)")
-    latency = measure_latency(runtime, prompts, config["repeats"], config["warmup"], config["gen_tokens"])
+    style = resolve_style(path, runtime)
+    prompts = [get_style(style).prompt(q) for q in questions[: config.latency_prompts]]
+    say(f"latency on {len(prompts)} prompts x {config.repetitions} repetitions (+{config.warmup} warm-up)")
+    latency = measure_latency(runtime, prompts, config.repetitions, config.warmup, config.gen_tokens)
+    say(f"pp{config.n_prompt} x {config.repetitions}")
+    pp = throughput.prompt_processing(runtime, config.n_prompt, config.repetitions, config.warmup)
+    say(f"tg{config.n_gen} x {config.repetitions}")
+    tg = throughput.text_generation(runtime, config.n_gen, config.repetitions, config.warmup)
 
     say(f"accuracy on {len(questions)} questions")
     start = time.perf_counter()
     result = evaluate(runtime, questions, scoring="logprob", style=style,
-                      batch_size=config["batch_size"], show_progress=False)
+                      batch_size=config.batch_size, show_progress=False)
     eval_s = time.perf_counter() - start
-    evaluation = result.to_dict()
+    fid = _fidelity(job, runtime, questions, style)
     runtime.close()
     return {
-        "name": name,
+        "name": target.name,
         "artifact": str(path),
         "load_s": load_s,
         "eval_s": eval_s,
         "runtime_info": info,
         "style": style,
         "latency": latency,
-        "accuracy": {"accuracy": result.accuracy, "n": result.n, "metrics": dict(result.metrics)},
-        "evaluation": evaluation,
+        "pp": pp,
+        "tg": tg,
+        "fidelity": fid,
+        "evaluation": result.to_dict(),
         "predictions": list(result.predictions),
         "memory": {
             "rss_before_load_bytes": rss_before,
@@ -152,17 +146,36 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fidelity(job: Job, runtime, questions, style: str) -> dict[str, Any] | None:
+    """Store the reference's log-probs (reference job), then compare this runtime with them."""
+    from edgemed.bench import fidelity
+
+    if not job.config.fidelity or job.fidelity_dir is None:
+        return None
+    folder = Path(job.fidelity_dir)
+    start = time.perf_counter()
+    if job.is_reference:
+        seqs = fidelity.build_sequences(runtime, job.config, questions, style)
+        say(f"fidelity: storing the reference's top-{job.config.fidelity_top_k} log-probs of {len(seqs)} sequences")
+        fidelity.save_reference(runtime, seqs, folder, job.config.fidelity_top_k)
+    elif not (folder / fidelity.META).is_file():
+        return None  # the reference did not run: nothing to compare with
+    say("fidelity: KL divergence against the reference")
+    out = fidelity.compare_with_reference(runtime, folder)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m edgemed.bench.worker CONFIG.json RESULT.json", file=sys.stderr)
+        print("usage: python -m edgemed.bench.worker JOB.json RESULT.json", file=sys.stderr)
         return 2
     from edgemed.errors import EdgemedError
     from edgemed.fsutil import atomic_write_json
 
-    config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     try:
-        result = run(config)
+        result = run(Job.read(Path(argv[0])))
     except EdgemedError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -87,3 +87,27 @@ def dir_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def check_output_dir(path: Path, flag: str = "--out") -> Path:
+    """Make sure `path` is a writable folder, or can be created as one, before any work starts (exit 2 otherwise).
+    Creates nothing: a run that stops on bad input leaves no folder behind."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgemedError(f"{flag} {path} is a file, not a folder; give a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgemedError(f"{flag} {path}: {existing} is a file, not a folder; give a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EdgemedError(f"{flag} {path}: {existing} is not writable; give a folder you can write to")
+    if existing == path:
+        try:
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".edgemed-write-check.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise EdgemedError(f"{flag} {path} cannot be written ({exc.strerror or exc}); "
+                               "give a writable folder") from None
+    return path

@@ -21,6 +21,9 @@ def edgemed_cache(tmp_path_factory) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # Tests run several engines at once on a small shared CPU: OpenMP threads that spin would starve each other.
+    # The product never sets this (engines keep their own default); tests may, through the environment.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return cache
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-# small and quick: 6 questions, 2 latency prompts x 2 repeats, 8-token generations, one thread
-FAST = ["--limit", "6", "--repeats", "2", "--warmup", "1", "--latency-prompts", "2", "--gen-tokens", "8",
-        "--threads", "1"]
+# small and quick: 6 questions, 4 latency prompts x 5 repetitions (20 samples: enough for a p95), pp16/tg8,
+# 8-token answers, one thread
+FAST = ["--limit", "6", "-r", "5", "--warmup", "1", "--latency-prompts", "4", "--gen-tokens", "8",
+        "-p", "16", "-n", "8", "--threads", "1"]
 MET = """\
 [default]
 max_p95_latency_ms = 600000
@@ -31,7 +32,7 @@ def artifacts(tmp_path_factory, tiny_model) -> Path:
     from conftest import run_cli
 
     out = tmp_path_factory.mktemp("arts") / "exports"
-    proc = run_cli("export", tiny_model, "--formats", "hf", "gguf-q8_0", "--no-verify", "--out", out, timeout=600)
+    proc = run_cli("export", tiny_model, "--formats", "hf,gguf-q8_0", "--no-verify", "--out", out, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -67,9 +68,19 @@ def test_bench_writes_every_output_with_sane_content(bench_ok):
         assert a["accuracy"]["n"] == 6 and 0 <= a["accuracy"]["accuracy"] <= 1
         assert a["accuracy"]["ci_low"] <= a["accuracy"]["accuracy"] <= a["accuracy"]["ci_high"]
         assert 0 <= a["accuracy"]["agreement"] <= 1 and a["accuracy"]["reference"] == "hf"
-        assert len(a["latency"]["samples"]["answer_ms"]) == 4  # 2 prompts x 2 repeats, warm-up excluded
+        assert len(a["latency"]["samples"]["answer_ms"]) == 20  # 4 prompts x 5 repetitions, warm-up excluded
         assert a["latency"]["answer_ms"]["p95"] >= a["latency"]["answer_ms"]["median"] > 0
-        assert a["throughput"]["decode_tokens_per_s"]["count"] >= 1
+        pp, tg = a["throughput"]["pp"], a["throughput"]["tg"]
+        assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (16, 0, 0, 8)
+        assert len(pp["samples_ts"]) == len(tg["samples_ts"]) == 5 and pp["avg_ts"] > 0 and tg["avg_ts"] > 0
+        assert tg["avg_ts"] == pytest.approx(sum(tg["samples_ts"]) / 5)
+        fid = a["fidelity"]
+        assert fid["tokens"] > 100 and fid["kld_ci"][0] <= fid["kld_mean"] <= fid["kld_ci"][1]
+        assert 0 <= fid["top1_agreement"] <= 1 and fid["ppl"] > 1 and fid["ppl_reference"] > 1
+        load = a["machine_load"]
+        assert load["other_cores_mean"] >= 0 and isinstance(load["busy"], bool) and load["reason"]
+        info = a["runtime_info"]
+        assert info["threads"] == 1 and info["device"] == "cpu" and info["omp_wait_policy"]
         mem = a["memory"]
         assert mem["peak_rss_bytes"] >= mem["rss_after_load_bytes"] > mem["rss_before_load_bytes"] > 0
         assert mem["peak_rss_os_bytes"] and mem["peak_rss_sampled_bytes"]
@@ -77,6 +88,8 @@ def test_bench_writes_every_output_with_sane_content(bench_ok):
         assert a["bandwidth"]["effective_gbps"] > 0 and a["runtime_info"]["prompt_style"] == "chatml"
         assert len(a["predictions"]) == 6
     assert by_name["hf"]["accuracy"]["agreement"] == 1.0
+    assert by_name["hf"]["fidelity"]["kld_mean"] == 0 and by_name["hf"]["fidelity"]["top1_agreement"] == 1
+    assert by_name["gguf-q8_0"]["runtime_info"]["threads_batch"] == 1
     # the llama.cpp process never imports torch, so its peak memory is far below the transformers one
     assert by_name["gguf-q8_0"]["memory"]["peak_rss_bytes"] < by_name["hf"]["memory"]["peak_rss_bytes"]
     assert doc["machine"]["copy_bandwidth"]["gbps"] > 0 and doc["environment"]["cpu"]
@@ -105,7 +118,7 @@ def test_broken_budget_exits_1_and_names_it(bench_ok, tmp_path, cli):
                "--junit", tmp_path / "j.xml")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "already measured with these settings" in proc.stderr  # --resume skipped both artifacts
-    assert "BROKEN hf min_decode_tokens_per_s: median decode tokens/s" in proc.stdout
+    assert "BROKEN hf min_decode_tokens_per_s: tg tokens/s" in proc.stdout
     assert f"{budget}:2" in proc.stdout
     doc = json.loads((out / "bench.json").read_text())
     broken = [c for c in doc["checks"] if not c["passed"]]

@@ -13,7 +13,7 @@ from edgemed.bench.isolate import run_child
 from edgemed.bench.junit import to_junit
 from edgemed.bench.plot import pareto_front
 from edgemed.bench.profiles import estimate, get_profile, load_profiles
-from edgemed.bench.recommend import recommend
+from edgemed.bench.recommend import Constraints, recommend
 from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
 from edgemed.bench.stats import percentile, stdev, summarize
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
@@ -21,17 +21,23 @@ from edgemed.errors import EdgemedError
 
 
 def make(name: str, fmt: str = "hf", acc: float = 0.5, p95: float = 100.0, rss_mb: float = 500.0,
-         tps: float = 20.0, weights: int = 10**8, ok: bool = True) -> ArtifactResult:
+         tps: float = 20.0, weights: int = 10**8, ok: bool = True, kld: float | None = None,
+         mcnemar_p: float | None = None, size_mb: float = 100.0) -> ArtifactResult:
     """A result record as a worker would produce it (the data the functions under test consume)."""
     r = ArtifactResult(name=name, path=f"/x/{name}", format=fmt, runtime="transformers")
     if not ok:
         r.status, r.failure = "failed", Failure("crash", "crashed: killed by SIGSEGV", None, "SIGSEGV")
         return r
-    r.accuracy = Accuracy(accuracy=acc, n=100, ci_low=acc - 0.1, ci_high=acc + 0.1)
-    r.latency = Latency.from_samples({"answer_ms": [p95 * 0.5] * 19 + [p95 * 1.2], "ttft_ms": [p95 / 2],
-                                      "tpot_ms": [10.0], "generate_ms": [300.0]})
+    r.accuracy = Accuracy(accuracy=acc, n=100, ci_low=acc - 0.1, ci_high=acc + 0.1, mcnemar_p=mcnemar_p,
+                          accuracy_diff=None if mcnemar_p is None else acc - 0.5)
+    r.latency = Latency.from_raw({"samples": {"answer_ms": [p95 * 0.5 + i * 0.01 for i in range(19)] + [p95 * 1.2],
+                                              "ttft_ms": [p95 / 2], "generate_ms": [300.0]}})
     r.latency.answer_ms["p95"] = p95
-    r.throughput = Throughput.from_samples({"decode_tokens_per_s": [tps], "prefill_tokens_per_s": [500.0]}, 80, 16)
+    r.latency.answer_ms["median"] = p95 * 0.5
+    r.throughput = Throughput(pp={"avg_ts": 500.0, "stddev_ts": 5.0}, tg={"avg_ts": tps, "stddev_ts": 0.5})
+    r.size_bytes = int(size_mb * 1e6)
+    if kld is not None:
+        r.fidelity = {"kld_mean": kld, "kld_ci": [kld * 0.9, kld * 1.1], "top1_agreement": 0.9}
     r.memory = Memory(peak_rss_sampled_bytes=int(rss_mb * 1e6), peak_rss_os_bytes=int(rss_mb * 1e6))
     r.bandwidth = Bandwidth(weight_bytes=weights, effective_gbps=weights * tps / 1e9, machine_copy_gbps=20.0,
                             fraction_of_copy=weights * tps / 1e9 / 20.0)
@@ -66,35 +72,52 @@ def test_units():
 
 
 # --- Pareto front and recommendation ---------------------------------------------------------------------------
-def test_pareto_front():
-    pts = [("a", 100, 0.5), ("b", 50, 0.4), ("c", 120, 0.45), ("d", 50, 0.4), ("e", 200, 0.6)]
-    assert set(pareto_front(pts)) == {"a", "b", "d", "e"}  # c is slower and less accurate than a
+def test_pareto_front_over_three_objectives():
+    # (quality, latency, memory), all minimised: c is worse than a on everything; d equals b; e wins on quality only
+    pts = [("a", (0.1, 100, 500)), ("b", (0.2, 50, 400)), ("c", (0.2, 120, 600)), ("d", (0.2, 50, 400)),
+           ("e", (0.01, 200, 900)), ("f", (0.3, 300, 100))]
+    assert set(pareto_front(pts)) == {"a", "b", "d", "e", "f"}  # f is slow and coarse but the smallest: kept
 
 
-def test_recommend_most_accurate_that_fits_and_why_not_the_others():
+def test_recommend_least_memory_among_not_significantly_worse():
+    ref = make("hf", acc=0.5, rss_mb=1200, kld=0.0)
     results = [
-        make("big", acc=0.60, p95=900, rss_mb=5000),
-        make("fast", acc=0.40, p95=100, rss_mb=400),
-        make("good", acc=0.55, p95=500, rss_mb=1500),
+        ref,
+        make("q4", acc=0.44, rss_mb=250, kld=0.08, mcnemar_p=0.30),  # lower accuracy, but not significantly
+        make("q8", acc=0.52, rss_mb=300, kld=0.01, mcnemar_p=0.70),
+        make("nf4", acc=0.30, rss_mb=200, kld=0.30, mcnemar_p=0.001),  # significantly worse: out
         make("broken", ok=False),
     ]
-    rec = recommend(results, max_memory_bytes=parse_size("4GB"), max_p95_ms=800)
-    assert rec["choice"] == "good"
-    assert "peak memory" in rec["rejected"]["big"][0] and "p95 latency" in rec["rejected"]["big"][1]
-    assert "less accurate" in rec["rejected"]["fast"][0]
+    rec = recommend(results, ref, Constraints())
+    assert rec["choice"] == "q4"
+    nf4 = rec["rejected"]["nf4"][0]
+    assert "significantly less accurate than hf" in nf4 and "p = 0.001" in nf4
     assert "failed to run" in rec["rejected"]["broken"][0]
-    assert rec["ranked"] == ["good", "fast"]
-    # without constraints the most accurate one wins; with impossible ones nothing does
-    assert recommend(results)["choice"] == "big"
-    assert recommend(results, max_memory_bytes=10**6)["choice"] is None
+    assert "peak memory 250.0 MB vs 300.0 MB" in rec["rejected"]["q8"][0]  # names the deciding number
+    assert rec["ranked"] == ["q4", "q8", "hf"]
 
 
-def test_recommend_breaks_accuracy_ties_by_agreement_with_the_reference():
-    faithful, drifting = make("faithful", acc=0.5, p95=300), make("drifting", acc=0.5, p95=100)
-    faithful.accuracy.agreement, drifting.accuracy.agreement = 0.95, 0.50
-    rec = recommend([drifting, faithful])
-    assert rec["ranked"] == ["faithful", "drifting"]
-    assert "agreement 0.500" in rec["rejected"]["drifting"][0]
+def test_recommend_kld_limit_and_other_constraints():
+    ref = make("hf", acc=0.5, rss_mb=1200, kld=0.0, p95=300)
+    q4 = make("q4", acc=0.5, rss_mb=250, kld=0.08, mcnemar_p=1.0, p95=200)
+    q8 = make("q8", acc=0.5, rss_mb=300, kld=0.01, mcnemar_p=1.0, p95=150)
+    rec = recommend([ref, q4, q8], ref, Constraints(max_kld=0.05))
+    assert rec["choice"] == "q8" and "mean KL divergence 0.0800 > limit 0.05" in rec["rejected"]["q4"][0]
+    rec = recommend([ref, q4, q8], ref, Constraints(max_memory_bytes=parse_size("280MB")))
+    assert rec["choice"] == "q4" and "peak memory 300.0 MB > limit 280.0 MB" in rec["rejected"]["q8"][0]
+    rec = recommend([ref, q4, q8], ref, Constraints(prefer="latency"))
+    assert rec["choice"] == "q8" and "median answer latency" in rec["rejected"]["q4"][0]
+    rec = recommend([ref, q4, q8], ref, Constraints(max_p95_ms=100))
+    assert rec["choice"] is None and "limit 100 ms" in rec["rejected"]["q8"][0]
+
+
+def test_recommend_noise_is_a_tie_that_the_next_key_decides():
+    ref = make("hf", acc=0.5, rss_mb=1200, kld=0.0)
+    a = make("a", acc=0.5, rss_mb=300, kld=0.02, mcnemar_p=1.0, p95=200)
+    b = make("b", acc=0.5, rss_mb=301, kld=0.02, mcnemar_p=1.0, p95=100)  # 0.3% more memory: noise
+    rec = recommend([ref, a, b], ref, Constraints())
+    assert rec["choice"] == "b"
+    assert "within 2%" in rec["rejected"]["a"][0] and "median answer latency" in rec["rejected"]["a"][0]
 
 
 # --- profiles ---------------------------------------------------------------------------------------------------

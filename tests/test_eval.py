@@ -265,7 +265,7 @@ def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
     assert r.returncode == 2 and "--skip-bad-rows" in r.stderr and not out.exists()
     # auto-detected, the same file scores with the right gold letters; the sweep rides along
     r = cli("eval", tiny_model, "--data", one_based, "--skip-bad-rows", "--no-progress", "--sweep",
-            "--sweep-temperatures", "0", "0.7", "--sweep-max-new-tokens", "2", "--sweep-repeats", "2",
+            "--sweep-temperatures", "0,0.7", "--sweep-max-new-tokens", "2", "--sweep-repeats", "2",
             "--limit", "6", "--out", out)
     assert r.returncode == 0, r.stderr
     results, preds = _read_run(out)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-ARGS = ("--model", "tiny-random", "--max-steps", "2", "--formats", "hf", "gguf-q8_0", "--limit", "6", "--repeats", "1")
+ARGS = ("--model", "tiny-random", "--max-steps", "2", "--formats", "hf,gguf-q8_0", "--limit", "6", "--repetitions", "1")
 
 
 @pytest.fixture(scope="module")

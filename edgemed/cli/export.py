@@ -22,7 +22,7 @@ def export(
     Args:
         merged: the merged model folder (safetensors + tokenizer), e.g. from 'edgemed merge'.
         out: folder that receives one sub-folder per format and export.json (default: MERGED-exports beside it).
-        formats: formats to export, space- or comma-separated (default: every format whose extra is installed).
+        formats: formats to export, comma-separated (default: every format whose extra is installed).
         force: replace artifacts that exist from another source or with other settings.
         verify: check each artifact against the merged model before placing it.
         threads: CPU threads for exporting and verifying (default: the libraries' choice).
@@ -31,7 +31,6 @@ def export(
     from edgemed.export.run import SUMMARY, exit_code, problem_lines, run_export, summary_table
 
     merged = Path(merged)
-    formats = [f for item in formats or [] for f in item.split(",") if f]  # "a b" and "a,b" both work
     out = Path(out) if out is not None else merged.parent / f"{merged.name}-exports"
     results = run_export(Path(merged), formats or None, Path(out), force=force, verify=verify, threads=threads)
     console.print(summary_table(results))

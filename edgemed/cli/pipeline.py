@@ -16,7 +16,7 @@ def pipeline(
     limit: int | None = None,
     formats: list[str] | None = None,
     threads: int | None = None,
-    repeats: int = 3,
+    repetitions: int = 5,
     budget: Path | None = None,
     seed: int = 0,
     force: bool = False,
@@ -35,7 +35,7 @@ def pipeline(
         limit: number of evaluation questions scored per artifact in the bench (default: all held-out ones).
         formats: export formats (default: every format whose extras are installed).
         threads: CPU threads for training, export checks and every benchmarked runtime (default: all cores).
-        repeats: latency repeats per artifact in the bench.
+        repetitions: repetitions of each bench test (pp, tg, each latency prompt) per artifact.
         budget: TOML budgets file; a broken budget makes the command exit 1.
         seed: seed for the train/eval split and training.
         force: redo every step even when it finished earlier with the same settings.
@@ -68,13 +68,12 @@ def pipeline(
         return {"formats": statuses, "complete": "failed" not in statuses.values()}
 
     def bench_step() -> dict:
+        from edgemed.bench.config import BenchConfig
         from edgemed.bench.run import run_bench
 
-        eval_source = eval_data or data
-        result = run_bench(
-            [artifacts_dir], bench_dir, data=eval_source, limit=limit, threads=threads, repeats=repeats,
-            budget=budget, held_out=eval_data is None, seed=seed, resume=True,
-        )
+        config = BenchConfig(data=eval_data or data, held_out=eval_data is None, seed=seed, limit=limit,
+                             threads=threads, repetitions=repetitions, budget=budget, resume=True, out=bench_dir)
+        result = run_bench([artifacts_dir], config)
         return {"exit_code": result.get("exit_code", 0)}
 
     common = {"model": model, "data": data, "seed": seed}
@@ -85,7 +84,7 @@ def pipeline(
         Step(
             "bench",
             bench_dir / "bench.json",
-            {**common, "eval_data": eval_data, "limit": limit, "threads": threads, "repeats": repeats,
+            {**common, "eval_data": eval_data, "limit": limit, "threads": threads, "repetitions": repetitions,
              "budget": _file_fingerprint(budget)},
             bench_step,
         ),

@@ -1,13 +1,17 @@
 """Turn a typed, documented function into an argparse parser (litgpt-style: the signature is the CLI).
 
 Parameters without a default are positional; the rest are ``--options``. ``bool`` becomes a
-``--flag/--no-flag`` pair, ``list[X]`` takes several values, ``Literal[...]`` gives choices, and the
-``Args:`` section of the docstring gives each option's help.
+``--flag/--no-flag`` pair, an optional ``list[X]`` takes comma-separated values (and may be repeated, so it
+never swallows a positional), ``Literal[...]`` gives choices, and the ``Args:`` section of the docstring gives
+each option's help. A parameter typed with a dataclass (a command's config object) is expanded into one
+option per field, documented by the class's own ``Args:`` section; a field's ``metadata["flags"]`` adds short
+flags (``-t``). :func:`call` builds the dataclass back and passes it whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import re
 import types
@@ -44,35 +48,77 @@ def parse_doc(fn: Callable) -> tuple[str, dict[str, str]]:
     return summary.replace("\n", " ").strip(), helps
 
 
+def comma_list(inner: type) -> Callable[[str], list[Any]]:
+    """argparse type for 'a,b,c': a list of `inner` values (empty items refused)."""
+
+    def parse(text: str) -> list[Any]:
+        items = [t.strip() for t in text.split(",")]
+        if any(not t for t in items):
+            raise argparse.ArgumentTypeError(f"'{text}' has an empty item; give comma-separated values like a,b")
+        return [inner(t) for t in items]
+
+    parse.__name__ = f"comma-separated {getattr(inner, '__name__', 'value')} list"
+    return parse
+
+
+def _add(parser: argparse.ArgumentParser, name: str, tp: Any, default: Any, help_text: str,
+         flags: list[str] | None = None) -> None:
+    tp = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    kwargs: dict[str, Any] = {"help": help_text}
+    positional = default is inspect.Parameter.empty
+    if origin is list:
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        if positional:
+            kwargs.update(type=inner, nargs="+")
+        else:
+            kwargs.update(type=comma_list(inner), action="extend")
+    elif origin is Literal:
+        kwargs["choices"] = list(typing.get_args(tp))
+        kwargs["type"] = type(kwargs["choices"][0])
+    elif tp is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif tp in (int, float, str, Path):
+        kwargs["type"] = tp
+    if positional:
+        parser.add_argument(name, **kwargs)
+        return
+    kwargs["default"] = default
+    if tp is bool:
+        kwargs["help"] = f"{kwargs['help']} (default: {'on' if default else 'off'})".strip()
+    elif default is not None:
+        kwargs["help"] = f"{kwargs['help']} (default: {default})".strip()
+    kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse expands %-formats in help text
+    parser.add_argument(*(flags or []), f"--{name.replace('_', '-')}", dest=name, **kwargs)
+
+
+def _config_class(tp: Any) -> type | None:
+    tp = _unwrap_optional(tp)
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
 def add_function(parser: argparse.ArgumentParser, fn: Callable) -> None:
     hints = typing.get_type_hints(fn)
     _, helps = parse_doc(fn)
     for name, param in inspect.signature(fn).parameters.items():
-        tp = _unwrap_optional(hints.get(name, str))
-        origin = typing.get_origin(tp)
-        kwargs: dict[str, Any] = {"help": helps.get(name, "")}
-        positional = param.default is inspect.Parameter.empty
-        if origin is list:
-            inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-            kwargs["type"] = inner
-            kwargs["nargs"] = "+" if positional else "*"
-        elif origin is Literal:
-            kwargs["choices"] = list(typing.get_args(tp))
-            kwargs["type"] = type(kwargs["choices"][0])
-        elif tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif tp in (int, float, str, Path):
-            kwargs["type"] = tp
-        if positional:
-            parser.add_argument(name, **kwargs)
-        else:
-            kwargs["default"] = param.default
-            if "action" not in kwargs and param.default is not None and kwargs["help"] is not None:
-                kwargs["help"] = f"{kwargs['help']} (default: {param.default})".strip()
-            kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse expands %-formats in help text
-            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, **kwargs)
+        config = _config_class(hints.get(name))
+        if config is None:
+            _add(parser, name, hints.get(name, str), param.default, helps.get(name, ""))
+            continue
+        field_hints = typing.get_type_hints(config)
+        _, field_helps = parse_doc(config)
+        for f in dataclasses.fields(config):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            _add(parser, f.name, field_hints[f.name], default, field_helps.get(f.name, ""), f.metadata.get("flags"))
 
 
 def call(fn: Callable, ns: argparse.Namespace) -> Any:
-    params = inspect.signature(fn).parameters
-    return fn(**{k: getattr(ns, k) for k in params})
+    hints = typing.get_type_hints(fn)
+    kwargs: dict[str, Any] = {}
+    for name in inspect.signature(fn).parameters:
+        config = _config_class(hints.get(name))
+        if config is None:
+            kwargs[name] = getattr(ns, name)
+        else:
+            kwargs[name] = config(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(config)})
+    return fn(**kwargs)

@@ -64,12 +64,22 @@ class Runtime(abc.ABC):
         """(len(prompts), vocab) log-softmax of the next token after each prompt."""
 
     @abc.abstractmethod
+    def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
+        """(len(ids), vocab) float32 log-softmax at every position of one fresh sequence: row i is the
+        distribution of the token after ids[:i+1] (what fidelity/KL divergence compares)."""
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Rows of the output layer (the width of every logits vector)."""
+
+    @abc.abstractmethod
     def _prefill(self, ids: list[int]) -> np.ndarray:
-        """Start a fresh sequence with `ids`; return the logits of the next token."""
+        """Start a fresh sequence with `ids`; return the float32 logits of the next token (no float64 copy)."""
 
     @abc.abstractmethod
     def _decode(self, token: int) -> np.ndarray:
-        """Append one token to the current sequence; return the logits of the next token."""
+        """Append one token to the current sequence; return the float32 logits of the next token."""
 
     @abc.abstractmethod
     def detokenize(self, ids: list[int]) -> str:
@@ -84,8 +94,11 @@ class Runtime(abc.ABC):
         """The model's chat template text, if it has one."""
 
     def info(self) -> dict[str, Any]:
-        """Runtime details worth recording (device, threads, kernel path...)."""
-        return {"runtime": self.name, "threads": self.threads}
+        """The effective settings this runtime runs with, as the engine reports them: at least ``runtime``,
+        ``device``, ``threads`` (and ``threads_batch`` where the engine has a separate prefill pool), ``dtype``
+        where it applies, and the ``omp_wait_policy`` in force (``"unset (engine default)"`` when nobody set it)."""
+        return {"runtime": self.name, "threads": self.threads, "device": self.device,
+                "omp_wait_policy": omp_wait_policy()}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model."""
@@ -114,11 +127,16 @@ class Runtime(abc.ABC):
             if self.is_end(token):
                 break
             new.append(token)
-            text, stopped = cut_at_stop(self.detokenize(new), stop)
-            if stopped or step == max_new_tokens - 1:
+            if stop:  # detokenizing every step is only worth it when a stop string can end generation
+                text, stopped = cut_at_stop(self.detokenize(new), stop)
+                if stopped:
+                    break
+            if step == max_new_tokens - 1:
                 break
             logits = self._decode(token)
         total = time.perf_counter() - start
+        if not stop:
+            text = self.detokenize(new)
         return Generation(
             text=text,
             prompt_tokens=len(ids),
@@ -187,6 +205,22 @@ def open_runtime(path: Path, threads: int | None = None, device: str = "auto", *
     return runtime_class(runtime)(path, threads=threads, device=device, **options)
 
 
+def omp_wait_policy() -> str:
+    """OMP_WAIT_POLICY as this process's OpenMP runtimes read it (at their load): never set by edgemed itself."""
+    import os
+
+    value = os.environ.get("OMP_WAIT_POLICY")
+    return value if value else "unset (engine default)"
+
+
+def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """float32 log-softmax over the last axis, computed in float64 for the normaliser."""
+    x = np.asarray(logits, dtype=np.float32)
+    m = x.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp((x - m).astype(np.float64)).sum(axis=-1, keepdims=True))
+    return (x - m - lse).astype(np.float32)
+
+
 def softmax_rows(logprobs: np.ndarray) -> np.ndarray:
     """Renormalise letter log-probs into a distribution over A-D."""
     z = logprobs - logprobs.max(axis=1, keepdims=True)
@@ -196,9 +230,9 @@ def softmax_rows(logprobs: np.ndarray) -> np.ndarray:
 
 def pick_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     """Greedy when temperature is 0, else temperature + nucleus sampling; the same rule in every runtime."""
-    logits = np.asarray(logits, dtype=np.float64).ravel()
     if temperature <= 0:
         return int(np.argmax(logits))
+    logits = np.asarray(logits, dtype=np.float64).ravel()
     z = logits / temperature
     z -= z.max()
     p = np.exp(z)

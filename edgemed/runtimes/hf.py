@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgemed.errors import EdgemedError
-from edgemed.runtimes.base import Runtime
+from edgemed.runtimes.base import Runtime, omp_wait_policy
 
 
 class TransformersRuntime(Runtime):
@@ -58,6 +58,16 @@ class TransformersRuntime(Runtime):
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **keep).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self._device_of_inputs())).logits[0]
+            return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
     def _logits_after(self, ids: list[int]) -> np.ndarray:
         step = self.torch.tensor([ids], device=self._device_of_inputs())
         with self.torch.inference_mode():
@@ -85,6 +95,9 @@ class TransformersRuntime(Runtime):
             "device": self.choice.device,
             "dtype": self.choice.dtype,
             "threads": self.torch.get_num_threads(),
+            "interop_threads": self.torch.get_num_interop_threads(),
+            "omp_wait_policy": omp_wait_policy(),
+            "torch": self.torch.__version__,
             "quantization": self.quantization,
         }
 

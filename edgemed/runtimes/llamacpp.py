@@ -7,15 +7,15 @@ module's import chain may import torch or transformers (a test enforces it).
 - Weight repacking ("extra buffer types"): llama.cpp's AMX kernels have crashed at the first decode of
   quantized GGUFs (other than q8_0) on some Xeon CPUs, so on CPUs reporting AMX it is off by default
   (``repack=None`` = auto). ``info()["kernel_path"]`` records which path ran.
-- OpenMP wait policy: llama.cpp's worker threads spin between graph runs by default; on a CPU shared with
-  other work that made scoring ~40x slower (2 threads, 2 busy cores). Unless OMP_WAIT_POLICY is set, it is
-  set to PASSIVE before llama.cpp loads (it only takes effect then); ``info()["omp_wait_policy"]`` records it.
+- OpenMP wait policy: llama.cpp's worker threads spin between graph runs by default (fast on a quiet machine,
+  very slow on a busy one). This module never changes it: the engine runs with its own default unless the
+  user set OMP_WAIT_POLICY (``edgemed bench --omp-wait-policy``); ``info()["omp_wait_policy"]`` records what
+  was in force when llama.cpp loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 from pathlib import Path
@@ -24,21 +24,20 @@ from typing import Any
 import numpy as np
 
 from edgemed.errors import EdgemedError, require
-from edgemed.runtimes.base import Runtime
+from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
 
 GGUF_MAGIC = b"GGUF"
 _PARAMS_LOCK = threading.Lock()
-_OMP_POLICY: str | None = None  # OMP_WAIT_POLICY when llama.cpp was loaded in this process
+_OMP_POLICY: str | None = None  # OMP_WAIT_POLICY in force when llama.cpp was loaded in this process
 
 
 def _load_llama_cpp():
-    """Import llama_cpp with OMP_WAIT_POLICY defaulting to PASSIVE (read once, when its OpenMP loads)."""
+    """Import llama_cpp, noting the OMP_WAIT_POLICY its OpenMP runtime reads at load (never changing it)."""
     global _OMP_POLICY
-    if "llama_cpp" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        _OMP_POLICY = os.environ["OMP_WAIT_POLICY"]
-    elif _OMP_POLICY is None:
-        _OMP_POLICY = f"{os.environ.get('OMP_WAIT_POLICY', 'unset')} (llama_cpp was imported before edgemed)"
+    if _OMP_POLICY is None:
+        _OMP_POLICY = omp_wait_policy()
+        if "llama_cpp" in sys.modules:
+            _OMP_POLICY += " (llama_cpp was imported before edgemed)"
     return require("llama_cpp", "gguf", "GGUF artifacts")
 
 
@@ -99,7 +98,8 @@ class LlamaCppRuntime(Runtime):
         repack = options.get("repack")
         self.amx = cpu_has_amx()
         self.repack = (not self.amx) if repack is None else bool(repack)
-        gpu_layers = -1 if device.startswith("cuda") or device == "mps" else 0
+        gpu_layers = -1 if (device.startswith("cuda") or device == "mps") and lib.llama_supports_gpu_offload() else 0
+        self.gpu_layers = gpu_layers
         self.n_ctx = int(options.get("n_ctx", 2048))
         try:
             with _model_params(lib, use_extra_bufts=self.repack):
@@ -138,16 +138,45 @@ class LlamaCppRuntime(Runtime):
     def _decode(self, token: int) -> np.ndarray:
         return self._eval([token])
 
-    def _eval(self, ids: list[int]) -> np.ndarray:
-        """Feed `ids` after what is in the KV cache; the logits of the last one."""
-        if self.llm.n_tokens + len(ids) > self.n_ctx:
+    def _check_room(self, n: int) -> None:
+        if n > self.n_ctx:
             raise EdgemedError(
-                f"prompt of {self.llm.n_tokens + len(ids)} tokens exceeds the llama.cpp context of {self.n_ctx}; "
-                "pass a larger n_ctx"
+                f"prompt of {n} tokens exceeds the llama.cpp context of {self.n_ctx}; pass a larger n_ctx"
             )
+
+    def _eval(self, ids: list[int]) -> np.ndarray:
+        """Feed `ids` after what is in the KV cache; the float32 logits of the last one (a view until the next eval)."""
+        self._check_room(self.llm.n_tokens + len(ids))
         self.llm.eval(ids)
         ptr = self.lib.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _clear_cache(self) -> None:
+        self.llm.reset()
+        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_vocab
+
+    def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
+        """Every position's log-softmax of a fresh sequence, with llama.cpp computing logits for all of them."""
+        if not ids:
+            raise EdgemedError("empty sequence: llama.cpp needs at least one token")
+        self._check_room(len(ids))
+        self._clear_cache()
+        rows = np.empty((len(ids), self.n_vocab), dtype=np.float32)
+        batch = self.llm._batch  # llama-cpp-python's own batch of n_batch slots
+        step = self.llm.n_batch
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            batch.set_batch(batch=chunk, n_past=start, logits_all=True)
+            self.llm._ctx.decode(batch)
+            for i in range(len(chunk)):
+                ptr = self.lib.llama_get_logits_ith(self.llm.ctx, i)
+                rows[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        self._clear_cache()  # what is cached no longer matches llm.input_ids
+        return log_softmax_rows(rows)
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()  # the next eval drops every cached position from 0 on
@@ -156,27 +185,30 @@ class LlamaCppRuntime(Runtime):
         return self._eval(ids)
 
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
-        rows = []
-        for prompt in prompts:
-            logits = self._prefill(self.tokenize(prompt))
-            z = logits - logits.max()
-            rows.append(z - np.log(np.exp(z).sum()))
-        return np.stack(rows) if rows else np.zeros((0, self.n_vocab))
+        rows = [np.array(self._prefill(self.tokenize(prompt)), dtype=np.float32) for prompt in prompts]
+        return log_softmax_rows(np.stack(rows)).astype(np.float64) if rows else np.zeros((0, self.n_vocab))
 
     def is_end(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
 
     def info(self) -> dict[str, Any]:
         system = self.lib.llama_print_system_info().decode(errors="ignore").strip()
-        path = "cpu" if not self.device.startswith("cuda") else "gpu offload"
+        path = "gpu offload" if self.gpu_layers else "cpu"
         path += " + weight repacking (extra buffer types)" if self.repack else " without weight repacking"
         if self.amx and not self.repack:
             path += " (AMX guard)"
         return {
             "runtime": self.name,
             "file": str(self.file),
-            "threads": self.llm.n_threads,
+            "device": "cuda" if self.gpu_layers else "cpu",
+            "n_gpu_layers": self.gpu_layers,
+            "threads": self.llm.context_params.n_threads,
+            "threads_batch": self.llm.context_params.n_threads_batch,
             "n_ctx": self.n_ctx,
+            "n_batch": self.llm.n_batch,
+            "n_ubatch": self.llm.context_params.n_ubatch,
+            "flash_attn": {0: "disabled", 1: "enabled"}.get(self.llm.context_params.flash_attn_type, "auto"),
+            "dtype": self.metadata.get("general.file_type"),
             "repack": self.repack,
             "cpu_amx": self.amx,
             "kernel_path": path,

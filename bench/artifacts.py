@@ -1,0 +1,71 @@
+"""Which artifacts a bench measures, under which names, and which earlier results ``--resume`` may keep."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from edgemed.bench.protocol import Target
+from edgemed.bench.results import ArtifactResult
+from edgemed.errors import EdgemedError
+
+
+def name_artifacts(paths: list[Path]) -> list[Target]:
+    """Every artifact under `paths`, each with a unique name (its folder or file stem)."""
+    from edgemed.manifest import detect_runtime, find_artifacts
+
+    if not paths:
+        raise EdgemedError("no artifacts given; pass artifact folders or a folder holding them")
+    targets, seen = [], set()
+    for path in find_artifacts([Path(p) for p in paths]):
+        fmt, runtime = detect_runtime(path)
+        name = path.stem if path.is_file() else path.name
+        base, n = name, 2
+        while name in seen:
+            name, n = f"{base}-{n}", n + 1
+        seen.add(name)
+        targets.append(Target(name=name, path=str(path.resolve()), format=fmt, runtime=runtime))
+    return targets
+
+
+def pick_reference_target(targets: list[Target], reference: str | None) -> Target:
+    """--reference by name or format; else the hf artifact; else the first. Bad names are exit 2."""
+    if reference is not None:
+        for t in targets:
+            if reference in (t.name, t.format):
+                return t
+        raise EdgemedError(f"--reference '{reference}' names no artifact; use one of "
+                           f"{', '.join(t.name for t in targets)}")
+    return next((t for t in targets if t.format == "hf"), targets[0])
+
+
+def identity(path: Path) -> str:
+    """What changes when the artifact changes: its manifest, else its files' sizes and mtimes."""
+    from edgemed.manifest import MANIFEST
+
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        return hashlib.sha256(manifest.read_bytes()).hexdigest()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256("".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in files)
+                          .encode()).hexdigest()
+
+
+def settings_key(measured: dict[str, Any], target: Target, reference: Target) -> str:
+    """Same key = same measurement: the settings that matter, the artifact, and the fidelity reference."""
+    blob = json.dumps([measured, target.path, identity(Path(target.path)), reference.path,
+                       identity(Path(reference.path))], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def previous_results(path: Path) -> dict[str, ArtifactResult]:
+    """Results of an earlier bench.json by artifact name ({} when there is none or it is unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {a["name"]: ArtifactResult.from_dict(a) for a in data.get("artifacts", [])}
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return {}  # unreadable: measure everything again

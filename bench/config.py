@@ -1,0 +1,146 @@
+"""``BenchConfig``: every option of ``edgemed bench``, declared once.
+
+The CLI's ``--help`` is generated from this class (its fields and the ``Args:`` section below); the parent
+validates it once, and the worker receives it whole (as JSON) inside its :class:`~edgemed.bench.protocol.Job`,
+as optimum-benchmark passes its ``BenchmarkConfig`` through launcher and worker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from edgemed.errors import EdgemedError
+
+PREFER = ("memory", "latency", "size")
+WAIT_POLICIES = ("default", "passive", "active")
+
+
+@dataclass
+class BenchConfig:
+    """Benchmark artifacts, each in its own process: accuracy, fidelity (KL divergence vs the reference),
+    latency, pp/tg tokens/s, peak memory, size, budgets.
+
+    Writes OUT/bench.json (everything, with raw samples), bench.csv, bench.md (also appended to
+    $GITHUB_STEP_SUMMARY) and pareto.png. Exit 0 when every artifact ran and every budget held, 1 when an
+    artifact failed or a budget/baseline check broke, 2 for bad usage or input.
+
+    Args:
+        data: evaluation questions: 'sample', a local MedMCQA-schema file/folder, or a hub id.
+        split: split to read from a folder or hub source (validation, train, ...).
+        held_out: use only the held-out side of the seeded split (on for the training data; off for a
+            separate evaluation file).
+        seed: seed of the held-out split.
+        limit: score at most this many questions per artifact (default: all of the held-out side).
+        threads: CPU threads of every runtime (torch / onnxruntime intra-op / llama.cpp n_threads and
+            n_threads_batch); default: physical cores.
+        device: device of every runtime (auto, cpu, cuda); auto resolves once for all runtimes.
+        dtype: weights dtype of transformers artifacts (auto: float32 on CPU, bf16/fp16 on GPU).
+        omp_wait_policy: OMP_WAIT_POLICY of the artifact processes: 'default' leaves the engines' own default
+            (OpenMP threads spin: fastest on a quiet machine); 'passive' sleeps (robust on a busy one).
+        n_prompt: tokens of the prompt-processing test (pp), llama-bench's -p.
+        n_gen: tokens of the generation test (tg, end-of-turn ignored), llama-bench's -n.
+        repetitions: repetitions of each pp/tg test and of each latency prompt, llama-bench's -r.
+        warmup: warm-up passes before pp/tg and latency (not measured).
+        latency_prompts: MedMCQA prompts in the latency set (answer latency and TTFT samples =
+            latency_prompts x repetitions; p95 is reported from 20 samples on).
+        gen_tokens: tokens generated per timed greedy MedMCQA answer (TTFT and generate latency).
+        batch_size: batch size for accuracy scoring.
+        fidelity: measure KL divergence, top-1 agreement and perplexity against the reference artifact.
+        fidelity_text: plain-text file to measure fidelity on (scored like llama-perplexity: chunks of
+            --fidelity-ctx tokens, second half of each); default: the evaluation questions with their answers.
+        fidelity_ctx: chunk length in tokens for --fidelity-text.
+        fidelity_chunks: at most this many chunks of --fidelity-text (default: all).
+        fidelity_top_k: reference log-probs stored per token (the rest kept as one 'other' mass).
+        reference: artifact name or format that agreement, accuracy drop and fidelity are measured against
+            (default: the hf one, else the first).
+        budget: TOML budgets file ([default] and [format.NAME] tables; see examples/budgets.toml).
+        baseline: an earlier bench.json; latency up, throughput down or accuracy down beyond --tolerance fails.
+        tolerance: allowed relative regression against --baseline, e.g. 10% or 0.1.
+        prefer: what the recommendation minimises among artifacts not significantly worse than the reference:
+            memory (peak RSS, then latency), latency (p95, then memory) or size (on disk, then memory).
+        max_memory: recommendation constraint on peak memory, e.g. 4GB or 800MB.
+        max_p95_ms: recommendation constraint on p95 answer latency, e.g. 800 or 800ms.
+        max_kld: recommendation constraint on mean KL divergence from the reference (nats per token).
+        profile: edge-board profiles, comma-separated (rpi4, rpi5, rpi5-4gb, jetson-orin-nano-8gb, ...): fit and
+            tokens/s estimates; the first one's memory ceiling also constrains the recommendation unless
+            --max-memory is given.
+        timeout: seconds one artifact may run before it is killed and recorded as failed.
+        junit: write JUnit XML here (one testcase per artifact x budget).
+        resume: skip artifacts OUT/bench.json already holds, measured with the same settings.
+        out: folder for bench.json, bench.csv, bench.md, pareto.png and the per-artifact logs.
+    """
+
+    data: str = "sample"
+    split: str = "validation"
+    held_out: bool = True
+    seed: int = 0
+    limit: int | None = None
+    threads: int | None = field(default=None, metadata={"flags": ["-t"]})
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    omp_wait_policy: Literal["default", "passive", "active"] = "default"
+    n_prompt: int = field(default=512, metadata={"flags": ["-p"]})
+    n_gen: int = field(default=128, metadata={"flags": ["-n"]})
+    repetitions: int = field(default=5, metadata={"flags": ["-r"]})
+    warmup: int = 1
+    latency_prompts: int = 4
+    gen_tokens: int = 32
+    batch_size: int = 8
+    fidelity: bool = True
+    fidelity_text: Path | None = None
+    fidelity_ctx: int = 512
+    fidelity_chunks: int | None = None
+    fidelity_top_k: int = 1024
+    reference: str | None = None
+    budget: Path | None = None
+    baseline: Path | None = None
+    tolerance: str = "10%"
+    prefer: Literal["memory", "latency", "size"] = "memory"
+    max_memory: str | None = None
+    max_p95_ms: str | None = None
+    max_kld: float | None = None
+    profile: list[str] | None = None
+    timeout: float = 1800.0
+    junit: Path | None = None
+    resume: bool = False
+    out: Path = Path("runs/bench")
+
+    def validate(self) -> BenchConfig:
+        """Raise EdgemedError (exit 2) naming the flag for any value out of range; return self."""
+        minimum = {"repetitions": 1, "warmup": 0, "latency_prompts": 1, "gen_tokens": 2, "batch_size": 1,
+                   "n_prompt": 1, "n_gen": 2, "fidelity_ctx": 4, "fidelity_top_k": 1, "limit": 1, "threads": 1,
+                   "fidelity_chunks": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise EdgemedError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise EdgemedError(f"--timeout must be positive seconds, got {self.timeout}")
+        if self.max_kld is not None and not (self.max_kld >= 0 and math.isfinite(self.max_kld)):
+            raise EdgemedError(f"--max-kld must be a non-negative number of nats, got {self.max_kld}")
+        if self.fidelity_text is not None:
+            path = Path(self.fidelity_text)
+            if not path.is_file():
+                raise EdgemedError(f"--fidelity-text {path} is not a file; give a UTF-8 plain-text file")
+        if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
+            raise EdgemedError(f"--device must be auto, cpu, cuda[:N] or mps, got '{self.device}'")
+        return self
+
+    @property
+    def measured(self) -> dict[str, Any]:
+        """The settings that change what is measured (the resume key): outputs, limits and checks excluded."""
+        skip = {"timeout", "junit", "resume", "out", "budget", "baseline", "tolerance", "prefer", "max_memory",
+                "max_p95_ms", "max_kld", "profile"}
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
+        paths = {"fidelity_text", "budget", "baseline", "junit", "out"}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known})

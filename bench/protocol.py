@@ -1,0 +1,66 @@
+"""The bench's parent/worker protocol: one :class:`Job` in (JSON), one result document out (JSON).
+
+The parent writes ``work/NAME.job.json`` and runs ``python -m edgemed.bench.worker JOB RESULT`` through
+:func:`edgemed.bench.isolate.run_child`; the worker writes RESULT atomically when it is done. The job carries
+the :class:`~edgemed.bench.config.BenchConfig` whole, the artifact, the questions, and where the reference's
+fidelity data lives (written by the reference's own job, read by every other).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgemed.bench.config import BenchConfig
+
+
+@dataclass
+class Target:
+    """One artifact to measure."""
+
+    name: str
+    path: str
+    format: str
+    runtime: str
+
+
+@dataclass
+class Job:
+    config: BenchConfig
+    target: Target
+    questions: list[dict[str, Any]]
+    threads: int  # resolved once by the parent
+    device: str  # resolved once by the parent
+    fidelity_dir: str | None = None  # the reference's stored log-probs
+    is_reference: bool = False  # this job writes fidelity_dir
+    env: dict[str, str] = field(default_factory=dict)  # what the parent set in the worker's environment
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(**{**data, "config": BenchConfig.from_dict(data["config"]), "target": Target(**data["target"])})
+
+    def write(self, path: Path) -> Path:
+        from edgemed.fsutil import atomic_write_json
+
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> Job:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def worker_env(config: BenchConfig, base: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the worker's environment, what bench itself set in it): the engines' own defaults unless the user chose."""
+    env = {**base, "PYTHONUNBUFFERED": "1"}
+    chosen: dict[str, str] = {}
+    if config.omp_wait_policy != "default":
+        chosen["OMP_WAIT_POLICY"] = config.omp_wait_policy.upper()
+    env.update(chosen)
+    return env, chosen

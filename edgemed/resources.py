@@ -1,0 +1,79 @@
+"""One resolution of CPU threads and device for eval, bench and pipeline (recorded in results.json and bench.json).
+
+Resolved once, in the parent, then handed to every runtime: llama.cpp, onnxruntime and torch all get the same
+thread count and device instead of each engine's own default (llama-cpp-python's is half the cores).
+Importing this module is cheap; torch, onnxruntime and llama_cpp are only looked at when ``device`` is auto or
+a GPU is asked for, and only if installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+from edgemed.errors import EdgemedError
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The user's count, else the physical cores (llama-bench's default)."""
+    if threads is None:
+        return physical_cores()
+    if threads < 1:
+        raise EdgemedError(f"--threads must be at least 1, got {threads}")
+    return int(threads)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gpus() -> dict[str, Any]:
+    """What each installed engine can use here: {'cuda': bool, 'mps': bool, 'seen_by': [...]}."""
+    seen: list[str] = []
+    mps = False
+    if _installed("torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            seen.append("torch")
+        mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if _installed("onnxruntime"):
+        import onnxruntime
+
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            seen.append("onnxruntime")
+    return {"cuda": bool(seen), "mps": mps, "seen_by": seen}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """auto -> cuda where an installed engine sees a CUDA GPU, mps on Apple silicon, else cpu.
+    An explicit GPU that is not there is bad input (exit 2), never a silent fallback."""
+    if device == "cpu":
+        return "cpu"
+    if device not in ("auto", "mps") and not device.startswith("cuda"):
+        raise EdgemedError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    found = gpus()
+    if device == "auto":
+        return "cuda" if found["cuda"] else "mps" if found["mps"] else "cpu"
+    if device.startswith("cuda") and not found["cuda"]:
+        raise EdgemedError(f"--device {device}: no CUDA GPU is visible to torch or onnxruntime on this machine; "
+                           "use --device cpu (or auto)")
+    if device == "mps" and not found["mps"]:
+        raise EdgemedError("--device mps: no Apple GPU (MPS) here; use --device cpu (or auto)")
+    return device
+
+
+def resolved(threads: int | None, device: str) -> dict[str, Any]:
+    """The record written to results.json / bench.json."""
+    return {"threads": resolve_threads(threads), "threads_requested": threads,
+            "device": resolve_device(device), "device_requested": device}
