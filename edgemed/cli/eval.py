@@ -97,8 +97,8 @@ def evaluate(
         scoring: logprob (letter log-probs after 'Answer:', deterministic), generate (greedy text, strict letter
             parse) or legacy (the notebook's sampled text + substring judge, for comparison only).
         batch_size: prompts per forward pass in logprob scoring.
-        threads: CPU threads for the runtime.
-        device: auto, cpu, cuda, cuda:N or mps.
+        threads: CPU threads of the runtime (default: physical cores, as in edgemed bench).
+        device: auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU if an installed engine sees one, for every runtime).
         dtype: transformers artifacts only: weights dtype (auto = float32 on CPU; bfloat16 is much faster on CPUs
             with AVX512-BF16/AMX, with slightly different log-probs).
         prompt_style: override the prompt style (default: recorded at training/export, else the chat template).
@@ -123,12 +123,15 @@ def evaluate(
         raise EdgemedError(f"--limit must be at least 1, not {limit}")
     if batch_size < 1:
         raise EdgemedError(f"--batch-size must be at least 1, not {batch_size}")
-    if threads is not None and threads < 1:
-        raise EdgemedError(f"--threads must be at least 1, not {threads}")
     if str(cop_base) not in ("auto", "0", "1"):
         raise EdgemedError(f"--cop-base must be auto, 0 or 1, not {cop_base}")
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise EdgemedError(f"--out {out} is a file; give a folder")
+    if out is not None:
+        from edgemed.fsutil import check_output_dir
+
+        check_output_dir(Path(out), "--out")
+    from edgemed.resources import resolved
+
+    where = resolved(threads, device)  # one resolution for eval, bench and pipeline
     gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     if scoring == "logprob" and any(v is not None for v in (max_new_tokens, temperature, top_p)):
         raise EdgemedError("--max-new-tokens/--temperature/--top-p apply to generate and legacy scoring only")
@@ -161,7 +164,7 @@ def evaluate(
         if runtime_name != "transformers" or fmt.startswith("bnb"):
             raise EdgemedError(f"--dtype applies to plain transformers models only, not {fmt}; drop --dtype")
         options["dtype"] = dtype
-    with open_runtime(path, threads=threads, device=device, **options) as runtime:
+    with open_runtime(path, threads=where["threads"], device=where["device"], **options) as runtime:
         style, source = (prompt_style, "--prompt-style") if prompt_style else style_and_source(path, runtime)
         result = run_eval(
             runtime, questions, scoring=scoring, style=style, batch_size=batch_size, show_progress=progress,
@@ -187,6 +190,7 @@ def evaluate(
         cmp["reference"] = str(ref_path)
         results["comparison"] = cmp
         results["metrics"]["test_size"] = test_size(result.accuracy, cmp["discordant_rate"])
+    results["resources"] = where
     results["predictions_file"] = "predictions.jsonl"
     results["environment"] = environment()
 

@@ -1,0 +1,120 @@
+"""How the bench measures: busy-machine detection with real processes, the fidelity (KL) arithmetic against an
+exact computation, llama-perplexity's chunking, pp/tg on a real runtime, and the config-driven CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edgemed.bench.config import BenchConfig
+from edgemed.bench.fidelity import Sequence, _top_k, summarize, text_sequences, token_divergence
+from edgemed.bench.isolate import run_child
+
+BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end:\n    pass\n"
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+def test_a_run_beside_processes_that_burn_the_cpu_is_flagged_busy(tmp_path):
+    burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=12)]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        out = run_child([sys.executable, "-c", "import time; time.sleep(4)"], tmp_path / "quiet-child.log", threads=2)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    load = out.load
+    assert out.ok and load.busy, load
+    assert load.other_cores_mean > 1.0 and "other processes used" in load.reason
+    assert load.artifact_cores_mean < 0.2  # the sleeping child itself is not counted as load
+
+
+def test_the_measured_process_own_cpu_is_not_counted_as_other_load(tmp_path):
+    out = run_child([sys.executable, "-c", BURN.format(s=3)], tmp_path / "burn.log", threads=1)
+    load = out.load
+    assert out.ok and out.cpu_s is not None and out.cpu_s > 0.5
+    assert load.artifact_cores_mean == pytest.approx(out.cpu_s / load.wall_s, rel=0.05)
+    # the child's own CPU is subtracted, never counted twice: the parts add up to at most the whole machine
+    assert load.other_cores_mean + load.artifact_cores_mean + load.harness_cores_mean <= load.logical_cpus + 0.2
+
+
+def test_kl_with_the_whole_vocabulary_stored_is_exact_and_top_k_is_a_lower_bound():
+    rng = np.random.default_rng(0)
+    lp = _log_softmax(rng.normal(0, 3, size=(64, 500)))
+    lq = _log_softmax(np.log(np.exp(lp)) + rng.normal(0, 0.3, size=lp.shape))
+    exact = (np.exp(lp) * (lp - lq)).sum(axis=1)
+    idx, vals = _top_k(lp, 500)
+    assert np.allclose(token_divergence(lq, idx, vals), exact, atol=1e-9)
+    idx, vals = _top_k(lp, 32)
+    coarse = token_divergence(lq, idx, vals)
+    assert np.all(coarse <= exact + 1e-12) and coarse.mean() > 0.5 * exact.mean()
+    assert np.all(idx[:, 0] == lp.argmax(axis=1)) and np.all(np.diff(vals, axis=1) <= 0)
+
+
+def test_fidelity_summary_numbers():
+    kld = np.array([0.0, 0.1, 0.2, 0.3])
+    same = np.array([True, True, False, True])
+    lq, lp = np.log([0.5, 0.25, 0.5, 0.25]), np.log([0.5, 0.5, 0.5, 0.5])
+    s = summarize(kld, same, lq, lp, np.array([0, 0, 1, 1]), top_k=8, tail_mass=0.01)
+    assert s["tokens"] == 4 and s["sequences"] == 2 and s["kld_mean"] == pytest.approx(0.15)
+    assert s["top1_agreement"] == 0.75 and s["ppl_reference"] == pytest.approx(2.0)
+    assert s["ppl"] == pytest.approx(np.exp(-np.mean(lq))) and s["kld_ci"][0] < 0.15 < s["kld_ci"][1]
+
+
+class _Tokens:
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+
+def test_fidelity_text_is_chunked_like_llama_perplexity():
+    seqs = text_sequences(_Tokens(), "x" * 1000, ctx=256, chunks=None)
+    assert [(len(s.ids), s.first, s.last) for s in seqs] == [(256, 128, 255)] * 3  # second half of each chunk
+    assert len(text_sequences(_Tokens(), "x" * 1000, ctx=256, chunks=2)) == 2
+    from edgemed.errors import EdgemedError
+
+    with pytest.raises(EdgemedError, match="fewer than one chunk"):
+        text_sequences(_Tokens(), "short", ctx=256, chunks=None)
+    assert Sequence([1, 2], 0, 1).last == 1
+
+
+def test_pp_and_tg_on_a_real_runtime(tiny_model):
+    from edgemed.bench.throughput import prompt_processing, text_generation
+    from edgemed.runtimes.hf import TransformersRuntime
+
+    with TransformersRuntime(tiny_model, threads=1, device="cpu", dtype="float32") as rt:
+        pp = prompt_processing(rt, 32, repetitions=3, warmup=1)
+        tg = text_generation(rt, 16, repetitions=3, warmup=1)
+        lp = rt.sequence_logprobs([1, 2, 3, 4])
+    assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (32, 0, 0, 16)
+    assert len(pp["samples_ts"]) == 3 and pp["avg_ts"] == pytest.approx(np.mean(pp["samples_ts"]))
+    assert tg["samples_ts"] == pytest.approx([16e9 / ns for ns in tg["samples_ns"]], rel=1e-6)
+    assert lp.shape[0] == 4 and np.allclose(np.exp(lp).sum(axis=1), 1, atol=1e-4)
+
+
+def _capture(artifacts: list[str], config: BenchConfig) -> tuple[list[str], BenchConfig]:
+    """Stands in for the bench command: same typed signature."""
+    return artifacts, config
+
+
+def test_bench_options_come_from_one_config_and_lists_never_swallow_the_artifacts():
+    from edgemed.cli.main import build_parser
+    from edgemed.cli.signature import call
+
+    ns = build_parser().parse_args(["bench", "--profile", "rpi5,rpi4", "ARTS", "-t", "2", "-p", "64", "-n", "16",
+                                    "-r", "3", "--no-fidelity", "--prefer", "latency", "--profile", "jetson"])
+    artifacts, config = call(_capture, ns)
+    assert [str(a) for a in artifacts] == ["ARTS"] and isinstance(config, BenchConfig)
+    assert config.profile == ["rpi5", "rpi4", "jetson"] and config.threads == 2
+    assert (config.n_prompt, config.n_gen, config.repetitions, config.fidelity, config.prefer) == (64, 16, 3, False,
+                                                                                                   "latency")
+    assert BenchConfig.from_dict(config.to_dict()) == config  # what the worker receives is the same config
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "ARTS", "--profile", "rpi5,"])  # an empty item is a usage error
