@@ -38,8 +38,9 @@ class BenchConfig:
             n_threads_batch); default: physical cores.
         device: device of every runtime (auto, cpu, cuda); auto resolves once for all runtimes.
         dtype: weights dtype of transformers artifacts (auto: float32 on CPU, bf16/fp16 on GPU).
-        omp_wait_policy: OMP_WAIT_POLICY of the artifact processes: 'default' leaves the engines' own default
-            (OpenMP threads spin: fastest on a quiet machine); 'passive' sleeps (robust on a busy one).
+        wait_policy: how the engines' idle threads wait between steps: 'default' leaves each engine's own (llama.cpp's
+            and torch's OpenMP threads and onnxruntime's pool spin: fastest on a quiet machine); 'passive' makes
+            them sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0: robust on a busy one); 'active' spins.
         n_prompt: tokens of the prompt-processing test (pp), llama-bench's -p.
         n_gen: tokens of the generation test (tg, end-of-turn ignored), llama-bench's -n.
         repetitions: repetitions of each pp/tg test and of each latency prompt, llama-bench's -r.
@@ -81,7 +82,7 @@ class BenchConfig:
     threads: int | None = field(default=None, metadata={"flags": ["-t"]})
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    omp_wait_policy: Literal["default", "passive", "active"] = "default"
+    wait_policy: Literal["default", "passive", "active"] = "default"
     n_prompt: int = field(default=512, metadata={"flags": ["-p"]})
     n_gen: int = field(default=128, metadata={"flags": ["-n"]})
     repetitions: int = field(default=5, metadata={"flags": ["-r"]})

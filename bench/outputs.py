@@ -84,6 +84,8 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
             est = row.get("est_decode_tokens_per_s")
             shown = f"~{est:.1f} tok/s" if est else "-"
             console.print(f"  {row['artifact']}: {row['note']}; est. decode {shown}")
+    from rich.markup import escape
+
     for name, why in doc.get("skipped_outputs", {}).items():
-        console.print(f"[yellow]skipped {name}[/yellow]: {why}")
+        console.print(f"[yellow]skipped {name}[/yellow]: {escape(why)}")
     console.print(f"[dim]wrote {', '.join(doc['outputs'].values())}[/dim]")

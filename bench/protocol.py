@@ -56,11 +56,21 @@ class Job:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+def runtime_options(config: BenchConfig) -> dict[str, Any]:
+    """Options every runtime gets (each reads the ones it knows): dtype, and onnxruntime's spinning."""
+    options: dict[str, Any] = {}
+    if config.dtype != "auto":
+        options["dtype"] = config.dtype
+    if config.wait_policy != "default":
+        options["allow_spinning"] = config.wait_policy == "active"
+    return options
+
+
 def worker_env(config: BenchConfig, base: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(the worker's environment, what bench itself set in it): the engines' own defaults unless the user chose."""
     env = {**base, "PYTHONUNBUFFERED": "1"}
     chosen: dict[str, str] = {}
-    if config.omp_wait_policy != "default":
-        chosen["OMP_WAIT_POLICY"] = config.omp_wait_policy.upper()
+    if config.wait_policy != "default":
+        chosen["OMP_WAIT_POLICY"] = config.wait_policy.upper()
     env.update(chosen)
     return env, chosen

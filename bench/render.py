@@ -86,7 +86,7 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
         f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({settings.get('data', '?')}), "
         f"{settings.get('threads')} threads on {settings.get('device')}, pp{settings.get('n_prompt')} / "
         f"tg{settings.get('n_gen')} x {settings.get('repetitions')} repetitions after {settings.get('warmup')} "
-        f"warm-up, OMP_WAIT_POLICY {settings.get('omp_wait_policy')}. Best value per column in **bold**."
+        f"warm-up, wait policy {settings.get('wait_policy')}. Best value per column in **bold**."
     )
     busy = [r for r in results if r.ok and r.busy]
     if busy:

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.protocol import Job
+from edgemed.bench.protocol import Job, runtime_options
 
 FAULT_ENV = "EDGEMED_BENCH_FAULT"
 
@@ -99,8 +99,7 @@ def run(job: Job) -> dict[str, Any]:
     rss_before = rss_bytes()
     say(f"load {path}")
     start = time.perf_counter()
-    options = {"dtype": config.dtype} if config.dtype != "auto" else {}
-    runtime = open_runtime(path, threads=job.threads, device=job.device, **options)
+    runtime = open_runtime(path, threads=job.threads, device=job.device, **runtime_options(config))
     load_s = time.perf_counter() - start
     rss_after = rss_bytes()
     inject_fault(target.name)

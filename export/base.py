@@ -46,7 +46,7 @@ class Exporter(abc.ABC):
 
     def available(self) -> str | None:
         """None when this exporter can run here, else the reason it cannot."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in self.requires if not _importable(m)]
         if missing:
             return f"needs {', '.join(missing)}: pip install 'edgemed[{self.extra}]'"
         return None
@@ -66,6 +66,14 @@ class Exporter(abc.ABC):
             return None
         ok = manifest.get("source", {}).get("sha256") == self.source_sha256 and manifest.get("status") == "verified"
         return folder if ok else None
+
+
+def _importable(module: str) -> bool:
+    """find_spec, also for dotted names whose parent package is missing (find_spec raises there)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def copy_tokenizer(source: Path, dest: Path) -> list[str]:

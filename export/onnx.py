@@ -4,6 +4,9 @@
 fp32, tokenizer saved beside. ``onnx-int8`` quantizes that model's weights to int8 with
 ``onnxruntime.quantization.quantize_dynamic`` (activations quantized on the fly); it reuses the ``onnx``
 artifact of the same export run when there is one, else exports fp32 ONNX first into its temp folder.
+
+Exporting needs the ``onnx-export`` extra (Optimum, torch, transformers); evaluating and benchmarking the
+artifacts needs only ``onnx`` (onnxruntime + tokenizers, see ``edgemed.runtimes.onnx``).
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError
+from edgemed.errors import EdgemedError, require
 from edgemed.export.base import Exporter, copy_tokenizer
 
 ONNX_FILE = "model.onnx"
+EXPORT_EXTRA = "onnx-export"  # the pip extra that writes ONNX artifacts ("onnx" only runs them)
 _TWO_GB = 2 * 2**30
 
 
 class OnnxExporter(Exporter):
     requires = ("optimum.exporters.onnx", "onnxruntime", "torch", "transformers")
-    extra = "onnx"
+    extra = EXPORT_EXTRA
     defaults = {"opset": None, "task": "text-generation-with-past"}
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +37,7 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
     import logging
     import warnings
 
-    from optimum.exporters.onnx import main_export
+    main_export = require("optimum.exporters.onnx", EXPORT_EXTRA, "ONNX export").main_export
 
     logging.getLogger("optimum").setLevel(logging.ERROR)
     try:
@@ -58,7 +62,7 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
 
 class OnnxInt8Exporter(Exporter):
     requires = OnnxExporter.requires
-    extra = "onnx"
+    extra = EXPORT_EXTRA
     # keep_fp32: MatMuls whose node name contains one of these stay fp32. The MLP down projection reads the
     # SiLU(gate)*up product, whose outliers wreck per-tensor activation quantization: on SmolLM2-135M
     # quantizing it moves letter log-probs by 4.0 nats, keeping it fp32 by 0.48, for +35% size.
@@ -68,6 +72,7 @@ class OnnxInt8Exporter(Exporter):
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         import logging
 
+        require("onnx", EXPORT_EXTRA, "ONNX int8 export")  # onnxruntime.quantization imports it
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         fp32 = self.sibling("onnx")

@@ -51,6 +51,8 @@ class ScriptedRuntime(Runtime):
         raise AssertionError("scripted runtime: generate() is scripted whole")
 
     _decode = _prefill
+    sequence_logprobs = _prefill
+    vocab_size = 5  # the four letters and the rest
 
     def detokenize(self, ids) -> str:
         return ""

@@ -1,5 +1,5 @@
 """The onnxruntime and llama.cpp runtimes on the tiny model: agreement with transformers, generation,
-token parity, the GGUF-only import chain, the repacking crash guard, and corrupt inputs."""
+token parity, the GGUF-only and ONNX-only import chains, the repacking crash guard, and corrupt inputs."""
 
 from __future__ import annotations
 
@@ -56,9 +56,20 @@ def test_onnx_matches_transformers_batched_and_single(onnx_dir, reference):
         assert np.abs(batched - single).max() < 1e-4
         assert np.abs(batched - reference.letter_logprobs(PROMPTS)).max() < 1e-3
         assert rt.tokenize(PROMPTS[0]) == reference.tokenize(PROMPTS[0])
+        digits = "Dose 12.5 mg/kg q8h, 2024 cases; 37.5°C — naïve<|im_end|>\n<|im_start|>assistant\n"
+        for text in [*PROMPTS[1:], digits]:  # the Rust tokenizer gives the transformers tokenizer's ids
+            ids = rt.tokenize(text)
+            assert ids == reference.tokenize(text), text
+            assert rt.tokenize(text, add_special=False) == reference.tokenize(text, add_special=False)
+            assert rt.detokenize(ids) == reference.detokenize(ids)
         assert rt.letter_ids == reference.letter_ids
+        assert rt.chat_template() == reference.chat_template() and rt.prompt_style == "chatml"
+        eos = reference.tokenizer.eos_token_id
+        assert rt.is_end(eos) and not rt.is_end(rt.letter_ids[0])
         info = rt.info()
         assert info["intra_op_num_threads"] == 2 and info["provider"] == "CPUExecutionProvider"
+        assert info["threads"] == 2 and info["dtype"] == "float32" and info["device"] == "cpu"
+        assert info["takes_position_ids"] is True and "omp_wait_policy" in info and info["onnxruntime"]
 
 
 def test_onnx_greedy_generation_matches_transformers(onnx_dir, reference):
@@ -70,6 +81,63 @@ def test_onnx_greedy_generation_matches_transformers(onnx_dir, reference):
     assert got.text == want.text and got.new_tokens == want.new_tokens
     assert len(got.token_times) == got.new_tokens
     assert got.token_times == sorted(got.token_times) and got.total_s >= got.ttft_s > 0
+
+
+def test_onnx_sequence_logprobs_match_transformers(onnx_dir, tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgemed.runtimes.onnx import OnnxRuntime
+
+    with OnnxRuntime(onnx_dir, threads=2) as rt:
+        ids = rt.tokenize(PROMPTS[2])
+        got = rt.sequence_logprobs(ids)
+        assert rt.vocab_size == got.shape[1]
+        # the last row is what next_token_logprobs and a fresh prefill see
+        assert np.abs(got[-1] - rt.next_token_logprobs([PROMPTS[2]])[0]).max() < 1e-4
+        first = rt._prefill(ids)
+        assert first.dtype == np.float32 and rt._decode(ids[0]).dtype == np.float32
+    assert got.dtype == np.float32 and got.shape == (len(ids), rt.vocab_size)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).eval()
+    with torch.inference_mode():
+        want = model(torch.tensor([ids])).logits[0].float().log_softmax(-1).numpy()
+    assert np.abs(got - want).max() < 1e-3
+
+
+def test_onnx_runtime_needs_no_torch_transformers_or_optimum(onnx_dir, reference, tmp_path):
+    """Open an ONNX artifact, score letters, take sequence log-probs and generate with torch, transformers and
+    optimum made unimportable (what `pip install 'edgemed[onnx]'` gives)."""
+    artifact = tmp_path / "onnx"
+    shutil.copytree(onnx_dir, artifact)
+    want = reference.letter_logprobs(PROMPTS[:3])
+    proc = _run_py(f"""
+        import importlib.abc, json, sys
+        BANNED = ("torch", "transformers", "optimum")
+        class Forbid(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BANNED:
+                    raise RuntimeError("forbidden import: " + name)
+        sys.meta_path.insert(0, Forbid())
+        from edgemed.data import load_questions
+        from edgemed.prompts import get_style
+        from edgemed.runtimes.base import open_runtime
+        qs = load_questions("sample")[0][:3]
+        with open_runtime({str(artifact)!r}, threads=1) as rt:
+            prompts = [get_style(rt.prompt_style).prompt(q) for q in qs]
+            lp = rt.letter_logprobs(prompts)
+            seq = rt.sequence_logprobs(rt.tokenize(prompts[0]))
+            g = rt.generate(prompts[0], max_new_tokens=3)
+            info = rt.info()
+        print(json.dumps({{"lp": lp.tolist(), "seq": list(seq.shape), "vocab": rt.vocab_size, "n": g.new_tokens,
+                          "style": rt.prompt_style, "runtime": info["runtime"], "dtype": info["dtype"],
+                          "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BANNED)}}))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == [] and out["style"] == "chatml" and out["n"] >= 1
+    assert out["runtime"] == "onnxruntime" and out["dtype"] == "float32"
+    assert out["seq"][1] == out["vocab"] and out["seq"][0] > 1
+    assert np.abs(np.array(out["lp"]) - want).max() < 1e-3
 
 
 def test_llamacpp_tokens_and_letters_match_transformers(ggufs, reference):

@@ -52,10 +52,9 @@ class TransformersRuntime(Runtime):
         dev = self._device_of_inputs()
         ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        # only the last position's logits are needed: skip the vocabulary projection of every other position
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, **keep).logits[:, -1, :]
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                **self._keep_last).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
     @property
@@ -70,9 +69,16 @@ class TransformersRuntime(Runtime):
 
     def _logits_after(self, ids: list[int]) -> np.ndarray:
         step = self.torch.tensor([ids], device=self._device_of_inputs())
-        with self.torch.inference_mode():
-            out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True)
+        with self.torch.inference_mode():  # only the last position's logits: no vocabulary projection of the rest
+            out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True, **self._keep_last)
         return out.logits[0, -1].float().cpu().numpy()
+
+    @property
+    def _keep_last(self) -> dict[str, int]:
+        if not hasattr(self, "_keep"):
+            self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(
+                self.model.forward).parameters else {}
+        return self._keep
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
         from transformers import DynamicCache

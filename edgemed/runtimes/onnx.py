@@ -1,19 +1,77 @@
-"""onnxruntime runtime for ONNX artifacts (Optimum's ORTModelForCausalLM with a KV cache).
+"""onnxruntime runtime for ONNX artifacts (Optimum's ``text-generation-with-past`` export: one ``model.onnx``
+taking ``past_key_values.N.key/value`` and returning ``logits`` and ``present.N.key/value``).
 
-Letter log-probs run batched with left padding, the attention mask and position ids (when the graph takes
-them), like the transformers runtime. Generation is a manual loop over ORTModel forward calls that feeds
-the returned ``past_key_values`` back, so every token is timed.
+Needs only the ``onnx`` extra (onnxruntime, tokenizers, numpy): nothing on this module's import chain may import
+torch, transformers or optimum (a test enforces it); exporting still needs ``onnx-export``.
+
+- Tokens come from the artifact's ``tokenizer.json`` through the Rust ``tokenizers`` package, with the padding
+  and truncation saved in it switched off (as transformers does), so ids match the transformers tokenizer.
+- Letter log-probs run batched with left padding, the attention mask and position ids (when the graph takes
+  them: cumsum of the mask - 1, clamped at 0), like the transformers runtime.
+- Generation feeds the ``present`` arrays onnxruntime returns back as the next step's past, so every token is
+  one ``session.run`` on numpy arrays and is timed.
+- Threads: onnxruntime's own intra-op pool (no OpenMP, so OMP_WAIT_POLICY does not reach it) spins between runs
+  by default; ``allow_spinning=False`` turns that off (``info()["intra_op_spinning"]`` records it).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgemed.errors import EdgemedError, require
-from edgemed.runtimes.base import Runtime
+from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
+
+ONNX_FILE = "model.onnx"
+PAST_PREFIX = "past_key_values."
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+# transformers' clean_up_tokenization (applied on decode when tokenizer_config.json asks for it)
+_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path` ({} when the file is absent); a clear error when it is not JSON."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise EdgemedError(f"{path} is corrupt (not JSON); re-export the artifact") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _numpy_type(ort_type: str, name: str) -> type:
+    try:
+        return _NUMPY_TYPES[ort_type]
+    except KeyError:
+        raise EdgemedError(f"onnxruntime runtime: input/output '{name}' has type {ort_type}, which numpy cannot "
+                           "hold; export the model in float32 or float16") from None
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json stores it: a string or an AddedToken dict."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _ids(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return []
 
 
 class OnnxRuntime(Runtime):
@@ -22,100 +80,252 @@ class OnnxRuntime(Runtime):
     def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
         super().__init__(path, threads, device, **options)
         ort = require("onnxruntime", "onnx", "ONNX artifacts")
-        require("optimum.onnxruntime", "onnx", "ONNX artifacts")
-        import torch
-        from optimum.onnxruntime import ORTModelForCausalLM
-
-        from edgemed.models import load_tokenizer
-
-        self.torch = torch
+        tokenizers = require("tokenizers", "onnx", "ONNX artifacts")
         self.ort = ort
-        if not (self.path / "model.onnx").is_file():
-            raise EdgemedError(f"{self.path} has no model.onnx; export it with 'edgemed export --formats onnx'")
+        folder = self.path if self.path.is_dir() else self.path.parent
+        self.folder = folder
+        model_file = self.path if self.path.suffix == ".onnx" and self.path.is_file() else folder / ONNX_FILE
+        if not model_file.is_file():
+            raise EdgemedError(f"{folder} has no {ONNX_FILE}; export it with 'edgemed export --formats onnx'")
+        self.model_file = model_file
+        self.config = _read_json(folder / "config.json")
+        self.tokenizer_config = _read_json(folder / "tokenizer_config.json")
+        self.generation_config = _read_json(folder / "generation_config.json")
+
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        providers = ort.get_available_providers()
-        self.provider = (
-            "CUDAExecutionProvider"
-            if device.startswith("cuda") or (device == "auto" and "CUDAExecutionProvider" in providers)
-            else "CPUExecutionProvider"
-        )
+        so.inter_op_num_threads = 1
+        spinning = options.get("allow_spinning")  # None: onnxruntime's default (its pool spins between runs)
+        if spinning is not None:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.allow_spinning = spinning
+        available = ort.get_available_providers()
+        want_cuda = device.startswith("cuda") or (device == "auto" and "CUDAExecutionProvider" in available)
+        if want_cuda and "CUDAExecutionProvider" not in available:
+            raise EdgemedError(f"device '{device}' asks for CUDA but this onnxruntime has no CUDAExecutionProvider "
+                               f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
+        if want_cuda:
+            index = device.partition(":")[2]
+            cuda_opts = {"device_id": int(index)} if index.isdigit() else {}
+            providers: list[Any] = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
         try:
-            self.model = ORTModelForCausalLM.from_pretrained(
-                str(self.path),
-                file_name="model.onnx",
-                provider=self.provider,
-                session_options=so,
-                use_cache=True,
-                use_io_binding=False,
-                local_files_only=True,
-            )
+            self.session = ort.InferenceSession(str(model_file), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
+            first = str(exc).splitlines()[0] if str(exc) else ""
             raise EdgemedError(
-                f"onnxruntime could not load {self.path / 'model.onnx'} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); the file is truncated or corrupt, re-export it"
+                f"onnxruntime could not load {model_file} ({type(exc).__name__}: {first}); "
+                "the file is truncated or corrupt, re-export it"
             ) from None
-        self.tokenizer = load_tokenizer(str(self.path))
-        self.tokenizer.padding_side = "left"
-        self.takes_positions = "position_ids" in self.model.input_names
+        self.provider = self.session.get_providers()[0]
+        self._read_graph()
 
-    def chat_template(self) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None)
+        tok_file = folder / "tokenizer.json"
+        if not tok_file.is_file():
+            raise EdgemedError(f"{folder} has no tokenizer.json; re-export the artifact (the runtime reads it)")
+        try:
+            self.tokenizer = tokenizers.Tokenizer.from_file(str(tok_file))
+        except Exception as exc:  # the Rust side raises a bare Exception for unreadable files
+            raise EdgemedError(f"{tok_file} could not be read ({exc}); re-export the artifact") from None
+        self.tokenizer.no_padding()  # transformers ignores the padding/truncation a tokenizer.json may carry
+        self.tokenizer.no_truncation()
+        self.clean_up_spaces = bool(self.tokenizer_config.get("clean_up_tokenization_spaces", False))
+        self.eos_ids = self._eos_ids()
+        self.pad_id = self._pad_id()
+        self._past: dict[str, np.ndarray] = {}
+        self._length = 0
+
+    # --- graph ------------------------------------------------------------------------------------
+    def _read_graph(self) -> None:
+        """Input/output names and types, and the shape of an empty past, from the session (config.json fallback)."""
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in ("input_ids", "attention_mask") if n not in inputs] + (
+            [] if "logits" in outputs else ["logits (output)"])
+        if missing:
+            raise EdgemedError(f"{self.model_file} is not a text-generation graph (no {', '.join(missing)}); "
+                               "export it with 'edgemed export --formats onnx'")
+        self.input_types = {name: _numpy_type(i.type, name) for name, i in inputs.items()}
+        self.takes_positions = "position_ids" in inputs
+        self.takes_cache_branch = "use_cache_branch" in inputs
+        past_names = [n for n in inputs if n.startswith(PAST_PREFIX)]
+        self.output_names = ["logits"]
+        self._present_of: list[tuple[str, int]] = []  # (past input, index of the present output feeding it)
+        for name in past_names:
+            present = "present." + name[len(PAST_PREFIX):]
+            if present not in outputs:
+                raise EdgemedError(f"{self.model_file}: input {name} has no matching output {present}; "
+                                   "re-export it with the text-generation-with-past task")
+            self._present_of.append((name, len(self.output_names)))
+            self.output_names.append(present)
+        cfg = self.config
+        heads = cfg.get("num_attention_heads")
+        kv_heads = cfg.get("num_key_value_heads") or heads
+        head_dim = cfg.get("head_dim") or (cfg["hidden_size"] // heads if cfg.get("hidden_size") and heads else None)
+        self._past_shapes: dict[str, tuple[int, int]] = {}
+        for name in past_names:
+            shape = inputs[name].shape
+            dims = [d if isinstance(d, int) else None for d in (shape[1], shape[3])] if len(shape) == 4 else []
+            h = dims[0] if dims and dims[0] else kv_heads
+            d = dims[1] if dims and dims[1] else head_dim
+            if not h or not d:
+                raise EdgemedError(f"{self.model_file}: the shape of {name} is not static and config.json lacks "
+                                   "num_key_value_heads/head_dim; re-export the artifact with its config.json")
+            self._past_shapes[name] = (int(h), int(d))
+        logits_out = self.session.get_outputs()[outputs.index("logits")]
+        self.logits_type = logits_out.type
+        width = logits_out.shape[-1] if logits_out.shape else None
+        self._vocab = int(width) if isinstance(width, int) else int(cfg.get("vocab_size") or 0)
+        self.past_type = inputs[past_names[0]].type if past_names else logits_out.type
+        self._mask_ones = np.ones((1, 0), dtype=self.input_types["attention_mask"])
+
+    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        return {name: np.zeros((batch, h, 0, d), dtype=self.input_types[name])
+                for name, (h, d) in self._past_shapes.items()}
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, past: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One session.run: `ids` after `past` (whose length is mask.shape[1] - ids.shape[1])."""
+        feed: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
+        if self.takes_positions:
+            if ids.shape[0] == 1 and mask.all():
+                start = mask.shape[1] - ids.shape[1]
+                pos = np.arange(start, mask.shape[1], dtype=self.input_types["position_ids"])[None, :]
+            else:
+                pos = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)[:, -ids.shape[1]:]
+            feed["position_ids"] = pos.astype(self.input_types["position_ids"], copy=False)
+        if self.takes_cache_branch:
+            feed["use_cache_branch"] = np.array([mask.shape[1] > ids.shape[1]], dtype=np.bool_)
+        feed.update(past)
+        return self.session.run(self.output_names, feed)
+
+    def _ids_array(self, ids: list[int]) -> np.ndarray:
+        return np.asarray([ids], dtype=self.input_types["input_ids"])
+
+    def _ones(self, n: int) -> np.ndarray:
+        """A (1, n) attention mask of ones: a slice of one array grown by doubling, not a new array per token."""
+        if self._mask_ones.shape[1] < n:
+            self._mask_ones = np.ones((1, max(n, 2 * self._mask_ones.shape[1], 256)), dtype=self._mask_ones.dtype)
+        return self._mask_ones[:, :n]
+
+    # --- tokens -----------------------------------------------------------------------------------
+    def _token_id(self, text: str | None) -> int | None:
+        return self.tokenizer.token_to_id(text) if text else None
+
+    def _special(self, key: str) -> str | None:
+        special_map = _read_json(self.folder / "special_tokens_map.json")
+        return _token_text(self.tokenizer_config.get(key)) or _token_text(special_map.get(key))
+
+    def _eos_ids(self) -> frozenset[int]:
+        ids = _ids(self._token_id(self._special("eos_token")))
+        ids += _ids(self.generation_config.get("eos_token_id")) + _ids(self.config.get("eos_token_id"))
+        return frozenset(ids)
+
+    def _pad_id(self) -> int:
+        for candidate in (self._token_id(self._special("pad_token")), self.generation_config.get("pad_token_id"),
+                          self.config.get("pad_token_id")):
+            if isinstance(candidate, int) and not isinstance(candidate, bool):
+                return candidate
+        eos = self._token_id(self._special("eos_token"))
+        return eos if eos is not None else (min(self.eos_ids) if self.eos_ids else 0)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special).ids)
 
-    def _forward(self, ids, mask, past=None):
-        torch = self.torch
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
-        if self.takes_positions:
-            pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-            kwargs["position_ids"] = pos[:, -ids.shape[1]:]
-        if past is not None:
-            kwargs["past_key_values"] = past
-        with torch.inference_mode():
-            return self.model(**kwargs)
+    def detokenize(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        if self.clean_up_spaces:
+            for old, new in _CLEANUPS:
+                text = text.replace(old, new)
+        return text
+
+    def is_end(self, token: int) -> bool:
+        return token in self.eos_ids
+
+    def chat_template(self) -> str | None:
+        jinja = self.folder / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8")
+        template = self.tokenizer_config.get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
+        return template if isinstance(template, str) else None
+
+    # --- model ------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab
 
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
-        out = self._forward(enc["input_ids"], enc["attention_mask"])
-        logits = out.logits[:, -1, :].double()
-        return self.torch.log_softmax(logits, dim=-1).numpy()
+        if not prompts:
+            return np.zeros((0, self.vocab_size), dtype=np.float32)
+        encoded = [e.ids for e in self.tokenizer.encode_batch(list(prompts), add_special_tokens=True)]
+        width = max(len(e) for e in encoded)
+        if width == 0:
+            raise EdgemedError("empty prompt: onnxruntime needs at least one token")
+        ids = np.full((len(encoded), width), self.pad_id, dtype=self.input_types["input_ids"])
+        mask = np.zeros((len(encoded), width), dtype=self.input_types["attention_mask"])
+        for row, e in enumerate(encoded):  # left padding: the last column is every prompt's last token
+            if e:
+                ids[row, width - len(e):] = e
+                mask[row, width - len(e):] = 1
+        logits = self._run(ids, mask, self._empty_past(len(encoded)))[0]
+        return log_softmax_rows(logits[:, -1, :])
+
+    def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
+        if not ids:
+            return np.zeros((0, self.vocab_size), dtype=np.float32)
+        logits = self._run(self._ids_array(ids), self._ones(len(ids)), self._empty_past(1))[0]
+        return log_softmax_rows(logits[0])
 
     def _step(self, ids: list[int]) -> np.ndarray:
-        torch = self.torch
-        self._mask = torch.cat([self._mask, torch.ones((1, len(ids)), dtype=self._mask.dtype)], dim=1)
-        out = self._forward(torch.tensor([ids]), self._mask, self._past)
-        self._past = out.past_key_values
-        return out.logits[0, -1].float().numpy()
+        self._length += len(ids)
+        out = self._run(self._ids_array(ids), self._ones(self._length), self._past)
+        self._past = {name: out[i] for name, i in self._present_of}
+        logits = out[0][0, -1]
+        return logits if logits.dtype == np.float32 else logits.astype(np.float32)
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
-        self._past, self._mask = None, self.torch.ones((1, 0), dtype=self.torch.long)
+        if not ids:
+            raise EdgemedError("empty prompt: onnxruntime needs at least one token")
+        self._past, self._length = self._empty_past(1), 0
         return self._step(ids)
 
     def _decode(self, token: int) -> np.ndarray:
         return self._step([token])
 
-    def detokenize(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False)
-
-    def is_end(self, token: int) -> bool:
-        return token == self.tokenizer.eos_token_id
-
+    # --- reporting --------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        session = self.model.model  # the InferenceSession
-        opts = session.get_session_options()
+        opts = self.session.get_session_options()
+        intra = opts.intra_op_num_threads
+        if intra > 0:
+            threads: int | None = intra
+        else:  # 0: onnxruntime sizes its pool to the physical cores
+            import psutil
+
+            threads = psutil.cpu_count(logical=False) or psutil.cpu_count()
+        dtype = _NUMPY_TYPES.get(self.past_type)
         return {
             "runtime": self.name,
-            "provider": session.get_providers()[0],
-            "threads": self.threads,
-            "intra_op_num_threads": opts.intra_op_num_threads,
-            "takes_position_ids": self.takes_positions,
+            "provider": self.provider,
+            "providers": self.session.get_providers(),
+            "device": (self.device if self.device.startswith("cuda") else "cuda")
+            if self.provider == "CUDAExecutionProvider" else "cpu",
+            "threads": threads,
+            "intra_op_num_threads": intra,
+            "inter_op_num_threads": opts.inter_op_num_threads,
+            "intra_op_spinning": "default (on)" if self.allow_spinning is None else
+                                 ("on" if self.allow_spinning else "off"),
+            "dtype": np.dtype(dtype).name if dtype is not None else self.past_type,
             "onnxruntime": self.ort.__version__,
+            "omp_wait_policy": omp_wait_policy(),
+            "takes_position_ids": self.takes_positions,
+            "use_cache_branch": self.takes_cache_branch,
+            "model_file": str(self.model_file),
         }
 
     def close(self) -> None:
-        self.model = None
-
+        self._past = {}
+        self.session = None
