@@ -162,7 +162,7 @@ def compare_with_reference(runtime, folder: Path, on_progress=None) -> dict[str,
             on_progress(n + 1, len(seqs))
     p = np.exp(np.asarray(ref["topk_logp"], dtype=np.float64))
     tail = np.clip(1.0 - p.sum(axis=1), 0.0, 1.0)
-    return summarize(np.concatenate(kld), np.concatenate(same), np.concatenate(lq_target),
+    return fidelity_summary(np.concatenate(kld), np.concatenate(same), np.concatenate(lq_target),
                      np.asarray(ref["target_logp"], dtype=np.float64), np.asarray(ref["seq_of_row"]),
                      meta["top_k"], float(tail.mean()))
 
@@ -180,7 +180,7 @@ def _cluster_ci(values: np.ndarray, clusters: np.ndarray) -> tuple[float, float]
     return mean - 1.96 * se, mean + 1.96 * se
 
 
-def summarize(kld: np.ndarray, same: np.ndarray, lq_target: np.ndarray, lp_target: np.ndarray,
+def fidelity_summary(kld: np.ndarray, same: np.ndarray, lq_target: np.ndarray, lp_target: np.ndarray,
               seq_of_row: np.ndarray, top_k: int, tail_mass: float) -> dict[str, Any]:
     """The ``fidelity`` object of bench.json."""
     from edgemed.evaluator.metrics import wilson_interval

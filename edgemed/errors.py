@@ -9,10 +9,14 @@ class EdgemedError(Exception):
     exit_code = 2
 
 
-class BudgetBroken(EdgemedError):
-    """A budget or check the user set was broken. Exit code 1."""
+class CheckFailed(EdgemedError):
+    """A check failed: an artifact did not verify, an export or a merge check did not hold. Exit code 1."""
 
     exit_code = 1
+
+
+class BudgetBroken(CheckFailed):
+    """A budget the user set was broken. Exit code 1."""
 
 
 class MissingDependency(EdgemedError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.batching import AnswerOnlyCollator, encode_question
-from edgemed.errors import BudgetBroken, EdgemedError
+from edgemed.errors import CheckFailed, EdgemedError
 from edgemed.fsutil import atomic_dir
 from edgemed.training import ADAPTER, EVAL_IDS, RUN_CONFIG
 
@@ -124,7 +124,7 @@ def merge_adapter(
 ) -> dict[str, Any]:
     """Merge the adapter of a run (or an adapter folder) into its base, save to `out`, verify; returns the record.
 
-    Raises EdgemedError (exit 2) for bad inputs and BudgetBroken (exit 1) when merged and adapter logits
+    Raises EdgemedError (exit 2) for bad inputs and CheckFailed (exit 1) when merged and adapter logits
     differ by more than `tolerance` on the attention-masked positions; then `out` is not written.
     """
     from edgemed.console import err_console
@@ -213,7 +213,7 @@ def merge_adapter(
         }
         record_out["seconds"] = time.time() - started
         if not passed:
-            raise BudgetBroken(
+            raise CheckFailed(
                 f"merge verification failed: merged and adapter logits differ by up to {max_diff:.3g} "
                 f"(tolerance {tolerance:g}); nothing was written to {out}. Check the adapter/base pair, or raise "
                 "--tolerance if this precision is expected"

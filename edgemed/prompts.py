@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgemed.data.medmcqa import LETTERS, Question
+from edgemed.errors import EdgemedError
 
 SYSTEM = (
     "You are a medical expert. Answer the multiple-choice question with the letter of the "
@@ -60,7 +61,7 @@ def get_style(name: str) -> PromptStyle:
     try:
         return STYLES[name]
     except KeyError:
-        raise ValueError(f"unknown prompt style '{name}'; choose one of {', '.join(STYLES)}") from None
+        raise EdgemedError(f"unknown prompt style '{name}'; choose one of {', '.join(STYLES)}") from None
 
 
 def detect_style(chat_template: str | None) -> str:

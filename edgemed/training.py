@@ -470,10 +470,7 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
     tokenizer = load_tokenizer(resolved, trust_remote_code=config.trust_remote_code)
     tokenizer.padding_side = "right"
     style_name = config.prompt_style or detect_style(getattr(tokenizer, "chat_template", None))
-    try:
-        style = get_style(style_name)
-    except ValueError as exc:
-        raise EdgemedError(str(exc)) from None
+    style = get_style(style_name)
     if main:
         err_console.print(f"edgemed train: {model_name} on {choice}, prompt style {style.name}, "
                           f"{len(train_qs)} train / {len(eval_qs)} eval questions")

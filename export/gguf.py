@@ -24,7 +24,6 @@ from edgemed.export.base import Exporter
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
 CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
-CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # what the converter writes directly
 # Accepted letter log-prob |delta| vs the merged model, by type family (generic gguf-<ftype> formats).
 TOLERANCE_BY_PREFIX = (
     ("f32", 0.01), ("f16", 0.05), ("bf16", 0.1), ("q8", 0.2), ("q6", 0.5), ("q5", 1.0), ("q4", 2.0),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgemed.bench.config import BenchConfig
-from edgemed.bench.fidelity import Sequence, _top_k, summarize, text_sequences, token_divergence
+from edgemed.bench.fidelity import Sequence, _top_k, fidelity_summary, text_sequences, token_divergence
 from edgemed.bench.isolate import run_child
 
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end:\n    pass\n"
@@ -63,7 +63,7 @@ def test_fidelity_summary_numbers():
     kld = np.array([0.0, 0.1, 0.2, 0.3])
     same = np.array([True, True, False, True])
     lq, lp = np.log([0.5, 0.25, 0.5, 0.25]), np.log([0.5, 0.5, 0.5, 0.5])
-    s = summarize(kld, same, lq, lp, np.array([0, 0, 1, 1]), top_k=8, tail_mass=0.01)
+    s = fidelity_summary(kld, same, lq, lp, np.array([0, 0, 1, 1]), top_k=8, tail_mass=0.01)
     assert s["tokens"] == 4 and s["sequences"] == 2 and s["kld_mean"] == pytest.approx(0.15)
     assert s["top1_agreement"] == 0.75 and s["ppl_reference"] == pytest.approx(2.0)
     assert s["ppl"] == pytest.approx(np.exp(-np.mean(lq))) and s["kld_ci"][0] < 0.15 < s["kld_ci"][1]

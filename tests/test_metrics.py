@@ -171,7 +171,7 @@ def test_analysis_failures_and_letter_bias():
         _pred(4, "A", "A", [0.70, 0.10, 0.10, 0.10]),
         _pred(5, "C", None, [0.25, 0.25, 0.25, 0.25], text="I am not sure"),
     ]
-    out = analysis.summarize(preds, {}, examples=5)
+    out = analysis.analyse_predictions(preds, {}, examples=5)
     f = out["failures"]
     assert f["wrong"] == 4
     assert [e["id"] for e in f["confident_wrong"]["examples"]] == ["1"]

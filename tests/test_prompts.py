@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgemed.data import load_questions
+from edgemed.errors import EdgemedError
 from edgemed.prompts import STYLES, detect_style, get_style, stop_strings
 
 
@@ -34,5 +35,5 @@ def test_detect_style_from_chat_templates(tiny_model):
 
 
 def test_unknown_style():
-    with pytest.raises(ValueError, match="chatml"):
+    with pytest.raises(EdgemedError, match="chatml"):
         get_style("alpaca")

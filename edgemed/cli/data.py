@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from edgemed.errors import EdgemedError
 
 
-def check(source: str, split: str = "train", cop_base: str = "auto", out: Path | None = None) -> int:
+def check(source: str, split: str = "train", cop_base: Literal["auto", "0", "1"] = "auto",
+          out: Path | None = None) -> int:
     """Validate every row of a MedMCQA source and report counts, subjects and each bad row.
 
     Args:
@@ -19,12 +21,12 @@ def check(source: str, split: str = "train", cop_base: str = "auto", out: Path |
     from rich.table import Table
 
     from edgemed.console import console
-    from edgemed.data.medmcqa import read_rows, summarize, validate_rows
+    from edgemed.data.medmcqa import data_summary, read_rows, validate_rows
     from edgemed.fsutil import atomic_write_json
 
     rows = read_rows(source, split)
     questions, problems, base = validate_rows(rows, cop_base)
-    summary = summarize(questions)
+    summary = data_summary(questions)
     table = Table(title=f"{source} ({split}): {len(rows)} rows, cop {base}-based")
     table.add_column("subject")
     table.add_column("rows", justify="right")

@@ -80,7 +80,7 @@ def evaluate(
     sweep_temperatures: list[float] | None = None,
     sweep_max_new_tokens: list[int] | None = None,
     sweep_repeats: int = 3,
-    cop_base: str = "auto",
+    cop_base: Literal["auto", "0", "1"] = "auto",
     skip_bad_rows: bool = False,
     examples: int = 3,
     progress: bool = True,
@@ -123,8 +123,6 @@ def evaluate(
         raise EdgemedError(f"--limit must be at least 1, not {limit}")
     if batch_size < 1:
         raise EdgemedError(f"--batch-size must be at least 1, not {batch_size}")
-    if str(cop_base) not in ("auto", "0", "1"):
-        raise EdgemedError(f"--cop-base must be auto, 0 or 1, not {cop_base}")
     if out is not None:
         from edgemed.fsutil import check_output_dir
 
@@ -184,12 +182,12 @@ def evaluate(
 
     results: dict[str, Any] = {"artifact": str(path), "artifact_arg": artifact, **result.to_dict(), "data": data_info}
     if ref_preds is not None:
-        from edgemed.evaluator.analysis import test_size
+        from edgemed.evaluator.analysis import test_size_plan
 
         cmp = compare(ref_preds, result.predictions)
         cmp["reference"] = str(ref_path)
         results["comparison"] = cmp
-        results["metrics"]["test_size"] = test_size(result.accuracy, cmp["discordant_rate"])
+        results["metrics"]["test_size"] = test_size_plan(result.accuracy, cmp["discordant_rate"])
     results["resources"] = where
     results["predictions_file"] = "predictions.jsonl"
     results["environment"] = environment()

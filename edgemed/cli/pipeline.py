@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgemed.errors import BudgetBroken
+from edgemed.errors import BudgetBroken, CheckFailed
 
 
 def pipeline(
@@ -96,7 +96,7 @@ def pipeline(
     failed = [f for f, s in state["steps"]["export"]["result"]["formats"].items() if s == "failed"]
     if failed:
         where = artifacts_dir / "export.json"
-        raise BudgetBroken(f"export failed for {', '.join(failed)} (see {where}); re-run to retry them")
+        raise CheckFailed(f"export failed for {', '.join(failed)} (see {where}); re-run to retry them")
     return code
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -293,13 +293,10 @@ def load_questions(
     return questions, problems
 
 
-def summarize(questions: list[Question]) -> dict[str, Any]:
+def data_summary(questions: list[Question]) -> dict[str, Any]:
     return {
         "rows": len(questions),
         "subjects": dict(Counter(q.subject or "(none)" for q in questions).most_common()),
         "answers": {LETTERS[i]: sum(q.answer == i for q in questions) for i in range(4)},
     }
 
-
-def question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
-    return [asdict(q) for q in questions]

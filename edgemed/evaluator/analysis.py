@@ -171,7 +171,7 @@ def legacy(preds: list[dict]) -> dict[str, Any] | None:
     }
 
 
-def test_size(accuracy: float, discordant_rate: float | None = None) -> dict[str, Any]:
+def test_size_plan(accuracy: float, discordant_rate: float | None = None) -> dict[str, Any]:
     """How precise this many questions can be: Wilson widths by n, and n to detect a given difference."""
     out: dict[str, Any] = {
         "at_accuracy": accuracy,
@@ -196,7 +196,7 @@ def _safe(fn, *args) -> int | None:
         return None
 
 
-def summarize(preds: list[dict], questions: dict[str, Any], examples: int = 5) -> dict[str, Any]:
+def analyse_predictions(preds: list[dict], questions: dict[str, Any], examples: int = 5) -> dict[str, Any]:
     """All metrics of one evaluation."""
     head = accuracy_block([bool(p["correct"]) for p in preds])
     bias = letter_distribution(preds)
@@ -208,7 +208,7 @@ def summarize(preds: list[dict], questions: dict[str, Any], examples: int = 5) -
         "letters": bias,
         "calibration": calibration(preds),
         "failures": failures(preds, questions, bias, examples),
-        "test_size": test_size(head["accuracy"] or 0.0),
+        "test_size": test_size_plan(head["accuracy"] or 0.0),
     }
     masses = [p["letter_mass"] for p in preds if p.get("letter_mass") is not None]
     if masses:

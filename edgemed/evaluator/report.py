@@ -140,7 +140,7 @@ def legacy(results: dict[str, Any]) -> Table | None:
     return t
 
 
-def test_size(results: dict[str, Any]) -> Table:
+def test_size_table(results: dict[str, Any]) -> Table:
     ts = results["metrics"]["test_size"]
     t = Table(title=f"test size: 95% Wilson interval at accuracy {_pct(ts['at_accuracy'])}",
               caption="; ".join(
@@ -198,7 +198,7 @@ def render(results: dict[str, Any], console: Console, examples: int = 3) -> None
         letters(results),
         calibration(results),
         failures(results, examples),
-        test_size(results),
+        test_size_table(results),
     ):
         if table is not None:
             console.print(table)

@@ -257,7 +257,7 @@ def evaluate(
     timing.update(total_s=total, questions_per_s=len(questions) / total if total > 0 else None)
 
     by_id = {q.id: q for q in questions}
-    metrics = analysis.summarize(_ordered(preds), by_id, examples)
+    metrics = analysis.analyse_predictions(_ordered(preds), by_id, examples)
     config = {
         "scoring": scoring,
         "prompt_style": style,
