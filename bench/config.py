@@ -47,7 +47,8 @@ class BenchConfig:
         warmup: warm-up passes before pp/tg and latency (not measured).
         latency_prompts: MedMCQA prompts in the latency set (answer latency and TTFT samples =
             latency_prompts x repetitions; p95 is reported from 20 samples on).
-        gen_tokens: tokens generated per timed greedy MedMCQA answer (TTFT and generate latency).
+        gen_tokens: at most this many tokens per timed greedy MedMCQA answer (TTFT and answer generation time;
+            throughput is pp/tg's).
         batch_size: batch size for accuracy scoring.
         fidelity: measure KL divergence, top-1 agreement and perplexity against the reference artifact.
         fidelity_text: plain-text file to measure fidelity on (scored like llama-perplexity: chunks of
@@ -88,7 +89,7 @@ class BenchConfig:
     repetitions: int = field(default=5, metadata={"flags": ["-r"]})
     warmup: int = 1
     latency_prompts: int = 4
-    gen_tokens: int = 32
+    gen_tokens: int = 8
     batch_size: int = 8
     fidelity: bool = True
     fidelity_text: Path | None = None

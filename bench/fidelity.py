@@ -148,23 +148,23 @@ def compare_with_reference(runtime, folder: Path, on_progress=None) -> dict[str,
             f"the reference has a vocabulary of {meta['vocab_size']} tokens, this artifact {runtime.vocab_size}: "
             "fidelity compares artifacts of one model only"
         )
-    kld, same, lq_target = [], [], []
+    kld, same, lq_target, tail = [], [], [], []
     at = 0
     seqs = meta["sequences"]
     for n, s in enumerate(seqs):
         lp = runtime.sequence_logprobs(s["ids"])[s["first"] : s["last"]]
         m = len(lp)
-        kld.append(token_divergence(lp, ref["topk_idx"][at : at + m], ref["topk_logp"][at : at + m]))
+        ref_lp = np.asarray(ref["topk_logp"][at : at + m])
+        kld.append(token_divergence(lp, ref["topk_idx"][at : at + m], ref_lp))
+        tail.append(np.clip(1.0 - np.exp(ref_lp.astype(np.float64)).sum(axis=1), 0.0, 1.0))
         same.append(lp.argmax(axis=1) == ref["topk_idx"][at : at + m, 0])
         lq_target.append(lp[np.arange(m), s["ids"][s["first"] + 1 : s["last"] + 1]].astype(np.float64))
         at += m
         if on_progress:
             on_progress(n + 1, len(seqs))
-    p = np.exp(np.asarray(ref["topk_logp"], dtype=np.float64))
-    tail = np.clip(1.0 - p.sum(axis=1), 0.0, 1.0)
     return fidelity_summary(np.concatenate(kld), np.concatenate(same), np.concatenate(lq_target),
                      np.asarray(ref["target_logp"], dtype=np.float64), np.asarray(ref["seq_of_row"]),
-                     meta["top_k"], float(tail.mean()))
+                     meta["top_k"], float(np.concatenate(tail).mean()))
 
 
 def _cluster_ci(values: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:

@@ -61,7 +61,8 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
     console.print(f"[dim]p95 ms = one question answered (letter log-probs; 'max' below 20 samples); TTFT at the "
                   f"MedMCQA prompt; pp/tg t/s = llama-bench's tests (mean ± stdev); KLD = mean KL(reference || "
                   f"artifact), nats/token; same top = top-1 agreement; RSS = peak resident memory of the artifact's "
-                  f"process; BW use = weight bytes x tg t/s over this machine's copy bandwidth ({bw:.1f} GB/s); "
+                  f"process while serving (load, answers, pp, tg; before scoring); BW use = weight bytes x tg t/s "
+                  f"over this machine's copy bandwidth ({bw:.1f} GB/s); "
                   f"others = other processes' CPU use (cores) meanwhile, BUSY above the threshold[/dim]")
     for r in results:
         if r.ok and r.busy:

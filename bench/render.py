@@ -133,6 +133,12 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
             shown += f" (memory-bound max {bound:.1f})" if bound else ""
             lines.append(f"- `{row['artifact']}`: {row['note']}; decode {shown}")
         lines.append("")
+    lines.append("p95 ms: one question answered (letter log-probs; `max` below 20 samples); TTFT at the MedMCQA "
+                 "prompt; pp/tg t/s: llama-bench's tests, mean ± stdev; RSS MB: peak resident memory of the "
+                 "artifact's process while serving (load, answers, pp, tg), before the bench's own scoring buffers "
+                 "(the whole-run peak is `memory.peak_rss_process_bytes` in bench.json); others: other processes' "
+                 "CPU use in cores while it was measured.")
+    lines.append("")
     fid = next((r.fidelity for r in results if r.ok and r.fidelity), None)
     if fid:
         lines.append(f"Fidelity vs `{ref}`: {fid['tokens']} tokens in {fid['sequences']} sequences; KLD = mean "

@@ -41,10 +41,12 @@ class Throughput:
 
 @dataclass
 class Memory:
-    """Peak resident memory of the artifact's own process, measured two ways, plus phase snapshots."""
+    """Peak resident memory of the artifact's own process: while serving (what deploying the format costs) and
+    over the whole run (scoring and fidelity buffers of the harness included), plus phase snapshots."""
 
-    peak_rss_sampled_bytes: int | None = None  # psutil, process tree, every `sample_interval_ms`
-    peak_rss_os_bytes: int | None = None  # the kernel's accounting of the child (wait4 ru_maxrss)
+    peak_rss_serving_bytes: int | None = None  # VmHWM after load, answer latency, pp and tg, before any scoring
+    peak_rss_sampled_bytes: int | None = None  # whole run: psutil, process tree, every `sample_interval_ms`
+    peak_rss_os_bytes: int | None = None  # whole run: the kernel's accounting of the child (wait4 ru_maxrss)
     rss_before_load_bytes: int | None = None  # interpreter + imports, before the model is loaded
     rss_after_load_bytes: int | None = None
     peak_rss_self_bytes: int | None = None  # the child's own VmHWM, read by it at the end (Linux)
@@ -53,9 +55,14 @@ class Memory:
     samples: int | None = None
 
     @property
-    def peak_rss_bytes(self) -> int | None:
+    def peak_rss_process_bytes(self) -> int | None:
         known = [v for v in (self.peak_rss_sampled_bytes, self.peak_rss_os_bytes) if v]
         return max(known) if known else None
+
+    @property
+    def peak_rss_bytes(self) -> int | None:
+        """The figure compared between formats: the serving peak, else (a failed run) the whole-run peak."""
+        return self.peak_rss_serving_bytes or self.peak_rss_process_bytes
 
 
 @dataclass
@@ -142,6 +149,7 @@ class ArtifactResult:
     def to_dict(self, with_predictions: bool = True) -> dict[str, Any]:
         data = asdict(self)
         data["memory"]["peak_rss_bytes"] = self.memory.peak_rss_bytes
+        data["memory"]["peak_rss_process_bytes"] = self.memory.peak_rss_process_bytes
         if not with_predictions:
             data.pop("predictions")
         return data
@@ -211,6 +219,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("ppl_ratio", "PPL ratio", _fid("ppl_ratio"), None, ".4f"),
     Metric("other_cpu_cores", "others", lambda r: r.machine_load.get("other_cores_mean"), None, ".2f"),
     Metric("peak_rss_mb", "RSS MB", lambda r: _mb(r.memory.peak_rss_bytes), "min", ".0f"),
+    Metric("peak_rss_process_mb", "run RSS MB", lambda r: _mb(r.memory.peak_rss_process_bytes), None, ".0f"),
     Metric("peak_gpu_mb", "peak GPU MB", lambda r: _mb(r.memory.peak_gpu_bytes), "min", ".0f"),
     Metric("bandwidth_gbps", "eff. GB/s", lambda r: r.bandwidth.effective_gbps, None, ".2f"),
     Metric("bandwidth_fraction", "BW use", lambda r: r.bandwidth.fraction_of_copy, "max", ".0%"),

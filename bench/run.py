@@ -202,6 +202,7 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
     result.memory.rss_after_load_bytes = mem.get("rss_after_load_bytes")
     result.memory.peak_gpu_bytes = mem.get("peak_gpu_bytes")
     result.memory.peak_rss_self_bytes = mem.get("self_peak_rss_bytes")
+    result.memory.peak_rss_serving_bytes = mem.get("serving_peak_rss_bytes")
     result.load_s, result.eval_s = raw["load_s"], raw["eval_s"]
     result.runtime_info = {**raw.get("runtime_info", {}), "prompt_style": raw.get("style")}
     result.latency = Latency.from_raw(raw["latency"])

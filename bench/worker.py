@@ -114,6 +114,7 @@ def run(job: Job) -> dict[str, Any]:
     pp = throughput.prompt_processing(runtime, config.n_prompt, config.repetitions, config.warmup)
     say(f"tg{config.n_gen} x {config.repetitions}")
     tg = throughput.text_generation(runtime, config.n_gen, config.repetitions, config.warmup)
+    serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
 
     say(f"accuracy on {len(questions)} questions")
     start = time.perf_counter()
@@ -138,6 +139,7 @@ def run(job: Job) -> dict[str, Any]:
         "memory": {
             "rss_before_load_bytes": rss_before,
             "rss_after_load_bytes": rss_after,
+            "serving_peak_rss_bytes": serving_peak,
             "self_peak_rss_bytes": self_peak_rss_bytes(),
             "peak_gpu_bytes": _peak_gpu_bytes(),
         },

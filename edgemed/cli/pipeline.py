@@ -16,7 +16,8 @@ def pipeline(
     limit: int | None = None,
     formats: list[str] | None = None,
     threads: int | None = None,
-    repetitions: int = 5,
+    repetitions: int = 3,
+    n_gen: int = 64,
     budget: Path | None = None,
     seed: int = 0,
     force: bool = False,
@@ -35,7 +36,8 @@ def pipeline(
         limit: number of evaluation questions scored per artifact in the bench (default: all held-out ones).
         formats: export formats (default: every format whose extras are installed).
         threads: CPU threads for training, export checks and every benchmarked runtime (default: all cores).
-        repetitions: repetitions of each bench test (pp, tg, each latency prompt) per artifact.
+        repetitions: repetitions of each bench throughput test (pp512, tg) per artifact.
+        n_gen: tokens of the bench's generation test (tg); edgemed bench defaults to llama-bench's 128.
         budget: TOML budgets file; a broken budget makes the command exit 1.
         seed: seed for the train/eval split and training.
         force: redo every step even when it finished earlier with the same settings.
@@ -72,7 +74,8 @@ def pipeline(
         from edgemed.bench.run import run_bench
 
         config = BenchConfig(data=eval_data or data, held_out=eval_data is None, seed=seed, limit=limit,
-                             threads=threads, repetitions=repetitions, budget=budget, resume=True, out=bench_dir)
+                             threads=threads, repetitions=repetitions, n_gen=n_gen, budget=budget, resume=True,
+                             out=bench_dir, latency_prompts=-(-20 // repetitions))  # >= 20 latency samples: a p95
         result = run_bench([artifacts_dir], config)
         return {"exit_code": result.get("exit_code", 0)}
 
@@ -85,7 +88,7 @@ def pipeline(
             "bench",
             bench_dir / "bench.json",
             {**common, "eval_data": eval_data, "limit": limit, "threads": threads, "repetitions": repetitions,
-             "budget": _file_fingerprint(budget)},
+             "n_gen": n_gen, "budget": _file_fingerprint(budget)},
             bench_step,
         ),
     ]
