@@ -41,6 +41,8 @@ class BenchConfig:
         wait_policy: how the engines' idle threads wait between steps: 'default' leaves each engine's own (llama.cpp's
             and torch's OpenMP threads and onnxruntime's pool spin: fastest on a quiet machine); 'passive' makes
             them sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0: robust on a busy one); 'active' spins.
+        flash_attn: llama.cpp flash attention, llama-bench's -fa: auto (llama.cpp's default: on where the backend
+            supports it), on or off (llama-cpp-python's own default).
         n_prompt: tokens of the prompt-processing test (pp), llama-bench's -p.
         n_gen: tokens of the generation test (tg, end-of-turn ignored), llama-bench's -n.
         repetitions: repetitions of each pp/tg test and of each latency prompt, llama-bench's -r.
@@ -84,6 +86,7 @@ class BenchConfig:
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     wait_policy: Literal["default", "passive", "active"] = "default"
+    flash_attn: Literal["auto", "on", "off"] = field(default="auto", metadata={"flags": ["-fa"]})
     n_prompt: int = field(default=512, metadata={"flags": ["-p"]})
     n_gen: int = field(default=128, metadata={"flags": ["-n"]})
     repetitions: int = field(default=5, metadata={"flags": ["-r"]})

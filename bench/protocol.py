@@ -57,8 +57,9 @@ class Job:
 
 
 def runtime_options(config: BenchConfig) -> dict[str, Any]:
-    """Options every runtime gets (each reads the ones it knows): dtype, and onnxruntime's spinning."""
-    options: dict[str, Any] = {}
+    """Options every runtime gets (each reads the ones it knows): dtype, llama.cpp's flash attention, onnxruntime's
+    spinning."""
+    options: dict[str, Any] = {"flash_attn": config.flash_attn}
     if config.dtype != "auto":
         options["dtype"] = config.dtype
     if config.wait_policy != "default":

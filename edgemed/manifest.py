@@ -89,24 +89,11 @@ def detect_runtime(path: Path) -> tuple[str, str]:
     if path.is_dir() and (path / MANIFEST).exists():
         m = read_manifest(path)
         return m["format"], m["runtime"]
-    if path.is_file() and path.suffix == ".gguf":
-        return "gguf", "llama.cpp"
-    if path.is_dir():
-        if list(path.glob("*.gguf")):
-            return "gguf", "llama.cpp"
-        if (path / "model.onnx").exists():
-            return "onnx", "onnxruntime"
-        config = path / "config.json"
-        if config.exists():
-            try:
-                quant = json.loads(config.read_text()).get("quantization_config") or {}
-            except json.JSONDecodeError:
-                raise EdgemedError(f"{config} is corrupt (not JSON)") from None
-            if quant.get("load_in_8bit"):
-                return "bnb-int8", "transformers"
-            if quant.get("load_in_4bit"):
-                return "bnb-nf4", "transformers"
-            return "hf", "transformers"
+    from edgemed.registry import detect_format
+
+    spec = detect_format(path)
+    if spec is not None:
+        return spec.name, spec.runtime
     raise EdgemedError(
         f"{path} is not an artifact: expected a folder with {MANIFEST}, config.json or model.onnx, "
         "or a .gguf file"

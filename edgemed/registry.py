@@ -1,48 +1,95 @@
 """Format and runtime registry: a name maps to ``"module:Class"``, imported only when used.
 
-Adding a format is one exporter module, one runtime (or an existing one) and one line here.
+Adding a format is one exporter module, one runtime (or an existing one) and one entry here: the entry holds
+every per-format fact (exporter, runtime, extras, verification tolerance, weight files, detection rule).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from edgemed.errors import EdgemedError
 
 
 @dataclass(frozen=True)
 class FormatSpec:
+    """Every per-format fact, in one place: who writes it, who runs it, what to install, how close it must stay to
+    the merged model, which files hold its weights, and how to recognise it without a manifest."""
+
     name: str
     exporter: str  # "module:Class"
     runtime: str  # a key of RUNTIMES
-    extra: str  # the pip extra its exporter and runtime need (its runtime alone may need less: onnx for onnx-export)
+    extra: str  # the pip extra its exporter needs ("edgemed[EXTRA]")
+    run_extra: str  # the pip extra its runtime alone needs (evaluate and benchmark, e.g. on a board)
     tolerance: float  # max |delta| of letter log-probs vs the merged model accepted at verification
     description: str
     weight_suffixes: tuple[str, ...] = ()  # files that hold the weights (what decode reads per token)
+    detect: Callable[[Path], bool] | None = None  # recognises a folder without edgemed.json (first match wins)
 
 
+def _has(pattern: str) -> Callable[[Path], bool]:
+    return lambda path: (path.is_file() and path.match(pattern)) or (path.is_dir() and any(path.glob(pattern)))
+
+
+def _quantized(key: str | None) -> Callable[[Path], bool]:
+    """A transformers folder whose config.json quantization_config sets `key` (None: no quantization)."""
+
+    def rule(path: Path) -> bool:
+        config = path / "config.json"
+        if not config.is_file():
+            return False
+        try:
+            quant = json.loads(config.read_text()).get("quantization_config") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise EdgemedError(f"{config} is corrupt (not a JSON object); re-export the artifact") from None
+        return bool(quant.get(key)) if key else not quant
+
+    return rule
+
+
+_ONNX = (".onnx", ".onnx_data", ".onnx.data")
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
-        FormatSpec("hf", "edgemed.export.hf:HFExporter", "transformers", "train", 1e-4,
-                   "merged model, safetensors (reference)", (".safetensors",)),
-        FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", 0.75,
-                   "bitsandbytes LLM.int8", (".safetensors",)),
-        FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", 2.5,
-                   "bitsandbytes 4-bit NF4", (".safetensors",)),
-        FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", 1e-3,
-                   "ONNX with KV cache (Optimum)", (".onnx", ".onnx_data", ".onnx.data")),
-        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", 1.0,
-                   "ONNX, onnxruntime dynamic int8", (".onnx", ".onnx_data", ".onnx.data")),
-        FormatSpec("gguf-f16", "edgemed.export.gguf:GgufF16Exporter", "llama.cpp", "gguf", 0.05,
+        FormatSpec("hf", "edgemed.export.hf:HFExporter", "transformers", "train", "train", 1e-4,
+                   "merged model, safetensors (reference)", (".safetensors",), _quantized(None)),
+        FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", "bnb", 0.75,
+                   "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit")),
+        FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", "bnb", 2.5,
+                   "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit")),
+        FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", "onnx", 1e-3,
+                   "ONNX with KV cache (Optimum)", _ONNX, _has("model.onnx")),
+        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
+                   "ONNX, onnxruntime dynamic int8", _ONNX),  # files alone cannot tell it from onnx
+        FormatSpec("gguf-f16", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
                    "GGUF f16 for llama.cpp", (".gguf",)),
-        FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufQ8Exporter", "llama.cpp", "gguf", 0.2,
+        FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
                    "GGUF q8_0 for llama.cpp", (".gguf",)),
-        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufQ4KMExporter", "llama.cpp", "gguf", 2.0,
+        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
                    "GGUF q4_k_m for llama.cpp", (".gguf",)),
     ]
+}
+# Any other llama.cpp file type is a format too, ``gguf-<type>``, verified against a tolerance by type family.
+GGUF_TOLERANCE_BY_PREFIX = (
+    ("f32", 0.01), ("f16", 0.05), ("bf16", 0.1), ("q8", 0.2), ("q6", 0.5), ("q5", 1.0), ("q4", 2.0),
+    ("iq4", 2.0), ("q3", 3.0), ("iq3", 3.0), ("q2", 4.0), ("iq2", 4.0), ("iq1", 6.0), ("tq", 6.0),
+)
+# A folder or file without a manifest whose llama.cpp type is unknown is the generic "gguf" format.
+GGUF_ANY = FormatSpec("gguf", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
+                      "GGUF for llama.cpp (type not recorded)", (".gguf",), _has("*.gguf"))
+DETECTION_ORDER = ("gguf", "onnx", "bnb-int8", "bnb-nf4", "hf")  # most specific first
+
+# What each runtime imports: a board with only the format's run_extra installed can evaluate and benchmark it.
+RUNTIME_NEEDS: dict[str, tuple[str, ...]] = {
+    "transformers": ("torch", "transformers"),
+    "onnxruntime": ("onnxruntime", "tokenizers"),
+    "llama.cpp": ("llama_cpp",),
 }
 
 RUNTIMES: dict[str, str] = {
@@ -57,20 +104,48 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def gguf_tolerance(ftype: str) -> float:
+    return next((tol for prefix, tol in GGUF_TOLERANCE_BY_PREFIX if ftype.startswith(prefix)), 2.0)
+
+
 def get_format(name: str) -> FormatSpec:
-    try:
+    """A registered format, or ``gguf-<type>`` for any type the installed llama.cpp can quantize to."""
+    if name in FORMATS:
         return FORMATS[name]
-    except KeyError:
-        raise EdgemedError(
-            f"unknown format '{name}'{_did_you_mean(name, list(FORMATS))} "
-            f"(known: {', '.join(FORMATS)})"
-        ) from None
+    if name.startswith("gguf-") and len(name) > 5:
+        ftype = name[5:]
+        try:
+            known = load_object("edgemed.export.gguf:ftypes")()
+        except ImportError:
+            known = {}
+        if ftype in known:
+            return replace(FORMATS["gguf-q8_0"], name=name, tolerance=gguf_tolerance(ftype),
+                           description=f"GGUF {ftype} for llama.cpp")
+    raise EdgemedError(
+        f"unknown format '{name}'{_did_you_mean(name, list(FORMATS))} (known: {', '.join(FORMATS)}, "
+        "or gguf-<type> for another llama.cpp type)"
+    )
+
+
+def detect_format(path: Path) -> FormatSpec | None:
+    """The format of an artifact without a manifest, by the registry's detection rules (None: not an artifact)."""
+    for name in DETECTION_ORDER:
+        spec = GGUF_ANY if name == "gguf" else FORMATS[name]
+        if spec.detect is not None and spec.detect(Path(path)):
+            return spec
+    return None
 
 
 def load_object(target: str):
     """Import ``"module:attr"`` lazily."""
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def can_run(spec: FormatSpec) -> str | None:
+    """None when this format's runtime can load here, else what to install."""
+    missing = [m for m in RUNTIME_NEEDS.get(spec.runtime, ()) if importlib.util.find_spec(m) is None]
+    return f"needs {', '.join(missing)}: pip install 'edgemed[{spec.run_extra}]'" if missing else None
 
 
 def runtime_class(name: str):
@@ -86,12 +161,11 @@ def exporter_class(name: str):
 
 
 def weight_suffixes(fmt: str) -> tuple[str, ...]:
-    """The weight files of a format (a gguf-<type> format outside the table: .gguf); every known suffix if unknown."""
-    spec = FORMATS.get(fmt)
-    if spec is not None:
-        return spec.weight_suffixes
+    """The weight files of a format (any gguf-<type>: .gguf); every known suffix if the format is unknown."""
+    if fmt in FORMATS:
+        return FORMATS[fmt].weight_suffixes
     if fmt.startswith("gguf"):
-        return (".gguf",)
+        return GGUF_ANY.weight_suffixes
     return tuple(sorted({s for f in FORMATS.values() for s in f.weight_suffixes}))
 
 

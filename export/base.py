@@ -28,8 +28,7 @@ MERGE_INFO = "edgemed-merge.json"
 class Exporter(abc.ABC):
     """One format's exporter. Subclasses set ``requires`` and ``defaults`` and implement ``export``."""
 
-    requires: tuple[str, ...] = ()  # importable modules the export needs
-    extra: str = "train"  # the pip extra that provides them
+    requires: tuple[str, ...] = ()  # importable modules the export needs (the extra is the registry's)
     defaults: dict[str, Any] = {}
 
     def __init__(self, name: str, threads: int | None = None, siblings: Path | None = None, **settings: Any):
@@ -48,7 +47,9 @@ class Exporter(abc.ABC):
         """None when this exporter can run here, else the reason it cannot."""
         missing = [m for m in self.requires if not _importable(m)]
         if missing:
-            return f"needs {', '.join(missing)}: pip install 'edgemed[{self.extra}]'"
+            from edgemed.registry import get_format
+
+            return f"needs {', '.join(missing)}: pip install 'edgemed[{get_format(self.name).extra}]'"
         return None
 
     @abc.abstractmethod

@@ -16,7 +16,6 @@ from edgemed.export.base import Exporter, copy_tokenizer
 
 class _BnbExporter(Exporter):
     requires = ("transformers", "torch", "bitsandbytes", "accelerate")
-    extra = "bnb"
 
     @abc.abstractmethod
     def quantization_config(self, settings: dict[str, Any]):

@@ -24,11 +24,6 @@ from edgemed.export.base import Exporter
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
 CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
-# Accepted letter log-prob |delta| vs the merged model, by type family (generic gguf-<ftype> formats).
-TOLERANCE_BY_PREFIX = (
-    ("f32", 0.01), ("f16", 0.05), ("bf16", 0.1), ("q8", 0.2), ("q6", 0.5), ("q5", 1.0), ("q4", 2.0),
-    ("iq4", 2.0), ("q3", 3.0), ("iq3", 3.0), ("q2", 4.0), ("iq2", 4.0), ("iq1", 6.0), ("tq", 6.0),
-)
 
 
 def converter_path() -> Path:
@@ -54,13 +49,6 @@ def ftypes() -> dict[str, int]:
     prefix = "LLAMA_FTYPE_MOSTLY_"
     out.update({k[len(prefix):].lower(): v for k, v in vars(llama_cpp).items() if k.startswith(prefix)})
     return out
-
-
-def tolerance_for(ftype: str) -> float:
-    for prefix, tol in TOLERANCE_BY_PREFIX:
-        if ftype.startswith(prefix):
-            return tol
-    return 2.0
 
 
 def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None = None) -> None:
@@ -128,7 +116,6 @@ class GgufExporter(Exporter):
     """Any llama.cpp file type: the format name is ``gguf-<ftype>``."""
 
     requires = ("llama_cpp", "gguf", "torch", "transformers")
-    extra = "gguf"
     defaults: dict[str, Any] = {}
 
     @property
@@ -170,18 +157,6 @@ class GgufExporter(Exporter):
             "from": "gguf-f16 artifact" if sibling else "fresh f16 conversion",
             **tensor_types(outfile),
         }
-
-
-class GgufF16Exporter(GgufExporter):
-    pass
-
-
-class GgufQ8Exporter(GgufExporter):
-    pass
-
-
-class GgufQ4KMExporter(GgufExporter):
-    pass
 
 
 def _quantize_main(argv: list[str]) -> int:

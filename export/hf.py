@@ -11,7 +11,6 @@ from edgemed.export.base import Exporter, check_source
 
 class HFExporter(Exporter):
     requires = ("transformers", "torch")
-    extra = "train"
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         check_source(source)

@@ -17,15 +17,14 @@ from typing import Any
 
 from edgemed.errors import EdgemedError, require
 from edgemed.export.base import Exporter, copy_tokenizer
+from edgemed.registry import get_format
 
 ONNX_FILE = "model.onnx"
-EXPORT_EXTRA = "onnx-export"  # the pip extra that writes ONNX artifacts ("onnx" only runs them)
 _TWO_GB = 2 * 2**30
 
 
 class OnnxExporter(Exporter):
     requires = ("optimum.exporters.onnx", "onnxruntime", "torch", "transformers")
-    extra = EXPORT_EXTRA
     defaults = {"opset": None, "task": "text-generation-with-past"}
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
     import logging
     import warnings
 
-    main_export = require("optimum.exporters.onnx", EXPORT_EXTRA, "ONNX export").main_export
+    main_export = require("optimum.exporters.onnx", get_format("onnx").extra, "ONNX export").main_export
 
     logging.getLogger("optimum").setLevel(logging.ERROR)
     try:
@@ -62,7 +61,6 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
 
 class OnnxInt8Exporter(Exporter):
     requires = OnnxExporter.requires
-    extra = EXPORT_EXTRA
     # keep_fp32: MatMuls whose node name contains one of these stay fp32. The MLP down projection reads the
     # SiLU(gate)*up product, whose outliers wreck per-tensor activation quantization: on SmolLM2-135M
     # quantizing it moves letter log-probs by 4.0 nats, keeping it fp32 by 0.48, for +35% size.
@@ -72,7 +70,7 @@ class OnnxInt8Exporter(Exporter):
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         import logging
 
-        require("onnx", EXPORT_EXTRA, "ONNX int8 export")  # onnxruntime.quantization imports it
+        require("onnx", get_format("onnx-int8").extra, "ONNX int8 export")  # onnxruntime.quantization imports it
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         fp32 = self.sibling("onnx")

@@ -31,24 +31,6 @@ class VerificationFailed(EdgemedError):
         self.verification = verification
 
 
-def resolve_spec(name: str) -> FormatSpec:
-    """A registry format, or a generic ``gguf-<ftype>`` for any other llama.cpp file type."""
-    if name in FORMATS:
-        return FORMATS[name]
-    if name.startswith("gguf-") and len(name) > 5:
-        from edgemed.export.gguf import ftypes, tolerance_for
-
-        ftype = name[5:]
-        try:
-            known = ftypes()
-        except ImportError:
-            known = {}
-        if ftype in known:
-            return FormatSpec(name, "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", tolerance_for(ftype),
-                              f"GGUF {ftype} for llama.cpp")
-    return get_format(name)  # raises with a did-you-mean
-
-
 def _order(name: str) -> int:
     names = list(FORMATS)
     return names.index(name) if name in names else len(names)
@@ -187,7 +169,7 @@ def run_export(
     merged, out = Path(merged), Path(out)
     check_source(merged)
     explicit = formats is not None
-    specs = sorted((resolve_spec(n) for n in dict.fromkeys(formats if explicit else FORMATS)),
+    specs = sorted((get_format(n) for n in dict.fromkeys(formats if explicit else FORMATS)),
                    key=lambda s: _order(s.name))
     unknown = set(settings or {}) - {s.name for s in specs}
     if unknown:

@@ -28,7 +28,7 @@ onnx-int8      1.0        0.48 / 0.50     int8 weights, per-tensor dynamic activ
 gguf-f16       0.05       0.005 / 0.006   fp16 weights, fp32 compute
 gguf-q8_0      0.2        0.10 / 0.11     8-bit blocks of 32
 gguf-q4_k_m    2.0        0.59 / 1.29     4/6-bit K-quants (legacy types where width % 256 != 0)
-gguf-<other>   by family  -               edgemed.export.gguf.TOLERANCE_BY_PREFIX
+gguf-<other>   by family  -               edgemed.registry.GGUF_TOLERANCE_BY_PREFIX
 =============  =========  ==============  ======================================================
 """
 

@@ -197,10 +197,10 @@ def test_any_llama_cpp_type_exports_as_gguf_type(tiny_model, tmp_path):
 
 
 def test_missing_converter_is_reported_with_the_fix(monkeypatch, tmp_path):
-    from edgemed.export.gguf import GgufF16Exporter
+    from edgemed.export.gguf import GgufExporter
 
     monkeypatch.setenv("EDGEMED_HF2GGUF", str(tmp_path / "nowhere"))
-    reason = GgufF16Exporter("gguf-f16").available()
+    reason = GgufExporter("gguf-f16").available()
     assert reason and "scripts/setup.sh" in reason and "EDGEMED_HF2GGUF" in reason
 
 

@@ -15,7 +15,7 @@ def info(out: Path | None = None) -> int:
 
     from edgemed.console import console
     from edgemed.models import ALIASES
-    from edgemed.registry import FORMATS, exporter_class
+    from edgemed.registry import FORMATS, can_run, exporter_class
     from edgemed.sysinfo import environment
 
     models = Table(title="model aliases")
@@ -25,14 +25,20 @@ def info(out: Path | None = None) -> int:
         models.add_row(name, what)
     console.print(models)
     formats = Table(title="formats")
-    for col in ("format", "what", "runtime", "extra", "installed"):
+    for col in ("format", "what", "runtime", "can run (eval, bench)", "can export"):
         formats.add_column(col)
     rows = []
     for spec in FORMATS.values():
-        missing = exporter_class(spec.name)(spec.name).available()  # the same rule `edgemed export` applies
-        rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "installed": missing is None,
-                     "missing": missing})
-        formats.add_row(spec.name, spec.description, spec.runtime, spec.extra, "yes" if missing is None else missing)
+        run = can_run(spec)
+        try:
+            export = exporter_class(spec.name)(spec.name).available()  # the same rule `edgemed export` applies
+        except ImportError as exc:  # the exporter module itself needs a package this install lacks
+            export = f"needs {exc.name}: pip install 'edgemed[{spec.extra}]'"
+        rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "run_extra": spec.run_extra,
+                     "can_run": run is None, "can_export": export is None, "installed": export is None,
+                     "missing": export, "missing_to_run": run})
+        formats.add_row(spec.name, spec.description, spec.runtime, "yes" if run is None else run,
+                        "yes" if export is None else export)
     console.print(formats)
     env = environment()
     for key, value in env.items():

@@ -4,9 +4,14 @@ module's import chain may import torch or transformers (a test enforces it).
 - Tokens come from llama.cpp itself (``special=True`` so chat markers are single tokens; BOS added only when
   the GGUF's ``tokenizer.ggml.add_bos_token`` says so), so what is scored is what llama.cpp would run.
 - Next-token log-probs: the KV cache is cleared, the prompt evaluated, the last logits row read.
-- Weight repacking ("extra buffer types"): llama.cpp's AMX kernels have crashed at the first decode of
-  quantized GGUFs (other than q8_0) on some Xeon CPUs, so on CPUs reporting AMX it is off by default
-  (``repack=None`` = auto). ``info()["kernel_path"]`` records which path ran.
+- Weight repacking ("extra buffer types"): with it, llama.cpp's AMX path segfaults at the first decode of
+  quantized GGUFs (q8_0 and q4_k_m, measured on a 2-core Xeon with AMX, llama-cpp-python 0.3.36); float
+  files (f32/f16/bf16) run fine and faster. So on CPUs reporting AMX, repacking is off for quantized files only
+  (``repack=None`` = auto; the file type is read from the GGUF header before loading), on everywhere else as in
+  llama.cpp. ``info()["kernel_path"]`` records which path ran.
+- Flash attention: ``flash_attn="auto"`` (default) follows llama.cpp's own default (llama-bench ``-fa auto``),
+  which enables it wherever the backend supports it, as the CPU backend does; llama-cpp-python can only say
+  on or off, so auto is passed as on. ``"off"`` is llama-cpp-python's own default.
 - OpenMP wait policy: llama.cpp's worker threads spin between graph runs by default (fast on a quiet machine,
   very slow on a busy one). This module never changes it: the engine runs with its own default unless the
   user set OMP_WAIT_POLICY (``edgemed bench --omp-wait-policy``); ``info()["omp_wait_policy"]`` records what
@@ -60,6 +65,47 @@ def gguf_file(path: Path) -> Path:
     return found
 
 
+FLOAT_FILE_TYPES = (0, 1, 32)  # llama_ftype ALL_F32, MOSTLY_F16, MOSTLY_BF16
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def gguf_file_type(path: Path) -> int | None:
+    """``general.file_type`` from a GGUF header (None when absent or unreadable), without loading the model."""
+    import struct
+
+    def read(fh, fmt):
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, fh.read(size))[0]
+
+    def skip(fh, vtype):
+        if vtype == 8:
+            fh.seek(read(fh, "<Q"), 1)
+        elif vtype == 9:
+            etype, count = read(fh, "<I"), read(fh, "<Q")
+            if etype in _GGUF_SCALARS:
+                fh.seek(struct.calcsize(_GGUF_SCALARS[etype]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip(fh, etype)
+        else:
+            fh.seek(struct.calcsize(_GGUF_SCALARS[vtype]), 1)
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != GGUF_MAGIC or read(fh, "<I") < 2:
+                return None
+            read(fh, "<Q")  # tensors
+            for _ in range(read(fh, "<Q")):
+                key = fh.read(read(fh, "<Q")).decode("utf-8", errors="replace")
+                vtype = read(fh, "<I")
+                if key == "general.file_type" and vtype in _GGUF_SCALARS:
+                    return int(read(fh, _GGUF_SCALARS[vtype]))
+                skip(fh, vtype)
+    except (OSError, struct.error, KeyError, ValueError):
+        return None
+    return None
+
+
 def cpu_has_amx() -> bool:
     from edgemed.sysinfo import cpu_flags
 
@@ -97,7 +143,12 @@ class LlamaCppRuntime(Runtime):
         self.file = gguf_file(self.path)
         repack = options.get("repack")
         self.amx = cpu_has_amx()
-        self.repack = (not self.amx) if repack is None else bool(repack)
+        self.file_type = gguf_file_type(self.file)
+        quantized = self.file_type not in FLOAT_FILE_TYPES
+        self.repack = not (self.amx and quantized) if repack is None else bool(repack)
+        self.flash_attn = str(options.get("flash_attn", "auto"))
+        if self.flash_attn not in ("auto", "on", "off"):
+            raise EdgemedError(f"flash_attn must be auto, on or off, not {self.flash_attn!r}")
         gpu_layers = -1 if (device.startswith("cuda") or device == "mps") and lib.llama_supports_gpu_offload() else 0
         self.gpu_layers = gpu_layers
         self.n_ctx = int(options.get("n_ctx", 2048))
@@ -111,6 +162,7 @@ class LlamaCppRuntime(Runtime):
                     n_threads_batch=threads,
                     n_gpu_layers=gpu_layers,
                     logits_all=False,
+                    flash_attn=self.flash_attn != "off",
                     seed=int(options.get("seed", 0)),
                     verbose=bool(options.get("verbose", False)),
                 )
@@ -196,7 +248,7 @@ class LlamaCppRuntime(Runtime):
         path = "gpu offload" if self.gpu_layers else "cpu"
         path += " + weight repacking (extra buffer types)" if self.repack else " without weight repacking"
         if self.amx and not self.repack:
-            path += " (AMX guard)"
+            path += " (AMX guard: quantized file)"
         return {
             "runtime": self.name,
             "file": str(self.file),
@@ -207,7 +259,8 @@ class LlamaCppRuntime(Runtime):
             "n_ctx": self.n_ctx,
             "n_batch": self.llm.n_batch,
             "n_ubatch": self.llm.context_params.n_ubatch,
-            "flash_attn": {0: "disabled", 1: "enabled"}.get(self.llm.context_params.flash_attn_type, "auto"),
+            "flash_attn": f"{self.flash_attn} -> "
+                          + {0: "off", 1: "on"}.get(self.llm.context_params.flash_attn_type, "auto"),
             "dtype": self.metadata.get("general.file_type"),
             "repack": self.repack,
             "cpu_amx": self.amx,
