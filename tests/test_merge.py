@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgemed.errors import BudgetBroken, EdgemedError
+from edgemed.errors import CheckFailed, EdgemedError
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_merge_disagreement_fails_and_writes_nothing(run, tmp_path, monkeypatch)
 
     monkeypatch.setattr(BaseTuner, "merge_and_unload", broken)
     out = tmp_path / "merged"
-    with pytest.raises(BudgetBroken, match="verification failed"):
+    with pytest.raises(CheckFailed, match="verification failed"):
         merge_adapter(run, out)
     assert not out.exists() and not list(tmp_path.glob(".merged.*"))
 
