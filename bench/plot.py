@@ -49,11 +49,11 @@ def front_of(results: list[ArtifactResult]) -> tuple[list[str], str]:
     return pareto_front(pts), "mean KL divergence" if use_kld else "accuracy"
 
 
-def _place_labels(ax, items: list[tuple[float, float, str, bool]]) -> None:
-    """Annotate each (x, y, text, bold) at the first offset whose box overlaps no label or marker placed so far."""
+def _place_labels(ax, items: list[tuple[float, float, str, bool]], avoid: tuple = ()) -> None:
+    """Annotate each (x, y, text, bold) at the first offset whose box overlaps no label, marker or `avoid` artist."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
-    taken = []
+    taken = [(b.x0, b.y0, b.x1, b.y1) for b in (a.get_window_extent(renderer) for a in avoid)]
     for x, y, _, _ in items:  # markers: a small box around each point, in display pixels
         px, py = ax.transData.transform((x, y))
         taken.append((px - 9, py - 9, px + 9, py + 9))
@@ -98,7 +98,7 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
     rss = {r.name: (r.memory.peak_rss_bytes or 0) for r in ok}
     top = max(rss.values()) or 1
     with_kld = [r for r in ok if (r.fidelity or {}).get("kld_mean") is not None and r.size_bytes]
-    fig, axes = plt.subplots(1, 2 if with_kld else 1, figsize=(13 if with_kld else 7.5, 5.6), dpi=120,
+    fig, axes = plt.subplots(1, 2 if with_kld else 1, figsize=(14 if with_kld else 8, 6.2), dpi=120,
                              squeeze=False)
     ax = axes[0][0]
     n = max(r.accuracy.n for r in ok)
@@ -113,8 +113,8 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
                    color="tab:green" if on else "tab:gray", zorder=3)
         items.append((lat, acc, f"{r.name}{' (busy)' if r.busy else ''}", on))
     ax.axhline(CHANCE, color="tab:red", lw=0.8, ls=":", zorder=0)
-    ax.text(0.99, CHANCE, "chance (4 options)", color="tab:red", fontsize=7, ha="right", va="bottom",
-            transform=ax.get_yaxis_transform())
+    chance = ax.text(0.99, CHANCE, "chance (4 options)", color="tab:red", fontsize=7, ha="right", va="bottom",
+                     transform=ax.get_yaxis_transform())
     lat_kind = "p95" if all(r.latency.answer_ms.get("p95") is not None for r in ok) else "p95 (max where n<20)"
     ax.set_xlabel(f"answer latency, {lat_kind} (ms) - lower is better")
     ax.set_ylabel("accuracy - higher is better")
@@ -126,9 +126,10 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
     handles += [Line2D([], [], marker="o", ls="", color="tab:green", label="Pareto front"),
                 Line2D([], [], marker="o", ls="", color="tab:gray", label="dominated")]
     labels = [f"{m:.0f} MB peak RSS" for m in picks] + [f"Pareto front ({quality}, latency, memory)", "dominated"]
-    ax.legend(handles, labels, fontsize=7, loc="best", labelspacing=1.3, borderpad=0.9, framealpha=0.85)
+    ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=len(labels),
+              borderpad=0.9, columnspacing=1.2, frameon=False)  # below the axes: never over a point or label
     fig.canvas.draw()
-    _place_labels(ax, items)
+    _place_labels(ax, items, avoid=(chance,))
     if with_kld:
         ax2 = axes[0][1]
         items2 = []
@@ -149,7 +150,7 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
         _place_labels(ax2, items2)
     if caption:
         fig.text(0.01, 0.01, caption, fontsize=7, color="0.3")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edgemed.batching import AnswerOnlyCollator, encode_questions
 from edgemed.data.split import EVAL_FRACTION
@@ -51,7 +51,43 @@ RESUMABLE = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every option of a LoRA run except the model, the data and the output folder."""
+    """Every option of a LoRA run except the model, the data and the output folder (``edgemed train``'s options,
+    declared once: its --help is generated from this class).
+
+    Args:
+        max_steps: optimizer steps; overrides --epochs.
+        epochs: passes over the training questions (when --max-steps is not given).
+        limit: use only the first N questions of --data.
+        seed: seed for the train/eval split, LoRA init and data order.
+        lr: peak learning rate (linear decay after warm-up).
+        batch_size: questions per device per step.
+        grad_accum: gradient accumulation steps.
+        warmup_ratio: share of the steps used for linear warm-up.
+        weight_decay: AdamW weight decay.
+        eval_fraction: share of --data held out for the eval loss (ignored with --eval-data).
+        eval_data: separate eval source (e.g. a validation file); then --data is not split.
+        eval_limit: compute the eval loss on the first N eval questions only (keeps evals cheap).
+        max_length: longest example in tokens; longer questions are skipped (and counted), never cut.
+        device: auto, cpu, cuda, cuda:N or mps; for several GPUs run this command unchanged under
+            'accelerate launch -m edgemed.cli.main train ...'.
+        dtype: weights/autocast dtype; auto = bfloat16/float16 on GPUs, float32 on CPU.
+        gradient_checkpointing: trade compute for activation memory.
+        qlora: 4-bit NF4 base via bitsandbytes (CUDA only).
+        skip_bad_rows: skip invalid rows instead of refusing the data.
+        cop_base: label convention of 'cop': auto, 0 (0..3) or 1 (1..4).
+        trust_remote_code: allow model code from the hub (off: safe by default).
+        prompt_style: prompt format; default: detected from the tokenizer's chat template.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha (scale = alpha / r).
+        lora_dropout: dropout on the LoRA input.
+        target_modules: module names to adapt, comma-separated.
+        eval_steps: steps between eval-loss measurements (default: 5 evals per run).
+        save_steps: steps between checkpoints (default: --eval-steps).
+        logging_steps: steps between train-loss records.
+        threads: CPU threads for torch (default: all cores).
+        resume: continue the run in --out from its last checkpoint (settings must match).
+        force: replace a finished run in --out (the old one stays until the new one finishes).
+    """
 
     max_steps: int | None = None
     epochs: float = 1.0
@@ -67,13 +103,13 @@ class TrainConfig:
     eval_limit: int | None = None
     max_length: int = 512
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
     qlora: bool = False
     skip_bad_rows: bool = False
-    cop_base: str = "auto"
+    cop_base: Literal["auto", "0", "1"] = "auto"
     trust_remote_code: bool = False
-    prompt_style: str | None = None
+    prompt_style: Literal["plain", "chatml", "llama3"] | None = None
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1

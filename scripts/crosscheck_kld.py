@@ -34,15 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crosscheck_engines import BadInput, find_artifacts, gguf_file, write_atomic  # this folder
+
+from edgemed.runtimes.llamacpp import cpu_has_amx
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
 MEDMCQA = REPO.parent / "shared" / "data" / "medmcqa" / "validation.jsonl"
 BASE_FORMAT = "gguf-f16"
 DEFAULT_TARGETS = ("gguf-q8_0", "gguf-q4_k_m")
-
-
-class BadInput(Exception):
-    """Bad arguments or artifacts: reported in one line, exit 2."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -209,29 +209,6 @@ def resolve_perplexity(given: Path | None) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 # artifacts and edgemed
 # --------------------------------------------------------------------------------------------------------------
-def find_artifacts(root: Path) -> dict[str, Path]:
-    """format -> artifact folder, for the sub-folders of `root` holding an edgemed.json."""
-    if not root.is_dir():
-        raise BadInput(f"{root} is not a folder")
-    found: dict[str, Path] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        manifest = sub / "edgemed.json"
-        if manifest.is_file():
-            try:
-                fmt = str(json.loads(manifest.read_text()).get("format") or sub.name)
-            except (OSError, ValueError):
-                fmt = sub.name
-            found.setdefault(fmt, sub)
-    return found
-
-
-def gguf_file(folder: Path) -> Path:
-    files = sorted(p for p in folder.glob("*.gguf") if not p.name.startswith("."))
-    if len(files) != 1:
-        raise BadInput(f"{folder} holds {len(files)} .gguf files, expected 1")
-    return files[0]
-
-
 def run_edgemed(exe: str, folders: list[Path], text: Path, a: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     cmd = [exe, "bench", *map(str, folders), "--reference", BASE_FORMAT, "--fidelity-text", str(text),
            "--fidelity-ctx", str(a.ctx), "--fidelity-chunks", str(a.chunks), "--threads", str(a.threads),
@@ -320,21 +297,6 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("edgemed", {}).get("error"):
         lines.append(f"edgemed: {doc['edgemed']['error'][:300]}")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def cpu_has_amx() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return any(f.startswith("amx") for f in flags)
 
 
 def main_kld(a: argparse.Namespace) -> int:

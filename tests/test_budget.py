@@ -85,3 +85,11 @@ def test_checks_name_value_limit_and_source(tmp_path):
     lat = checks[("onnx", "max_p95_latency_ms")]
     assert not lat.passed and "950.0 > max_p95_latency_ms 800" in lat.message
     assert not checks[("bad", "min_accuracy")].passed and "SIGSEGV" in checks[("bad", "min_accuracy")].message
+
+
+def test_the_example_budgets_file_is_valid_and_uses_the_fidelity_keys():
+    from pathlib import Path
+
+    b = load_budgets(Path(__file__).resolve().parents[1] / "examples" / "budgets.toml")
+    assert b.for_format("gguf-q8_0")["max_kld"] == 0.05 and b.for_format("gguf-q8_0")["min_top1_agreement"] == 0.85
+    assert "max_kld" not in b.for_format("hf")

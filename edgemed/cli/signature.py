@@ -67,8 +67,11 @@ def _add(parser: argparse.ArgumentParser, name: str, tp: Any, default: Any, help
     origin = typing.get_origin(tp)
     kwargs: dict[str, Any] = {"help": help_text}
     positional = default is inspect.Parameter.empty
-    if origin is list:
+    if origin in (list, tuple):
         inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        if not positional and default is not None:  # argparse would extend the default: keep it in the help only
+            kwargs["help"] = f"{help_text} (default: {','.join(map(str, default))})"
+            default = None
         if positional:
             kwargs.update(type=inner, nargs="+")
         else:
@@ -119,6 +122,7 @@ def call(fn: Callable, ns: argparse.Namespace) -> Any:
         config = _config_class(hints.get(name))
         if config is None:
             kwargs[name] = getattr(ns, name)
-        else:
-            kwargs[name] = config(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(config)})
+        else:  # an option left out (None) keeps the class's own default
+            values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(config)}
+            kwargs[name] = config(**{k: v for k, v in values.items() if v is not None})
     return fn(**kwargs)
