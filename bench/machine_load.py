@@ -26,7 +26,7 @@ WINDOW_S = 1.0
 SUSTAINED_WINDOWS = 3
 
 
-def _proc_stat() -> tuple[float, float, float] | None:
+def machine_cpu_seconds() -> tuple[float, float, float] | None:
     """(busy, steal, total) CPU seconds of the whole machine since boot, or None off Linux."""
     try:
         with open("/proc/stat", encoding="ascii") as fh:
@@ -93,7 +93,7 @@ class LoadMonitor:
         self.threshold = BUSY_CORES + 0.5 * spare
         self.me = psutil.Process()
         self.start_wall = time.monotonic()
-        self.start_stat = _proc_stat()
+        self.start_stat = machine_cpu_seconds()
         self.start_self = _cpu_seconds([self.me])
         self.loadavg_start = list(os.getloadavg())
         self._last = (self.start_wall, self.start_stat, 0.0, self.start_self)
@@ -106,7 +106,7 @@ class LoadMonitor:
         last_t, last_stat, last_tree, last_self = self._last
         if now - last_t < WINDOW_S:
             return
-        stat = _proc_stat()
+        stat = machine_cpu_seconds()
         tree = max(_cpu_seconds(procs), self.tree_cpu)  # a process that exited takes its seconds with it
         own = _cpu_seconds([self.me])
         self.tree_cpu = tree
@@ -121,7 +121,7 @@ class LoadMonitor:
         wall = time.monotonic() - self.start_wall
         load = MachineLoad(logical_cpus=self.cpus, threshold_cores=self.threshold, wall_s=wall,
                            loadavg_start=self.loadavg_start, loadavg_end=list(os.getloadavg()))
-        stat = _proc_stat()
+        stat = machine_cpu_seconds()
         if stat is None or self.start_stat is None or wall <= 0:
             load.reason = "no /proc/stat: machine load not measured"
             return load

@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgemed.bench.machine_load import BUSY_CORES, machine_cpu_seconds  # the bench's own threshold
+from edgemed.sysinfo import cpu_model
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
 DEFAULT_FORMATS = ("hf", "onnx", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
@@ -214,33 +217,6 @@ BARE = {"hf": bare_hf, "onnx": bare_onnx}
 # --------------------------------------------------------------------------------------------------------------
 # machine
 # --------------------------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-BUSY_CORES = 0.15  # edgemed bench's threshold: other processes using more than this many cores = busy
-
-
-def _proc_stat() -> tuple[float, float, float] | None:
-    """(busy, steal, total) CPU seconds of the whole machine since boot, or None off Linux."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            parts = fh.readline().split()
-    except OSError:
-        return None
-    if not parts or parts[0] != "cpu":
-        return None
-    hz = os.sysconf("SC_CLK_TCK")
-    v = [int(x) / hz for x in parts[1:]] + [0.0] * 8
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    busy = user + nice + system + irq + softirq
-    return busy, steal, busy + idle + iowait + steal
 
 
 def _own_cpu() -> float:
@@ -254,12 +230,12 @@ class OtherLoad:
     """CPU used by other processes while a run of ours was going: machine busy time less ours, in cores."""
 
     def __enter__(self) -> OtherLoad:
-        self.t0, self.stat0, self.own0 = time.monotonic(), _proc_stat(), _own_cpu()
+        self.t0, self.stat0, self.own0 = time.monotonic(), machine_cpu_seconds(), _own_cpu()
         self.result: dict[str, Any] = {}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        wall, stat = time.monotonic() - self.t0, _proc_stat()
+        wall, stat = time.monotonic() - self.t0, machine_cpu_seconds()
         if not stat or not self.stat0 or wall <= 0:
             return
         busy, steal, total = (b - a for a, b in zip(self.stat0, stat, strict=True))
