@@ -75,7 +75,7 @@ def pipeline(
 
         config = BenchConfig(data=eval_data or data, held_out=eval_data is None, seed=seed, limit=limit,
                              threads=threads, repetitions=repetitions, n_gen=n_gen, budget=budget, resume=True,
-                             out=bench_dir, latency_prompts=-(-20 // repetitions))  # >= 20 latency samples: a p95
+                             out=bench_dir, latency_prompts=-(-20 // max(repetitions, 1)))  # >= 20 latency samples
         result = run_bench([artifacts_dir], config)
         return {"exit_code": result.get("exit_code", 0)}
 
