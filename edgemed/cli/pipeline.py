@@ -42,10 +42,18 @@ def pipeline(
         seed: seed for the train/eval split and training.
         force: redo every step even when it finished earlier with the same settings.
     """
+    from edgemed.bench.budget import load_budgets
+    from edgemed.bench.config import BenchConfig
     from edgemed.pipeline import Step, run_steps
 
     out = Path(out)
     run_dir, merged_dir, artifacts_dir, bench_dir = out / "train", out / "merged", out / "artifacts", out / "bench"
+    # the bench's settings and budgets are checked now, not after training and exporting
+    bench_config = BenchConfig(data=eval_data or data, held_out=eval_data is None, seed=seed, limit=limit,
+                               threads=threads, repetitions=repetitions, n_gen=n_gen, budget=budget, resume=True,
+                               out=bench_dir, latency_prompts=-(-20 // max(repetitions, 1))).validate()  # >= 20
+    if budget is not None:
+        load_budgets(budget)
 
     def train_step() -> dict:
         from edgemed.training import train_lora
@@ -70,13 +78,9 @@ def pipeline(
         return {"formats": statuses, "complete": "failed" not in statuses.values()}
 
     def bench_step() -> dict:
-        from edgemed.bench.config import BenchConfig
         from edgemed.bench.run import run_bench
 
-        config = BenchConfig(data=eval_data or data, held_out=eval_data is None, seed=seed, limit=limit,
-                             threads=threads, repetitions=repetitions, n_gen=n_gen, budget=budget, resume=True,
-                             out=bench_dir, latency_prompts=-(-20 // max(repetitions, 1)))  # >= 20 latency samples
-        result = run_bench([artifacts_dir], config)
+        result = run_bench([artifacts_dir], bench_config)
         return {"exit_code": result.get("exit_code", 0)}
 
     common = {"model": model, "data": data, "seed": seed}
