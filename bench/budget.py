@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.results import ArtifactResult, format_value
+from edgemed.bench.results import METRICS, ArtifactResult, format_value
 from edgemed.errors import EdgemedError
 
 
@@ -34,17 +34,14 @@ class BudgetKey:
     high: float | None = None
 
 
-BUDGET_KEYS: dict[str, BudgetKey] = {
-    "max_p95_latency_ms": BudgetKey("answer_p95_ms", "max", "p95 answer latency (ms)"),
-    "max_ttft_ms": BudgetKey("ttft_ms", "max", "median time to first token (ms)"),
-    "min_decode_tokens_per_s": BudgetKey("decode_tps", "min", "tg tokens/s"),
-    "min_prefill_tokens_per_s": BudgetKey("prefill_tps", "min", "pp tokens/s"),
-    "max_peak_rss_mb": BudgetKey("peak_rss_mb", "max", "peak resident memory (MB)"),
-    "min_accuracy": BudgetKey("accuracy", "min", "accuracy", 0.0, 1.0),
-    "max_accuracy_drop": BudgetKey("accuracy_drop", "max", "accuracy drop vs the reference", 0.0, 1.0),
-    "max_kld": BudgetKey("kld", "max", "mean KL divergence from the reference (nats/token)"),
-    "min_top1_agreement": BudgetKey("top1_agreement", "min", "top-1 token agreement with the reference", 0.0, 1.0),
-}
+ACCURACY_DROP = BudgetKey("accuracy_drop", "max", "accuracy drop vs the reference", 0.0, 1.0)
+
+
+def budget_keys() -> dict[str, BudgetKey]:
+    """Every metric that declares a budget key (results.METRICS), plus the one derived from the reference."""
+    keys = {m.budget: BudgetKey(m.key, m.budget.partition("_")[0], m.what, *m.bounds)
+            for m in METRICS.values() if m.budget}
+    return {**keys, "max_accuracy_drop": ACCURACY_DROP}
 
 
 @dataclass
@@ -173,11 +170,11 @@ def _table(table: dict[str, Any], name: str, where) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in table.items():
         dotted = f"{name}.{key}"
-        spec = BUDGET_KEYS.get(key)
+        spec = budget_keys().get(key)
         if spec is None:
             raise EdgemedError(
-                f"{where(dotted)}: unknown budget key '{key}' in [{name}]{_hint(key, list(BUDGET_KEYS))}; "
-                f"known keys: {', '.join(BUDGET_KEYS)}"
+                f"{where(dotted)}: unknown budget key '{key}' in [{name}]{_hint(key, list(budget_keys()))}; "
+                f"known keys: {', '.join(budget_keys())}"
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise EdgemedError(
@@ -192,7 +189,7 @@ def _table(table: dict[str, Any], name: str, where) -> dict[str, float]:
 
 
 def measured_value(result: ArtifactResult, key: str, reference: ArtifactResult | None) -> float | None:
-    spec = BUDGET_KEYS[key]
+    spec = budget_keys()[key]
     if spec.metric == "accuracy_drop":
         if reference is None or reference.accuracy.accuracy is None or result.accuracy.accuracy is None:
             return None
@@ -205,7 +202,7 @@ def check_budgets(budgets: Budgets, results: list[ArtifactResult], reference: Ar
     checks: list[Check] = []
     for r in results:
         for key, limit in budgets.for_format(r.format).items():
-            spec = BUDGET_KEYS[key]
+            spec = budget_keys()[key]
             line = budgets.line_of(r.format, key)
             source = f"{budgets.path}:{line}" if line else budgets.path
             if not r.ok:

@@ -122,6 +122,7 @@ class ArtifactResult:
     bandwidth: Bandwidth = field(default_factory=Bandwidth)
     fidelity: dict[str, Any] | None = None  # KL divergence etc. against the reference (see bench/fidelity.py)
     machine_load: dict[str, Any] = field(default_factory=dict)  # other processes' CPU use while it ran
+    extra: dict[str, Any] = field(default_factory=dict)  # any further number the worker reports under its name
     runtime_info: dict[str, Any] = field(default_factory=dict)
     settings_key: str = ""
     predictions: list[dict[str, Any]] = field(default_factory=list)
@@ -172,13 +173,21 @@ class ArtifactResult:
 
 @dataclass(frozen=True)
 class Metric:
-    """One comparable number of a result: how to read it, which direction is better, how to show it."""
+    """One comparable number of a result: how to read it, which direction is better, how to show it, and the
+    budget key that limits it (``max_...``/``min_...`` in the budgets TOML), if any.
+
+    Adding a metric is two places: the worker reports it (``result["extra"]["NAME"] = value``) and one entry
+    here (``get=lambda r: r.extra.get("NAME")``, with ``budget=`` to make it a budget key too).
+    """
 
     key: str
     label: str
     get: Callable[[ArtifactResult], float | None]
     better: Literal["min", "max"] | None
     fmt: str  # format spec for the value
+    budget: str | None = None  # the budgets TOML key: max_* (measured <= limit) or min_* (measured >= limit)
+    what: str = ""  # how a budget check names it
+    bounds: tuple[float, float | None] = (0.0, None)  # allowed budget values
 
 
 def _mb(v: int | None) -> float | None:
@@ -197,28 +206,36 @@ def _per_token_ms(r: ArtifactResult) -> float | None:
 METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("size_mb", "size MB", lambda r: _mb(r.size_bytes), "min", ".1f"),
     Metric("load_s", "load s", lambda r: r.load_s, "min", ".2f"),
-    Metric("accuracy", "accuracy", lambda r: r.accuracy.accuracy, "max", ".3f"),
+    Metric("accuracy", "accuracy", lambda r: r.accuracy.accuracy, "max", ".3f", "min_accuracy", "accuracy",
+           (0.0, 1.0)),
     Metric("accuracy_low", "acc low", lambda r: r.accuracy.ci_low, None, ".3f"),
     Metric("accuracy_high", "acc high", lambda r: r.accuracy.ci_high, None, ".3f"),
     Metric("agreement", "agree", lambda r: r.accuracy.agreement, "max", ".3f"),
     Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f"),
-    Metric("answer_p95_ms", "p95 ms", lambda r: r.latency.answer_ms.get("p95"), "min", ".1f"),
+    Metric("answer_p95_ms", "p95 ms", lambda r: r.latency.answer_ms.get("p95"), "min", ".1f",
+           "max_p95_latency_ms", "p95 answer latency (ms)"),
     Metric("answer_max_ms", "max ms", lambda r: r.latency.answer_ms.get("max"), "min", ".1f"),
-    Metric("ttft_ms", "TTFT ms", lambda r: r.latency.ttft_ms.get("median"), "min", ".1f"),
+    Metric("ttft_ms", "TTFT ms", lambda r: r.latency.ttft_ms.get("median"), "min", ".1f",
+           "max_ttft_ms", "median time to first token (ms)"),
     Metric("tpot_ms", "TPOT ms", _per_token_ms, "min", ".2f"),
     Metric("generate_p95_ms", "gen p95 ms", lambda r: r.latency.generate_ms.get("p95"), "min", ".1f"),
-    Metric("prefill_tps", "pp t/s", lambda r: r.throughput.pp.get("avg_ts"), "max", ".0f"),
+    Metric("prefill_tps", "pp t/s", lambda r: r.throughput.pp.get("avg_ts"), "max", ".0f",
+           "min_prefill_tokens_per_s", "pp tokens/s"),
     Metric("prefill_tps_sd", "pp sd", lambda r: r.throughput.pp.get("stddev_ts"), None, ".1f"),
-    Metric("decode_tps", "tg t/s", lambda r: r.throughput.tg.get("avg_ts"), "max", ".1f"),
+    Metric("decode_tps", "tg t/s", lambda r: r.throughput.tg.get("avg_ts"), "max", ".1f",
+           "min_decode_tokens_per_s", "tg tokens/s"),
     Metric("decode_tps_sd", "tg sd", lambda r: r.throughput.tg.get("stddev_ts"), None, ".2f"),
-    Metric("kld", "KLD", _fid("kld_mean"), "min", ".5f"),
+    Metric("kld", "KLD", _fid("kld_mean"), "min", ".5f", "max_kld",
+           "mean KL divergence from the reference (nats/token)"),
     Metric("kld_low", "KLD low", lambda r: ((r.fidelity or {}).get("kld_ci") or [None])[0], None, ".5f"),
     Metric("kld_high", "KLD high", lambda r: ((r.fidelity or {}).get("kld_ci") or [None, None])[1], None, ".5f"),
     Metric("kld_p99", "KLD p99", _fid("kld_p99"), "min", ".3f"),
-    Metric("top1_agreement", "same top", _fid("top1_agreement"), "max", ".3f"),
+    Metric("top1_agreement", "same top", _fid("top1_agreement"), "max", ".3f", "min_top1_agreement",
+           "top-1 token agreement with the reference", (0.0, 1.0)),
     Metric("ppl_ratio", "PPL ratio", _fid("ppl_ratio"), None, ".4f"),
     Metric("other_cpu_cores", "others", lambda r: r.machine_load.get("other_cores_mean"), None, ".2f"),
-    Metric("peak_rss_mb", "RSS MB", lambda r: _mb(r.memory.peak_rss_bytes), "min", ".0f"),
+    Metric("peak_rss_mb", "RSS MB", lambda r: _mb(r.memory.peak_rss_bytes), "min", ".0f", "max_peak_rss_mb",
+           "peak resident memory (MB)"),
     Metric("peak_rss_process_mb", "run RSS MB", lambda r: _mb(r.memory.peak_rss_process_bytes), None, ".0f"),
     Metric("peak_gpu_mb", "peak GPU MB", lambda r: _mb(r.memory.peak_gpu_bytes), "min", ".0f"),
     Metric("bandwidth_gbps", "eff. GB/s", lambda r: r.bandwidth.effective_gbps, None, ".2f"),

@@ -208,6 +208,7 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
     result.latency = Latency.from_raw(raw["latency"])
     result.throughput = Throughput(pp=raw["pp"], tg=raw["tg"])
     result.fidelity = raw.get("fidelity")
+    result.extra = raw.get("extra", {})
     result.predictions = raw.get("predictions", [])
     evaluation = raw["evaluation"]
     ci = evaluation.get("accuracy_ci") or [None, None]

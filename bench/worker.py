@@ -134,6 +134,7 @@ def run(job: Job) -> dict[str, Any]:
         "pp": pp,
         "tg": tg,
         "fidelity": fid,
+        "extra": {},  # further numbers by metric name (read by results.METRICS getters)
         "evaluation": result.to_dict(),
         "predictions": list(result.predictions),
         "memory": {

@@ -93,3 +93,17 @@ def test_the_example_budgets_file_is_valid_and_uses_the_fidelity_keys():
     b = load_budgets(Path(__file__).resolve().parents[1] / "examples" / "budgets.toml")
     assert b.for_format("gguf-q8_0")["max_kld"] == 0.05 and b.for_format("gguf-q8_0")["min_top1_agreement"] == 0.85
     assert "max_kld" not in b.for_format("hf")
+
+
+def test_a_new_metric_with_a_budget_is_one_metrics_entry_plus_the_worker_number(tmp_path, monkeypatch):
+    from edgemed.bench import results
+    from edgemed.bench.render import to_csv
+
+    monkeypatch.setitem(results.METRICS, "joules", results.Metric(
+        "joules", "J/answer", lambda r: r.extra.get("joules"), "min", ".2f", "max_joules", "energy per answer (J)"))
+    r = result("hf", "hf", 0.5, 100, 500)
+    r.extra = {"joules": 4.2}  # what the worker would report as result["extra"]["joules"]
+    b = load_budgets(write(tmp_path, "[default]\nmax_joules = 3\n"))
+    [check] = check_budgets(b, [r], None)
+    assert not check.passed and check.message == "energy per answer (J) 4.20 > max_joules 3"
+    assert "joules" in to_csv([r]).splitlines()[0] and ",4.2," in to_csv([r]).splitlines()[1]
