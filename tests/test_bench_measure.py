@@ -130,3 +130,14 @@ def test_bench_options_come_from_one_config_and_lists_never_swallow_the_artifact
     assert BenchConfig.from_dict(config.to_dict()) == config  # what the worker receives is the same config
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "ARTS", "--profile", "rpi5,"])  # an empty item is a usage error
+
+
+def test_help_texts_print_percent_signs_once(capsys):
+    from edgemed.cli.main import build_parser
+
+    seen = ""
+    for argv in (["--help"], ["eval", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
+        seen += capsys.readouterr().out
+    assert "%%" not in seen and "95% Wilson" in seen

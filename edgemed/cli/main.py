@@ -50,16 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, target in COMMANDS.items():
         fn = _load(target)
         summary, _ = parse_doc(fn)
-        summary = summary.replace("%", "%%")  # argparse expands %-formats in help text
+        escaped = summary.replace("%", "%%")  # argparse expands %-formats in help text, not in descriptions
         if " " in name:
             group, sub = name.split(" ", 1)
             if group not in groups:
                 gp = top.add_parser(group, help=f"{group} commands")
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
                 groups[group].required = True
-            p = groups[group].add_parser(sub, help=summary, description=summary)
+            p = groups[group].add_parser(sub, help=escaped, description=summary)
         else:
-            p = top.add_parser(name, help=summary, description=summary)
+            p = top.add_parser(name, help=escaped, description=summary)
         add_function(p, fn)
         p.set_defaults(_fn=fn)
     return parser
