@@ -156,8 +156,9 @@ def load_reference(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 def token_divergence(lq: np.ndarray, ref_idx: np.ndarray, ref_lp: np.ndarray, tail_idx: np.ndarray | None = None,
-                     tail_lp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (KL estimate, its top-k lower bound) of KL(p || q); lq are the artifact's full log-probs.
+                     tail_lp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row (KL estimate, its top-k lower bound, the reference's mass outside its top-k) of KL(p || q);
+    lq are the artifact's full log-probs.
 
     The bound is the exact KL over {each of the reference's top-k tokens, the rest as one bucket}; the estimate
     replaces the bucket's term by r x the mean of (log p - log q) over the tail draws: unbiased, so its mean over
@@ -171,10 +172,10 @@ def token_divergence(lq: np.ndarray, ref_idx: np.ndarray, ref_lp: np.ndarray, ta
     bucket = np.where(r > 1e-12, r * (np.log(np.maximum(r, 1e-30)) - np.log(q_rest)), 0.0)
     bound = np.maximum(kl_top + bucket, 0.0)
     if tail_idx is None or tail_lp is None:
-        return bound, bound
+        return bound, bound, r
     lq_tail = np.take_along_axis(lq, tail_idx.astype(np.int64), axis=1).astype(np.float64)
     tail = r * (tail_lp.astype(np.float64) - lq_tail).mean(axis=1)
-    return kl_top + tail, bound
+    return kl_top + tail, bound, r
 
 
 def compare_with_reference(runtime, folder: Path, on_progress=None) -> dict[str, Any]:
@@ -192,11 +193,11 @@ def compare_with_reference(runtime, folder: Path, on_progress=None) -> dict[str,
         lp = runtime.sequence_logprobs(s["ids"])[s["first"] : s["last"]]
         m = len(lp)
         ref_lp = np.asarray(ref["topk_logp"][at : at + m])
-        est, low = token_divergence(lp, ref["topk_idx"][at : at + m], ref_lp, ref["tail_idx"][at : at + m],
-                                    ref["tail_logp"][at : at + m])
+        est, low, outside = token_divergence(lp, ref["topk_idx"][at : at + m], ref_lp, ref["tail_idx"][at : at + m],
+                                             ref["tail_logp"][at : at + m])
         kld.append(est)
         bound.append(low)
-        tail.append(np.clip(1.0 - np.exp(ref_lp.astype(np.float64)).sum(axis=1), 0.0, 1.0))
+        tail.append(outside)
         same.append(lp.argmax(axis=1) == ref["topk_idx"][at : at + m, 0])
         lq_target.append(lp[np.arange(m), s["ids"][s["first"] + 1 : s["last"] + 1]].astype(np.float64))
         at += m

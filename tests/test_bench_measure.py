@@ -59,14 +59,15 @@ def test_kl_exact_with_the_whole_vocabulary_and_unbiased_from_top_k_plus_tail_dr
     lq = _log_softmax(lp + rng.normal(0, 0.3, size=lp.shape))
     exact = (np.exp(lp) * (lp - lq)).sum(axis=1)
     idx, vals = _top_k(lp, 500)
-    est, bound = token_divergence(lq, idx, vals)
+    est, bound, outside = token_divergence(lq, idx, vals)
     assert np.allclose(est, exact, atol=1e-9) and np.allclose(bound, exact, atol=1e-9)
+    assert np.allclose(outside, 0, atol=1e-9)  # the whole vocabulary stored: nothing outside
     idx, vals = _top_k(lp, 16)
     assert np.all(idx[:, 0] == lp.argmax(axis=1)) and np.all(np.diff(vals, axis=1) <= 0)
     draws = _tail_draws(lp, idx, np.random.default_rng(1))
     assert not any(np.isin(d, i).any() for d, i in zip(draws, idx, strict=True))  # only from outside the top-k
-    est, bound = token_divergence(lq, idx, vals, draws, np.take_along_axis(lp, draws.astype(np.int64), axis=1))
-    assert np.all(bound <= exact + 1e-12)
+    est, bound, outside = token_divergence(lq, idx, vals, draws, np.take_along_axis(lp, draws.astype(np.int64), axis=1))
+    assert np.all(bound <= exact + 1e-12) and np.allclose(outside, 1 - np.exp(vals).sum(axis=1))
     assert bound.mean() < 0.9 * exact.mean()  # the bound alone is clearly low here...
     assert est.mean() == pytest.approx(exact.mean(), rel=0.03)  # ...the tail draws remove that bias
 
