@@ -9,7 +9,8 @@ A run folder holds::
     adapter/           adapter safetensors + adapter_config.json + the tokenizer
     edgemed-run.json   the exact config: base model (given and resolved), data, split, style, hyperparameters
     metrics.json       train/eval loss curves by step, eval loss before and after, seconds, steps, tokens
-    eval_ids.json      ids of the held-out questions (never trained on); train_ids.json likewise
+    lineage.json       what every later stage reads: base model, prompt style, data and its hash, the split
+                       (seed, fraction or a separate source) and the train/eval question ids (edgemed.lineage)
     checkpoints/       Trainer checkpoints, for --resume
 
 ``metrics.json`` is written last: its presence marks a finished run. Multi-GPU runs work unchanged
@@ -36,8 +37,6 @@ from edgemed.fsutil import atomic_dir, atomic_write_json
 
 RUN_CONFIG = "edgemed-run.json"
 METRICS = "metrics.json"
-EVAL_IDS = "eval_ids.json"
-TRAIN_IDS = "train_ids.json"
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
 EVAL_BEFORE = "edgemed-eval-before.json"  # inside checkpoints/, so --resume keeps the step-0 eval loss
@@ -222,13 +221,14 @@ def _check_resumable(recorded: dict[str, Any], current: dict[str, Any], out: Pat
 def _load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, Any], dict[str, Any]]:
     """(train questions, eval questions, data record, eval record)."""
     from edgemed.data import load_questions, split_questions
+    from edgemed.lineage import questions_sha256, source_name
 
     questions, problems = load_questions(
         data, "train", cop_base=config.cop_base, skip_bad=config.skip_bad_rows, limit=config.limit
     )
-    data_rec = {"source": data, "split": "train", "cop_base": config.cop_base, "limit": config.limit,
+    data_rec = {"source": source_name(data), "split": "train", "cop_base": config.cop_base, "limit": config.limit,
                 "skip_bad_rows": config.skip_bad_rows, "bad_rows_skipped": len({p.row for p in problems}),
-                "questions": len(questions)}
+                "questions": len(questions), "sha256": questions_sha256(questions)}
     if config.eval_data:
         eval_qs, eval_problems = load_questions(
             config.eval_data, "validation", cop_base=config.cop_base, skip_bad=config.skip_bad_rows
@@ -236,7 +236,8 @@ def _load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, 
         held = {q.id for q in eval_qs}
         overlap = [q.id for q in questions if q.id in held]
         train_qs = [q for q in questions if q.id not in held]
-        eval_rec = {"mode": "separate", "source": config.eval_data, "seed": None, "fraction": None,
+        eval_rec = {"mode": "separate", "source": source_name(config.eval_data), "split": "validation",
+                    "seed": None, "fraction": None, "sha256": questions_sha256(eval_qs),
                     "bad_rows_skipped": len({p.row for p in eval_problems}), "dropped_from_train": len(overlap)}
         if overlap:
             from edgemed.console import err_console
@@ -244,7 +245,8 @@ def _load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, 
             err_console.print(f"[yellow]{len(overlap)} training questions share ids with --eval-data; not trained on")
     else:
         train_qs, eval_qs = split_questions(questions, config.eval_fraction, config.seed)
-        eval_rec = {"mode": "split", "source": data, "seed": config.seed, "fraction": config.eval_fraction}
+        eval_rec = {"mode": "split", "source": data_rec["source"], "split": "train", "seed": config.seed,
+                    "fraction": config.eval_fraction, "sha256": data_rec["sha256"]}
     if not train_qs:
         raise EdgemedError(f"no training questions left in '{data}' after holding out eval questions")
     if not eval_qs:
@@ -550,11 +552,15 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
         if checkpoint is None and main:
             err_console.print(f"[yellow]{work} has no checkpoint yet; training from step 0")
     if main:
-        ids = {"source": eval_rec["source"], "mode": eval_rec["mode"], "seed": eval_rec["seed"],
-               "fraction": eval_rec["fraction"], "ids": [q.id for q in eval_qs],
-               "loss_ids": [q.id for q in loss_qs]}
-        atomic_write_json(work / EVAL_IDS, ids)
-        atomic_write_json(work / TRAIN_IDS, {"source": data, "ids": [q.id for q in train_qs]})
+        from edgemed.lineage import Lineage, write_lineage
+
+        write_lineage(work, Lineage(
+            prompt_style=style.name,
+            style_source="train --prompt-style" if config.prompt_style else "chat template at train",
+            base_model={"given": model_name, "resolved": resolved}, data=data_rec,
+            evaluation={**eval_rec, "loss_ids": [q.id for q in loss_qs]},
+            train_ids=[q.id for q in train_qs], eval_ids=[q.id for q in eval_qs], run=str(work.resolve()),
+        ))
         atomic_write_json(work / RUN_CONFIG, record)
     dist.wait_for_everyone()
 

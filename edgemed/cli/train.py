@@ -17,8 +17,8 @@ def train(
     """Fine-tune a LoRA adapter on MedMCQA-schema questions (loss on the answer tokens only).
 
     Writes RUN_DIR/adapter (adapter + tokenizer), edgemed-run.json (exact config), metrics.json (loss curves,
-    eval loss before/after), eval_ids.json and checkpoints/. For several GPUs run the same command under
-    accelerate: 'accelerate launch -m edgemed.cli.main train ...' (the Trainer distributes; only rank 0 writes).
+    eval loss before/after), lineage.json (prompt style, split, train/eval ids: carried into every artifact) and
+    checkpoints/. For several GPUs run the same command under accelerate: 'accelerate launch -m edgemed.cli.main train ...' (the Trainer distributes; only rank 0 writes).
 
     Args:
         model: model alias (smollm2-135m, tiny-random), local folder or hub id (e.g. meta-llama/Llama-3.2-1B-Instruct).
