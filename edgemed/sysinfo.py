@@ -1,32 +1,242 @@
-"""The environment a result was measured in: CPU, cores, RAM, OS, accelerator, versions, commit."""
+"""The environment a result was measured in: CPU, cores, RAM, OS, accelerator, versions, commit.
+
+The CPU is read from ``/proc/cpuinfo``. On x86 that is the ``model name`` and ``flags`` lines. On aarch64
+(Raspberry Pi, Jetson, Graviton ...) cpuinfo has no model name: the CPU is its ``CPU implementer``/``CPU part``
+ids (decoded to a name such as Cortex-A76), the features are the ``Features`` line, and the board is the
+device-tree ``model`` (e.g. "Raspberry Pi 5 Model B Rev 1.0"). Under qemu-user (an aarch64 Python on an x86
+host) ``/proc/cpuinfo`` is the host's: that is detected and said, and the features are then the ones the
+emulated CPU advertises to this process (AT_HWCAP/AT_HWCAP2), never the host's x86 flags. ``CpuInfo.source``
+says what was read and from where.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ARM_MACHINES = ("aarch64", "arm64", "armv8l", "armv8b")
+
+# (implementer, part) -> name, as in the Linux kernel's arch/arm64/include/asm/cputype.h and util-linux lscpu.
+ARM_IMPLEMENTERS = {
+    0x41: "Arm", 0x42: "Broadcom", 0x43: "Cavium", 0x46: "Fujitsu", 0x48: "HiSilicon", 0x4E: "NVIDIA",
+    0x50: "APM", 0x51: "Qualcomm", 0x53: "Samsung", 0x61: "Apple", 0x6D: "Microsoft", 0xC0: "Ampere",
+}
+ARM_PARTS = {
+    (0x41, 0xD01): "Cortex-A32", (0x41, 0xD02): "Cortex-A34", (0x41, 0xD03): "Cortex-A53",
+    (0x41, 0xD04): "Cortex-A35", (0x41, 0xD05): "Cortex-A55", (0x41, 0xD06): "Cortex-A65",
+    (0x41, 0xD07): "Cortex-A57", (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD0A): "Cortex-A75", (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1",
+    (0x41, 0xD0D): "Cortex-A77", (0x41, 0xD0E): "Cortex-A76AE", (0x41, 0xD40): "Neoverse-V1",
+    (0x41, 0xD41): "Cortex-A78", (0x41, 0xD42): "Cortex-A78AE", (0x41, 0xD43): "Cortex-A65AE",
+    (0x41, 0xD44): "Cortex-X1", (0x41, 0xD46): "Cortex-A510", (0x41, 0xD47): "Cortex-A710",
+    (0x41, 0xD48): "Cortex-X2", (0x41, 0xD49): "Neoverse-N2", (0x41, 0xD4A): "Neoverse-E1",
+    (0x41, 0xD4B): "Cortex-A78C", (0x41, 0xD4D): "Cortex-A715", (0x41, 0xD4E): "Cortex-X3",
+    (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD80): "Cortex-A520", (0x41, 0xD81): "Cortex-A720",
+    (0x41, 0xD82): "Cortex-X4", (0x4E, 0x003): "Denver 2", (0x4E, 0x004): "Carmel",
+    (0xC0, 0xAC3): "Ampere-1",
+}
+
+# Bits of AT_HWCAP and AT_HWCAP2 on arm64 (Linux uapi asm/hwcap.h), named as /proc/cpuinfo's Features line.
+HWCAP_NAMES = (
+    "fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp", "asimdhp", "cpuid",
+    "asimdrdm", "jscvt", "fcma", "lrcpc", "dcpop", "sha3", "sm3", "sm4", "asimddp", "sha512", "sve", "asimdfhm",
+    "dit", "uscat", "ilrcpc", "flagm", "ssbs", "sb", "paca", "pacg",
+)
+HWCAP2_NAMES = (
+    "dcpodp", "sve2", "sveaes", "svepmull", "svebitperm", "svesha3", "svesm4", "flagm2", "frint", "svei8mm",
+    "svef32mm", "svef64mm", "svebf16", "i8mm", "bf16", "dgh", "rng", "bti", "mte", "ecv", "afp", "rpres", "mte3",
+    "sme",
+)
+AT_HWCAP, AT_HWCAP2 = 16, 26
+
+# Features worth showing in `environment()['cpu_features']`: on x86 the vector/matrix extensions (as before);
+# on aarch64 the ones llama.cpp and onnxruntime kernels select on.
+ARM_SHOWN_FEATURES = ("asimd", "fphp", "asimdhp", "asimddp", "asimdfhm", "i8mm", "bf16", "sve", "sve2", "sme")
+
+
+@dataclass
+class CpuInfo:
+    """What this machine's CPU is, as far as the files read say, and where that came from."""
+
+    model: str
+    features: set[str] = field(default_factory=set)
+    source: str = ""
+    board: str | None = None  # device-tree model, e.g. "Raspberry Pi 5 Model B Rev 1.0"
+    cores: list[str] = field(default_factory=list)  # aarch64: the decoded name of each core
+    emulated: str | None = None  # set when the CPU files describe another machine than the one executing
+
+
+def parse_cpuinfo(text: str) -> list[dict[str, str]]:
+    """``/proc/cpuinfo`` as blocks of ``key: value`` (one per processor; trailing board lines form their own)."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current = {}
+            continue
+        if ":" in line:
+            key, value = line.split(":", 1)
+            current[key.strip()] = value.strip()
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def arm_core_name(implementer: str | int, part: str | int) -> str:
+    """'Cortex-A76' for (0x41, 0xd0b); an unknown pair is named by its vendor and hex ids."""
+    try:
+        imp = implementer if isinstance(implementer, int) else int(str(implementer), 0)
+        prt = part if isinstance(part, int) else int(str(part), 0)
+    except ValueError:
+        return f"implementer {implementer} part {part}"
+    name = ARM_PARTS.get((imp, prt))
+    if name:
+        return name
+    return f"{ARM_IMPLEMENTERS.get(imp, f'implementer {imp:#x}')} part {prt:#x}"
+
+
+def hwcap_features(hwcap: int, hwcap2: int = 0) -> set[str]:
+    """Feature names of arm64 AT_HWCAP/AT_HWCAP2 bits (the names of cpuinfo's Features line)."""
+    feats = {name for bit, name in enumerate(HWCAP_NAMES) if hwcap >> bit & 1}
+    return feats | {name for bit, name in enumerate(HWCAP2_NAMES) if hwcap2 >> bit & 1}
+
+
+def _auxv_hwcaps() -> tuple[int, int] | None:
+    """This process's AT_HWCAP/AT_HWCAP2 (under qemu-user: the emulated CPU's), or None where unreadable."""
+    try:
+        libc = ctypes.CDLL(None)
+        getauxval = libc.getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype = ctypes.c_ulong
+    getauxval.argtypes = [ctypes.c_ulong]
+    return int(getauxval(AT_HWCAP)), int(getauxval(AT_HWCAP2))
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def device_tree_model(root: Path = Path("/")) -> tuple[str, str] | None:
+    """(model, path read) from the device tree, e.g. ('Raspberry Pi 5 Model B Rev 1.0', '/proc/device-tree/model')."""
+    for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
+        text = _read_text(Path(root) / rel)
+        if text and text.strip("\0 \n"):
+            return text.strip("\0 \n").split("\0")[0], "/" + rel
+    return None
+
+
+def _is_x86_cpuinfo(blocks: list[dict[str, str]]) -> bool:
+    return any("flags" in b or "vendor_id" in b for b in blocks) and not any("CPU implementer" in b for b in blocks)
+
+
+def _group(names: list[str]) -> str:
+    counts = Counter(names)
+    return " + ".join(f"{n}x {name}" if n > 1 else name for name, n in counts.items())
+
+
+def cpu_info(
+    root: Path = Path("/"),
+    machine: str | None = None,
+    hwcaps: tuple[int, int] | None | bool = True,
+    env: dict[str, str] | None = None,
+) -> CpuInfo:
+    """Read the CPU from ``root``'s /proc/cpuinfo (and device tree on aarch64).
+
+    machine: ``platform.machine()`` unless given; hwcaps: this process's (AT_HWCAP, AT_HWCAP2) when True,
+    given values, or None for none; env: where QEMU_CPU is looked up (default os.environ). The arguments exist
+    so recorded files can be read in tests.
+    """
+    root = Path(root)
+    machine = platform.machine() if machine is None else machine
+    env = os.environ if env is None else env
+    text = _read_text(root / "proc/cpuinfo")
+    blocks = parse_cpuinfo(text) if text else []
+
+    if machine.lower() not in ARM_MACHINES:  # x86 and everything else: as before
+        model = next((b["model name"] for b in blocks if "model name" in b), None)
+        flags = next((b["flags"] for b in blocks if "flags" in b), None)
+        if text is None:
+            source = "/proc/cpuinfo unreadable; model from platform"
+        else:
+            read = ", ".join(k for k, v in (("model name", model), ("flags", flags)) if v is not None)
+            source = f"/proc/cpuinfo: {read}" if read else "/proc/cpuinfo: no model name or flags"
+        return CpuInfo(model=model or platform.processor() or machine,
+                       features=set(flags.split()) if flags else set(), source=source)
+
+    dt = device_tree_model(root)
+    board = dt[0] if dt else next((b["Model"] for b in blocks if "Model" in b), None)
+    board_src = dt[1] if dt else ("/proc/cpuinfo Model" if board else None)
+    if hwcaps is True:
+        hwcaps = _auxv_hwcaps()
+
+    if blocks and _is_x86_cpuinfo(blocks):
+        # qemu-user: the kernel (the host's) answers /proc/cpuinfo; this process runs on an emulated CPU.
+        host = next((b["model name"] for b in blocks if "model name" in b), "an x86 host")
+        qemu_cpu = env.get("QEMU_CPU")
+        core = qemu_cpu or "aarch64 CPU (qemu's default model)"
+        feats = hwcap_features(*hwcaps) if hwcaps else set()
+        return CpuInfo(
+            model=f"{core} emulated by qemu-user on {host}",
+            features=feats,
+            source=("qemu-user: /proc/cpuinfo is the host's (x86), not used for features; "
+                    + ("features from AT_HWCAP/AT_HWCAP2 of this process (the emulated CPU)" if hwcaps
+                       else "features unknown")
+                    + (f"; QEMU_CPU={qemu_cpu} from the environment" if qemu_cpu else "")),
+            board=board,
+            emulated=f"qemu-user ({core}) on {host}: timings are not a board's",
+        )
+
+    cores = [arm_core_name(b["CPU implementer"], b.get("CPU part", "?")) for b in blocks if "CPU implementer" in b]
+    feature_line = next((b["Features"] for b in blocks if "Features" in b), None)
+    read = []
+    if cores:
+        read.append("CPU implementer/part")
+    if feature_line is not None:
+        read.append("Features")
+    if feature_line is not None:
+        feats = set(feature_line.split())
+        feat_src = ""
+    elif hwcaps:
+        feats = hwcap_features(*hwcaps)
+        feat_src = "; features from AT_HWCAP/AT_HWCAP2"
+    else:
+        feats, feat_src = set(), ""
+    cpu = _group(cores) if cores else next(
+        (b[k] for b in blocks for k in ("model name", "Processor", "Hardware") if k in b), machine)
+    source = (f"/proc/cpuinfo: {', '.join(read)}" if read else
+              ("/proc/cpuinfo: no CPU ids" if text is not None else "/proc/cpuinfo unreadable")) + feat_src
+    if board_src:
+        source += f"; board: {board_src}"
+    return CpuInfo(model=f"{board} ({cpu})" if board else cpu, features=feats, source=source, board=board,
+                   cores=cores)
+
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info().model
 
 
 def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """The CPU's feature flags (x86 ``flags``, aarch64 ``Features``); never the host's under qemu-user."""
+    return cpu_info().features
+
+
+def shown_features(info: CpuInfo, machine: str | None = None) -> list[str]:
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() in ARM_MACHINES:
+        return sorted(f for f in info.features if f in ARM_SHOWN_FEATURES)
+    return sorted(f for f in info.features if f.startswith(("avx", "amx")) or f in ("neon", "asimd"))
 
 
 def git_commit() -> str | None:
@@ -57,16 +267,24 @@ def environment(with_accelerator: bool = True) -> dict[str, Any]:
 
     from edgemed.manifest import versions
 
-    flags = cpu_flags()
-    return {
-        "cpu": cpu_model(),
+    info = cpu_info()
+    env: dict[str, Any] = {
+        "cpu": info.model,
         "cores_logical": os.cpu_count(),
         "cores_physical": psutil.cpu_count(logical=False),
-        "cpu_features": sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("neon", "asimd")),
+        "cpu_features": shown_features(info),
+        "cpu_source": info.source,
+    }
+    if info.board:
+        env["board"] = info.board
+    if info.emulated:
+        env["emulated"] = info.emulated
+    env.update({
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "accelerator": accelerator() if with_accelerator else "not checked",
         "commit": git_commit(),
         "versions": versions(),
-    }
+    })
+    return env
