@@ -83,10 +83,12 @@ def tomllib_module():
     """tomllib (Python 3.11+), else the tomli backport."""
     try:
         import tomllib
-    except ImportError:  # Python 3.10
-        from edgemed.errors import require
-
-        tomllib = require("tomli", "dev", "TOML files on Python 3.10")
+    except ImportError:  # Python 3.10: tomli is a base dependency there (pyproject marker)
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise EdgemedError("reading TOML (--budget, --profile) on Python 3.10 needs tomli, a dependency of "
+                               "edgemed there: pip install tomli (or reinstall edgemed)") from None
     return tomllib
 
 

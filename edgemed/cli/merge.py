@@ -33,6 +33,9 @@ def merge(
         force: replace an existing --out folder.
     """
     from edgemed.console import console
+    from edgemed.registry import require_train
+
+    require_train("edgemed merge")
     from edgemed.merging import merge_adapter
 
     record = merge_adapter(

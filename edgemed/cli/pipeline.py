@@ -56,6 +56,9 @@ def pipeline(
         load_budgets(budget)
 
     def train_step() -> dict:
+        from edgemed.registry import require_train
+
+        require_train("the pipeline's train step")
         from edgemed.training import train_lora
 
         metrics = train_lora(
@@ -65,6 +68,9 @@ def pipeline(
         return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
 
     def merge_step() -> dict:
+        from edgemed.registry import require_train
+
+        require_train("the pipeline's merge step")
         from edgemed.merging import merge_adapter
 
         return merge_adapter(adapter=run_dir, out=merged_dir, force=True)

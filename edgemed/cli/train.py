@@ -26,7 +26,10 @@ def train(
         out: run folder to write (RUN_DIR).
     """
     from edgemed.console import console
+    from edgemed.registry import require_train
     from edgemed.training import train_lora
+
+    require_train("edgemed train")
 
     metrics = train_lora(model, data, out, **asdict(config))
     console.print(

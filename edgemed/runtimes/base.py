@@ -194,14 +194,15 @@ class Runtime(abc.ABC):
 def open_runtime(path: Path, threads: int | None = None, device: str = "auto", **options: Any) -> Runtime:
     """Load an artifact with the runtime its manifest (or its files) names."""
     from edgemed.manifest import MANIFEST, check_files, detect_runtime, read_manifest
-    from edgemed.registry import runtime_class
+    from edgemed.registry import require_runtime, runtime_class
 
     path = Path(path)
     if not path.exists():
         raise EdgemedError(f"artifact {path} does not exist; check the path or export it first")
     if path.is_dir() and (path / MANIFEST).exists():
         check_files(path, read_manifest(path))
-    _, runtime = detect_runtime(path)
+    fmt, runtime = detect_runtime(path)
+    require_runtime(fmt, runtime, str(path))  # a board install without this format's extra: exit 2 naming it
     return runtime_class(runtime)(path, threads=threads, device=device, **options)
 
 
