@@ -28,12 +28,12 @@ class BenchConfig:
     artifact failed or a budget/baseline check broke, 2 for bad usage or input.
 
     Args:
-        data: evaluation questions: 'sample', a local MedMCQA-schema file/folder, or a hub id.
-        split: split to read from a folder or hub source (validation, train, ...).
-        held_out: use only the held-out side of the seeded split (on for the training data; off for a
-            separate evaluation file).
-        seed: seed of the held-out split.
-        limit: score at most this many questions per artifact (default: all of the held-out side).
+        data: evaluation questions: 'sample', a local MedMCQA-schema file/folder, or a hub id (default: the
+            evaluation side recorded when the artifacts were trained, the questions none of them trained on;
+            the whole sample when edgemed trained none of them).
+        split: split to read from a folder or hub source (default: the recorded one, else validation).
+        include_trained: score questions an artifact was trained on (refused by default: they inflate accuracy).
+        limit: score at most this many questions per artifact (default: all of the evaluation side).
         threads: CPU threads of every runtime (torch / onnxruntime intra-op / llama.cpp n_threads and
             n_threads_batch); default: physical cores.
         device: device of every runtime (auto, cpu, cuda); auto resolves once for all runtimes.
@@ -77,10 +77,9 @@ class BenchConfig:
         out: folder for bench.json, bench.csv, bench.md, pareto.png and the per-artifact logs.
     """
 
-    data: str = "sample"
-    split: str = "validation"
-    held_out: bool = True
-    seed: int = 0
+    data: str | None = None
+    split: str | None = None
+    include_trained: bool = False
     limit: int | None = None
     threads: int | None = field(default=None, metadata={"flags": ["-t"]})
     device: str = "auto"

@@ -22,7 +22,6 @@ from edgemed.bench.outputs import BENCH_JSON, print_summary, write_outputs
 from edgemed.bench.protocol import Job, worker_env
 from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
-from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_write_json, dir_size
 
 SCHEMA = 2
@@ -43,6 +42,10 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     config.validate()
     out = Path(config.out)
     check_output_dir(out, "--out")
+    if config.junit is not None:
+        from edgemed.fsutil import check_output_file
+
+        check_output_file(Path(config.junit), "--junit")
     budgets = load_budgets(config.budget) if config.budget else None
     tol = parse_ratio(config.tolerance, "--tolerance")
     base_doc, base_results = load_run(config.baseline) if config.baseline else (None, [])
@@ -54,7 +57,7 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     targets = name_artifacts(artifacts)
     ref_target = pick_reference_target(targets, config.reference)
     targets = [ref_target] + [t for t in targets if t is not ref_target]  # its log-probs first
-    questions = _questions(config)
+    questions, selection = _questions(config, targets)
     where = resolved(config.threads, config.device)
 
     # --- measure --------------------------------------------------------------------------------------------
@@ -65,7 +68,7 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     settings = {**config.to_dict(), **where, "questions": len(questions),
-                "question_ids_sha256": _ids_hash(questions),
+                "question_ids_sha256": _ids_hash(questions), "question_selection": selection,
                 "latency_prompts": min(config.latency_prompts, len(questions))}
     doc: dict[str, Any] = {
         "schema": SCHEMA, "tool": "edgemed bench", "status": "running",
@@ -73,7 +76,7 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
         "environment": environment(), "machine": {"copy_bandwidth": copy_bandwidth()},
         "reference": ref_target.name, "artifacts": [],
     }
-    measured = {**config.measured, **where}
+    measured = {**config.measured, **where, "question_ids_sha256": settings["question_ids_sha256"]}
     previous = previous_results(out / BENCH_JSON) if config.resume else {}
     fidelity_dir = work / "reference-fidelity"
     results: list[ArtifactResult] = []
@@ -148,17 +151,13 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     return doc
 
 
-def _questions(config: BenchConfig):
-    from edgemed.data import EVAL_FRACTION, load_questions, split_questions
+def _questions(config: BenchConfig, targets):
+    """The questions every artifact scores: read from the artifacts' lineage (edgemed.lineage)."""
+    from edgemed.lineage import read_lineage, scoring_questions
 
-    questions, _ = load_questions(config.data, split=config.split)
-    if config.held_out:
-        _, questions = split_questions(questions, eval_fraction=EVAL_FRACTION, seed=config.seed)
-    if config.limit is not None:
-        questions = questions[: config.limit]
-    if not questions:
-        raise EdgemedError(f"no evaluation questions in '{config.data}' (held-out side empty); pass --no-held-out")
-    return questions
+    lineages = {t.name: read_lineage(Path(t.path)) for t in targets}
+    return scoring_questions(config.data, config.split, lineages, include_trained=config.include_trained,
+                             limit=config.limit)
 
 
 def _ids_hash(questions) -> str:
@@ -204,7 +203,8 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
     result.memory.peak_rss_self_bytes = mem.get("self_peak_rss_bytes")
     result.memory.peak_rss_serving_bytes = mem.get("serving_peak_rss_bytes")
     result.load_s, result.eval_s = raw["load_s"], raw["eval_s"]
-    result.runtime_info = {**raw.get("runtime_info", {}), "prompt_style": raw.get("style")}
+    result.runtime_info = {**raw.get("runtime_info", {}), "prompt_style": raw.get("style"),
+                             "prompt_style_source": raw.get("style_source")}
     result.latency = Latency.from_raw(raw["latency"])
     result.throughput = Throughput(pp=raw["pp"], tg=raw["tg"])
     result.fidelity = raw.get("fidelity")

@@ -99,14 +99,16 @@ def run(job: Job) -> dict[str, Any]:
     rss_before = rss_bytes()
     say(f"load {path}")
     start = time.perf_counter()
-    runtime = open_runtime(path, threads=job.threads, device=job.device, **runtime_options(config))
+    runtime = open_runtime(path, threads=job.threads, device=job.device, requested_device=config.device,
+                           **runtime_options(config))
     load_s = time.perf_counter() - start
     rss_after = rss_bytes()
     inject_fault(target.name)
     info = {**runtime.info(), "env_set_by_bench": job.env}
-    from edgemed.evaluator.run import evaluate, resolve_style
+    from edgemed.evaluator.run import evaluate
+    from edgemed.lineage import prompt_style_for
 
-    style = resolve_style(path, runtime)
+    style, style_source = prompt_style_for(path, runtime.chat_template)
     prompts = [get_style(style).prompt(q) for q in questions[: config.latency_prompts]]
     say(f"latency on {len(prompts)} prompts x {config.repetitions} repetitions (+{config.warmup} warm-up)")
     latency = measure_latency(runtime, prompts, config.repetitions, config.warmup, config.gen_tokens)
@@ -130,6 +132,7 @@ def run(job: Job) -> dict[str, Any]:
         "eval_s": eval_s,
         "runtime_info": info,
         "style": style,
+        "style_source": style_source,
         "latency": latency,
         "pp": pp,
         "tg": tg,

@@ -187,38 +187,32 @@ def scoring_questions(
 
     Default (no --data): the recorded evaluation side of the models' training data (for several trained
     models, the questions none of them trained on); the whole bundled sample for models edgemed never trained.
-    ``--data`` naming the recorded evaluation source selects the same side; any question a model trained on
-    is refused (EdgemedError naming how many) unless ``include_trained``.
+    ``--data`` naming the recorded evaluation source (by name or by content) selects the same side, unless
+    ``include_trained`` asks for the whole source. Any question a model trained on is refused (EdgemedError
+    naming how many and the flag) unless ``include_trained``.
     """
     from edgemed.data import load_questions
 
+    if split is not None and (data is None or data == "sample" or Path(data).expanduser().is_file()):
+        raise EdgemedError(f"--split picks a split of a data folder or hub dataset; {data or 'the default data'} "
+                           "has none: drop --split (or give --data FOLDER_OR_HUB_ID)")
     trained = [lin for lin in lineages.values() if lin is not None and lin.trained]
     info: dict[str, Any] = {}
-    keep: set[str] | None = None
-    if trained and (data is None or _same_source(data, (trained[0].evaluation or {}).get("source"))):
-        source, eval_split, keep, first = _eval_side(trained)
-        if split is not None and split != eval_split and data is not None:
-            keep = None  # another split of the same source: scored as given, trained ids still refused
-            source, eval_split = data, split
-        else:
-            info["selection"] = f"recorded evaluation side: {first.describe_eval_side()}"
-        data, split = source, eval_split
-    elif data is None:
-        data = "sample"
-        info["selection"] = "the whole bundled sample (no trained model: nothing to hold out)"
+    side = _eval_side(trained) if trained else None
+    if data is None:
+        data, split = (side[0], side[1]) if side else ("sample", split)
     split = split or "validation"
     questions, problems = load_questions(data, split, cop_base=cop_base, skip_bad=skip_bad_rows)
     info.update(source=data, split=split, rows_skipped=len({p.row for p in problems}))
-    if keep is not None:
-        sha = (trained[0].evaluation or {}).get("sha256")
-        loaded_sha = questions_sha256(questions)
-        if sha and sha != loaded_sha:
-            from edgemed.console import err_console
-
-            err_console.print(f"[yellow]{data} changed since training (questions hash differs); the recorded "
-                              "evaluation ids still exclude every trained question")
-            info["data_changed_since_training"] = True
-        questions = [q for q in questions if q.id in keep]
+    if side is not None:
+        source, eval_split, keep, first = side
+        recorded_sha = (first.evaluation or {}).get("sha256")
+        same = (_same_source(data, source) and split == eval_split) or recorded_sha == questions_sha256(questions)
+        if same and not include_trained:
+            questions = [q for q in questions if q.id in keep]
+            info["selection"] = f"recorded evaluation side: {first.describe_eval_side()}"
+    elif info["source"] == "sample" and not any(lineages.values()):
+        info["selection"] = "the whole bundled sample (no model edgemed trained: nothing to hold out)"
     overlap = {}
     for name, lin in lineages.items():
         if lin is not None and lin.trained:
@@ -229,8 +223,8 @@ def scoring_questions(
         worst = max(overlap, key=overlap.get)
         raise EdgemedError(
             f"{overlap[worst]} of the {len(questions)} questions to score were used to train {worst}"
-            f"{f' (and {len(overlap) - 1} more artifact(s))' if len(overlap) > 1 else ''}; drop --data/--split to "
-            "score the recorded evaluation side, or pass --include-trained to score them on purpose"
+            f"{f' (and {len(overlap) - 1} more artifact(s))' if len(overlap) > 1 else ''}; drop --data to score "
+            "the recorded evaluation side, or pass --include-trained to score them on purpose"
         )
     if overlap:
         info["trained_questions_included"] = overlap

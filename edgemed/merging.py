@@ -15,7 +15,8 @@ from typing import Any
 from edgemed.batching import AnswerOnlyCollator, encode_question
 from edgemed.errors import CheckFailed, EdgemedError
 from edgemed.fsutil import atomic_dir
-from edgemed.training import ADAPTER, EVAL_IDS, RUN_CONFIG
+from edgemed.lineage import Lineage
+from edgemed.training import ADAPTER, RUN_CONFIG
 
 MERGE_RECORD = "edgemed-merge.json"
 ADAPTER_FILES = ("adapter_model.safetensors",)
@@ -83,17 +84,15 @@ def _check_signature(record: dict[str, Any] | None, base: str) -> None:
         )
 
 
-def verification_questions(record: dict[str, Any] | None, run_dir: Path | None, n: int) -> list:
+def verification_questions(lineage: Lineage | None, n: int) -> list:
     """A few real questions: the run's held-out eval questions, else the bundled sample."""
     from edgemed.data import load_questions
 
-    if record is not None and run_dir is not None and (run_dir / EVAL_IDS).exists():
-        ids = json.loads((run_dir / EVAL_IDS).read_text())["ids"][: n * 4]
+    if lineage is not None and lineage.trained and lineage.eval_ids:
+        ev, wanted = lineage.evaluation or {}, set(lineage.eval_ids[: n * 4])
         try:
-            questions, _ = load_questions(record["eval"]["source"], "validation" if record["eval"]["mode"] ==
-                                          "separate" else "train", cop_base=record["data"]["cop_base"],
-                                          skip_bad=True)
-            wanted = set(ids)
+            questions, _ = load_questions(ev["source"], ev.get("split") or "validation",
+                                          cop_base=(lineage.data or {}).get("cop_base", "auto"), skip_bad=True)
             chosen = [q for q in questions if q.id in wanted][:n]
             if chosen:
                 return chosen
@@ -148,8 +147,14 @@ def merge_adapter(
     started = time.time()
     tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else resolved),
                                trust_remote_code=trust_remote_code)
-    style_name = (record or {}).get("prompt_style") or detect_style(getattr(tokenizer, "chat_template", None))
-    style = get_style(style_name)
+    from edgemed.lineage import read_lineage, untrained
+
+    lineage = read_lineage(run_dir) if run_dir is not None else None
+    if lineage is None:  # a bare adapter: this stage decides the style, and the training data is unknown
+        lineage = untrained(detect_style(getattr(tokenizer, "chat_template", None)),
+                            "chat template at merge (adapter without a train run record)",
+                            {"given": given, "resolved": resolved})
+    style = get_style(lineage.prompt_style)
     err_console.print(f"edgemed merge: {adapter_dir} into {given} on {choice}")
 
     from peft import PeftModel
@@ -170,7 +175,7 @@ def merge_adapter(
                            "pass the --base it was trained on")
     model.eval()
 
-    questions = verification_questions(record, run_dir, prompts)
+    questions = verification_questions(lineage, prompts)
     tokenizer.padding_side = "right"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch = AnswerOnlyCollator(pad)([encode_question(tokenizer, style, q) for q in questions])
@@ -188,7 +193,7 @@ def merge_adapter(
         "base_model": {"given": given, "resolved": resolved},
         "adapter": str(adapter_dir.resolve()),
         "run": str(run_dir.resolve()) if run_dir else None,
-        "prompt_style": style.name,
+        "lineage": lineage.to_dict(),
         "dtype": choice.dtype,
         "versions": versions(),
     }

@@ -22,7 +22,6 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
     "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json",
 )
-MERGE_INFO = "edgemed-merge.json"
 
 
 class Exporter(abc.ABC):
@@ -166,20 +165,17 @@ def source_fingerprint(merged: Path) -> dict[str, Any]:
     }
 
 
-def source_prompt_style(merged: Path) -> str:
-    """The prompt style training used (from edgemed-merge.json), else the one its chat template implies."""
-    from edgemed.prompts import STYLES, detect_style
+def source_lineage(merged: Path):
+    """The source's lineage (recorded by train/merge); for a model no edgemed stage has seen, this stage
+    decides its prompt style from the chat template and records that no training data is known."""
+    from edgemed.lineage import read_lineage, untrained
+    from edgemed.prompts import detect_style
 
-    merged = Path(merged)
-    info = merged / MERGE_INFO
-    if info.is_file():
-        try:
-            style = json.loads(info.read_text()).get("prompt_style")
-        except json.JSONDecodeError:
-            style = None
-        if style in STYLES:
-            return style
-    return detect_style(chat_template_of(merged))
+    lineage = read_lineage(merged)
+    if lineage is None:
+        lineage = untrained(detect_style(chat_template_of(merged)), "chat template at export",
+                            {"given": str(Path(merged).resolve())})
+    return lineage
 
 
 def chat_template_of(folder: Path) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
-from edgemed.export.base import Exporter, check_source, source_fingerprint, source_prompt_style
+from edgemed.export.base import Exporter, check_source, source_fingerprint, source_lineage
 from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
 from edgemed.manifest import MANIFEST, file_entries, new_manifest
 from edgemed.registry import FORMATS, FormatSpec, get_format, load_object
@@ -64,7 +64,8 @@ class _Run:
     def __init__(self, merged: Path, out: Path, verify: bool, threads: int | None):
         self.merged, self.out, self.verify, self.threads = merged, out, verify, threads
         self.fingerprint = source_fingerprint(merged)
-        self.style = source_prompt_style(merged)
+        self.lineage = source_lineage(merged)
+        self.style = self.lineage.prompt_style
         self.results: list[dict[str, Any]] = []
         self._reference = None
 
@@ -111,7 +112,7 @@ class _Run:
                 details = exporter.export(self.merged, tmp, exporter.settings)
                 export_s = round(time.perf_counter() - start, 3)
                 manifest = new_manifest(spec.name, spec.runtime, self.fingerprint, exporter.settings)
-                manifest.update(status="unverified", prompt_style=self.style, export=details,
+                manifest.update(status="unverified", lineage=self.lineage.to_dict(), export=details,
                                 export_seconds=export_s, files=file_entries(tmp))
                 manifest["size_bytes"] = sum(f["size"] for f in manifest["files"])
                 atomic_write_json(tmp / MANIFEST, manifest)

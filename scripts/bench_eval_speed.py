@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgemed.cli.eval import resolve_artifact
     from edgemed.data import load_questions
-    from edgemed.evaluator.run import evaluate, question_seed, resolve_style
+    from edgemed.evaluator.run import evaluate, question_seed
+    from edgemed.lineage import prompt_style_for
     from edgemed.prompts import get_style, stop_strings
     from edgemed.runtimes.base import open_runtime
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         # the model usually ends its turn long before 100 tokens; what 100 tokens every time would cost,
         # from this run's own prefill and per-token decode times
         prefill_s, decode_s, decoded = 0.0, 0.0, 0
-        style = resolve_style(rt.path, rt)
+        style = prompt_style_for(rt.path, rt.chat_template)[0]
         for q in questions[: min(k, 5)]:
             g = rt.generate(get_style(style).prompt(q), max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, seed=question_seed(0, q.id), stop=stop_strings(style))

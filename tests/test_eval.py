@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgemed.data.medmcqa import Question
-from edgemed.evaluator.run import EvalResult, evaluate, resolve_style, style_and_source, sweep
+from edgemed.evaluator.run import EvalResult, evaluate, sweep
+from edgemed.lineage import prompt_style_for
 from edgemed.runtimes.base import Generation, Runtime
 
 PRED_KEYS = {"id", "gold", "predicted", "probs", "correct"}
@@ -167,13 +168,13 @@ def test_cli_eval_end_to_end_schema_and_determinism(cli, tiny_model, tmp_path):
     r1 = cli("eval", "tiny-random", "--limit", "24", "--no-progress", "--out", out1)
     assert r1.returncode == 0, r1.stderr
     assert "accuracy" in r1.stdout and "Wilson" in r1.stdout and "calibration" in r1.stdout
-    assert "held-out side" in r1.stderr  # says which side of the sample it scored
+    assert "whole bundled sample" in r1.stderr  # says what it scored: edgemed never trained tiny-random
     results, preds = _read_run(out1)
     assert results["n"] == len(preds) == 24
     assert 0.0 <= results["accuracy_ci"][0] <= results["accuracy"] <= results["accuracy_ci"][1] <= 1.0
     assert results["accuracy"] == pytest.approx(sum(p["correct"] for p in preds) / 24)
     assert results["scoring"] == "logprob" and results["prompt_style"] == "chatml"
-    assert results["data"]["source"] == "sample" and "eval side" in results["data"]["subset"]
+    assert results["data"]["source"] == "sample" and "whole bundled sample" in results["data"]["selection"]
     assert {"cpu", "versions"} <= set(results["environment"])
     m = results["metrics"]
     assert 0.0 <= m["calibration"]["ece"] <= 1.0
@@ -186,11 +187,10 @@ def test_cli_eval_end_to_end_schema_and_determinism(cli, tiny_model, tmp_path):
         assert p["predicted"] in "ABCD" and p["gold"] in "ABCD"
         assert sum(p["probs"].values()) == pytest.approx(1.0)
         assert p["correct"] == (p["predicted"] == p["gold"])
-    # held-out side of training's default split: same ids as split_questions gives
-    from edgemed.data import load_questions, split_questions
+    # no lineage: nothing to hold out, the sample in file order
+    from edgemed.data import load_questions
 
-    _, held = split_questions(load_questions("sample")[0], eval_fraction=0.2, seed=0)
-    assert [p["id"] for p in preds] == [q.id for q in held[:24]]
+    assert [p["id"] for p in preds] == [q.id for q in load_questions("sample")[0][:24]]
 
     # deterministic re-run, then compared against the first run
     r2 = cli("eval", "tiny-random", "--limit", "24", "--no-progress", "--reference", out1 / "results.json",
@@ -230,11 +230,13 @@ def test_recorded_prompt_style_wins_over_chat_template(tiny_model, tmp_path):
     merged.mkdir()
     for f in tiny_model.iterdir():
         (merged / f.name).symlink_to(f)
-    (merged / "edgemed-merge.json").write_text(json.dumps({"training": {"prompt_style": "plain"}}))
     with open_runtime(merged) as rt:
-        assert rt.prompt_style == "chatml"
-        assert resolve_style(merged, rt) == "plain"
-        assert style_and_source(merged, rt) == ("plain", "edgemed-merge.json")
+        assert prompt_style_for(merged, rt.chat_template) == ("chatml", "chat template (no lineage recorded)")
+    lineage = {"prompt_style": "plain", "style_source": "train --prompt-style"}
+    (merged / "edgemed-merge.json").write_text(json.dumps({"lineage": lineage}))
+    with open_runtime(merged) as rt:
+        assert rt.prompt_style == "plain"
+        assert prompt_style_for(merged, rt.chat_template) == ("plain", "train --prompt-style")
         res = evaluate(rt, [_q(0, 1)], show_progress=False)
     assert res.config["prompt_style"] == "plain"
 
@@ -288,7 +290,7 @@ def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
         (["tiny-random", "--limit", "0"], "--limit"),
         (["tiny-random", "--batch-size", "0"], "--batch-size"),
         (["tiny-random", "--temperature", "0.5"], "generate and legacy"),
-        (["tiny-random", "--split", "bogus"], "split 'bogus'"),
+        (["tiny-random", "--split", "bogus"], "--split picks a split"),
         (["tiny-random", "--reference", "/nonexistent/predictions.jsonl"], "reference predictions"),
         (["tiny-random", "--scoring", "vibes"], "invalid choice"),
     ],

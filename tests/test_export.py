@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from edgemed.errors import EdgemedError
 from edgemed.registry import FORMATS
 
 ALL = list(FORMATS)
@@ -55,7 +56,8 @@ def test_manifest_records_files_versions_and_verification(exported):
         assert m["format"] == name and m["status"] == "verified"
         assert m["runtime"] == FORMATS[name].runtime
         assert detect_runtime(folder) == (name, FORMATS[name].runtime)
-        assert m["prompt_style"] == "chatml"
+        assert m["lineage"]["prompt_style"] == "chatml"
+        assert m["lineage"]["style_source"] == "chat template at export" and m["lineage"]["train_ids"] is None
         assert m["export_seconds"] >= 0 and m["created"]
         assert "python" in m["versions"] and m["source"]["sha256"]
         assert m["verification"]["passed"]
@@ -224,15 +226,19 @@ def test_killed_export_leaves_nothing_that_looks_complete(tiny_model, tmp_path):
 
 
 def test_prompt_style_comes_from_the_merge_record_else_the_template(tiny_model, tmp_path):
-    from edgemed.export.base import source_prompt_style
+    from edgemed.export.base import source_lineage
 
-    assert source_prompt_style(tiny_model) == "chatml"  # from chat_template.jinja
+    assert source_lineage(tiny_model).prompt_style == "chatml"  # from chat_template.jinja
     folder = tmp_path / "merged"
     folder.mkdir()
     (folder / "tokenizer_config.json").write_text("{}")
-    assert source_prompt_style(folder) == "plain"
-    (folder / "edgemed-merge.json").write_text(json.dumps({"prompt_style": "llama3"}))
-    assert source_prompt_style(folder) == "llama3"
+    assert source_lineage(folder).prompt_style == "plain"
+    lineage = {"prompt_style": "llama3", "style_source": "train --prompt-style", "train_ids": ["a"], "eval_ids": []}
+    (folder / "edgemed-merge.json").write_text(json.dumps({"lineage": lineage}))
+    assert source_lineage(folder).prompt_style == "llama3" and source_lineage(folder).train_ids == ["a"]
+    (folder / "edgemed-merge.json").write_text(json.dumps({"lineage": {**lineage, "prompt_style": "vicuna"}}))
+    with pytest.raises(EdgemedError, match="vicuna"):  # an unknown recorded style is refused, never re-detected
+        source_lineage(folder)
 
 
 def test_gguf_converter_takes_relative_paths(tiny_model, tmp_path, monkeypatch):

@@ -58,10 +58,12 @@ def test_merged_model_matches_the_adapter_model(run, tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     record = json.loads((out / "edgemed-merge.json").read_text())
     assert record["base_model"]["given"] == "tiny-random"
-    assert record["prompt_style"] == json.loads((run / "edgemed-run.json").read_text())["prompt_style"]
+    lineage = json.loads((run / "lineage.json").read_text())
+    assert record["lineage"] == lineage  # carried whole, not re-derived
+    assert lineage["prompt_style"] == json.loads((run / "edgemed-run.json").read_text())["prompt_style"]
     v = record["verification"]
     assert v["passed"] and v["max_abs_logit_diff"] <= v["tolerance"] == 1e-3
-    eval_ids = set(json.loads((run / "eval_ids.json").read_text())["ids"])
+    eval_ids = set(lineage["eval_ids"])
     assert v["questions"] and set(v["questions"]) <= eval_ids  # verified on held-out questions
     assert v["adapter_effect_max_abs"] > 1e-4  # the trained adapter really changes the logits
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()

@@ -101,8 +101,9 @@ def test_run_writes_adapter_config_metrics_and_ids(run):
     assert Path(record["base_model"]["resolved"]).is_dir()
     assert record["prompt_style"] == "chatml"
     assert record["options"]["lr"] == 5e-3 and record["options"]["max_steps"] == 4
-    assert record["eval"] == {"mode": "split", "source": "sample", "seed": 0, "fraction": 0.2, "limit": None,
-                              "questions": record["eval"]["questions"]}
+    assert record["eval"] == {"mode": "split", "source": "sample", "split": "train", "seed": 0, "fraction": 0.2,
+                              "limit": None, "questions": record["eval"]["questions"],
+                              "sha256": record["data"]["sha256"]}
     assert "torch" in record["versions"] and "peft" in record["versions"]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["steps"] == metrics["steps"] == 4
@@ -117,12 +118,12 @@ def test_run_writes_adapter_config_metrics_and_ids(run):
 
 def test_eval_questions_are_never_trained_on(run):
     out, _ = run
-    eval_ids = json.loads((out / "eval_ids.json").read_text())
-    train_ids = json.loads((out / "train_ids.json").read_text())["ids"]
+    lineage = json.loads((out / "lineage.json").read_text())
+    train_ids = lineage["train_ids"]
     sample_ids = {q.id for q in load_questions("sample")[0]}
-    assert eval_ids["ids"] and train_ids
-    assert not set(eval_ids["ids"]) & set(train_ids)
-    assert set(eval_ids["ids"]) | set(train_ids) == sample_ids
+    assert lineage["eval_ids"] and train_ids
+    assert not set(lineage["eval_ids"]) & set(train_ids)
+    assert set(lineage["eval_ids"]) | set(train_ids) == sample_ids
     record = json.loads((out / "edgemed-run.json").read_text())
     assert record["examples"]["train"] == len(train_ids)
 
@@ -209,7 +210,9 @@ def test_skip_bad_rows_with_separate_eval_data(tmp_path, tiny_model):
     assert record["eval"]["mode"] == "separate" and record["eval"]["dropped_from_train"] == 2
     assert record["prompt_style"] == "plain"
     assert metrics["eval_examples"] == 8 and metrics["train_examples"] == 27
-    ids = json.loads((out / "eval_ids.json").read_text())
-    assert len(ids["ids"]) == 240 and len(ids["loss_ids"]) == 8
-    train_ids = json.loads((out / "train_ids.json").read_text())["ids"]
-    assert len(train_ids) == 27 and not set(train_ids) & set(ids["ids"])
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert len(lineage["eval_ids"]) == 240 and len(lineage["evaluation"]["loss_ids"]) == 8
+    assert lineage["evaluation"]["mode"] == "separate" and lineage["prompt_style"] == "plain"
+    assert lineage["style_source"] == "train --prompt-style"
+    train_ids = lineage["train_ids"]
+    assert len(train_ids) == 27 and not set(train_ids) & set(lineage["eval_ids"])

@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from edgemed.data.split import EVAL_FRACTION
 from edgemed.errors import EdgemedError
-
-EVAL_SPLITS = ("validation", "eval", "test")
 
 
 def resolve_artifact(artifact: str) -> Path:
@@ -28,42 +25,11 @@ def resolve_artifact(artifact: str) -> Path:
     return Path(resolved)
 
 
-def load_eval_questions(
-    data: str, split: str, cop_base: str, skip_bad_rows: bool, limit: int | None,
-    eval_fraction: float = EVAL_FRACTION, split_seed: int = 0,
-) -> tuple[list, dict[str, Any]]:
-    """Questions to score and a description of where they came from."""
-    from edgemed.data import load_questions, split_questions
-
-    questions, problems = load_questions(data, split, cop_base=cop_base, skip_bad=skip_bad_rows)
-    info: dict[str, Any] = {"source": data, "split": split, "rows_skipped": len({p.row for p in problems})}
-    if data == "sample":
-        train, held = split_questions(questions, eval_fraction=eval_fraction, seed=split_seed)
-        if split in EVAL_SPLITS:
-            questions, side = held, "eval"
-        elif split == "train":
-            questions, side = train, "train"
-        elif split == "all":
-            side = "all"
-        else:
-            raise EdgemedError(f"split '{split}' is not a side of the sample; use validation, train or all")
-        info["subset"] = f"{side} side of split_questions(eval_fraction={eval_fraction}, seed={split_seed})"
-        info["note"] = (
-            "bundled sample: scored on the same held-out side that 'edgemed train' leaves out by default"
-            if side == "eval" else f"bundled sample, {side} rows"
-        )
-    if limit is not None:
-        questions = questions[:limit]
-        info["limit"] = limit
-    if not questions:
-        raise EdgemedError(f"no questions left to score from '{data}' ({split}); check --split and --limit")
-    return questions, info
-
-
 def evaluate(
     artifact: str,
-    data: str = "sample",
-    split: str = "validation",
+    data: str | None = None,
+    split: str | None = None,
+    include_trained: bool = False,
     limit: int | None = None,
     scoring: Literal["logprob", "generate", "legacy"] = "logprob",
     batch_size: int = 8,
@@ -91,8 +57,10 @@ def evaluate(
     Args:
         artifact: exported artifact folder (edgemed.json), model folder, .gguf file, or a model alias
             (tiny-random, smollm2-135m).
-        data: 'sample' (bundled; scored on its held-out eval side), a .jsonl/.json/.parquet/.csv file, or a hub id.
-        split: split to read (for 'sample': validation = the eval side of training's default split, train, all).
+        data: questions to score: 'sample', a .jsonl/.json/.parquet/.csv file or folder, or a hub id (default: the
+            evaluation side recorded when the artifact was trained; the whole sample for a model edgemed never trained).
+        split: split to read from a folder or hub source (default: the recorded one, else validation).
+        include_trained: score questions the artifact was trained on (refused by default: they inflate accuracy).
         limit: score only the first N questions.
         scoring: logprob (letter log-probs after 'Answer:', deterministic), generate (greedy text, strict letter
             parse) or legacy (the notebook's sampled text + substring judge, for comparison only).
@@ -136,24 +104,29 @@ def evaluate(
     if temperature is not None and temperature < 0:
         raise EdgemedError("--temperature must be >= 0")
 
-    questions, data_info = load_eval_questions(data, split, cop_base, skip_bad_rows, limit)
+    path = resolve_artifact(artifact)
+    from edgemed.lineage import read_lineage, scoring_questions
+
+    questions, data_info = scoring_questions(
+        data, split, {str(path): read_lineage(path)}, include_trained=include_trained, cop_base=cop_base,
+        skip_bad_rows=skip_bad_rows, limit=limit,
+    )
     ref_preds = None
     if reference is not None:
         from edgemed.evaluator.compare import load_predictions
 
         ref_preds, ref_path = load_predictions(reference)
-    path = resolve_artifact(artifact)
 
     from edgemed.evaluator.compare import compare
     from edgemed.evaluator.report import render, sweep_table
     from edgemed.evaluator.run import evaluate as run_eval
-    from edgemed.evaluator.run import style_and_source
     from edgemed.evaluator.run import sweep as run_sweep
+    from edgemed.lineage import prompt_style_for
     from edgemed.runtimes.base import open_runtime
     from edgemed.sysinfo import environment
 
-    if data_info.get("note"):
-        err_console.print(f"[dim]{data_info['note']}: {len(questions)} questions[/dim]")
+    if data_info.get("selection"):
+        err_console.print(f"[dim]{data_info['selection']}: {len(questions)} questions[/dim]")
     options = {}
     if dtype != "auto":
         from edgemed.manifest import detect_runtime
@@ -162,8 +135,10 @@ def evaluate(
         if runtime_name != "transformers" or fmt.startswith("bnb"):
             raise EdgemedError(f"--dtype applies to plain transformers models only, not {fmt}; drop --dtype")
         options["dtype"] = dtype
-    with open_runtime(path, threads=where["threads"], device=where["device"], **options) as runtime:
-        style, source = (prompt_style, "--prompt-style") if prompt_style else style_and_source(path, runtime)
+    with open_runtime(path, threads=where["threads"], device=where["device"], requested_device=device,
+                      **options) as runtime:
+        style, source = ((prompt_style, "--prompt-style") if prompt_style
+                         else prompt_style_for(path, runtime.chat_template))
         result = run_eval(
             runtime, questions, scoring=scoring, style=style, batch_size=batch_size, show_progress=progress,
             **({k: v for k, v in gen.items() if v is not None} if scoring != "logprob" else {}),

@@ -36,6 +36,9 @@ def merge(
     from edgemed.registry import require_train
 
     require_train("edgemed merge")
+    from edgemed.fsutil import check_output_dir
+
+    check_output_dir(Path(out), "--out")
     from edgemed.merging import merge_adapter
 
     record = merge_adapter(
@@ -45,7 +48,7 @@ def merge(
     v = record["verification"]
     console.print(
         f"merged {record['base_model']['given']} + {record['adapter']} -> {out} "
-        f"(prompt style {record['prompt_style']}; max |logit diff| {v['max_abs_logit_diff']:.2e} "
+        f"(prompt style {record['lineage']['prompt_style']}; max |logit diff| {v['max_abs_logit_diff']:.2e} "
         f"<= {v['tolerance']:g}, {v['positions']} positions)"
     )
     return 0

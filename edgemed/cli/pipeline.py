@@ -47,9 +47,12 @@ def pipeline(
     from edgemed.pipeline import Step, run_steps
 
     out = Path(out)
+    from edgemed.fsutil import check_output_dir
+
+    check_output_dir(out, "--out")
     run_dir, merged_dir, artifacts_dir, bench_dir = out / "train", out / "merged", out / "artifacts", out / "bench"
     # the bench's settings and budgets are checked now, not after training and exporting
-    bench_config = BenchConfig(data=eval_data or data, held_out=eval_data is None, seed=seed, limit=limit,
+    bench_config = BenchConfig(limit=limit,  # questions: the evaluation side the train step records
                                threads=threads, repetitions=repetitions, n_gen=n_gen, budget=budget, resume=True,
                                out=bench_dir, latency_prompts=-(-20 // max(repetitions, 1))).validate()  # >= 20
     if budget is not None:
@@ -89,7 +92,7 @@ def pipeline(
         result = run_bench([artifacts_dir], bench_config)
         return {"exit_code": result.get("exit_code", 0)}
 
-    common = {"model": model, "data": data, "seed": seed}
+    common = {"model": model, "data": data, "seed": seed, "lineage": 1}  # runs before lineage.json: redone
     steps = [
         Step("train", run_dir / "metrics.json", {**common, "max_steps": max_steps, "eval_data": eval_data}, train_step),
         Step("merge", merged_dir / "edgemed-merge.json", common, merge_step),

@@ -11,12 +11,10 @@ Scoring modes:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,8 @@ from edgemed.data.medmcqa import LETTERS, Question
 from edgemed.errors import EdgemedError
 from edgemed.evaluator import analysis
 from edgemed.evaluator.parse import legacy_match, parse_letter
-from edgemed.prompts import STYLES, get_style, stop_strings
+from edgemed.lineage import prompt_style_for
+from edgemed.prompts import get_style, stop_strings
 from edgemed.runtimes.base import Runtime, softmax_rows
 
 SCORINGS = ("logprob", "generate", "legacy")
@@ -33,7 +32,6 @@ GEN_DEFAULTS: dict[str, dict[str, Any]] = {
     "generate": {"max_new_tokens": 12, "temperature": 0.0, "top_p": 1.0, "seed": 0},
     "legacy": {"max_new_tokens": 100, "temperature": 0.7, "top_p": 1.0, "seed": 0},
 }
-STYLE_FILES = ("edgemed.json", "edgemed-merge.json", "edgemed-train.json")
 
 
 @dataclass
@@ -67,57 +65,6 @@ class EvalResult:
             "timing": self.timing,
             "metrics": self.metrics,
         }
-
-
-def _find_key(data: Any, key: str, depth: int = 2) -> Any:
-    if isinstance(data, dict):
-        if key in data:
-            return data[key]
-        if depth > 0:
-            for value in data.values():
-                found = _find_key(value, key, depth - 1)
-                if found is not None:
-                    return found
-    return None
-
-
-def recorded_style(path: Path) -> tuple[str, str] | None:
-    """(style, file) when an artifact's manifest or a merged folder's metadata records the training prompt style."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    folder = path if path.is_dir() else path.parent
-    for name in STYLE_FILES:
-        meta = folder / name
-        if not meta.is_file():
-            continue
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # the manifest itself is checked by open_runtime; other files are only hints
-        style = _find_key(data, "prompt_style")
-        if style is not None:
-            if style not in STYLES:
-                raise EdgemedError(
-                    f"{meta} records prompt style '{style}', which this edgemed does not know "
-                    f"({', '.join(STYLES)}); pass --prompt-style explicitly"
-                )
-            return style, name
-    return None
-
-
-def style_and_source(path: Path | None, runtime: Runtime) -> tuple[str, str]:
-    """(style, where it came from): the style recorded at training/export, else the runtime's own choice."""
-    if path is not None:
-        found = recorded_style(path)
-        if found:
-            return found[0], found[1]
-    return runtime.prompt_style, f"{runtime.name} runtime (manifest or chat template)"
-
-
-def resolve_style(path: Path | None, runtime: Runtime) -> str:
-    """The prompt style to evaluate an artifact with: the one recorded at training/export, else the runtime's."""
-    return style_and_source(path, runtime)[0]
 
 
 def question_seed(seed: int, qid: str) -> int:
@@ -199,7 +146,7 @@ def evaluate(
             f"{len(unlabelled)} questions have no gold answer (first {unlabelled[0]}); use a labelled split"
         )
     if style is None:
-        style, style_source = style_and_source(getattr(runtime, "path", None), runtime)
+        style, style_source = prompt_style_for(getattr(runtime, "path", None), runtime.chat_template)
     else:
         style_source = "given"
     prompt_style = get_style(style)
@@ -320,7 +267,7 @@ def sweep(
         raise EdgemedError("sweep temperatures must be >= 0 and max_new_tokens >= 1")
     questions = list(questions)
     if style is None:
-        style = resolve_style(getattr(runtime, "path", None), runtime)
+        style = prompt_style_for(getattr(runtime, "path", None), runtime.chat_template)[0]
     prompt_style = get_style(style)
     prompts = [prompt_style.prompt(q) for q in questions]
     stop = stop_strings(style)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgemed.errors import EdgemedError
-from edgemed.prompts import detect_style, letter_texts
+from edgemed.prompts import letter_texts
 
 
 @dataclass
@@ -157,8 +157,10 @@ class Runtime(abc.ABC):
 
     @property
     def prompt_style(self) -> str:
-        """The style recorded at export, else the one the chat template implies."""
-        return self.manifest.get("prompt_style") or detect_style(self.chat_template())
+        """The style recorded in the artifact's lineage, else the one the chat template implies."""
+        from edgemed.lineage import prompt_style_for
+
+        return prompt_style_for(self.path, self.chat_template)[0]
 
     @property
     def letter_ids(self) -> list[int]:
@@ -191,8 +193,10 @@ class Runtime(abc.ABC):
         self.close()
 
 
-def open_runtime(path: Path, threads: int | None = None, device: str = "auto", **options: Any) -> Runtime:
-    """Load an artifact with the runtime its manifest (or its files) names."""
+def open_runtime(path: Path, threads: int | None = None, device: str = "auto", requested_device: str | None = None,
+                 **options: Any) -> Runtime:
+    """Load an artifact with the runtime its manifest (or its files) names. `requested_device` is what the user
+    asked for before resolution (auto falls back to the CPU for an engine that sees no GPU; cuda is refused)."""
     from edgemed.manifest import MANIFEST, check_files, detect_runtime, read_manifest
     from edgemed.registry import require_runtime, runtime_class
 
@@ -203,6 +207,9 @@ def open_runtime(path: Path, threads: int | None = None, device: str = "auto", *
         check_files(path, read_manifest(path))
     fmt, runtime = detect_runtime(path)
     require_runtime(fmt, runtime, str(path))  # a board install without this format's extra: exit 2 naming it
+    from edgemed.resources import device_for_runtime
+
+    device = device_for_runtime(runtime, device, requested_device)
     return runtime_class(runtime)(path, threads=threads, device=device, **options)
 
 
