@@ -17,7 +17,7 @@ from typing import Any
 
 from edgemed.bench.artifacts import name_artifacts, pick_reference_target, previous_results, settings_key
 from edgemed.bench.config import BenchConfig
-from edgemed.bench.isolate import ChildOutcome, run_child, tail
+from edgemed.bench.isolate import MeasuredOutcome, measure_child, tail
 from edgemed.bench.outputs import BENCH_JSON, print_summary, write_outputs
 from edgemed.bench.protocol import Job, worker_env
 from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
@@ -180,7 +180,7 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
         if lines:
             bar.update(task, description=f"{name}: {lines[-1][8:][:60]}")
 
-    outcome = run_child(cmd, log_path, timeout_s=job.config.timeout, env=env, on_tick=tick, threads=job.threads)
+    outcome = measure_child(cmd, log_path, timeout_s=job.config.timeout, env=env, on_tick=tick, threads=job.threads)
     result = ArtifactResult(name=name, path=target.path, format=target.format, runtime=target.runtime,
                             settings_key=key, wall_s=outcome.wall_s)
     from edgemed.registry import weight_bytes
@@ -217,7 +217,7 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
     return result
 
 
-def _failure(outcome: ChildOutcome, log_path: Path) -> Failure:
+def _failure(outcome: MeasuredOutcome, log_path: Path) -> Failure:
     text = tail(log_path, 25)
     errors = [ln for ln in text.splitlines() if ln.startswith("error: ")]
     if outcome.timed_out:

@@ -13,7 +13,6 @@ tiny test model's 64) fall back to a legacy type, so the manifest records the ef
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -52,37 +51,40 @@ def ftypes() -> dict[str, int]:
 
 
 def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None = None) -> None:
-    """Run the HF->GGUF converter on a model folder (subprocess, its own PYTHONPATH)."""
+    """Run the HF->GGUF converter on a model folder (child process, its own PYTHONPATH; its output to `log`)."""
     source, outfile = Path(source).resolve(), Path(outfile).resolve()  # the converter runs in another cwd
     script = converter_path()
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1",
            "NO_LOCAL_GGUF": "1"}
     cmd = [sys.executable, str(script), str(source), "--outfile", str(outfile), "--outtype", outtype]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=outfile.parent)
-    if log is not None:
-        log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not outfile.is_file():
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        raise EdgemedError(
-            f"llama.cpp's converter failed on {source} (exit {proc.returncode}): "
-            f"{lines[-1] if lines else 'no output'}"
-        )
+    outcome, why = _run(cmd, log, env=env, cwd=outfile.parent)
+    if not outcome.ok or not outfile.is_file():
+        raise EdgemedError(f"llama.cpp's converter failed on {source} ({outcome.describe()}): {why}")
 
 
 def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: Path | None = None) -> None:
-    """llama_model_quantize src -> dst in a subprocess (its log goes to `log`)."""
+    """llama_model_quantize src -> dst in a child process (its log goes to `log`)."""
     if ftype not in ftypes():
         raise EdgemedError(f"unknown GGUF type '{ftype}'; llama.cpp knows: {', '.join(sorted(ftypes()))}")
     cmd = [sys.executable, "-m", "edgemed.export.gguf", str(src), str(dst), ftype, str(threads or 0)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
-    if log is not None:
-        log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not dst.is_file():
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit {proc.returncode}"
-        if proc.returncode < 0:
-            why = f"llama.cpp crashed (signal {-proc.returncode})"
+    outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
+    if not outcome.ok or not dst.is_file():
+        why = f"llama.cpp {outcome.describe()}" if outcome.signal is not None else why
         raise EdgemedError(f"llama.cpp could not quantize to {ftype}: {why}")
+
+
+def _run(cmd: list[str], log: Path | None, **kw: Any) -> tuple[Any, str]:
+    """(outcome, why it failed) of edgemed.child.run_child, the log kept at `log` (else in a temporary file)."""
+    import tempfile
+
+    from edgemed.child import run_child
+
+    if log is not None:
+        outcome = run_child(cmd, log, **kw)
+        return outcome, outcome.why()
+    with tempfile.TemporaryDirectory(prefix="edgemed-gguf-") as tmp:
+        outcome = run_child(cmd, Path(tmp) / "log", **kw)
+        return outcome, outcome.why()
 
 
 def tensor_types(path: Path) -> dict[str, Any]:

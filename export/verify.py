@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -103,28 +101,20 @@ class Reference:
 
 
 def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    """Load `artifact` with its runtime in a subprocess and collect what verification compares."""
+    """Load `artifact` with its runtime in a child process and collect what verification compares."""
+    from edgemed.child import run_child
+
     with tempfile.TemporaryDirectory(prefix="edgemed-verify-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps({"artifact": str(artifact), "threads": threads, **texts}))
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "edgemed.export.verify", str(req), str(res)],
-                capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
-                env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONWARNINGS": "ignore"},
-            )
-        except subprocess.TimeoutExpired:
+        outcome = run_child([sys.executable, "-m", "edgemed.export.verify", str(req), str(res)], Path(tmp) / "log",
+                            timeout_s=WORKER_TIMEOUT_S,
+                            env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONWARNINGS": "ignore"})
+        if outcome.timed_out:
             return {"error": f"the runtime did not finish the verification prompts within {WORKER_TIMEOUT_S} s"}
-        if proc.returncode != 0 or not res.is_file():
-            if proc.returncode < 0:
-                try:
-                    why = f"the runtime crashed ({signal.Signals(-proc.returncode).name})"
-                except ValueError:
-                    why = f"the runtime crashed (signal {-proc.returncode})"
-            else:
-                lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-                why = lines[-1] if lines else f"exit {proc.returncode}"
-            return {"error": why}
+        if not outcome.ok or not res.is_file():
+            why = outcome.why()
+            return {"error": f"the runtime {why}" if outcome.signal is not None else why}
         return json.loads(res.read_text())
 
 

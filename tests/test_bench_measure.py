@@ -19,7 +19,7 @@ from edgemed.bench.fidelity import (
     text_sequences,
     token_divergence,
 )
-from edgemed.bench.isolate import run_child
+from edgemed.bench.isolate import measure_child
 
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end:\n    pass\n"
 
@@ -33,7 +33,8 @@ def test_a_run_beside_processes_that_burn_the_cpu_is_flagged_busy(tmp_path):
     burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=12)]) for _ in range(2)]
     try:
         time.sleep(0.5)
-        out = run_child([sys.executable, "-c", "import time; time.sleep(4)"], tmp_path / "quiet-child.log", threads=2)
+        out = measure_child([sys.executable, "-c", "import time; time.sleep(4)"], tmp_path / "quiet-child.log",
+                            threads=2)
     finally:
         for b in burners:
             b.kill()
@@ -45,7 +46,7 @@ def test_a_run_beside_processes_that_burn_the_cpu_is_flagged_busy(tmp_path):
 
 
 def test_the_measured_process_own_cpu_is_not_counted_as_other_load(tmp_path):
-    out = run_child([sys.executable, "-c", BURN.format(s=3)], tmp_path / "burn.log", threads=1)
+    out = measure_child([sys.executable, "-c", BURN.format(s=3)], tmp_path / "burn.log", threads=1)
     load = out.load
     assert out.ok and out.cpu_s is not None and out.cpu_s > 0.5
     assert load.artifact_cores_mean == pytest.approx(out.cpu_s / load.wall_s, rel=0.05)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgemed.bench.compare_runs import pair, regressions
-from edgemed.bench.isolate import run_child
+from edgemed.bench.isolate import measure_child
 from edgemed.bench.junit import to_junit
 from edgemed.bench.plot import pareto_front
 from edgemed.bench.profiles import estimate, get_profile, load_profiles
@@ -164,14 +164,14 @@ def test_junit_one_case_per_artifact_and_budget():
 
 # --- process isolation (real child processes) ---------------------------------------------------------------
 def test_child_segfault_is_reported_not_raised(tmp_path):
-    out = run_child([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], tmp_path / "segv.log")
+    out = measure_child([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], tmp_path / "segv.log")
     assert not out.ok and out.signal_name == "SIGSEGV" and "SIGSEGV" in out.describe()
 
 
 def test_child_timeout_kills_the_whole_group(tmp_path):
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
            "print('started', flush=True); time.sleep(60)"
-    out = run_child([sys.executable, "-c", code], tmp_path / "hang.log", timeout_s=2)
+    out = measure_child([sys.executable, "-c", code], tmp_path / "hang.log", timeout_s=2)
     assert out.timed_out and not out.ok and "timed out" in out.describe()
     assert out.wall_s < 30
 
@@ -183,7 +183,7 @@ def test_child_exit_code_and_peak_memory(tmp_path):
     # the child holds ~300 MB resident for a moment, then exits 5
     code = ("import time; b = bytearray(300 * 10**6); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5); "
             "raise SystemExit(5)")
-    out = run_child([sys.executable, "-c", code], tmp_path / "mem.log")
+    out = measure_child([sys.executable, "-c", code], tmp_path / "mem.log")
     assert out.exit_code == 5 and out.signal is None and not out.ok
     assert out.peak_rss_sampled >= 300e6 and out.ru_maxrss >= 300e6
     # the launcher keeps the parent's own footprint out of the child's accounting

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgemed.data.medmcqa import Question
-from edgemed.evaluator.run import EvalResult, evaluate, sweep
+from edgemed.evaluator.run import EvalResult, evaluate
+from edgemed.evaluator.sweep import sweep
 from edgemed.lineage import prompt_style_for
 from edgemed.runtimes.base import Generation, Runtime
 
@@ -293,6 +294,8 @@ def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
         (["tiny-random", "--split", "bogus"], "--split picks a split"),
         (["tiny-random", "--reference", "/nonexistent/predictions.jsonl"], "reference predictions"),
         (["tiny-random", "--scoring", "vibes"], "invalid choice"),
+        (["tiny-random", "--sweep", "--sweep-repeats", "0"], "--sweep-repeats"),
+        (["tiny-random", "--sweep", "--sweep-temperatures", "nan"], "--sweep-temperatures"),
     ],
 )
 def test_bad_inputs_exit_2(cli, tmp_path, args, message):

@@ -91,6 +91,12 @@ def evaluate(
         raise EdgemedError(f"--limit must be at least 1, not {limit}")
     if batch_size < 1:
         raise EdgemedError(f"--batch-size must be at least 1, not {batch_size}")
+    sweep_temperatures = sweep_temperatures or [0.0, 0.3, 0.7, 1.0]
+    sweep_max_new_tokens = sweep_max_new_tokens or [8, 32]
+    if sweep:  # checked now, not after the whole evaluation
+        from edgemed.evaluator.sweep import check_sweep
+
+        check_sweep(sweep_temperatures, sweep_max_new_tokens, sweep_repeats)
     if out is not None:
         from edgemed.fsutil import check_output_dir
 
@@ -120,7 +126,7 @@ def evaluate(
     from edgemed.evaluator.compare import compare
     from edgemed.evaluator.report import render, sweep_table
     from edgemed.evaluator.run import evaluate as run_eval
-    from edgemed.evaluator.run import sweep as run_sweep
+    from edgemed.evaluator.sweep import sweep as run_sweep
     from edgemed.lineage import prompt_style_for
     from edgemed.runtimes.base import open_runtime
     from edgemed.sysinfo import environment
@@ -148,8 +154,7 @@ def evaluate(
         if sweep:
             sweep_result = run_sweep(
                 runtime, questions,
-                temperatures=sweep_temperatures or (0.0, 0.3, 0.7, 1.0),
-                max_new_tokens=sweep_max_new_tokens or (8, 32),
+                temperatures=sweep_temperatures, max_new_tokens=sweep_max_new_tokens,
                 repeats=sweep_repeats, style=style, top_p=top_p if top_p is not None else 1.0, seed=seed,
                 show_progress=progress,
             )

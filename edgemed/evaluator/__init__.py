@@ -1,6 +1,6 @@
 """The one MedMCQA evaluator: every artifact is scored through the Runtime interface.
 
-- ``run.evaluate(runtime, questions, scoring=...)`` -> ``EvalResult``; ``run.sweep(...)`` for generation settings.
+- ``run.evaluate(runtime, questions, scoring=...)`` -> ``EvalResult``; ``sweep.sweep(...)`` for generation settings.
 - ``compare.compare(reference_predictions, predictions)``: agreement, KL, exact McNemar.
 - ``metrics``: Wilson, McNemar, ECE, accuracy at coverage, test-size arithmetic (pure math).
 """

@@ -16,7 +16,6 @@ torch, transformers or optimum (a test enforces it); exporting still needs ``onn
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from edgemed.errors import EdgemedError, require
 from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
+from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
 
 ONNX_FILE = "model.onnx"
 PAST_PREFIX = "past_key_values."
@@ -35,20 +35,6 @@ _NUMPY_TYPES = {
     "tensor(int32)": np.int32,
     "tensor(bool)": np.bool_,
 }
-# transformers' clean_up_tokenization (applied on decode when tokenizer_config.json asks for it)
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path` ({} when the file is absent); a clear error when it is not JSON."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        raise EdgemedError(f"{path} is corrupt (not JSON); re-export the artifact") from None
-    return data if isinstance(data, dict) else {}
 
 
 def _numpy_type(ort_type: str, name: str) -> type:
@@ -59,28 +45,12 @@ def _numpy_type(ort_type: str, name: str) -> type:
                            "hold; export the model in float32 or float16") from None
 
 
-def _token_text(value: Any) -> str | None:
-    """A special token as tokenizer_config.json stores it: a string or an AddedToken dict."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def _ids(value: Any) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
-    return []
-
-
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
         super().__init__(path, threads, device, **options)
         ort = require("onnxruntime", "onnx", "ONNX artifacts")
-        tokenizers = require("tokenizers", "onnx", "ONNX artifacts")
         self.ort = ort
         folder = self.path if self.path.is_dir() else self.path.parent
         self.folder = folder
@@ -88,9 +58,8 @@ class OnnxRuntime(Runtime):
         if not model_file.is_file():
             raise EdgemedError(f"{folder} has no {ONNX_FILE}; export it with 'edgemed export --formats onnx'")
         self.model_file = model_file
-        self.config = _read_json(folder / "config.json")
-        self.tokenizer_config = _read_json(folder / "tokenizer_config.json")
-        self.generation_config = _read_json(folder / "generation_config.json")
+        self.config = read_json(folder / "config.json")
+        self.generation_config = read_json(folder / "generation_config.json")
 
         so = ort.SessionOptions()
         if threads:
@@ -122,18 +91,8 @@ class OnnxRuntime(Runtime):
         self.provider = self.session.get_providers()[0]
         self._read_graph()
 
-        tok_file = folder / "tokenizer.json"
-        if not tok_file.is_file():
-            raise EdgemedError(f"{folder} has no tokenizer.json; re-export the artifact (the runtime reads it)")
-        try:
-            self.tokenizer = tokenizers.Tokenizer.from_file(str(tok_file))
-        except Exception as exc:  # the Rust side raises a bare Exception for unreadable files
-            raise EdgemedError(f"{tok_file} could not be read ({exc}); re-export the artifact") from None
-        self.tokenizer.no_padding()  # transformers ignores the padding/truncation a tokenizer.json may carry
-        self.tokenizer.no_truncation()
-        self.clean_up_spaces = bool(self.tokenizer_config.get("clean_up_tokenization_spaces", False))
-        self.eos_ids = self._eos_ids()
-        self.pad_id = self._pad_id()
+        self.tok = FolderTokenizer(folder, self.config, self.generation_config)
+        self.eos_ids, self.pad_id = self.tok.eos_ids, self.tok.pad_id
         self._past: dict[str, np.ndarray] = {}
         self._length = 0
 
@@ -209,49 +168,18 @@ class OnnxRuntime(Runtime):
             self._mask_ones = np.ones((1, max(n, 2 * self._mask_ones.shape[1], 256)), dtype=self._mask_ones.dtype)
         return self._mask_ones[:, :n]
 
-    # --- tokens -----------------------------------------------------------------------------------
-    def _token_id(self, text: str | None) -> int | None:
-        return self.tokenizer.token_to_id(text) if text else None
-
-    def _special(self, key: str) -> str | None:
-        special_map = _read_json(self.folder / "special_tokens_map.json")
-        return _token_text(self.tokenizer_config.get(key)) or _token_text(special_map.get(key))
-
-    def _eos_ids(self) -> frozenset[int]:
-        ids = _ids(self._token_id(self._special("eos_token")))
-        ids += _ids(self.generation_config.get("eos_token_id")) + _ids(self.config.get("eos_token_id"))
-        return frozenset(ids)
-
-    def _pad_id(self) -> int:
-        for candidate in (self._token_id(self._special("pad_token")), self.generation_config.get("pad_token_id"),
-                          self.config.get("pad_token_id")):
-            if isinstance(candidate, int) and not isinstance(candidate, bool):
-                return candidate
-        eos = self._token_id(self._special("eos_token"))
-        return eos if eos is not None else (min(self.eos_ids) if self.eos_ids else 0)
-
+    # --- tokens (edgemed.runtimes.folder_tokenizer) ----------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=add_special).ids)
+        return self.tok.encode(text, add_special)
 
     def detokenize(self, ids: list[int]) -> str:
-        text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
-        if self.clean_up_spaces:
-            for old, new in _CLEANUPS:
-                text = text.replace(old, new)
-        return text
+        return self.tok.decode(ids)
 
     def is_end(self, token: int) -> bool:
         return token in self.eos_ids
 
     def chat_template(self) -> str | None:
-        jinja = self.folder / "chat_template.jinja"
-        if jinja.is_file():
-            return jinja.read_text(encoding="utf-8")
-        template = self.tokenizer_config.get("chat_template")
-        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
-            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-            template = named.get("default")
-        return template if isinstance(template, str) else None
+        return self.tok.chat_template()
 
     # --- model ------------------------------------------------------------------------------------
     @property
@@ -261,7 +189,7 @@ class OnnxRuntime(Runtime):
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
         if not prompts:
             return np.zeros((0, self.vocab_size), dtype=np.float32)
-        encoded = [e.ids for e in self.tokenizer.encode_batch(list(prompts), add_special_tokens=True)]
+        encoded = self.tok.encode_batch(prompts)
         width = max(len(e) for e in encoded)
         if width == 0:
             raise EdgemedError("empty prompt: onnxruntime needs at least one token")

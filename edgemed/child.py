@@ -1,0 +1,132 @@
+"""One way to run a child process, for every stage that isolates work in one (bench workers, export
+verification, GGUF conversion and quantization): output to a log file, an optional timeout, the whole process
+group killed on timeout or interruption, and an outcome that says how it ended (never raised).
+
+A native crash in an engine (llama.cpp, onnxruntime) therefore ends one child, never the command. The
+bench adds its measurements (memory sampling, machine load, kernel accounting) through ``watch``:
+:func:`edgemed.bench.isolate.measure_child`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ChildOutcome:
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+    timed_out: bool
+    wall_s: float
+    log_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.signal is None:
+            return None
+        try:
+            return signal.Signals(self.signal).name
+        except ValueError:
+            return f"signal {self.signal}"
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return f"timed out after {self.wall_s:.0f} s and was killed"
+        if self.signal is not None:
+            hint = " (likely out of memory: the kernel's OOM killer sends SIGKILL)" if self.signal == 9 else ""
+            return f"crashed: killed by {self.signal_name}{hint}"
+        return f"exited with code {self.exit_code}"
+
+    def why(self) -> str:
+        """How it ended, with the log's last line when it merely exited non-zero (usually the error)."""
+        if self.timed_out or self.signal is not None or self.log_path is None:
+            return self.describe()
+        lines = [ln for ln in tail(self.log_path, 40).splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else self.describe()
+
+
+def run_child(
+    cmd: list[str],
+    log_path: Path,
+    *,
+    timeout_s: float | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    watch: Callable[[int], Callable[[], None]] | None = None,
+    interval_s: float = 0.05,
+    on_tick: Callable[[], None] | None = None,
+    tick_s: float = 0.5,
+) -> ChildOutcome:
+    """Run `cmd` (stdout+stderr into `log_path`) in its own session until it ends or `timeout_s` passes.
+
+    `watch(pid)` returns a function called every `interval_s` while the child runs (the bench's samplers);
+    `on_tick` is called every `tick_s` (progress). The process group is killed at the end, so nothing the
+    child started outlives it.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=cwd, start_new_session=True)
+    poll = watch(proc.pid) if watch else None
+    timed_out, last_tick, status = False, start, 0
+    try:
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if poll is not None:
+                with contextlib.suppress(Exception):
+                    poll()
+            now = time.monotonic()
+            if timeout_s and now - start > timeout_s:
+                timed_out = True
+                kill_group(proc.pid)
+                _, status, _ = os.wait4(proc.pid, 0)
+                break
+            if on_tick and now - last_tick >= tick_s:
+                last_tick = now
+                on_tick()
+            time.sleep(interval_s)
+    except BaseException:  # interrupted: never leave the child running
+        kill_group(proc.pid)
+        with contextlib.suppress(ChildProcessError):
+            os.wait4(proc.pid, 0)
+        proc.returncode = -9
+        raise
+    kill_group(proc.pid)  # grandchildren it left behind
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    proc.returncode = code if code is not None else -(sig or 0)  # reaped here, so Popen must not wait again
+    return ChildOutcome(exit_code=code, signal=sig, timed_out=timed_out, wall_s=time.monotonic() - start,
+                        log_path=log_path)
+
+
+def kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
+    """The last lines of a log file."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(size - max_bytes, 0))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

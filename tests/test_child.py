@@ -1,0 +1,41 @@
+"""edgemed.child: the one child-process runner of bench, export verification and GGUF conversion/quantization."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from edgemed.child import run_child
+
+
+def test_exit_code_and_last_log_line(tmp_path):
+    out = run_child([sys.executable, "-c", "import sys; print('working'); sys.exit('error: the file is bad')"],
+                    tmp_path / "x.log")
+    assert not out.ok and out.exit_code == 1 and out.signal is None
+    assert out.why() == "error: the file is bad" and "working" in (tmp_path / "x.log").read_text()
+
+
+def test_crash_is_reported_not_raised(tmp_path):
+    out = run_child([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], tmp_path / "segv.log")
+    assert out.signal_name == "SIGSEGV" and out.exit_code is None
+    assert out.why() == "crashed: killed by SIGSEGV"
+
+
+def test_timeout_kills_the_whole_group(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    code = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+            f"time.sleep(60)']); open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    start = time.monotonic()
+    out = run_child([sys.executable, "-c", code], tmp_path / "hang.log", timeout_s=2)
+    assert out.timed_out and not out.ok and time.monotonic() - start < 20
+    assert "timed out" in out.why()
+    grandchild = int(pidfile.read_text())
+    time.sleep(0.2)
+    try:
+        os.kill(grandchild, 0)
+        state = Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+        assert state == "Z", "the grandchild outlived the timeout"
+    except (ProcessLookupError, FileNotFoundError):
+        pass
