@@ -1,4 +1,5 @@
-"""Compare two bench runs artifact by artifact: deltas for ``edgemed report`` and regressions for ``--baseline``."""
+"""Two bench runs paired artifact by artifact: loading, deltas (for ``edgemed report``) and regressions (for
+``edgemed bench --baseline``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Compare two bench runs (``edgemed report OLD.json NEW.json``): per-artifact deltas, settings and machine changes."""
+"""``edgemed report OLD.json NEW.json``: the comparison document and how it is shown (console table, markdown);
+the pairing and the numbers come from :mod:`edgemed.bench.compare_runs`."""
 
 from __future__ import annotations
 
