@@ -213,6 +213,13 @@ def scoring_questions(
             info["selection"] = f"recorded evaluation side: {first.describe_eval_side()}"
     elif info["source"] == "sample" and not any(lineages.values()):
         info["selection"] = "the whole bundled sample (no model edgemed trained: nothing to hold out)"
+    legacy = [name for name, lin in lineages.items() if lin is not None and lin.style_source.endswith("(no lineage)")]
+    if legacy:  # exported before lineage was recorded: which questions it trained on is unknown
+        from edgemed.console import err_console
+
+        info["unknown_training_data"] = legacy
+        err_console.print(f"[yellow]{', '.join(legacy)}: exported without a lineage record, so the questions it was "
+                          "trained on are unknown and cannot be excluded; re-export it from its merged model[/yellow]")
     overlap = {}
     for name, lin in lineages.items():
         if lin is not None and lin.trained:
