@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -63,14 +64,23 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
 def read_jsonl(path: Path, fix: str) -> list[tuple[int, Any]]:
     """(line number, object) per non-blank line; a line that is not JSON raises EdgemedError naming it and `fix`."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise EdgemedError(f"{path}: line {n} is not valid JSON ({exc.msg}); {fix}") from None
+    n = 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):  # noqa: B007 - n names the line in the errors below
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise EdgemedError(f"{path}: line {n} is not valid JSON ({exc.msg}); {fix}") from None
+                except RecursionError:
+                    raise EdgemedError(f"{path}: line {n} is nested too deeply to be a row; {fix}") from None
+    except UnicodeDecodeError:
+        raise EdgemedError(f"{path}: line {n + 1} is not UTF-8 text (a binary file?); give a UTF-8 JSON-lines file"
+                           ) from None
+    except IsADirectoryError:
+        raise EdgemedError(f"{path} is a folder; give a JSON-lines file") from None
     return rows
 
 
@@ -89,19 +99,46 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def check_output_dir(path: Path, flag: str = "--out") -> Path:
-    """Make sure `path` is a writable folder, or can be created as one, before any work starts (exit 2 otherwise).
+MIN_FREE_BYTES = 1 << 20  # an output folder with less free space than this is refused before the work starts
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def check_output_dir(path: Path, flag: str = "--out", need_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Make sure `path` is a writable folder, or can be created as one, before any work starts (exit 2 otherwise):
+    not a file, not on a read-only file system, writable by this user, with at least `need_bytes` free.
     Creates nothing: a run that stops on bad input leaves no folder behind."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise EdgemedError(f"{flag} {path} is a file, not a folder; give a folder path")
     existing = path
-    while not existing.exists():
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling symlink: following it would write somewhere unexpected
+            raise EdgemedError(f"{flag} {path}: {existing} is a broken symbolic link; give a real folder path")
         existing = existing.parent
     if not existing.is_dir():
         raise EdgemedError(f"{flag} {path}: {existing} is a file, not a folder; give a folder path")
+    if _read_only(existing):
+        raise EdgemedError(f"{flag} {path}: {existing} is on a read-only file system; give a writable folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise EdgemedError(f"{flag} {path}: {existing} is not writable; give a folder you can write to")
+    free = _free_bytes(existing)
+    if free is not None and free < need_bytes:
+        raise EdgemedError(f"{flag} {path}: no space left on the device of {existing} ({free} bytes free, "
+                           f"{need_bytes} needed at least); free some space or give a folder on another disk")
     if existing == path:
         try:
             fd, probe = tempfile.mkstemp(dir=path, prefix=".edgemed-write-check.")
@@ -111,3 +148,50 @@ def check_output_dir(path: Path, flag: str = "--out") -> Path:
             raise EdgemedError(f"{flag} {path} cannot be written ({exc.strerror or exc}); "
                                "give a writable folder") from None
     return path
+
+
+def check_output_file(path: Path, flag: str) -> Path:
+    """The same for a file output (e.g. --junit): not a folder, an existing file writable, its folder writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgemedError(f"{flag} {path} is a folder; give a file path (e.g. {path / 'results.xml'})")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise EdgemedError(f"{flag} {path} exists and is not writable; give a file path you can write to")
+    parent = path.parent if str(path.parent) else Path(".")
+    check_output_dir(parent, f"{flag} {path}: its folder")
+    return path
+
+
+# errno values that mean "this environment cannot take the write", not a bug: the CLI answers them with exit 2.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR,
+                errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+_DISK_FULL_TEXT = ("No space left on device", "os error 28", "[Errno 28]", "Disk quota exceeded", "file write failed")
+
+
+def environment_error(exc: BaseException) -> OSError | None:
+    """The environment write error behind `exc` (full disk, read-only, permissions), else None. Native libraries
+    (tokenizers, safetensors, torch.save) report a full disk as a plain Exception/RuntimeError: matched by text."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return exc
+        if any(t in str(exc) for t in _DISK_FULL_TEXT):
+            return OSError(errno.ENOSPC, "No space left on device")
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def describe_os_error(exc: OSError, where: str | None = None) -> str:
+    """One line for an environment error (full disk, read-only, permissions): what, where, what was kept, the fix."""
+    target = exc.filename or where or "the output folder"
+    kept = "finished outputs are kept and nothing half-written is left (partial files go under temporary names)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"no space left on the device while writing {target}; {kept}; free some space (or choose an --out "
+                "on another disk) and re-run")
+    if exc.errno == errno.EROFS:
+        return f"{target} is on a read-only file system; {kept}; choose a writable --out"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {target}; {kept}; check its permissions or choose paths you can read and write"
+    return f"{exc.strerror or exc}: {target}; check the path"

@@ -196,6 +196,18 @@ def pick_device(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
             device = "cpu"
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
         raise EdgemedError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda"):  # asked for explicitly: never a silent fallback, never a crash deep in torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device.partition(":")[2]
+        if count == 0:
+            mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+            raise EdgemedError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU on this machine "
+                               f"(available: cpu{', mps' if mps else ''}); use --device cpu or auto")
+        if index and (not index.isdigit() or int(index) >= count):
+            raise EdgemedError(f"--device {device}: there is no such GPU (torch sees {count}: "
+                               f"cuda:0..cuda:{count - 1})")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise EdgemedError("--device mps: no Apple GPU (MPS) here (available: cpu); use --device cpu or auto")
     if dtype == "auto":
         if device.startswith("cuda"):
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

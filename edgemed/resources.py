@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from typing import Any
 
 from edgemed.errors import EdgemedError
@@ -52,7 +53,37 @@ def gpus() -> dict[str, Any]:
 
         if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             seen.append("onnxruntime")
+    if _installed("llama_cpp") and sys.platform != "darwin":  # on macOS llama.cpp's GPU offload is Metal (mps)
+        try:
+            import llama_cpp
+
+            if llama_cpp.llama_supports_gpu_offload():
+                seen.append("llama.cpp")
+        except (ImportError, OSError, AttributeError):  # a broken native library: no GPU from it
+            pass
     return {"cuda": bool(seen), "mps": mps, "seen_by": seen}
+
+
+# Which engine each runtime drives (the names gpus() reports in seen_by).
+ENGINE_OF_RUNTIME = {"transformers": "torch", "onnxruntime": "onnxruntime", "llama.cpp": "llama.cpp"}
+
+
+def device_for_runtime(runtime: str, device: str, requested: str | None = None) -> str:
+    """The device `runtime` runs on: a CUDA device its own engine cannot use is bad input when it was asked for
+    (exit 2 naming what is available), and the CPU when it came from --device auto (another engine saw the GPU)."""
+    engine = ENGINE_OF_RUNTIME.get(runtime)
+    if not device.startswith("cuda") or engine is None:
+        return device
+    seen = gpus()["seen_by"]
+    if engine in seen:
+        return device
+    if requested == "auto":
+        return "cpu"
+    others = f"engines that can: {', '.join(seen)}" if seen else "no engine here sees a CUDA GPU"
+    fix = ("install a CUDA build of llama-cpp-python (CMAKE_ARGS=-DGGML_CUDA=on)" if engine == "llama.cpp"
+           else "install onnxruntime-gpu" if engine == "onnxruntime" else "install a CUDA build of torch")
+    raise EdgemedError(f"--device {device}: {runtime} ({engine}) cannot use a CUDA GPU here ({others}); "
+                       f"use --device cpu, or {fix}")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -66,8 +97,8 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if found["cuda"] else "mps" if found["mps"] else "cpu"
     if device.startswith("cuda") and not found["cuda"]:
-        raise EdgemedError(f"--device {device}: no CUDA GPU is visible to torch or onnxruntime on this machine; "
-                           "use --device cpu (or auto)")
+        raise EdgemedError(f"--device {device}: no CUDA GPU is visible to torch, onnxruntime or llama.cpp on this "
+                           "machine; use --device cpu (or auto)")
     if device == "mps" and not found["mps"]:
         raise EdgemedError("--device mps: no Apple GPU (MPS) here; use --device cpu (or auto)")
     return device

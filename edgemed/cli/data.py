@@ -22,9 +22,14 @@ def check(source: str, split: str = "train", cop_base: Literal["auto", "0", "1"]
 
     from edgemed.console import console
     from edgemed.data.medmcqa import data_summary, read_rows, validate_rows
-    from edgemed.fsutil import atomic_write_json
+    from edgemed.fsutil import atomic_write_json, check_output_dir
 
+    if out is not None:
+        check_output_dir(Path(out), "--out")
     rows = read_rows(source, split)
+    if not rows:  # eval and train refuse it too: an empty or whitespace-only file is no data
+        raise EdgemedError(f"{source}: no rows (the file is empty or holds only blank lines); give a file with "
+                           "MedMCQA rows")
     questions, problems, base = validate_rows(rows, cop_base)
     summary = data_summary(questions)
     table = Table(title=f"{source} ({split}): {len(rows)} rows, cop {base}-based")

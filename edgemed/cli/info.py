@@ -19,6 +19,10 @@ def info(out: Path | None = None) -> int:
     from edgemed.registry import FORMATS, can_run, exporter_class
     from edgemed.sysinfo import environment
 
+    if out is not None:
+        from edgemed.fsutil import check_output_dir
+
+        check_output_dir(Path(out), "--out")
     models = Table(title="model aliases")
     models.add_column("alias")
     models.add_column("what")

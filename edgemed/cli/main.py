@@ -79,16 +79,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgemed: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: say so in one line unless debugging
-        if os.environ.get("EDGEMED_DEBUG"):
-            raise
-        print(
-            f"edgemed {ns.command}: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with EDGEMED_DEBUG=1 for the traceback and report it)",
-            file=sys.stderr,
-        )
-        return 3
+    except Exception as exc:  # a bug: say so in one line unless debugging; a full disk or a read-only path is not
+        from edgemed.fsutil import describe_os_error, environment_error
+
+        env_error = environment_error(exc)
+        if env_error is None or os.environ.get("EDGEMED_DEBUG"):
+            return _internal_error(ns, exc)
+        where = getattr(ns, "out", None)
+        print(f"edgemed {ns.command}: error: {describe_os_error(env_error, str(where) if where else None)}",
+              file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def _internal_error(ns: argparse.Namespace, exc: BaseException) -> int:
+    if os.environ.get("EDGEMED_DEBUG"):
+        raise exc
+    print(
+        f"edgemed {ns.command}: internal error: {type(exc).__name__}: {exc} "
+        "(rerun with EDGEMED_DEBUG=1 for the traceback and report it)",
+        file=sys.stderr,
+    )
+    return 3
 
 
 if __name__ == "__main__":

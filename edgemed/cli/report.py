@@ -24,6 +24,10 @@ def report(before: Path, after: Path, out: Path | None = None, tolerance: str | 
     from edgemed.console import console
 
     tol = parse_ratio(tolerance, "--tolerance") if tolerance is not None else None
+    if out is not None:
+        from edgemed.fsutil import check_output_dir
+
+        check_output_dir(Path(out), "--out")
     doc = compare_bench(Path(before), Path(after), tol)
     wide = console if console.is_terminal else Console(width=200, highlight=False)
     wide.print(rich_report(doc))

@@ -30,6 +30,12 @@ def train(
     from edgemed.training import train_lora
 
     require_train("edgemed train")
+    from edgemed.fsutil import check_output_dir
+
+    check_output_dir(Path(out), "--out")
+    from edgemed.models import pick_device
+
+    pick_device(config.device, config.dtype)  # --device cuda without CUDA: exit 2 now, not after loading the data
 
     metrics = train_lora(model, data, out, **asdict(config))
     console.print(

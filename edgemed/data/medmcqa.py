@@ -118,11 +118,20 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
                 raise EdgemedError(
                     "reading .parquet needs pyarrow: pip install 'edgemed[data]'"
                 ) from None
-            return pq.read_table(path).to_pylist()
+            try:
+                return pq.read_table(path).to_pylist()
+            except (OSError, ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise EdgemedError(f"{path}: not a readable Parquet file ({first}); re-export it or give "
+                                   ".jsonl/.json/.csv") from None
     except UnicodeDecodeError:
         raise EdgemedError(f"{path}: not UTF-8 text; convert it to UTF-8") from None
     except json.JSONDecodeError as exc:
         raise EdgemedError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise EdgemedError(f"{path}: JSON nested too deeply to hold rows; give a list of flat row objects") from None
+    except csv.Error as exc:
+        raise EdgemedError(f"{path}: not a readable CSV file ({exc}); fix it or give .jsonl/.json") from None
     raise EdgemedError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .parquet or .csv")
 
 

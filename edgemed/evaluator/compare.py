@@ -74,7 +74,7 @@ def load_predictions(path: Path) -> tuple[list[dict], Path]:
     elif path.name.endswith(".json"):
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise EdgemedError(f"reference {path} is not a readable results.json ({exc}); give an eval's results "
                                "or predictions file") from None
         name = results.get("predictions_file", PREDICTIONS) if isinstance(results, dict) else PREDICTIONS
@@ -87,6 +87,11 @@ def load_predictions(path: Path) -> tuple[list[dict], Path]:
         if not isinstance(row, dict) or not {"id", "gold", "predicted", "correct"} <= set(row):
             raise EdgemedError(f"{path}: line {n} lacks id/gold/predicted/correct; it is not an eval's "
                                f"{PREDICTIONS}")
+        probs = row.get("probs")
+        if probs is not None and not (isinstance(probs, dict) and all(
+                isinstance(probs.get(a), int | float) and not isinstance(probs.get(a), bool) for a in LETTERS)):
+            raise EdgemedError(f"{path}: line {n} has 'probs' that are not numbers for {', '.join(LETTERS)}; "
+                               "regenerate it with 'edgemed eval'")
         rows.append(row)
     if not rows:
         raise EdgemedError(f"{path} has no predictions")
