@@ -216,3 +216,95 @@ def test_skip_bad_rows_with_separate_eval_data(tmp_path, tiny_model):
     assert lineage["style_source"] == "train --prompt-style"
     train_ids = lineage["train_ids"]
     assert len(train_ids) == 27 and not set(train_ids) & set(lineage["eval_ids"])
+
+
+# --- throughput levers (issue 12) ---------------------------------------------------------------
+
+
+def test_length_grouping_is_deterministic_loses_nothing_and_cuts_padding():
+    import random
+
+    from edgemed.train_data import LengthGroupedSampler, length_grouped_order
+
+    rng = random.Random(1)
+    lengths = [rng.randint(60, 280) for _ in range(1003)]  # 1003 = 250 batches of 4 + a partial one
+    order = length_grouped_order(lengths, 4, seed=7)
+    assert sorted(order) == list(range(len(lengths)))  # every example exactly once
+    assert order == length_grouped_order(lengths, 4, seed=7)  # same seed, same order
+    assert order != length_grouped_order(lengths, 4, seed=8)
+    assert order != length_grouped_order(lengths, 4, seed=7, epoch=1)
+    assert order[-3:] == length_grouped_order(lengths, 4, seed=7)[-3:] and len(order) % 4 == 3  # partial batch last
+
+    def padded(idx):
+        return sum(max(lengths[i] for i in idx[j:j + 4]) * len(idx[j:j + 4]) for j in range(0, len(idx), 4))
+
+    shuffled = list(range(len(lengths)))
+    random.Random(7).shuffle(shuffled)
+    assert padded(order) < 0.8 * padded(shuffled)
+    sampler = LengthGroupedSampler(lengths, 4, seed=7)
+    assert list(sampler) == order and len(sampler) == len(lengths)
+    sampler.set_epoch(1)
+    assert list(sampler) == length_grouped_order(lengths, 4, seed=7, epoch=1)
+
+
+def test_answer_position_logits_give_the_models_own_loss(tiny_model, tokenizer):
+    import torch
+
+    from edgemed.models import load_model, pick_device
+    from edgemed.train_loop import answer_loss
+
+    questions, _ = load_questions("sample", limit=5)
+    examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
+    batch = AnswerOnlyCollator(tokenizer.pad_token_id)(examples)
+    model = load_model(str(tiny_model), pick_device("cpu", "float32"))
+    with torch.no_grad():
+        full = model(**batch).loss
+        mine, out = answer_loss(model, batch)
+        n = (batch["labels"] != IGNORE).sum()
+        mine_n, _ = answer_loss(model, batch, num_items_in_batch=n)
+    assert out.logits.shape[1] < batch["input_ids"].shape[1]  # the head ran on the answer positions only
+    assert torch.allclose(mine, full, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(mine_n, full, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_dtype_is_bf16_on_cpus_with_bf16_hardware(monkeypatch):
+    import edgemed.train_loop as loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    assert loop.train_dtype("cpu", "auto") == "bfloat16"
+    assert loop.train_dtype("cpu", "float32") == "float32"
+    assert loop.train_dtype("cuda", "float16") == "float16"
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    assert loop.train_dtype("cpu", "auto") == "float32"
+
+
+def test_throughput_is_in_metrics_and_the_run_record(run):
+    out, metrics = run
+    t = json.loads((out / "metrics.json").read_text())["throughput"]
+    assert t == metrics["throughput"]
+    assert t["steps"] == 4 and t["step_seconds"] > 0 and t["seconds_per_step"] > 0
+    assert 0 < t["trained_tokens"] < t["real_tokens"] <= t["padded_tokens"]
+    for key in ("trained_tokens_per_second", "real_tokens_per_second", "padded_tokens_per_second", "peak_rss_mb"):
+        assert t[key] > 0, key
+    assert json.loads((out / "edgemed-run.json").read_text())["throughput"] == t
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_dtype_trains_and_is_recorded(tmp_path, tiny_model, dtype):
+    from safetensors import safe_open
+
+    from edgemed.training import train_lora
+
+    out = tmp_path / "run"
+    metrics = train_lora("tiny-random", "sample", out, max_steps=2, batch_size=4, lr=5e-3, threads=1, dtype=dtype,
+                         eval_limit=8)
+    record = json.loads((out / "edgemed-run.json").read_text())
+    assert record["device"]["dtype"] == metrics["dtype"] == dtype
+    assert metrics["steps"] == 2 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:  # LoRA weights stay float32
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}  # noqa: SIM118
+    # resuming the run in another dtype on the same device is refused
+    other = "float32" if dtype == "bfloat16" else "bfloat16"
+    with pytest.raises(Exception, match="dtype"):
+        train_lora("tiny-random", "sample", out, max_steps=3, batch_size=4, lr=5e-3, threads=1, dtype=other,
+                   eval_limit=8, resume=True)

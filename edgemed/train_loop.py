@@ -1,0 +1,193 @@
+"""The Trainer edgemed trains with: length-grouped batches, logits only where the loss is, throughput meter.
+
+- Data order: :class:`edgemed.train_data.LengthGroupedSampler` (seeded, resumable) when grouping is on,
+  else the Trainer's own seeded random sampler.
+- Loss: the answer-only loss reads the logits of the answer positions only, so the language-model head
+  (576 x 49152 on SmolLM2, the largest single matmul) runs on those positions instead of every
+  position of the batch (``logits_to_keep`` with the positions any row of the batch trains on). Same
+  value as the model's own loss (sum of cross-entropies / number of label tokens, ``num_items_in_batch``
+  honoured as the Trainer does).
+- :class:`Throughput`: seconds per optimizer step (step time only: evals and checkpoints excluded),
+  tokens per second (trained = answer tokens with a loss, real = non-padding, padded = the batch's
+  full rectangle) and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+from edgemed.batching import IGNORE
+from edgemed.train_data import LengthGroupedSampler
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX)."""
+    from edgemed.sysinfo import cpu_flags
+
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def train_dtype(device: str, dtype: str) -> str:
+    """The dtype ``--dtype`` asks for on `device`: 'auto' on a CPU with bf16 hardware is bfloat16
+    (measured by scripts/bench_train_speed.py), on other CPUs float32; GPUs as edgemed.models.pick_device."""
+    if dtype == "auto" and device == "cpu":
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    return dtype
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+class Throughput(TrainerCallback):
+    """Counts tokens (fed by :class:`EdgemedTrainer`) and times optimizer steps of this process."""
+
+    def __init__(self):
+        self.steps = 0
+        self.step_seconds = 0.0
+        self.trained = self.real = self.padded = 0
+        self._t0: float | None = None
+
+    def count(self, inputs: dict[str, Any]) -> None:
+        labels = inputs.get("labels")
+        ids = inputs["input_ids"]
+        if labels is not None:
+            self.trained += int((labels[:, 1:] != IGNORE).sum())
+        mask = inputs.get("attention_mask")
+        self.real += int(mask.sum()) if mask is not None else ids.numel()
+        self.padded += ids.numel()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self._t0 is not None:
+            self.step_seconds += time.perf_counter() - self._t0
+            self.steps += 1
+            self._t0 = None
+
+    def summary(self, world_size: int = 1, totals: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        """The numbers of this process's steps; `totals` (trained, real, padded) summed over processes."""
+        trained, real, padded = totals or (self.trained, self.real, self.padded)
+        secs = self.step_seconds
+
+        def rate(n: int) -> float | None:
+            return round(n / secs, 2) if secs > 0 else None
+
+        return {
+            "steps": self.steps,
+            "step_seconds": round(secs, 3),
+            "seconds_per_step": round(secs / self.steps, 4) if self.steps else None,
+            "trained_tokens": trained,
+            "real_tokens": real,
+            "padded_tokens": padded,
+            "trained_tokens_per_second": rate(trained),
+            "real_tokens_per_second": rate(real),
+            "padded_tokens_per_second": rate(padded),
+            "padding_share": round(1 - real / padded, 4) if padded else None,
+            "peak_rss_mb": _round(peak_rss_mb()),
+            "world_size": world_size,
+        }
+
+    def line(self) -> str:
+        """The progress-line suffix: tokens/s (trained and padded), s/step, peak RSS."""
+        if not self.steps or self.step_seconds <= 0:
+            return ""
+        s = self.step_seconds
+        rss = peak_rss_mb()
+        mem = f" · peak RSS {rss:,.0f} MiB" if rss is not None else ""
+        return (f" · {self.trained / s:,.0f} trained / {self.padded / s:,.0f} padded tok/s · "
+                f"{s / self.steps:.2f} s/step{mem}")
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
+    """(loss, outputs): the causal-LM loss computed from the logits of the trained positions only.
+
+    Position p predicts token p+1; the kept positions are those where any row of the batch has a label
+    at p+1. Equal to the model's own loss (float32 cross-entropy, summed, divided by num_items_in_batch
+    or by the number of label tokens).
+    """
+    labels = inputs["labels"]
+    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
+    outputs = model(**rest, logits_to_keep=keep)
+    target = labels[:, keep + 1]
+    logits = outputs.logits.float()
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1).to(logits.device),
+                           ignore_index=IGNORE, reduction="sum")
+    if num_items_in_batch is None:
+        loss = loss / (target != IGNORE).sum().clamp(min=1)
+    else:
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        loss = loss / num_items_in_batch
+    return loss, outputs
+
+
+class EdgemedTrainer(Trainer):
+    """A Trainer with the length-grouped sampler, the answer-position loss and the throughput meter."""
+
+    def __init__(self, *args, meter: Throughput | None = None, group_by_length: bool = True,
+                 answer_logits: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.meter = meter
+        self.group_lengths = group_by_length
+        self.answer_logits = answer_logits and _accepts_logits_to_keep(self.model)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not self.group_lengths or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        lengths = [len(ex["input_ids"]) for ex in dataset]
+        return LengthGroupedSampler(lengths, self.args.per_device_train_batch_size, seed)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.meter is not None:
+            self.meter.count(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.answer_logits or "labels" not in inputs or self.label_smoother is not None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = answer_loss(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss
+
+    def throughput(self) -> dict[str, Any] | None:
+        """The meter's summary with token counts summed over processes (collective: call on every rank)."""
+        if self.meter is None:
+            return None
+        m = self.meter
+        totals = (m.trained, m.real, m.padded)
+        world = self.accelerator.num_processes
+        if world > 1:
+            t = torch.tensor(totals, device=self.accelerator.device)
+            totals = tuple(int(x) for x in self.accelerator.reduce(t, reduction="sum").tolist())
+        return m.summary(world, totals)
