@@ -14,19 +14,26 @@ from edgemed.errors import EdgemedError
 
 def name_artifacts(paths: list[Path]) -> list[Target]:
     """Every artifact under `paths`, each with a unique name (its folder or file stem)."""
-    from edgemed.manifest import detect_runtime, find_artifacts
+    from edgemed.manifest import check_known_format, detect_runtime, find_artifacts
 
     if not paths:
         raise EdgemedError("no artifacts given; pass artifact folders or a folder holding them")
     targets, seen = [], set()
     for path in find_artifacts([Path(p) for p in paths]):
-        fmt, runtime = detect_runtime(path)
+        problem = None
+        try:  # one artifact whose manifest is corrupt or unknown is recorded as failed; the others are measured
+            fmt, runtime = detect_runtime(path)
+            check_known_format(path)
+        except EdgemedError as exc:
+            fmt, runtime, problem = "unknown", "unknown", str(exc)
         name = path.stem if path.is_file() else path.name
         base, n = name, 2
         while name in seen:
             name, n = f"{base}-{n}", n + 1
         seen.add(name)
-        targets.append(Target(name=name, path=str(path.resolve()), format=fmt, runtime=runtime))
+        targets.append(Target(name=name, path=str(path.resolve()), format=fmt, runtime=runtime, problem=problem))
+    if all(t.problem for t in targets):
+        raise EdgemedError(f"no artifact can be measured: {targets[0].problem}")
     return targets
 
 
@@ -38,7 +45,8 @@ def pick_reference_target(targets: list[Target], reference: str | None) -> Targe
                 return t
         raise EdgemedError(f"--reference '{reference}' names no artifact; use one of "
                            f"{', '.join(t.name for t in targets)}")
-    return next((t for t in targets if t.format == "hf"), targets[0])
+    usable = [t for t in targets if not t.problem] or targets
+    return next((t for t in usable if t.format == "hf"), usable[0])
 
 
 def identity(path: Path) -> str:

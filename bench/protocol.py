@@ -24,6 +24,7 @@ class Target:
     path: str
     format: str
     runtime: str
+    problem: str | None = None  # why it cannot be measured (e.g. a corrupt manifest): recorded as failed, not run
 
 
 @dataclass

@@ -61,6 +61,8 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     where = resolved(config.threads, config.device)
 
     # --- measure --------------------------------------------------------------------------------------------
+    from rich.markup import escape
+
     from edgemed.bench.probes import copy_bandwidth
     from edgemed.console import err_console, progress
     from edgemed.sysinfo import environment
@@ -87,7 +89,12 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
             key = settings_key(measured, target, ref_target)
             prior = previous.get(target.name)
             is_ref = target is ref_target
-            if prior is not None and prior.ok and prior.settings_key == key and \
+            if target.problem:  # e.g. a corrupt manifest: recorded as failed like a load failure, never run
+                results.append(ArtifactResult(name=target.name, path=target.path, format=target.format,
+                                              runtime=target.runtime, settings_key=key, status="failed",
+                                              failure=Failure(kind="error", message=target.problem)))
+                err_console.print(f"[red]{escape(target.name)}: not measured: {escape(target.problem)}[/red]")
+            elif prior is not None and prior.ok and prior.settings_key == key and \
                     (not is_ref or not config.fidelity or (fidelity_dir / "meta.json").is_file()):
                 results.append(prior)
                 err_console.print(f"[dim]{target.name}: already measured with these settings (--resume)[/dim]")
@@ -102,7 +109,8 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
                     busy = f" [yellow]BUSY machine: {r.machine_load.get('reason')}[/yellow]" if r.busy else ""
                     err_console.print(f"[green]{r.name}[/green]: done in {r.wall_s:.1f} s{busy}")
                 else:
-                    err_console.print(f"[red]{r.name}: {r.failure.message}[/red] (log: {work / (r.name + '.log')})")
+                    err_console.print(f"[red]{escape(r.name)}: {escape(r.failure.message)}[/red] "
+                                      f"(log: {escape(str(work / (r.name + '.log')))})")
             doc["artifacts"] = [r.to_dict() for r in results]
             atomic_write_json(out / BENCH_JSON, doc)  # finished artifacts survive a later crash
             bar.advance(task)
@@ -155,7 +163,7 @@ def _questions(config: BenchConfig, targets):
     """The questions every artifact scores: read from the artifacts' lineage (edgemed.lineage)."""
     from edgemed.lineage import read_lineage, scoring_questions
 
-    lineages = {t.name: read_lineage(Path(t.path)) for t in targets}
+    lineages = {t.name: read_lineage(Path(t.path)) for t in targets if not t.problem}
     return scoring_questions(config.data, config.split, lineages, include_trained=config.include_trained,
                              limit=config.limit)
 

@@ -19,6 +19,15 @@ class BudgetBroken(CheckFailed):
     """A budget the user set was broken. Exit code 1."""
 
 
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP arrived. A BaseException, like Ctrl-C: it unwinds through every ``except BaseException`` cleanup
+    (temp files and folders removed, child processes killed) instead of dying with half-written outputs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class MissingDependency(EdgemedError):
     """An optional dependency for this command is not installed."""
 

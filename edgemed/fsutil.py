@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -37,12 +38,40 @@ def atomic_write_json(path: Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Remove the temp folders a killed run (SIGKILL, power loss) left beside `final`: ``.NAME.PID.*.partial`` whose
+    process is gone (and the pid-less ones older edgemed versions wrote). A live run's folder is left alone."""
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.partial"):
+        middle = stale.name[len(final.name) + 2 : -len(".partial")]
+        pid = middle.split(".", 1)[0]
+        if stale.is_dir() and not (pid.isdigit() and "." in middle and _alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `final`; on success it replaces `final`, on failure it is removed."""
+    """Yield a temp folder beside `final`; on success it replaces `final`, on failure it is removed. Temp folders a
+    killed earlier run left (its process gone) are removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_stale_partials(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent))
     tmp.chmod(0o755)
     try:
         yield tmp

@@ -61,11 +61,45 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise EdgemedError(f"{folder} has no {MANIFEST}; export it with 'edgemed export'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise EdgemedError(f"{path} is corrupt (not JSON); re-export the artifact with --force") from None
+    except IsADirectoryError:
+        raise EdgemedError(f"{path} is a folder, not a manifest file; re-export the artifact with --force") from None
     if not isinstance(data, dict) or "format" not in data or "runtime" not in data:
         raise EdgemedError(f"{path} lacks 'format'/'runtime'; re-export the artifact with --force")
+    if not isinstance(data["format"], str) or not isinstance(data["runtime"], str):
+        raise EdgemedError(f"{path}: 'format' and 'runtime' must be names (text); re-export the artifact with --force")
+    schema = data.get("schema", SCHEMA_VERSION)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise EdgemedError(f"{path}: schema {schema!r} is not a manifest schema version; re-export the artifact")
+    if schema > SCHEMA_VERSION:
+        raise EdgemedError(f"{path}: manifest schema {schema} is newer than this edgemed reads ({SCHEMA_VERSION}); "
+                           "upgrade edgemed or re-export the artifact with this version")
+    if "files" in data and not (isinstance(data["files"], list) and all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
+            for f in data["files"])):
+        raise EdgemedError(f"{path}: 'files' is not a list of {{path, size, sha256}}; re-export the artifact")
     return data
+
+
+def check_known_format(path: Path) -> None:
+    """An artifact's manifest names a format this edgemed knows, run by the runtime the registry gives it (exit 2
+    otherwise, naming the file). Checked where the user's artifacts come in (eval, bench), not in the workers."""
+    path = Path(path)
+    if not (path.is_dir() and (path / MANIFEST).exists()):
+        return
+    from edgemed.registry import FORMATS, get_format, missing_modules, spec_of
+
+    m = read_manifest(path)
+    try:
+        spec = spec_of(m["format"])
+        if m["format"] not in FORMATS and m["format"].startswith("gguf-") and not missing_modules(("llama_cpp",)):
+            get_format(m["format"])  # a gguf-<type> the installed llama.cpp knows
+    except EdgemedError as exc:
+        raise EdgemedError(f"{path / MANIFEST}: {exc}; re-export the artifact") from None
+    if spec.runtime != m["runtime"]:
+        raise EdgemedError(f"{path / MANIFEST}: format {m['format']} runs on {spec.runtime}, the manifest says "
+                           f"runtime '{m['runtime']}'; re-export the artifact")
 
 
 def check_files(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> None:

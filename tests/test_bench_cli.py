@@ -176,6 +176,11 @@ def test_crash_timeout_and_corrupt_artifacts_are_isolated(artifacts, tmp_path, c
     shutil.copytree(artifacts / "hf", arts / "corrupt")
     weights = arts / "corrupt" / "model.safetensors"
     os.truncate(weights, weights.stat().st_size // 2)
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "manifest-broken")  # recorded as failed, never run
+    (arts / "manifest-broken" / "edgemed.json").write_text('{"format": "gguf-q8_0", "runt')
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "manifest-unknown")
+    m = json.loads((arts / "manifest-unknown" / "edgemed.json").read_text())
+    (arts / "manifest-unknown" / "edgemed.json").write_text(json.dumps({**m, "format": "tflite"}))
     out = tmp_path / "out"
     proc = cli("bench", arts, *FAST, "--timeout", "25", "--out", out,
                env={"EDGEMED_BENCH_FAULT": "segv:crashy,hang:hangy"})
@@ -187,7 +192,10 @@ def test_crash_timeout_and_corrupt_artifacts_are_isolated(artifacts, tmp_path, c
     assert crash["kind"] == "crash" and crash["signal"] == "SIGSEGV" and "injecting fault" in crash["stderr_tail"]
     assert hang["kind"] == "timeout" and "timed out after" in hang["message"]
     assert bad["kind"] == "error" and bad["exit_code"] == 2 and "corrupt" in bad["message"]
-    assert doc["summary"]["failed_artifacts"] == ["corrupt", "crashy", "hangy"]
+    broken, unknown = by_name["manifest-broken"]["failure"], by_name["manifest-unknown"]["failure"]
+    assert "edgemed.json is corrupt" in broken["message"] and "unknown format 'tflite'" in unknown["message"]
+    assert by_name["manifest-broken"]["status"] == by_name["manifest-unknown"]["status"] == "failed"
+    assert doc["summary"]["failed_artifacts"] == ["corrupt", "crashy", "hangy", "manifest-broken", "manifest-unknown"]
     assert doc["recommendation"]["choice"] == "good"
     assert "FAILED crashy: crashed: killed by SIGSEGV" in proc.stdout
 
@@ -199,12 +207,19 @@ def test_crash_timeout_and_corrupt_artifacts_are_isolated(artifacts, tmp_path, c
         (["--profile", "rpi9"], "unknown device profile 'rpi9'"),
         (["--max-memory", "lots"], "--max-memory 'lots' is not a size"),
         (["--reference", "nope"], "--reference 'nope' names no artifact"),
+        (["--junit", "TMP"], "is a folder; give a file path"),
+        (["--junit", "FILE/junit.xml"], "is a file, not a folder"),
+        (["--budget", "NAN"], "is nan"),
     ],
 )
 def test_usage_errors_exit_2_before_running(artifacts, tmp_path, cli, args, message):
     budget = tmp_path / "bad.toml"
     budget.write_text("[default]\nmin_accuracy = 0.1\nmax_latency = 5\n")
-    args = [str(budget) if a == "BUDGET" else a for a in args]
+    (tmp_path / "nan.toml").write_text("[default]\nmax_kld = nan\n")
+    (tmp_path / "a-file").write_text("x")
+    subs = {"BUDGET": str(budget), "TMP": str(tmp_path), "NAN": str(tmp_path / "nan.toml"),
+            "FILE/junit.xml": str(tmp_path / "a-file" / "junit.xml")}
+    args = [subs.get(a, a) for a in args]
     proc = cli("bench", artifacts, *args, "--out", tmp_path / "out")
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

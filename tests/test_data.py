@@ -155,3 +155,89 @@ def test_data_check_cli(cli, tmp_path):
     assert "Traceback" not in bad.stderr
     missing = cli("data", "check", tmp_path / "nope.jsonl")
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+# --- bad data files and output paths: exit 2 before the work, naming the file (in-process CLI: fast) ------------
+def _main(*args) -> int:
+    from edgemed.cli.main import main
+
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("empty.jsonl", b"", "no rows"),
+        ("blank.jsonl", b"  \n\n\t \n", "no rows"),
+        ("empty.csv", b"", "no rows"),
+        ("rows.parquet", b"PAR1 not really parquet", "not a readable Parquet file"),
+        ("nested.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+        ("nested.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ("binary.jsonl", bytes(range(256)) * 8, "not UTF-8"),
+    ],
+)
+def test_data_check_refuses_empty_and_corrupt_files(tmp_path, capsys, name, content, needle):
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert _main("data", "check", path) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(path) in err and "Traceback" not in err
+
+
+def test_output_folder_problems_exit_2_before_reading_anything(tmp_path, capsys, monkeypatch):
+    from edgemed import fsutil
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert _main("data", "check", "sample", "--out", a_file) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert _main("data", "check", "sample", "--out", a_file / "below") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    monkeypatch.setattr(fsutil, "_read_only", lambda path: True)
+    assert _main("data", "check", "sample", "--out", tmp_path / "ro") == 2
+    assert "read-only file system" in capsys.readouterr().err
+    monkeypatch.setattr(fsutil, "_read_only", lambda path: False)
+    monkeypatch.setattr(fsutil, "_free_bytes", lambda path: 0)
+    assert _main("info", "--out", tmp_path / "full") == 2
+    assert "no space left" in capsys.readouterr().err
+    monkeypatch.setattr(fsutil, "_free_bytes", lambda path: 1 << 40)
+    monkeypatch.setattr(fsutil.os, "access", lambda path, mode: False)
+    assert _main("report", tmp_path, tmp_path, "--out", tmp_path / "nw") == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in ("ro", "full", "nw"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(28, "No space left on device"), Exception("No space left on device (os error 28)"),
+     RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: file write failed")],
+)
+def test_disk_full_during_the_work_exits_2_naming_the_path(tmp_path, capsys, monkeypatch, error):
+    """A full disk while writing (also as native libraries report it: tokenizers, torch.save) is exit 2 naming the
+    output and what was kept, never 'internal error'."""
+    from edgemed import fsutil
+
+    def full(path, data):
+        raise error
+
+    monkeypatch.setattr(fsutil, "atomic_write_json", full)
+    assert _main("data", "check", "sample", "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and str(tmp_path / "out") in err and "kept" in err
+    assert "internal error" not in err
+
+
+def test_stale_partials_of_dead_processes_are_removed(tmp_path):
+    import os
+
+    from edgemed.fsutil import atomic_dir
+
+    final = tmp_path / "model"
+    dead, live = tmp_path / ".model.999999999.a1.partial", tmp_path / f".model.{os.getpid()}.b2.partial"
+    dead.mkdir()
+    live.mkdir()
+    with atomic_dir(final) as tmp:
+        (tmp / "w").write_text("x")
+    assert (final / "w").is_file() and not dead.exists() and live.exists()

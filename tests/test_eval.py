@@ -296,6 +296,10 @@ def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
         (["tiny-random", "--scoring", "vibes"], "invalid choice"),
         (["tiny-random", "--sweep", "--sweep-repeats", "0"], "--sweep-repeats"),
         (["tiny-random", "--sweep", "--sweep-temperatures", "nan"], "--sweep-temperatures"),
+        (["tiny-random", "--examples", "-1"], "--examples"),
+        (["tiny-random", "--scoring", "generate", "--temperature", "nan"], "--temperature"),
+        (["tiny-random", "--scoring", "generate", "--top-p", "0"], "--top-p"),
+        (["tiny-random", "--scoring", "generate", "--max-new-tokens", "0"], "--max-new-tokens"),
     ],
 )
 def test_bad_inputs_exit_2(cli, tmp_path, args, message):
@@ -311,3 +315,64 @@ def test_reference_from_other_questions_is_refused(cli, tiny_model, tmp_path):
     r = cli("eval", tiny_model, "--limit", "4", "--no-progress", "--reference", ref, "--out", tmp_path / "out")
     assert r.returncode == 2 and "no question ids" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _fake_artifact(folder: Path, **manifest) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.gguf").write_bytes(b"GGUF")
+    doc = {"schema": 1, "format": "gguf-q8_0", "runtime": "llama.cpp", **manifest}
+    (folder / "edgemed.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("manifest", "needle"),
+    [
+        ({"format": "tflite"}, "unknown format 'tflite'"),
+        ({"schema": 99}, "schema 99 is newer"),
+        ({"schema": "one"}, "not a manifest schema"),
+        ({"format": "hf"}, "runs on transformers"),
+        ({"files": "everything"}, "'files'"),
+    ],
+)
+def test_manifest_with_unknown_format_or_schema_exits_2(cli, tmp_path, manifest, needle):
+    art = _fake_artifact(tmp_path / "art", **manifest)
+    r = cli("eval", art, "--limit", "2", "--out", tmp_path / "out")
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert str(art / "edgemed.json") in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_binary_or_nested_reference_names_the_file(cli, tiny_model, tmp_path):
+    for name, content in (("ref.jsonl", bytes(range(256)) * 4), ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000)):
+        ref = tmp_path / name
+        ref.write_bytes(content)
+        r = cli("eval", tiny_model, "--limit", "2", "--reference", ref, "--out", tmp_path / "out")
+        assert r.returncode == 2 and str(ref) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_device_cuda_without_cuda_exits_2(cli, tiny_model, tmp_path):
+    from edgemed.resources import gpus
+
+    if gpus()["cuda"]:
+        pytest.skip("an engine here sees a CUDA GPU")
+    r = cli("eval", tiny_model, "--limit", "2", "--device", "cuda")
+    assert r.returncode == 2 and "--device cuda" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_question_longer_than_the_context_is_skipped_and_counted(tiny_model):
+    """As training skips examples longer than --max-length: the others are scored, the long one counted."""
+    from edgemed.data import load_questions
+    from edgemed.runtimes.base import open_runtime
+
+    qs, _ = load_questions("sample", limit=4)
+    long_q = Question(id="very-long", question="Why " + "really " * 3000 + "?", options=("a", "b", "c", "d"),
+                      answer=0)
+    with open_runtime(tiny_model, threads=1, device="cpu") as rt:
+        assert rt.context_length == 2048
+        result = evaluate(rt, [*qs, long_q], show_progress=False)
+        assert result.n == 4 and result.config["skipped_too_long"]["ids"] == ["very-long"]
+        assert result.config["skipped_too_long"]["context"] == 2048
+        assert "very-long" not in {p["id"] for p in result.predictions}
+        with pytest.raises(Exception, match="every question is longer"):
+            evaluate(rt, [long_q], show_progress=False)

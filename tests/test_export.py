@@ -254,3 +254,30 @@ def test_gguf_converter_takes_relative_paths(tiny_model, tmp_path, monkeypatch):
     convert(Path("model"), Path("out") / "model.gguf")
     with open(tmp_path / "out" / "model.gguf", "rb") as fh:
         assert fh.read(4) == b"GGUF"
+
+
+def test_sigterm_during_export_removes_the_partial_and_says_so(tiny_model, tmp_path):
+    """SIGTERM unwinds like Ctrl-C: the temp folder is removed, the child converter killed, a clear message, 143."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edgemed.cli.main", "export", str(tiny_model), "--out", str(out),
+                             "--formats", "gguf-f16", "--threads", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".gguf-f16.*.partial")):
+        time.sleep(0.05)
+    assert list(out.glob(".gguf-f16.*.partial")), "the export never got under way"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert not list(out.glob(".gguf-f16*")) and not (out / "gguf-f16").exists()
+
+
+def test_export_bad_threads_and_out_exit_2_before_the_work(tiny_model, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    for args, needle in ((["--threads", "0", "--out", tmp_path / "o"], "--threads"),
+                         (["--out", tmp_path / "a-file"], "is a file")):
+        proc = _cli(tiny_model, "--formats", "gguf-f16", *map(str, args))
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()

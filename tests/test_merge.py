@@ -152,3 +152,29 @@ def test_merge_api_force_replaces(run, tmp_path):
     record = merge_adapter(run, out, force=True, prompts=2)
     assert record["verification"]["passed"] and len(record["verification"]["questions"]) == 2
     assert not (out / "stale").exists() and (out / "edgemed-merge.json").exists()
+
+
+def test_stale_partial_of_a_killed_merge_is_removed_on_the_next_run(run, cli, tmp_path):
+    """A SIGKILLed merge leaves .merged.PID.*.partial; the next merge into the same --out removes it (a live run's
+    temp folder is left alone)."""
+    import os
+
+    stale = tmp_path / ".merged.999999999.abc123.partial"  # no such pid
+    legacy = tmp_path / ".merged.k2j4h5.partial"  # written before temp names carried the pid
+    live = tmp_path / f".merged.{os.getpid()}.xyz.partial"
+    for d in (stale, legacy, live):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"half")
+    proc = cli("merge", "--adapter", run, "--out", tmp_path / "merged", "--tolerance", "-1")  # stops on bad input
+    assert proc.returncode == 2 and "--tolerance" in proc.stderr
+    assert not stale.exists() and not legacy.exists() and live.exists()
+
+
+def test_merge_device_cuda_without_cuda_exits_2(run, cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = cli("merge", "--adapter", run, "--out", tmp_path / "merged", "--device", "cuda")
+    assert proc.returncode == 2 and "--device cuda" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "merged").exists()

@@ -176,6 +176,20 @@ def _bad_rows(path: Path, keep_ids: int = 30) -> Path:
     return path
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_out_that_is_a_file_is_refused_even_with_force(cli, tmp_path):
+    out = tmp_path / "run"
+    out.write_text("not a run")
+    proc = cli("train", "--model", "tiny-random", "--out", out, "--max-steps", "1", "--force")
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert out.read_text() == "not a run" and not list(tmp_path.glob(".run*"))
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -184,12 +198,18 @@ def _bad_rows(path: Path, keep_ids: int = 30) -> Path:
         (["--model", "tiny-random", "--data", "{bad}"], "--skip-bad-rows"),
         (["--model", "tiny-random", "--data", "sample", "--qlora", "--device", "cpu"], "CUDA"),
         (["--model", "tiny-random", "--data", "sample", "--eval-fraction", "1.5"], "--eval-fraction"),
+        pytest.param(["--model", "tiny-random", "--data", "sample", "--device", "cuda"], "--device cuda",
+                     marks=pytest.mark.skipif(_has_cuda(), reason="this machine has CUDA")),
+        (["--model", "tiny-random", "--data", "sample", "--device", "tpu"], "unknown device"),
+        (["--model", "tiny-random", "--data", "{nested}"], "nested too deeply"),
     ],
 )
 def test_bad_inputs_exit_2_and_write_nothing(cli, tmp_path, tiny_model, args, needle):
     bad = _bad_rows(tmp_path / "bad.jsonl")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("[" * 100_000 + "]" * 100_000 + "\n")
     out = tmp_path / "out"
-    args = [a.format(tmp=tmp_path, bad=bad) for a in args]
+    args = [a.format(tmp=tmp_path, bad=bad, nested=nested) for a in args]
     proc = cli("train", *args, "--out", out, "--max-steps", "1")
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr

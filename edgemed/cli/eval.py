@@ -13,6 +13,9 @@ def resolve_artifact(artifact: str) -> Path:
     """An artifact folder, model folder or .gguf file as given, else a model alias built into the cache."""
     path = Path(artifact).expanduser()
     if path.exists():
+        from edgemed.manifest import check_known_format
+
+        check_known_format(path)  # an unknown format or schema in edgemed.json: exit 2 before scoring
         return path
     from edgemed.models import resolve_model
 
@@ -107,8 +110,16 @@ def evaluate(
     gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     if scoring == "logprob" and any(v is not None for v in (max_new_tokens, temperature, top_p)):
         raise EdgemedError("--max-new-tokens/--temperature/--top-p apply to generate and legacy scoring only")
-    if temperature is not None and temperature < 0:
-        raise EdgemedError("--temperature must be >= 0")
+    import math
+
+    if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
+        raise EdgemedError(f"--temperature must be a finite number >= 0, not {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise EdgemedError(f"--top-p must be in (0, 1], not {top_p}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise EdgemedError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
+    if examples < 0:
+        raise EdgemedError(f"--examples must be 0 or more, not {examples}")
 
     path = resolve_artifact(artifact)
     from edgemed.lineage import read_lineage, scoring_questions

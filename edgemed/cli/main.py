@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from edgemed import __version__
 from edgemed.cli.signature import add_function, call, parse_doc
-from edgemed.errors import EdgemedError
+from edgemed.errors import EdgemedError, Terminated
 
 # name -> "module:function"; nested commands use a space ("data check").
 COMMANDS: dict[str, str] = {
@@ -65,12 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if not getattr(ns, "_fn", None):
         parser.print_help()
         return 2
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _terminate)
+    try:
+        return _run(ns)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _run(ns: argparse.Namespace) -> int:
     try:
         result = call(ns._fn, ns)
     except EdgemedError as exc:
@@ -79,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgemed: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"edgemed {ns.command}: stopped by {name}; partial outputs were removed and finished work is kept; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:  # a bug: say so in one line unless debugging; a full disk or a read-only path is not
         from edgemed.fsutil import describe_os_error, environment_error
 

@@ -36,9 +36,10 @@ def merge(
     from edgemed.registry import require_train
 
     require_train("edgemed merge")
-    from edgemed.fsutil import check_output_dir
+    from edgemed.fsutil import check_output_dir, remove_stale_partials
 
     check_output_dir(Path(out), "--out")
+    remove_stale_partials(Path(out))  # what a killed earlier merge left beside --out
     from edgemed.merging import merge_adapter
 
     record = merge_adapter(

@@ -152,6 +152,8 @@ def evaluate(
     prompt_style = get_style(style)
     opts = _gen_options(scoring, gen_options)
     prompts = [prompt_style.prompt(q) for q in questions]
+    questions, prompts, too_long = _fit_context(runtime, questions, prompts,
+                                                1 if scoring == "logprob" else int(opts["max_new_tokens"]))
     steps = len(questions) * (2 if scoring != "logprob" and letter_probs else 1)
 
     start = time.perf_counter()
@@ -216,6 +218,8 @@ def evaluate(
         config["generation"] = opts | {"stop": stop_strings(style), "letter_probs": letter_probs}
     if scoring == "legacy":
         config["note"] = "legacy: notebook method (sampled text, substring judge); rates are NOT reliable accuracy"
+    if too_long:
+        config["skipped_too_long"] = too_long
     return EvalResult(
         accuracy=metrics["accuracy"],
         n=metrics["n"],
@@ -229,6 +233,32 @@ def evaluate(
 
 _KEY_ORDER = ("id", "gold", "predicted", "correct", "probs", "confidence", "letter_mass", "subject", "text",
               "new_tokens", "legacy_exact", "legacy_partial")
+
+
+def _fit_context(runtime: Runtime, questions: list[Question], prompts: list[str], new_tokens: int
+                 ) -> tuple[list[Question], list[str], dict[str, Any] | None]:
+    """Drop (and count) the questions whose prompt plus `new_tokens` does not fit the runtime's context, as training
+    skips examples longer than --max-length; every question too long is bad input (exit 2)."""
+    context = runtime.context_length
+    if not context:
+        return questions, prompts, None
+    keep, skipped = [], []
+    for q, prompt in zip(questions, prompts, strict=True):
+        n = len(runtime.tokenize(prompt))
+        (keep if n + new_tokens <= context else skipped).append((q, prompt, n))
+    if not skipped:
+        return questions, prompts, None
+    record = {"count": len(skipped), "context": context, "ids": [q.id for q, _, _ in skipped],
+              "longest_prompt_tokens": max(n for _, _, n in skipped)}
+    if not keep:
+        raise EdgemedError(f"every question is longer than the runtime's context of {context} tokens (longest "
+                           f"{record['longest_prompt_tokens']}); give shorter questions or a longer-context model")
+    from edgemed.console import err_console
+
+    err_console.print(f"skipped {len(skipped)} question(s) longer than the runtime's context of {context} tokens "
+                      f"(ids {', '.join(record['ids'][:5])}{', ...' if len(skipped) > 5 else ''}); counted in "
+                      "results.json as skipped_too_long", style="yellow", markup=False, highlight=False)
+    return [q for q, _, _ in keep], [p for _, p, _ in keep], record
 
 
 def _ordered(preds: list[dict]) -> list[dict]:

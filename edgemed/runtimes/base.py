@@ -73,6 +73,11 @@ class Runtime(abc.ABC):
     def vocab_size(self) -> int:
         """Rows of the output layer (the width of every logits vector)."""
 
+    @property
+    def context_length(self) -> int | None:
+        """Most tokens one sequence may hold here (prompt and generated); None when the runtime sets no limit."""
+        return None
+
     @abc.abstractmethod
     def _prefill(self, ids: list[int]) -> np.ndarray:
         """Start a fresh sequence with `ids`; return the float32 logits of the next token (no float64 copy)."""

@@ -61,6 +61,11 @@ class TransformersRuntime(Runtime):
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
+    @property
+    def context_length(self) -> int | None:
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
     def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():

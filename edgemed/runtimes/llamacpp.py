@@ -211,6 +211,10 @@ class LlamaCppRuntime(Runtime):
     def vocab_size(self) -> int:
         return self.n_vocab
 
+    @property
+    def context_length(self) -> int | None:
+        return self.n_ctx
+
     def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
         """Every position's log-softmax of a fresh sequence, with llama.cpp computing logits for all of them."""
         if not ids:

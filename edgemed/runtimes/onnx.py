@@ -186,6 +186,11 @@ class OnnxRuntime(Runtime):
     def vocab_size(self) -> int:
         return self._vocab
 
+    @property
+    def context_length(self) -> int | None:
+        n = self.config.get("max_position_embeddings") if isinstance(self.config, dict) else None
+        return int(n) if isinstance(n, int) and n > 0 else None
+
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
         if not prompts:
             return np.zeros((0, self.vocab_size), dtype=np.float32)
