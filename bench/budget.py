@@ -135,6 +135,9 @@ def load_budgets(path: Path) -> Budgets:
     except (OSError, UnicodeDecodeError) as exc:
         raise EdgemedError(f"budget file {path} cannot be read ({exc}); give a UTF-8 TOML file") from None
     data = _load_toml(text, path)
+    if not data:
+        raise EdgemedError(f"budget file {path} holds no budgets; add a [default] table or [format.NAME] tables "
+                           "(see examples/budgets.toml), or drop --budget")
     lines = _key_lines(text)
     budgets = Budgets(path=str(path), lines=lines)
 

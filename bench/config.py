@@ -121,14 +121,22 @@ class BenchConfig:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise EdgemedError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
-        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise EdgemedError(f"--timeout must be positive seconds, got {self.timeout}")
+        if self.timeout is not None and not (self.timeout >= 1 and math.isfinite(self.timeout)):
+            raise EdgemedError(f"--timeout must be at least 1 second (an artifact must load and answer), "
+                               f"got {self.timeout}")
         if self.max_kld is not None and not (self.max_kld >= 0 and math.isfinite(self.max_kld)):
             raise EdgemedError(f"--max-kld must be a non-negative number of nats, got {self.max_kld}")
         if self.fidelity_text is not None:
             path = Path(self.fidelity_text)
             if not path.is_file():
                 raise EdgemedError(f"--fidelity-text {path} is not a file; give a UTF-8 plain-text file")
+            try:  # checked here, not in every artifact's worker after the reference ran
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise EdgemedError(f"--fidelity-text {path} cannot be read as UTF-8 text ({exc}); "
+                                   "give a UTF-8 plain-text file") from None
+            if not text.strip():
+                raise EdgemedError(f"--fidelity-text {path} is empty; give a UTF-8 plain-text file with text in it")
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise EdgemedError(f"--device must be auto, cpu, cuda[:N] or mps, got '{self.device}'")
         return self

@@ -52,9 +52,10 @@ def question_sequences(runtime, questions, style: str) -> list[Sequence]:
 
     st = get_style(style)
     seqs = []
+    ctx = runtime.context_length
     for q in questions:
         ids = runtime.tokenize(st.prompt(q) + st.target(q))
-        if len(ids) >= 2:
+        if len(ids) >= 2 and (not ctx or len(ids) <= ctx):  # longer than the context: skipped, as in scoring
             seqs.append(Sequence(ids, 0, len(ids) - 1))
     return seqs
 

@@ -28,7 +28,14 @@ def write_outputs(doc: dict[str, Any], results: list[ArtifactResult], out: Path,
     policies = sorted({str(r.runtime_info.get("omp_wait_policy")) for r in results if r.ok})
     caption = (f"{env.get('cpu')} ({env.get('cores_physical')} cores), {st.get('threads')} threads on "
                f"{st.get('device')}, OMP_WAIT_POLICY {' / '.join(policies) or '-'}; edgemed bench {doc.get('created')}")
-    png, why = plot_pareto(results, out / "pareto.png", caption)
+    try:
+        png, why = plot_pareto(results, out / "pareto.png", caption)
+    except Exception as exc:  # noqa: BLE001 - a figure must never cost the measured results
+        from edgemed.fsutil import environment_error
+
+        if environment_error(exc) is not None:
+            raise  # a full disk is not a plotting problem: the CLI names it
+        png, why = None, f"plotting failed ({type(exc).__name__}: {exc}); the numbers are in bench.json"
     if png:
         written["plot"] = str(png)
     else:

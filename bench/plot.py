@@ -107,7 +107,8 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
         lat, acc = tail_latency(r.latency.answer_ms), r.accuracy.accuracy
         on = r.name in front
         if r.accuracy.ci_low is not None and r.accuracy.ci_high is not None:
-            ax.errorbar(lat, acc, yerr=[[acc - r.accuracy.ci_low], [r.accuracy.ci_high - acc]], fmt="none",
+            ax.errorbar(lat, acc, yerr=[[max(0.0, acc - r.accuracy.ci_low)], [max(0.0, r.accuracy.ci_high - acc)]],
+                        fmt="none",
                         ecolor="tab:gray", alpha=0.5, capsize=3, zorder=1)
         ax.scatter(lat, acc, s=40 + 700 * rss[r.name] / top, alpha=0.55, edgecolors="black",
                    color="tab:green" if on else "tab:gray", zorder=3)

@@ -109,7 +109,19 @@ def run(job: Job) -> dict[str, Any]:
     from edgemed.lineage import prompt_style_for
 
     style, style_source = prompt_style_for(path, runtime.chat_template)
-    prompts = [get_style(style).prompt(q) for q in questions[: config.latency_prompts]]
+    ctx = runtime.context_length
+    if ctx and max(config.n_prompt + 1, config.n_gen + 1) > ctx:
+        from edgemed.errors import EdgemedError
+
+        raise EdgemedError(f"-p/--n-prompt {config.n_prompt} or -n/--n-gen {config.n_gen} does not fit this "
+                           f"runtime's context of {ctx} tokens; lower them")
+    prompts = []
+    for q in questions:  # a question longer than the context is skipped (the accuracy pass counts it), not timed
+        prompt = get_style(style).prompt(q)
+        if not ctx or len(runtime.tokenize(prompt)) + config.gen_tokens <= ctx:
+            prompts.append(prompt)
+        if len(prompts) == config.latency_prompts:
+            break
     say(f"latency on {len(prompts)} prompts x {config.repetitions} repetitions (+{config.warmup} warm-up)")
     latency = measure_latency(runtime, prompts, config.repetitions, config.warmup, config.gen_tokens)
     say(f"pp{config.n_prompt} x {config.repetitions}")

@@ -105,6 +105,8 @@ def read_jsonl(path: Path, fix: str) -> list[tuple[int, Any]]:
                     raise EdgemedError(f"{path}: line {n} is not valid JSON ({exc.msg}); {fix}") from None
                 except RecursionError:
                     raise EdgemedError(f"{path}: line {n} is nested too deeply to be a row; {fix}") from None
+                except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                    raise EdgemedError(f"{path}: line {n} cannot be read ({exc}); {fix}") from None
     except UnicodeDecodeError:
         raise EdgemedError(f"{path}: line {n + 1} is not UTF-8 text (a binary file?); give a UTF-8 JSON-lines file"
                            ) from None

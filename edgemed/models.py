@@ -225,8 +225,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise EdgemedError(f"could not load a tokenizer from {path}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # e.g. a config.json without model_type
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EdgemedError(f"could not load a tokenizer from {path}: {first}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

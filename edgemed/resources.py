@@ -28,7 +28,15 @@ def resolve_threads(threads: int | None) -> int:
         return physical_cores()
     if threads < 1:
         raise EdgemedError(f"--threads must be at least 1, got {threads}")
+    if threads > max_threads():
+        raise EdgemedError(f"--threads {threads} is far beyond this machine's {os.cpu_count()} logical CPUs; give at "
+                           f"most {max_threads()} (or leave it out for the physical cores)")
     return int(threads)
+
+
+def max_threads() -> int:
+    """The most threads any engine is given: 4x oversubscription at most (a runaway value makes engines abort)."""
+    return max(64, 4 * (os.cpu_count() or 1))
 
 
 def _installed(module: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -104,10 +105,20 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise EdgemedError(f"--{name.replace('_', '-')} must be at least 1 (or left out), not {value}")
-        if self.max_steps is None and self.epochs <= 0:
-            raise EdgemedError(f"--epochs must be positive, not {self.epochs}")
-        if self.lr <= 0:
-            raise EdgemedError(f"--lr must be positive, not {self.lr}")
+        if not math.isfinite(self.epochs) or (self.max_steps is None and self.epochs <= 0):
+            raise EdgemedError(f"--epochs must be a positive number, not {self.epochs}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise EdgemedError(f"--lr must be a positive finite number, not {self.lr}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise EdgemedError(f"--warmup-ratio must be between 0 and 1, not {self.warmup_ratio}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise EdgemedError(f"--weight-decay must be a finite number >= 0, not {self.weight_decay}")
+        if self.lora_alpha < 1:
+            raise EdgemedError(f"--lora-alpha must be at least 1 (the LoRA scale is alpha / r), not {self.lora_alpha}")
+        if self.threads is not None:
+            from edgemed.resources import resolve_threads
+
+            resolve_threads(self.threads)  # a runaway count makes torch abort
         if not 0.0 < self.eval_fraction < 1.0:
             raise EdgemedError(f"--eval-fraction must be between 0 and 1, not {self.eval_fraction}")
         if not 0.0 <= self.lora_dropout < 1.0:

@@ -168,14 +168,19 @@ def run_export(
     from edgemed.console import progress
 
     merged, out = Path(merged), Path(out)
-    if threads is not None and threads < 1:
-        raise EdgemedError(f"--threads must be at least 1 (or left out for the libraries' choice), not {threads}")
+    if threads is not None:
+        from edgemed.resources import resolve_threads
+
+        resolve_threads(threads)  # at least 1, at most a sane multiple of this machine's CPUs
     from edgemed.fsutil import check_output_dir
     from edgemed.registry import require_train
 
     require_train("edgemed export (it reads the merged model with transformers)")  # e.g. a board install
     check_source(merged)
     check_output_dir(out, "--out")
+    if out.resolve() == merged.resolve() or merged.resolve() in out.resolve().parents:
+        raise EdgemedError(f"--out {out} is the merged model folder or inside it; give a separate folder (default: "
+                           f"{merged.parent / (merged.name + '-exports')})")
     explicit = formats is not None
     specs = sorted((get_format(n) for n in dict.fromkeys(formats if explicit else FORMATS)),
                    key=lambda s: _order(s.name))

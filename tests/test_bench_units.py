@@ -189,3 +189,32 @@ def test_child_exit_code_and_peak_memory(tmp_path):
     # the launcher keeps the parent's own footprint out of the child's accounting
     assert out.ru_maxrss < 600e6 and out.peak_rss_sampled < 600e6
     del ballast
+
+
+def test_a_plot_that_fails_is_a_skipped_output_not_a_lost_run(tmp_path, monkeypatch):
+    """The numbers are written whatever matplotlib does; the figure's failure is recorded as a skipped output."""
+    from edgemed.bench import outputs, plot
+
+    def broken(results, path, caption):
+        raise ValueError("'yerr' must not contain negative values")
+
+    monkeypatch.setattr(plot, "plot_pareto", broken)
+    doc = {"environment": {}, "settings": {}, "created": "now"}
+    written = outputs.write_outputs(doc, [make("hf")], tmp_path, None, [])
+    assert "plot" not in written and (tmp_path / "bench.csv").is_file() and (tmp_path / "bench.md").is_file()
+    assert "plotting failed" in doc["skipped_outputs"]["pareto.png"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [("timeout", 0.001, "--timeout must be at least 1 second"), ("fidelity_text", "BIN", "cannot be read as UTF-8"),
+     ("fidelity_text", "EMPTY", "is empty")],
+)
+def test_bench_config_refuses_what_every_worker_would_fail_on(tmp_path, field, value, needle):
+    from edgemed.bench.config import BenchConfig
+
+    (tmp_path / "bin.txt").write_bytes(bytes(range(128, 256)) * 4)
+    (tmp_path / "empty.txt").write_text("  \n")
+    value = {"BIN": tmp_path / "bin.txt", "EMPTY": tmp_path / "empty.txt"}.get(value, value)
+    with pytest.raises(EdgemedError, match=needle):
+        BenchConfig(**{field: value}).validate()

@@ -55,6 +55,10 @@ def test_valid_budgets_merge_default_and_format(tmp_path):
         ("[format.gguf-q5]\nmax_ttft_ms = 10\n", r"budgets.toml:1: unknown format 'gguf-q5'"),
         ("[defaults]\nmax_ttft_ms = 10\n", r"budgets.toml:1: unknown table or key 'defaults'.*did you mean 'default'"),
         ("[default]\nmax_ttft_ms = 10\nmin_accuracy = = 0.3\n", r"not valid TOML: .*line 3"),
+        ("", r"holds no budgets"),
+        ("# nothing but a comment\n", r"holds no budgets"),
+        ("[default]\nmax_kld = nan\n", r"budgets.toml:2: budget 'max_kld' in \[default\] is nan"),
+        ("[default]\nmax_peak_rss_mb = inf\n", r"budgets.toml:2: budget 'max_peak_rss_mb' in \[default\] is inf"),
     ],
 )
 def test_bad_budget_files_name_the_line(tmp_path, text, expected):

@@ -58,6 +58,11 @@ def test_bad_rows_are_named(row, problem):
     assert problem in problems[0].problem
 
 
+def test_an_id_that_is_not_text_or_a_number_is_a_bad_row():
+    _, problems, _ = validate_rows([_row(1, id=["x"]), _row(2, id={"a": 1}), _row(3, id=True), _row(4, id=7)], 0)
+    assert [p.row for p in problems] == [1, 2, 3] and all("'id' is" in p.problem for p in problems)
+
+
 def test_duplicate_ids_are_reported():
     rows = [_row(i, cop=i % 4) for i in range(8)] + [_row(3, cop=1)]
     _, problems, _ = validate_rows(rows, cop_base=0)
@@ -174,6 +179,8 @@ def _main(*args) -> int:
         ("nested.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
         ("nested.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         ("binary.jsonl", bytes(range(256)) * 8, "not UTF-8"),
+        ("bigint.jsonl", b'{"id": "a", "cop": ' + b"9" * 5000 + b"}\n", "cannot be read"),
+        ("bigint.json", b"[" + b"9" * 5000 + b"]", "cannot be read"),
     ],
 )
 def test_data_check_refuses_empty_and_corrupt_files(tmp_path, capsys, name, content, needle):

@@ -376,3 +376,11 @@ def test_question_longer_than_the_context_is_skipped_and_counted(tiny_model):
         assert "very-long" not in {p["id"] for p in result.predictions}
         with pytest.raises(Exception, match="every question is longer"):
             evaluate(rt, [long_q], show_progress=False)
+
+
+def test_a_model_folder_transformers_cannot_read_exits_2(cli, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # no model_type
+    r = cli("eval", folder, "--limit", "2")
+    assert r.returncode == 2 and "could not load a tokenizer" in r.stderr and "Traceback" not in r.stderr, r.stderr

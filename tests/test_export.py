@@ -276,8 +276,12 @@ def test_sigterm_during_export_removes_the_partial_and_says_so(tiny_model, tmp_p
 def test_export_bad_threads_and_out_exit_2_before_the_work(tiny_model, tmp_path):
     (tmp_path / "a-file").write_text("x")
     for args, needle in ((["--threads", "0", "--out", tmp_path / "o"], "--threads"),
-                         (["--out", tmp_path / "a-file"], "is a file")):
+                         (["--threads", "1000000", "--out", tmp_path / "o"], "--threads 1000000"),
+                         (["--out", tmp_path / "a-file"], "is a file"),
+                         (["--out", tiny_model], "is the merged model folder or inside it"),
+                         (["--out", tiny_model / "exports"], "is the merged model folder or inside it")):
         proc = _cli(tiny_model, "--formats", "gguf-f16", *map(str, args))
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not (tiny_model / "exports").exists()
+    assert not (tiny_model / "export.json").exists()

@@ -27,6 +27,10 @@ def test_wilson_hand_computed():
     assert lo < lo90 < 0.8 < hi90 < hi
     with pytest.raises(ValueError):
         m.wilson_interval(11, 10)
+    # the interval holds p exactly at the ends (rounding once left the k = 0 lower bound at 2.8e-17 > 0, and the
+    # Pareto plot's error bar negative)
+    for n in (1, 3, 5, 7, 11, 97):
+        assert m.wilson_interval(0, n)[0] == 0.0 and m.wilson_interval(n, n)[1] == 1.0
 
 
 def test_mcnemar_exact_hand_computed():

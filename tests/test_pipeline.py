@@ -54,3 +54,17 @@ def test_changed_bench_settings_rerun_only_the_bench_with_a_budget(pipeline_run,
     assert "train: done earlier, skipped" in broken.stderr
     assert "step 4/4: bench" in broken.stderr
     assert "max_peak_rss_mb" in broken.stdout + broken.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--formats", "bogus"], "unknown format 'bogus'"), (["--max-steps", "0"], "--max-steps"),
+     (["--budget", "EMPTY"], "holds no budgets"), (["--threads", "1000000"], "--threads 1000000")],
+)
+def test_bad_settings_exit_2_before_training(cli, tmp_path, args, needle):
+    (tmp_path / "empty.toml").write_text("")
+    args = [str(tmp_path / "empty.toml") if a == "EMPTY" else a for a in args]
+    out = tmp_path / "run"
+    proc = cli("pipeline", "--model", "tiny-random", "--out", out, *args)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()

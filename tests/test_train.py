@@ -202,6 +202,12 @@ def test_out_that_is_a_file_is_refused_even_with_force(cli, tmp_path):
                      marks=pytest.mark.skipif(_has_cuda(), reason="this machine has CUDA")),
         (["--model", "tiny-random", "--data", "sample", "--device", "tpu"], "unknown device"),
         (["--model", "tiny-random", "--data", "{nested}"], "nested too deeply"),
+        (["--model", "tiny-random", "--data", "sample", "--lr", "nan"], "--lr"),
+        (["--model", "tiny-random", "--data", "sample", "--epochs", "nan"], "--epochs"),
+        (["--model", "tiny-random", "--data", "sample", "--warmup-ratio", "2"], "--warmup-ratio"),
+        (["--model", "tiny-random", "--data", "sample", "--weight-decay", "-1"], "--weight-decay"),
+        (["--model", "tiny-random", "--data", "sample", "--lora-alpha", "0"], "--lora-alpha"),
+        (["--model", "tiny-random", "--data", "sample", "--threads", "1000000"], "--threads 1000000"),
     ],
 )
 def test_bad_inputs_exit_2_and_write_nothing(cli, tmp_path, tiny_model, args, needle):

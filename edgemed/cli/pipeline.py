@@ -57,6 +57,11 @@ def pipeline(
                                out=bench_dir, latency_prompts=-(-20 // max(repetitions, 1))).validate()  # >= 20
     if budget is not None:
         load_budgets(budget)
+    if formats:  # an unknown format name is refused now, not after training and merging
+        from edgemed.registry import get_format
+
+        for name in formats:
+            get_format(name)
 
     def train_step() -> dict:
         from edgemed.registry import require_train

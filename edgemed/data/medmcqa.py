@@ -130,6 +130,8 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
         raise EdgemedError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except RecursionError:
         raise EdgemedError(f"{path}: JSON nested too deeply to hold rows; give a list of flat row objects") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise EdgemedError(f"{path}: cannot be read as rows ({exc})") from None
     except csv.Error as exc:
         raise EdgemedError(f"{path}: not a readable CSV file ({exc}); fix it or give .jsonl/.json") from None
     raise EdgemedError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .parquet or .csv")
@@ -208,8 +210,11 @@ def validate_rows(
             problems.append(RowProblem(n, "", f"row is {type(row).__name__}, expected an object"))
             continue
         ident = row.get("id")
-        ident = str(ident) if ident not in (None, "") else f"row-{n}"
         row_problems = []
+        if ident is not None and (isinstance(ident, bool) or not isinstance(ident, str | int)):
+            row_problems.append(f"'id' is {type(ident).__name__}, expected text or an integer")
+            ident = None
+        ident = str(ident) if ident not in (None, "") else f"row-{n}"
         qtext, p = _text(row, "question")
         if p:
             row_problems.append(p)

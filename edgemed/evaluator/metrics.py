@@ -33,7 +33,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    # the interval always holds p: at k = 0 (or n) rounding left center - half a hair above 0 (below 1)
+    return min(p, max(0.0, center - half)), max(p, min(1.0, center + half))
 
 
 def wilson_width(p: float, n: int, confidence: float = 0.95) -> float:
