@@ -110,11 +110,14 @@ def _load_base(path: str, choice, config: TrainConfig):
             bnb_4bit_compute_dtype=compute,
         )
     if choice.device == "cpu" and choice.dtype == "bfloat16":
-        # CPU bf16 is autocast over float32 base weights: faster on an AMX Xeon than storing them in bf16
-        # (scripts/bench_train_speed.py, setups bf16 vs bf16_weights)
+        # CPU bf16 is autocast over a float32 model (residual stream, norms, embeddings float32; _train then
+        # stores the frozen Linear weights in bf16), with the attention itself in float32 (torch's CPU flash
+        # attention is slower in bf16): scripts/bench_train_speed.py, setups bf16_sdpa, bf16_attn, bf16
         from edgemed.models import DeviceChoice
+        from edgemed.train_loop import register_fp32_sdpa
 
         choice = DeviceChoice("cpu", "float32")
+        kwargs.setdefault("attn_implementation", register_fp32_sdpa())
     model = load_model(path, choice, trust_remote_code=config.trust_remote_code, **kwargs)
     model.config.use_cache = False
     if config.qlora:

@@ -188,6 +188,10 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
     set_seed(config.seed)
     base = _load_base(resolved, choice, config)
     model = _lora(base, config)
+    if choice.device == "cpu" and choice.dtype == "bfloat16":
+        from edgemed.train_loop import store_frozen_linears_bf16
+
+        store_frozen_linears_bf16(model)  # the same bf16 matmuls as autocast, without recasting every step
     per_step = config.batch_size * config.grad_accum * dist.num_processes
     steps_hint = config.max_steps or max(1, int(config.epochs * -(-len(train_ex) // per_step)))
     args = _training_args(work, choice, config, steps_hint)

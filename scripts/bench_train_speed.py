@@ -1,15 +1,23 @@
 #!/usr/bin/env python
 """Seconds per LoRA training step: the reference notebook's setup vs edgemed's, lever by lever, same data.
 
-Setups (same LoRA config r=16, alpha=32, dropout 0.1 on q/k/v/o/gate/up/down, same LoRA init, AdamW):
+Setups (same LoRA config r=16, alpha=32, dropout 0.1 on q/k/v/o/gate/up/down, same LoRA init, fused AdamW
+as the Trainer uses by default):
 
 1. notebook:          loss on every token, every sequence padded to 256 (padding="max_length"), float32
 2. answer-only:       loss on the answer tokens, each batch padded to its own longest example, float32
 3. + length grouping: the same questions batched by edgemed.train_data.length_grouped_order
 4. + answer logits:   the LM head runs on the answer positions only (edgemed.train_loop.answer_loss)
-5. + bf16 autocast:   CPU autocast to bfloat16, LoRA weights and AdamW state float32 (edgemed's default
-                      where the CPU has AVX512-BF16 or AMX); the frozen base weights stay float32
-6. (alternative)      as 5, with the frozen base weights stored in bfloat16 (less memory)
+5. + bf16 autocast:   CPU autocast to bfloat16, LoRA weights and AdamW state float32, frozen base weights
+                      float32; transformers' stock sdpa attention (so attention runs in bf16 too)
+6. + fp32 attention:  as 5 with the attention itself in float32 (edgemed.train_loop.fp32_sdpa_attention)
+7. + bf16 storage:    as 6 with the frozen Linear weights stored in bf16 (the same matmuls without the
+                      per-step casts; edgemed.train_loop.store_frozen_linears_bf16): edgemed's default
+                      where the CPU has AVX512-BF16 or AMX
+
+Each step's wall time and this process's CPU time are recorded; on a machine shared with other work run
+it with ``--threads 1`` and compare the CPU-time ratios (a thread that is descheduled mid-step stalls the
+others of its team, which inflates wall time erratically under load).
 
 Every setup trains on the same questions: a warm-up pool (untimed) and a timed pool; the grouped setups
 batch the timed pool differently, so compare the mean over the timed steps (same examples in all setups).
@@ -21,7 +29,7 @@ With --quality-steps N it then trains float32 and bfloat16 runs through edgemed'
 run-to-run noise), and scores every adapter in float32 on the same eval questions: the bf16-minus-fp32
 eval loss with its standard error (paired over questions) against the seed-to-seed difference.
 
-    python scripts/bench_train_speed.py --threads 2 --out bench.json            # smollm2-135m, batch 4
+    python scripts/bench_train_speed.py --threads 2 --quality-steps 40 --out bench.json   # smollm2-135m, batch 4
     python scripts/bench_train_speed.py --model tiny-random --steps 3 --warmup 1 --quality-steps 2
 """
 
@@ -45,8 +53,9 @@ SETUPS = {
     "answer_only": "answer-only loss + dynamic padding (fp32)",
     "grouped": "+ length grouping (fp32)",
     "answer_logits": "+ LM head on answer positions only (fp32)",
-    "bf16": "+ bf16 autocast = edgemed default here",
-    "bf16_weights": "(alt) bf16 autocast, base weights in bf16",
+    "bf16_sdpa": "+ bf16 autocast (attention in bf16 too)",
+    "bf16_attn": "+ attention in fp32",
+    "bf16": "+ frozen weights stored bf16 = edgemed default",
 }
 
 
@@ -62,7 +71,7 @@ def reference_batch(tokenizer, style, questions):
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def lora_model(path: str, seed: int, weights: str = "float32"):
+def lora_model(path: str, seed: int, attention: str = "sdpa", bf16_storage: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -70,27 +79,32 @@ def lora_model(path: str, seed: int, weights: str = "float32"):
     from edgemed.training import LORA_TARGETS
 
     torch.manual_seed(seed)
-    model = load_model(path, pick_device("cpu", weights))
+    model = load_model(path, pick_device("cpu", "float32"), attn_implementation=attention)
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=list(LORA_TARGETS),
                                              task_type="CAUSAL_LM"))
+    if bf16_storage:
+        from edgemed.train_loop import store_frozen_linears_bf16
+
+        store_frozen_linears_bf16(model)
     model.train()
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=True)
     return model, optim
 
 
-def step(model, optim, batch, answer_logits: bool, bf16: bool) -> float:
+def step(model, optim, batch, answer_logits: bool, bf16: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one forward + backward + AdamW step."""
     import torch
 
     from edgemed.train_loop import answer_loss
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = answer_loss(model, batch)[0] if answer_logits else model(**batch).loss
     loss.backward()
     optim.step()
     optim.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def load_avg() -> float | None:
@@ -117,6 +131,7 @@ def speed(args, path, tokenizer, style, questions) -> dict:
 
     from edgemed.batching import AnswerOnlyCollator, encode_question
     from edgemed.train_data import length_grouped_order
+    from edgemed.train_loop import register_fp32_sdpa
 
     b = args.batch_size
     warm_qs = questions[: args.warmup * b]
@@ -137,19 +152,24 @@ def speed(args, path, tokenizer, style, questions) -> dict:
         "answer_only": (dynamic, False, False),
         "grouped": (by_length, False, False),
         "answer_logits": (by_length, True, False),
+        "bf16_sdpa": (by_length, True, True),
+        "bf16_attn": (by_length, True, True),
         "bf16": (by_length, True, True),
-        "bf16_weights": (by_length, True, True),
     }
     plan = {k: v for k, v in plan.items() if k in args.setups}
-    models = {name: lora_model(path, args.seed, "bfloat16" if name == "bf16_weights" else "float32")
+    fp32_attention = register_fp32_sdpa()
+    models = {name: lora_model(path, args.seed, fp32_attention if name in ("bf16_attn", "bf16") else "sdpa",
+                               bf16_storage=name == "bf16")
               for name in plan}
     times: dict[str, list[float]] = {name: [] for name in plan}
+    cpu_times: dict[str, list[float]] = {name: [] for name in plan}
     loads = []
     for i in range(args.warmup + args.steps):
         for name, (batches, logits, bf16) in plan.items():
-            seconds = step(*models[name], batches[i], logits, bf16)
+            seconds, cpu = step(*models[name], batches[i], logits, bf16)
             if i >= args.warmup:
                 times[name].append(seconds)
+                cpu_times[name].append(cpu)
         loads.append(load_avg())
         print(f"  step {i + 1}/{args.warmup + args.steps}: "
               + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in plan if times[k]), flush=True)
@@ -166,6 +186,7 @@ def speed(args, path, tokenizer, style, questions) -> dict:
             "label": SETUPS[name],
             "seconds_per_step_mean": secs / len(times[name]),
             "seconds_per_step_median": statistics.median(times[name]),
+            "cpu_seconds_per_step_mean": sum(cpu_times[name]) / len(cpu_times[name]),
             "seq_len_mean": statistics.mean(t["input_ids"].shape[1] for t in timed),
             "padded_tokens": padded, "real_tokens": real, "loss_tokens": trained, "answer_tokens": answer,
             "padded_tokens_per_second": padded / secs, "real_tokens_per_second": real / secs,
@@ -176,8 +197,10 @@ def speed(args, path, tokenizer, style, questions) -> dict:
     for r in results.values():
         if base:
             r["speedup_vs_notebook"] = base["seconds_per_step_mean"] / r["seconds_per_step_mean"]
+            r["cpu_speedup_vs_notebook"] = base["cpu_seconds_per_step_mean"] / r["cpu_seconds_per_step_mean"]
         if prev:
             r["speedup_vs_previous"] = prev["seconds_per_step_mean"] / r["seconds_per_step_mean"]
+            r["cpu_speedup_vs_previous"] = prev["cpu_seconds_per_step_mean"] / r["cpu_seconds_per_step_mean"]
         prev = r
     return {"setups": results, "load_avg_1min": [x for x in loads if x is not None],
             "threads": torch.get_num_threads()}
@@ -287,15 +310,18 @@ def main() -> None:
           f"load {report['load_avg_before']}", flush=True)
     report["speed"] = speed(args, path, tokenizer, style, questions)
     loads = report["speed"]["load_avg_1min"]
-    print(f"\n{'setup':<46} {'s/step mean':>11} {'median':>7} {'seq len':>7} {'padded tok/s':>12} "
-          f"{'answer tok/s':>12} {'vs prev':>7} {'vs notebook':>11}")
+    print(f"\n{'setup':<46} {'s/step':>7} {'median':>7} {'CPU s':>6} {'seq len':>7} {'padded tok/s':>12} "
+          f"{'answer tok/s':>12} {'vs prev':>7} {'vs notebook':>11} {'(CPU s)':>7}")
     for r in report["speed"]["setups"].values():
         prev = f"{r['speedup_vs_previous']:.2f}x" if "speedup_vs_previous" in r else ""
         nb = f"{r['speedup_vs_notebook']:.2f}x" if "speedup_vs_notebook" in r else ""
-        print(f"{r['label']:<46} {r['seconds_per_step_mean']:>11.3f} {r['seconds_per_step_median']:>7.3f} "
-              f"{r['seq_len_mean']:>7.1f} {r['padded_tokens_per_second']:>12.0f} "
-              f"{r['answer_tokens_per_second']:>12.1f} "
-              f"{prev:>7} {nb:>11}")
+        nb_cpu = f"{r['cpu_speedup_vs_notebook']:.2f}x" if "cpu_speedup_vs_notebook" in r else ""
+        print(f"{r['label']:<46} {r['seconds_per_step_mean']:>7.3f} {r['seconds_per_step_median']:>7.3f} "
+              f"{r['cpu_seconds_per_step_mean']:>6.2f} {r['seq_len_mean']:>7.1f} "
+              f"{r['padded_tokens_per_second']:>12.0f} "
+              f"{r['answer_tokens_per_second']:>12.1f} {prev:>7} {nb:>11} {nb_cpu:>7}")
+    print("s/step: wall-clock mean over the timed steps; CPU s: this process's CPU seconds per step (with one "
+          "thread, robust to other work on the machine; with several it also counts threads spinning at barriers)")
     if loads:
         print(f"load average (1 min) during the timed steps: {min(loads):.2f}-{max(loads):.2f} "
               f"on {report['cpus']} CPUs")

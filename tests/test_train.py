@@ -334,3 +334,43 @@ def test_dtype_trains_and_is_recorded(tmp_path, tiny_model, dtype):
     with pytest.raises(Exception, match="dtype"):
         train_lora("tiny-random", "sample", out, max_steps=3, batch_size=4, lr=5e-3, threads=1, dtype=other,
                    eval_limit=8, resume=True)
+
+
+def test_fp32_attention_matches_sdpa(tiny_model, tokenizer):
+    import torch
+
+    from edgemed.models import load_model, pick_device
+    from edgemed.train_loop import register_fp32_sdpa
+
+    questions, _ = load_questions("sample", limit=4)
+    examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
+    batch = AnswerOnlyCollator(tokenizer.pad_token_id)(examples)  # rows of different lengths: padding masked
+    assert (batch["attention_mask"] == 0).any()
+    logits = {}
+    for impl in ("sdpa", register_fp32_sdpa()):
+        model = load_model(str(tiny_model), pick_device("cpu", "float32"), attn_implementation=impl)
+        with torch.no_grad():
+            logits[impl] = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    a, b = logits.values()
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(a[real], b[real], atol=1e-5)
+
+
+def test_bf16_storage_of_frozen_weights_is_the_autocast_computation(tiny_model, tokenizer):
+    import torch
+
+    from edgemed.models import load_model, pick_device
+    from edgemed.train_loop import answer_loss, store_frozen_linears_bf16
+
+    questions, _ = load_questions("sample", limit=4)
+    examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
+    batch = AnswerOnlyCollator(tokenizer.pad_token_id)(examples)
+    losses = []
+    for store in (False, True):
+        model = load_model(str(tiny_model), pick_device("cpu", "float32")).requires_grad_(False)  # as under peft
+        if store:
+            assert store_frozen_linears_bf16(model) == 7 * model.config.num_hidden_layers
+            assert model.get_output_embeddings().weight.dtype == torch.float32  # tied to the embeddings
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(answer_loss(model, batch)[0])
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=0)
