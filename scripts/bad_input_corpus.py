@@ -557,10 +557,18 @@ def dev_full(ctx: Ctx) -> Path:
     return node
 
 
+def dev_null(ctx: Ctx) -> Path:
+    """A character device like /dev/null (1, 3) at CASE/null."""
+    node = ctx.case_dir / "null"
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return node
+
+
 def still_device(cdir: Path, stdout: str, stderr: str) -> list[str]:
-    node = cdir / "full"
-    if os.path.lexists(node) and not stat.S_ISCHR(node.lstat().st_mode):
-        return ["replaced the /dev/full device node with a regular file (an atomic rename over a device)"]
+    for name in ("full", "null"):
+        node = cdir / name
+        if os.path.lexists(node) and not stat.S_ISCHR(node.lstat().st_mode):
+            return [f"replaced the /dev/{name} device node with a regular file (an atomic rename over a device)"]
     return []
 
 
@@ -623,7 +631,7 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
 
     def add(id: str, group: str, argv: list[str], expect: int | tuple[int, ...], why: str, **kw: Any) -> None:
         exp = (expect,) if isinstance(expect, int) else tuple(expect)
-        if "dev-full" in id:  # also check the device node survived
+        if "dev-full" in id or "dev-null" in id:  # also check the device node survived
             first = kw.get("check")
             kw["check"] = lambda c, o, e, first=first: still_device(c, o, e) + (first(c, o, e) if first else [])
         needs = tuple(kw.pop("needs", ()))
@@ -649,7 +657,7 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
         ("binary-csv", "binary.csv", 2, "gave random bytes named .csv"),
         ("latin1-csv", "latin1.csv", 2, "gave a Latin-1 encoded CSV"),
         ("utf16-jsonl", "utf16.jsonl", 2, "gave a UTF-16 JSONL (Windows PowerShell redirect)"),
-        ("nul-csv", "nul_bytes.csv", 2, "gave a CSV with NUL bytes inside a field"),
+        ("nul-csv", "nul_bytes.csv", (0, 2), "gave a CSV with NUL bytes inside a field"),
         ("csv-missing-cols", "missing_cols.csv", 2, "gave a CSV without the opb/opc/opd columns"),
         ("csv-wrong-header", "wrong_header.csv", 2, "gave a CSV of something else entirely"),
         ("csv-ragged", "ragged.csv", 2, "gave a CSV whose last rows have the wrong number of fields"),
@@ -1054,7 +1062,7 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
         ("dir", "budget_dir.toml", 2, "a folder as budgets file"),
         ("symlink-loop", "loop.toml", 2, "a symlink loop as budgets file"),
         ("fifo", "fifo.toml", 2, "a named pipe as budgets file"),
-        ("empty", "budget_empty.toml", (0, 1), "an empty budgets file (no budgets)"),
+        ("empty", "budget_empty.toml", (0, 1, 2), "an empty budgets file (no budgets: run, or refuse naming it)"),
         ("ok", "budget_ok.toml", (0, 1), "a loose valid budget"),
         ("broken", "budget_broken.toml", 1, "a valid budget the artifact breaks (max_peak_rss_mb = 1)"),
     ]:
@@ -1062,7 +1070,8 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
         add(f"bench-budget-{cid}", "budget", ["bench", gguf, *BENCH_FAST, "--budget", F(name), "--out", "{C}/bout"],
             expect, why, out="{C}/bout", allow_out=ok_run, timeout=120 if ok_run else 60,
             needs=("fifo",) if "fifo" in name else (),
-            check=file_exists_check("bout/bench.json") if ok_run else mentions_check(name, "budget"))
+            check=(None if cid == "empty" else file_exists_check("bout/bench.json")) if ok_run
+            else mentions_check(name, "budget"))
     add("pipeline-budget-not-toml", "budget", ["pipeline", *PIPE_FAST, "--budget", F("budget_not_toml.toml"),
                                                "--out", "{C}/pipe"], 2,
         "ran the pipeline with a broken budgets file (must stop before training)", out="{C}/pipe", timeout=300)
@@ -1080,7 +1089,8 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
                 del args[i:i + 2]
         bad = [flag] if value is None else [flag, value]
         if kw.get("check", "auto") == "auto":  # the message names the flag or the value given
-            words = [flag] + ([value, Path(value).name] if value and value.strip(", ") else [])
+            words = [flag] + ([value, Path(value).name, *value.split(",")] if value and value.strip(", ") else [])
+            words = [w for w in words if w.strip()]
             kw["check"] = mentions_check(*[w.replace("{C}/", "") for w in words])
         add(f"{cmd}-usage-{slug(flag)}{'-' + slug(value) if value is not None else ''}", "usage",
             [cmd, *args, *bad], expect, why, out=out, **kw)
@@ -1343,12 +1353,13 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
         ("readonly-fs", "{C}/ro/j.xml", lambda ctx: mount_ro(ctx, "ro"), ("mount",), "--junit on a read-only fs"),
         ("proc", "/proc/edgemed-junit.xml", None, (), "--junit under /proc"),
         ("dev-full", "{C}/full", dev_full, ("mknod",), "--junit /dev/full (every write fails: disk full)"),
+        ("dev-null", "{C}/null", dev_null, ("mknod",), "--junit /dev/null to throw the report away (as root in CI)"),
         ("missing-parent", "{C}/no/such/dir/j.xml", None, (), "--junit in a folder that does not exist yet"),
     ]:
         add(f"bench-junit-{cid}", "output", ["bench", gguf, *BENCH_FAST, "--junit", target, "--out", "{C}/bout"],
-            (0, 1) if cid == "missing-parent" else 2, why, out="{C}/bout",
+            (0, 1) if cid in ("missing-parent", "dev-null") else 2, why, out="{C}/bout",
             prepare=(lambda ctx, p=prep: p(ctx) and None) if prep else None, needs=("artifacts", *needs),
-            allow_out=cid == "missing-parent", timeout=90)
+            allow_out=cid in ("missing-parent", "dev-null"), timeout=90)
 
     # ---------------- signals ----------------
     sig_cases = [
@@ -1594,7 +1605,8 @@ def run_case(case: Case, env: Env) -> dict[str, Any]:
         tmp_left = [str(p) for p in tmpdir.rglob("*")] if tmpdir.exists() else []
         res.update(got=r["rc"], secs=r["secs"], stderr_line=error_line(r["stderr"]) or first_line(r["stderr"]),
                    problems=problems, verdict="FAIL" if problems else "pass",
-                   tmp_left=tmp_left[:5], stderr_tail=r["stderr"][-1500:] if problems else "")
+                   tmp_left=tmp_left[:5], stderr_lines=len([ln for ln in r["stderr"].splitlines() if ln.strip()]),
+                   stderr_tail=r["stderr"][-1500:] if problems or r["rc"] != 0 else "")
     except Exception as exc:  # a bug in this runner or a fixture: say so, do not stop the corpus
         res.update(verdict="FAIL", got="runner", problems=[f"runner error: {type(exc).__name__}: {exc}"],
                    stderr_line="")
@@ -1685,6 +1697,13 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print("no case matches -k", file=sys.stderr)
         return 2
+    # A runner started in the background by a non-interactive shell inherits SIGINT ignored, and so would every
+    # command it starts (Python keeps an ignored SIGINT): restore the defaults so the signal cases mean something.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     t0 = time.time()
     try:
         probe_env(env)
