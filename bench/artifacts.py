@@ -75,5 +75,5 @@ def previous_results(path: Path) -> dict[str, ArtifactResult]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {a["name"]: ArtifactResult.from_dict(a) for a in data.get("artifacts", [])}
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         return {}  # unreadable: measure everything again

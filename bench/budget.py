@@ -98,6 +98,9 @@ def _load_toml(text: str, path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise EdgemedError(f"{path}: not valid TOML: {exc}; fix that line") from None
+    except RecursionError:
+        raise EdgemedError(f"{path}: TOML nested too deeply to hold budgets; give flat [default] and "
+                           "[format.NAME] tables") from None
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -125,9 +128,10 @@ def _hint(name: str, choices: list[str]) -> str:
 
 def load_budgets(path: Path) -> Budgets:
     """Parse and validate a budgets file; raises EdgemedError naming the file, line and key."""
+    from edgemed.fsutil import require_regular_file
     from edgemed.registry import FORMATS
 
-    path = Path(path)
+    path = require_regular_file(Path(path), "budget file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -23,23 +23,29 @@ REGRESSION_METRICS: dict[str, str] = {
 }
 
 
-def load_run(path: Path) -> tuple[dict[str, Any], list[ArtifactResult]]:
-    """A bench.json written by ``edgemed bench``: (the whole document, its artifact results)."""
-    path = Path(path)
+def load_run(path: Path, flag: str = "") -> tuple[dict[str, Any], list[ArtifactResult]]:
+    """A bench.json written by ``edgemed bench``: (the whole document, its artifact results). `flag` (e.g.
+    ``--baseline``) prefixes every error message."""
+    from edgemed.fsutil import require_regular_file
+
+    label = f"{flag} " if flag else ""
+    path = require_regular_file(Path(path), f"{label}bench run".strip())
     if path.is_dir():
         path = path / "bench.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EdgemedError(f"{path} does not exist; give a bench.json written by 'edgemed bench'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EdgemedError(f"{path} is not JSON; give a bench.json written by 'edgemed bench'") from None
+        raise EdgemedError(f"{label}{path} does not exist; give a bench.json written by 'edgemed bench'") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise EdgemedError(f"{label}{path} is not JSON; give a bench.json written by 'edgemed bench'") from None
+    except OSError as exc:
+        raise EdgemedError(f"{label}{path} cannot be read ({exc.strerror}); give a bench.json") from None
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise EdgemedError(f"{path} has no 'artifacts' list; give a bench.json written by 'edgemed bench'")
+        raise EdgemedError(f"{label}{path} has no 'artifacts' list; give a bench.json written by 'edgemed bench'")
     try:
         results = [ArtifactResult.from_dict(a) for a in data["artifacts"]]
-    except (TypeError, KeyError) as exc:
-        raise EdgemedError(f"{path}: an artifact entry is malformed ({exc}); re-run 'edgemed bench'") from None
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise EdgemedError(f"{label}{path}: an artifact entry is malformed ({exc}); re-run 'edgemed bench'") from None
     return data, results
 
 

@@ -51,7 +51,7 @@ def get_profile(name: str) -> Profile:
     names = list(profiles) + [a for p in profiles.values() for a in p.aliases]
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise EdgemedError(f"unknown device profile '{name}'{hint} (known: {', '.join(profiles)})")
+    raise EdgemedError(f"--profile: unknown device profile '{name}'{hint} (known: {', '.join(profiles)})")
 
 
 def estimate(profile: Profile, results: list[ArtifactResult]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
         check_output_file(Path(config.junit), "--junit")
     budgets = load_budgets(config.budget) if config.budget else None
     tol = parse_ratio(config.tolerance, "--tolerance")
-    base_doc, base_results = load_run(config.baseline) if config.baseline else (None, [])
+    base_doc, base_results = load_run(config.baseline, "--baseline") if config.baseline else (None, [])
     mem_limit = parse_size(config.max_memory, "--max-memory") if config.max_memory is not None else None
     p95_limit = parse_ms(config.max_p95_ms, "--max-p95-ms") if config.max_p95_ms is not None else None
     boards = [get_profile(p) for p in config.profile or []]

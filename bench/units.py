@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from edgemed.errors import EdgemedError
@@ -44,8 +45,8 @@ def parse_ratio(text: str | int | float, what: str = "tolerance") -> float:
         value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError:
         raise EdgemedError(f"{what} '{text}' is not a ratio; write it like 10% or 0.1") from None
-    if not 0.0 <= value < 10.0:
-        raise EdgemedError(f"{what} '{text}' is out of range; write it like 10% or 0.1")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise EdgemedError(f"{what} '{text}' must be a finite ratio of 0 or more; write it like 10% or 0.1")
     return value
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+DISK_FULL_TEXT = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "os error 28")
+
 
 @dataclass
 class ChildOutcome:
@@ -52,7 +54,10 @@ class ChildOutcome:
         """How it ended, with the log's last line when it merely exited non-zero (usually the error)."""
         if self.timed_out or self.signal is not None or self.log_path is None:
             return self.describe()
-        lines = [ln for ln in tail(self.log_path, 40).splitlines() if ln.strip()]
+        text = tail(self.log_path, 200, 65536)
+        if any(mark in text for mark in DISK_FULL_TEXT):
+            return "no space left on the device (see the log)"
+        lines = [ln for ln in text.splitlines()[-40:] if ln.strip()]
         return lines[-1].strip() if lines else self.describe()
 
 

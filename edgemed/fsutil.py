@@ -186,6 +186,8 @@ def check_output_file(path: Path, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise EdgemedError(f"{flag} {path} is a folder; give a file path (e.g. {path / 'results.xml'})")
+    if path.exists() and not path.is_file():  # a device or pipe: the atomic rename would replace the node itself
+        raise EdgemedError(f"{flag} {path} is not a regular file (a device, pipe or socket); give a file path")
     if path.exists() and not os.access(path, os.W_OK):
         raise EdgemedError(f"{flag} {path} exists and is not writable; give a file path you can write to")
     parent = path.parent if str(path.parent) else Path(".")
@@ -226,3 +228,17 @@ def describe_os_error(exc: OSError, where: str | None = None) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {target}; {kept}; check its permissions or choose paths you can read and write"
     return f"{exc.strerror or exc}: {target}; check the path"
+
+
+def require_regular_file(path: Path, what: str) -> Path:
+    """Refuse (exit 2) an input that exists but is a pipe, socket or device: reading one can block forever."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path  # absent or unreadable: the reader says so in its own words
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise EdgemedError(f"{what} {path} is not a regular file (a pipe, socket or device); give a file")
+    return path

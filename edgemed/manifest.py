@@ -79,6 +79,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
             for f in data["files"])):
         raise EdgemedError(f"{path}: 'files' is not a list of {{path, size, sha256}}; re-export the artifact")
+    for f in data.get("files", []):
+        rel = Path(f["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise EdgemedError(f"{path}: file entry '{f['path']}' points outside the artifact folder; the manifest "
+                               "is not edgemed's: re-export the artifact")
     return data
 
 

@@ -164,7 +164,14 @@ def merge_adapter(
         warnings.simplefilter("always")
         try:
             model = PeftModel.from_pretrained(base_model, str(adapter_dir))
-        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        except Exception as exc:
+            from edgemed.models import is_corrupt_weights
+
+            if is_corrupt_weights(exc):
+                raise EdgemedError(f"adapter {adapter_dir}: adapter_model.safetensors is corrupt ({exc}); "
+                                   "re-run 'edgemed train' with --force") from None
+            if not isinstance(exc, RuntimeError | ValueError | KeyError | OSError):
+                raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgemedError(
                 f"adapter {adapter_dir} does not fit base {given}: {first[:300]}; pass the --base it was trained on"

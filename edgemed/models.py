@@ -252,9 +252,18 @@ def load_model(
             use_safetensors=True,
             **kwargs,
         )
-    except (OSError, ValueError) as exc:
-        raise EdgemedError(f"could not load a model from {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:
+        if not (isinstance(exc, OSError | ValueError) or is_corrupt_weights(exc)):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgemedError(f"could not load a model from {path} ({type(exc).__name__}: {first}); the weights are "
+                           "corrupt or not a model's: re-create them (re-export, re-merge or re-train)") from None
     if "device_map" not in kwargs and "quantization_config" not in kwargs:
         model.to(choice.device)
     model.eval()
     return model
+
+
+def is_corrupt_weights(exc: BaseException) -> bool:
+    """A safetensors file that cannot be parsed (safetensors raises its own SafetensorError, no OSError)."""
+    return type(exc).__name__ in ("SafetensorError", "HeaderTooLarge", "InvalidHeaderDeserialization")

@@ -38,7 +38,7 @@ def _load_state(out: Path) -> dict[str, Any]:
         return {"steps": {}}
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         err_console.print(f"[yellow]{path} is corrupt; starting the pipeline state afresh[/yellow]")
         return {"steps": {}}
 

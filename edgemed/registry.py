@@ -46,7 +46,7 @@ def _quantized(key: str | None) -> Callable[[Path], bool]:
             return False
         try:
             quant = json.loads(config.read_text()).get("quantization_config") or {}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             raise EdgemedError(f"{config} is corrupt (not a JSON object); re-export the artifact") from None
         return bool(quant.get(key)) if key else not quant
 

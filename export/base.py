@@ -62,7 +62,7 @@ class Exporter(abc.ABC):
         folder = self.siblings / fmt
         try:
             manifest = json.loads((folder / "edgemed.json").read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError, RecursionError):
             return None
         ok = manifest.get("source", {}).get("sha256") == self.source_sha256 and manifest.get("status") == "verified"
         return folder if ok else None
@@ -120,7 +120,7 @@ def check_source(merged: Path) -> list[Path]:
     if index.is_file():
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError):
+        except (json.JSONDecodeError, KeyError, RecursionError):
             raise EdgemedError(f"{index} is corrupt; re-run 'edgemed merge'") from None
         missing = [s for s in shards if not (merged / s).is_file()]
         if missing:
@@ -186,6 +186,6 @@ def chat_template_of(folder: Path) -> str | None:
         return jinja.read_text(encoding="utf-8")
     try:
         template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, RecursionError):
         return None
     return template if isinstance(template, str) else None

@@ -40,7 +40,7 @@ def _existing(final: Path, source_sha: str, settings: dict[str, Any], verify: bo
     """(up to date?, why not) for an artifact folder already at `final`."""
     try:
         m = json.loads((final / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, RecursionError):
         return False, f"{final} exists but is not an edgemed artifact"
     if m.get("source", {}).get("sha256") != source_sha:
         return False, f"{final} was exported from another source"

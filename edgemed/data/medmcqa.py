@@ -97,6 +97,9 @@ def _looks_like_hub_id(source: str) -> bool:
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
+    from edgemed.fsutil import require_regular_file
+
+    require_regular_file(path, "data file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":

@@ -68,7 +68,9 @@ def compare(reference_predictions: list[dict], predictions: list[dict]) -> dict[
 
 def load_predictions(path: Path) -> tuple[list[dict], Path]:
     """Predictions of an earlier eval: a predictions.jsonl, a results.json beside one, or the eval's folder."""
-    path = Path(path)
+    from edgemed.fsutil import require_regular_file
+
+    path = require_regular_file(Path(path), "reference")
     if path.is_dir():
         path = path / PREDICTIONS
     elif path.name.endswith(".json"):

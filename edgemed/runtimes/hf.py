@@ -122,5 +122,5 @@ def _quantization(path: Path) -> dict[str, Any] | None:
         return None
     try:
         return json.loads(config.read_text()).get("quantization_config")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise EdgemedError(f"{config} is corrupt (not JSON); re-export the artifact") from None

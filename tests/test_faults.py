@@ -1,0 +1,73 @@
+"""Inputs that are not what they claim to be: pipes, devices, deep nesting, foreign manifests, corrupt weights.
+Each is answered with exit 2 and one line naming the file, before any work, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _assert_exit_2(proc, *words: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+def test_a_pipe_given_as_data_budget_or_reference_never_blocks(cli, tmp_path):
+    pipe = _fifo(tmp_path / "rows.jsonl")
+    _assert_exit_2(cli("data", "check", pipe, timeout=60), "not a regular file")
+    _assert_exit_2(cli("eval", "tiny-random", "--reference", pipe, timeout=60), "not a regular file")
+    toml = _fifo(tmp_path / "budgets.toml")
+    _assert_exit_2(cli("bench", tmp_path, "--budget", toml, "--out", tmp_path / "b", timeout=60), "budget file")
+    assert not (tmp_path / "b").exists()
+
+
+def test_deeply_nested_budget_and_bench_json(cli, tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    _assert_exit_2(cli("bench", tmp_path, "--budget", deep, "--out", tmp_path / "b"), "nested too deeply")
+    nested = tmp_path / "bench.json"
+    nested.write_text("[" * 100000 + "]" * 100000)
+    _assert_exit_2(cli("report", nested, nested), "is not JSON")
+
+
+def test_junit_on_a_device_is_refused(cli, tmp_path):
+    _assert_exit_2(cli("bench", tmp_path, "--junit", "/dev/null", "--out", tmp_path / "b"), "not a regular file")
+    assert Path("/dev/null").is_char_device()
+
+
+def test_a_manifest_listing_files_outside_its_folder(cli, tmp_path, tiny_model):
+    art = tmp_path / "art"
+    shutil.copytree(tiny_model, art)
+    manifest = {"schema": 1, "format": "hf", "runtime": "transformers",
+                "files": [{"path": "../../etc/hostname", "size": 1, "sha256": "0" * 64}]}
+    (art / "edgemed.json").write_text(json.dumps(manifest))
+    _assert_exit_2(cli("eval", art, "--limit", "2", "--no-progress"), "outside the artifact folder")
+
+
+@pytest.mark.parametrize("what", ["model", "adapter"])
+def test_corrupt_safetensors(cli, tmp_path, tiny_model, what):
+    if what == "model":
+        folder = tmp_path / "model"
+        shutil.copytree(tiny_model, folder)
+        (folder / "model.safetensors").write_bytes(os.urandom(4096))
+        _assert_exit_2(cli("eval", folder, "--limit", "2", "--no-progress"), "corrupt")
+        return
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": str(tiny_model), "r": 4, "lora_alpha": 8,
+        "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}))
+    (adapter / "adapter_model.safetensors").write_bytes(os.urandom(4096))
+    _assert_exit_2(cli("merge", "--adapter", adapter, "--out", tmp_path / "merged"), "corrupt")
+    assert not (tmp_path / "merged").exists()
