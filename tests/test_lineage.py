@@ -92,7 +92,7 @@ def test_eval_defaults_to_the_recorded_side_and_refuses_trained_questions(chain,
 
 
 def _sample_file() -> str:
-    from edgemed.data.medmcqa import sample_path
+    from edgemed.data.sources import sample_path
 
     return str(sample_path())
 

@@ -21,7 +21,8 @@ def check(source: str, split: str = "train", cop_base: Literal["auto", "0", "1"]
     from rich.table import Table
 
     from edgemed.console import console
-    from edgemed.data.medmcqa import data_summary, read_rows, validate_rows
+    from edgemed.data.medmcqa import data_summary, validate_rows
+    from edgemed.data.sources import read_rows
     from edgemed.fsutil import atomic_write_json, check_output_dir
 
     if out is not None:

@@ -1,7 +1,5 @@
-"""Read MedMCQA-schema rows from any source, validate each one, and turn them into Questions.
-
-Sources: ``sample`` (bundled, written for edgemed), a local ``.jsonl``/``.json``/``.parquet``/
-``.csv`` file, or a Hugging Face hub id such as ``openlifescienceai/medmcqa``.
+"""MedMCQA-schema rows validated one by one and turned into Questions (rows come from
+:mod:`edgemed.data.sources`: the bundled sample, local files or a hub dataset).
 
 Label convention: the Hugging Face copy numbers ``cop`` 0..3, the original release 1..4, and the
 test split has no label (-1). ``cop_base`` is ``"auto"``, ``0`` or ``1``; labels are never shifted
@@ -10,20 +8,15 @@ silently: an ambiguous or contradicting file is refused with a message naming th
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from edgemed.data.sources import read_rows
 from edgemed.errors import EdgemedError
-from edgemed.fsutil import read_jsonl
 
 LETTERS = ("A", "B", "C", "D")
 OPTION_KEYS = ("opa", "opb", "opc", "opd")
-HUB_DEFAULT = "openlifescienceai/medmcqa"
 # With 0-based labels, P(no cop == 0 among n uniform labels) = 0.75**n; below this we call it 1-based.
 _MIN_ROWS_FOR_INFERENCE = 20
 
@@ -60,99 +53,6 @@ class RowProblem:
     def __str__(self) -> str:
         ident = f" (id {self.id})" if self.id else ""
         return f"row {self.row}{ident}: {self.problem}"
-
-
-def sample_path(split: str = "all") -> Path:
-    """Path of the bundled sample file (edgemed's own questions, not MedMCQA's)."""
-    return Path(str(resources.files("edgemed.data").joinpath("sample.jsonl")))
-
-
-def read_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
-    """Raw rows from a source, in order. Raises EdgemedError for unreadable sources."""
-    if source == "sample":
-        return _read_local(sample_path())
-    path = Path(source).expanduser()
-    if path.exists():
-        if path.is_dir():
-            candidates = [path / f"{split}{ext}" for ext in (".jsonl", ".json", ".parquet", ".csv")]
-            found = [c for c in candidates if c.exists()]
-            if not found:
-                raise EdgemedError(
-                    f"data folder {path} has no {split}.jsonl/.json/.parquet/.csv; "
-                    "point --data at a file or name the split that exists"
-                )
-            path = found[0]
-        return _read_local(path)
-    if _looks_like_hub_id(source):
-        return _read_hub(source, split)
-    raise EdgemedError(
-        f"data source '{source}' not found: give 'sample', a local .jsonl/.json/.parquet/.csv file, "
-        f"or a Hugging Face dataset id such as {HUB_DEFAULT}"
-    )
-
-
-def _looks_like_hub_id(source: str) -> bool:
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
-
-
-def _read_local(path: Path) -> list[dict[str, Any]]:
-    from edgemed.fsutil import require_regular_file
-
-    require_regular_file(path, "data file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            return [row for _, row in read_jsonl(path, "fix or remove that line")]
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "data" in data:
-                data = data["data"]
-            if not isinstance(data, list):
-                raise EdgemedError(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
-            return data
-        if suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as fh:
-                return list(csv.DictReader(fh))
-        if suffix == ".parquet":
-            try:
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise EdgemedError(
-                    "reading .parquet needs pyarrow: pip install 'edgemed[data]'"
-                ) from None
-            try:
-                return pq.read_table(path).to_pylist()
-            except (OSError, ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise EdgemedError(f"{path}: not a readable Parquet file ({first}); re-export it or give "
-                                   ".jsonl/.json/.csv") from None
-    except UnicodeDecodeError:
-        raise EdgemedError(f"{path}: not UTF-8 text; convert it to UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise EdgemedError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise EdgemedError(f"{path}: JSON nested too deeply to hold rows; give a list of flat row objects") from None
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise EdgemedError(f"{path}: cannot be read as rows ({exc})") from None
-    except csv.Error as exc:
-        raise EdgemedError(f"{path}: not a readable CSV file ({exc}); fix it or give .jsonl/.json") from None
-    raise EdgemedError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .parquet or .csv")
-
-
-def _read_hub(repo_id: str, split: str) -> list[dict[str, Any]]:
-    try:
-        import datasets
-    except ImportError:
-        raise EdgemedError(
-            f"loading '{repo_id}' from the Hugging Face hub needs the datasets package: "
-            "pip install 'edgemed[data]'"
-        ) from None
-    try:
-        ds = datasets.load_dataset(repo_id, split=split)
-    except Exception as exc:  # network, auth, unknown split
-        raise EdgemedError(f"could not load '{repo_id}' split '{split}' from the hub: {exc}") from None
-    return list(ds)
 
 
 def _text(row: dict[str, Any], key: str) -> tuple[str | None, str | None]:
