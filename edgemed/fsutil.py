@@ -18,8 +18,16 @@ from edgemed.errors import EdgemedError
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text to a temp file beside `path`, then rename it into place."""
+    """Write text to a temp file beside `path`, then rename it into place (a character device such as /dev/null
+    is written to directly: renaming over it would replace the device node)."""
+    import stat
+
     path = Path(path)
+    with contextlib.suppress(OSError):
+        if stat.S_ISCHR(path.stat().st_mode):
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -186,8 +194,8 @@ def check_output_file(path: Path, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise EdgemedError(f"{flag} {path} is a folder; give a file path (e.g. {path / 'results.xml'})")
-    if path.exists() and not path.is_file():  # a device or pipe: the atomic rename would replace the node itself
-        raise EdgemedError(f"{flag} {path} is not a regular file (a device, pipe or socket); give a file path")
+    if path.exists() and not path.is_file() and not path.is_char_device():  # a pipe would block the write
+        raise EdgemedError(f"{flag} {path} is not a regular file (a pipe or socket); give a file path")
     if path.exists() and not os.access(path, os.W_OK):
         raise EdgemedError(f"{flag} {path} exists and is not writable; give a file path you can write to")
     parent = path.parent if str(path.parent) else Path(".")

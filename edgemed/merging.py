@@ -62,8 +62,12 @@ def _base_name(base: str | None, adapter: Path, record: dict[str, Any] | None) -
         given = record["base_model"]["given"]
         resolved = record["base_model"]["resolved"]
         return given, resolved if Path(resolved).is_dir() else resolve_model(given)
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
-    name = cfg.get("base_model_name_or_path")
+    try:
+        cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise EdgemedError(f"{adapter / 'adapter_config.json'} is corrupt (not JSON); re-run 'edgemed train' "
+                           "with --force") from None
+    name = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
     if not name:
         raise EdgemedError(f"{adapter} does not record its base model; pass --base MODEL")
     return name, resolve_model(name)

@@ -46,7 +46,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         raise EdgemedError(
             f"{run_dir} is not an edgemed run folder (no {RUN_CONFIG}); give the --out of a train run"
         ) from None
-    except (json.JSONDecodeError, RecursionError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise EdgemedError(f"{path} is corrupt (not JSON); re-run edgemed train with --force") from None
 
 

@@ -61,8 +61,8 @@ class Exporter(abc.ABC):
             return None
         folder = self.siblings / fmt
         try:
-            manifest = json.loads((folder / "edgemed.json").read_text())
-        except (OSError, json.JSONDecodeError, RecursionError):
+            manifest = json.loads((folder / "edgemed.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return None
         ok = manifest.get("source", {}).get("sha256") == self.source_sha256 and manifest.get("status") == "verified"
         return folder if ok else None
@@ -155,7 +155,13 @@ def source_fingerprint(merged: Path) -> dict[str, Any]:
         and not p.name.startswith("edgemed")
     }
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode()).hexdigest()
-    config = json.loads((merged / "config.json").read_text())
+    try:
+        config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise EdgemedError(f"{merged / 'config.json'} is corrupt (not JSON); re-run 'edgemed merge' or give a "
+                           "model folder with a valid config.json") from None
+    if not isinstance(config, dict):
+        raise EdgemedError(f"{merged / 'config.json'} is not a JSON object; give a model folder")
     return {
         "path": str(merged.resolve()),
         "sha256": digest,
@@ -185,7 +191,7 @@ def chat_template_of(folder: Path) -> str | None:
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
     try:
-        template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
-    except (OSError, json.JSONDecodeError, RecursionError):
+        template = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError, AttributeError):
         return None
     return template if isinstance(template, str) else None

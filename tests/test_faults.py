@@ -41,9 +41,14 @@ def test_deeply_nested_budget_and_bench_json(cli, tmp_path):
     _assert_exit_2(cli("report", nested, nested), "is not JSON")
 
 
-def test_junit_on_a_device_is_refused(cli, tmp_path):
-    _assert_exit_2(cli("bench", tmp_path, "--junit", "/dev/null", "--out", tmp_path / "b"), "not a regular file")
-    assert Path("/dev/null").is_char_device()
+def test_junit_on_a_pipe_is_refused_and_dev_null_is_written_in_place(cli, tmp_path):
+    pipe = _fifo(tmp_path / "junit.xml")
+    _assert_exit_2(cli("bench", tmp_path, "--junit", pipe, "--out", tmp_path / "b", timeout=60), "not a regular file")
+    from edgemed.fsutil import atomic_write_text, check_output_file
+
+    check_output_file(Path("/dev/null"), "--junit")  # accepted
+    atomic_write_text(Path("/dev/null"), "<testsuites/>")
+    assert Path("/dev/null").is_char_device()  # still the device, not a file renamed over it
 
 
 def test_a_manifest_listing_files_outside_its_folder(cli, tmp_path, tiny_model):
@@ -71,3 +76,19 @@ def test_corrupt_safetensors(cli, tmp_path, tiny_model, what):
     (adapter / "adapter_model.safetensors").write_bytes(os.urandom(4096))
     _assert_exit_2(cli("merge", "--adapter", adapter, "--out", tmp_path / "merged"), "corrupt")
     assert not (tmp_path / "merged").exists()
+
+
+def test_binary_or_broken_config_files(cli, tmp_path, tiny_model):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "config.json").write_bytes(b"\xff\xbd" + os.urandom(64))
+    _assert_exit_2(cli("eval", model, "--limit", "2", "--no-progress"), "config.json")
+    (model / "config.json").write_text("{bad")
+    _assert_exit_2(cli("export", model, "--formats", "gguf-q8_0", "--out", tmp_path / "arts"), "config.json")
+    assert not (tmp_path / "arts").exists()
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "edgemed-run.json").write_bytes(b"\xc9\x00" + os.urandom(32))
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"x")
+    _assert_exit_2(cli("merge", "--adapter", run, "--out", tmp_path / "m"), "edgemed-run.json")

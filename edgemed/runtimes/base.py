@@ -157,7 +157,7 @@ class Runtime(abc.ABC):
         folder = self.path if self.path.is_dir() else self.path.parent
         try:
             return json.loads((folder / "edgemed.json").read_text())
-        except (OSError, json.JSONDecodeError, RecursionError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return {}
 
     @property

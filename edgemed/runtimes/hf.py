@@ -121,6 +121,7 @@ def _quantization(path: Path) -> dict[str, Any] | None:
     if not config.exists():
         return None
     try:
-        return json.loads(config.read_text()).get("quantization_config")
-    except (json.JSONDecodeError, RecursionError):
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise EdgemedError(f"{config} is corrupt (not JSON); re-export the artifact") from None
+    return data.get("quantization_config") if isinstance(data, dict) else None
