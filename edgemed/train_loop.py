@@ -102,8 +102,10 @@ class Throughput(TrainerCallback):
     def __init__(self):
         self.steps = 0
         self.step_seconds = 0.0
+        self.cpu_seconds = 0.0
         self.trained = self.real = self.padded = 0
         self._t0: float | None = None
+        self._cpu0 = 0.0
 
     def count(self, inputs: dict[str, Any]) -> None:
         labels = inputs.get("labels")
@@ -115,11 +117,12 @@ class Throughput(TrainerCallback):
         self.padded += ids.numel()
 
     def on_step_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kw):
         if self._t0 is not None:
             self.step_seconds += time.perf_counter() - self._t0
+            self.cpu_seconds += time.process_time() - self._cpu0
             self.steps += 1
             self._t0 = None
 
@@ -135,6 +138,9 @@ class Throughput(TrainerCallback):
             "steps": self.steps,
             "step_seconds": round(secs, 3),
             "seconds_per_step": round(secs / self.steps, 4) if self.steps else None,
+            # CPU seconds of this process (all its threads) per step: with one thread, what a step costs
+            # regardless of other work on the machine; with several it also counts threads spinning at barriers
+            "cpu_seconds_per_step": round(self.cpu_seconds / self.steps, 4) if self.steps else None,
             "trained_tokens": trained,
             "real_tokens": real,
             "padded_tokens": padded,

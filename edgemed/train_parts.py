@@ -146,8 +146,16 @@ def _lora(model, config: TrainConfig):
 
 
 def _training_args(work: Path, choice, config: TrainConfig, steps_hint: int):
+    import os
+
+    from accelerate.state import AcceleratorState
     from transformers import TrainingArguments
 
+    # TrainingArguments writes its mixed precision into ACCELERATE_MIXED_PRECISION and never clears it, and
+    # accelerate keeps it in a singleton: a float32 run after a bf16 one in the same process (the bench, the
+    # tests, a notebook) would silently train under bf16 autocast. The recorded dtype decides, here too.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = {"bfloat16": "bf16", "float16": "fp16"}.get(choice.dtype, "no")
+    AcceleratorState._reset_state()
     every = config.eval_steps or max(1, steps_hint // 5)
     return TrainingArguments(
         output_dir=str(work / CHECKPOINTS),

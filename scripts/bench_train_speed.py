@@ -26,8 +26,9 @@ backward + AdamW step.
 
 With --quality-steps N it then trains float32 and bfloat16 runs through edgemed's own ``train_lora``
 (same seed, same data and steps, eval on --eval-data) plus a float32 run with another seed (the
-run-to-run noise), and scores every adapter in float32 on the same eval questions: the bf16-minus-fp32
-eval loss with its standard error (paired over questions) against the seed-to-seed difference.
+run-to-run noise), each in its own process and side by side, and scores every adapter in float32 on the
+same eval questions: the bf16-minus-fp32 eval loss with its standard error (paired over questions)
+against the seed-to-seed difference. --no-speed skips the step timing.
 
     python scripts/bench_train_speed.py --threads 2 --quality-steps 40 --out bench.json   # smollm2-135m, batch 4
     python scripts/bench_train_speed.py --model tiny-random --steps 3 --warmup 1 --quality-steps 2
@@ -238,25 +239,47 @@ def paired(a: list[tuple[float, int]], b: list[tuple[float, int]]) -> dict:
     return {"a": loss_a, "b": loss_b, "diff": loss_b - loss_a, "se": se}
 
 
-def quality(args, path, tokenizer, style) -> dict:
+def quality_run(job: tuple) -> tuple[dict, list]:
+    """One train_lora run and its adapter scored in float32, in a fresh process (see quality())."""
+    import torch
+
     from edgemed.data import load_questions
+    from edgemed.models import load_tokenizer, resolve_model
+    from edgemed.prompts import detect_style, get_style
     from edgemed.training import train_lora
 
-    common = dict(max_steps=args.quality_steps, batch_size=args.batch_size, eval_data=args.eval_data,
-                  eval_limit=args.eval_limit, eval_steps=args.quality_steps, threads=args.threads)
+    args, out, dtype, seed = job
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    m = train_lora(args.model, args.data, out, dtype=dtype, seed=seed, max_steps=args.quality_steps,
+                   batch_size=args.batch_size, eval_data=args.eval_data, eval_limit=args.eval_limit,
+                   eval_steps=args.quality_steps, threads=args.threads)
+    path = resolve_model(args.model)
+    tokenizer = load_tokenizer(path)
+    tokenizer.padding_side = "right"
+    style = get_style(detect_style(tokenizer.chat_template))
+    eval_qs = load_questions(args.eval_data, "validation", skip_bad=True)[0][: args.eval_limit]
+    metrics = {"dtype": m["dtype"], "seed": seed, "eval_loss_before": m["eval_loss_before"],
+               "eval_loss_after": m["eval_loss_after"], "train_loss": m["train_loss"],
+               "throughput": m["throughput"], "seconds": time.time() - started, "load_avg_1min": load_avg()}
+    return metrics, score(path, Path(out) / "adapter", tokenizer, style, eval_qs, args.batch_size)
+
+
+def quality(args) -> dict:
+    """float32 and bf16 (same seed) and float32 with the next seed, each in its own process, run side by
+    side so that a busy machine slows all alike (and no process state carries from one run to the next)."""
+    import multiprocessing
+
     runs = {"float32": ("float32", args.seed), "bfloat16": ("bfloat16", args.seed),
             "float32_seed2": ("float32", args.seed + 1)}
-    metrics, scores = {}, {}
-    eval_qs = load_questions(args.eval_data, "validation", skip_bad=True)[0][: args.eval_limit]
     with tempfile.TemporaryDirectory(prefix="edgemed-bench-") as tmp:
-        for name, (dtype, seed) in runs.items():
-            started = time.time()
-            m = train_lora(args.model, args.data, Path(tmp) / name, dtype=dtype, seed=seed, **common)
-            metrics[name] = {"dtype": m["dtype"], "seed": seed, "eval_loss_before": m["eval_loss_before"],
-                             "eval_loss_after": m["eval_loss_after"], "train_loss": m["train_loss"],
-                             "throughput": m["throughput"], "seconds": time.time() - started,
-                             "load_avg_1min": load_avg()}
-            scores[name] = score(path, Path(tmp) / name / "adapter", tokenizer, style, eval_qs, args.batch_size)
+        jobs = [(args, str(Path(tmp) / name), dtype, seed) for name, (dtype, seed) in runs.items()]
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            done = dict(zip(runs, pool.map(quality_run, jobs), strict=True))
+    metrics = {name: m for name, (m, _) in done.items()}
+    scores = {name: s for name, (_, s) in done.items()}
+    eval_qs = next(iter(scores.values()))
     return {"steps": args.quality_steps, "eval_questions": len(eval_qs), "runs": metrics,
             "fp32_eval": {name: paired(scores["float32"], s)["b"] for name, s in scores.items()},
             "bf16_minus_fp32": paired(scores["float32"], scores["bfloat16"]),
@@ -284,6 +307,7 @@ def main() -> None:
                     help=f"comma-separated subset of {','.join(SETUPS)}")
     ap.add_argument("--quality-steps", type=int, default=0,
                     help="train float32 and bf16 runs this many steps with train_lora and compare their eval loss")
+    ap.add_argument("--no-speed", action="store_true", help="skip the step timing (only --quality-steps)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers to this JSON file")
@@ -308,8 +332,22 @@ def main() -> None:
     print(f"model {args.model}, data {args.data}, batch size {args.batch_size}, {args.steps} timed steps after "
           f"{args.warmup} warm-up, torch threads {torch.get_num_threads()}, CPU {report['cpu']} x{report['cpus']}, "
           f"load {report['load_avg_before']}", flush=True)
-    report["speed"] = speed(args, path, tokenizer, style, questions)
+    report["speed"] = speed(args, path, tokenizer, style, questions) if not args.no_speed else {
+        "setups": {}, "load_avg_1min": []}
     loads = report["speed"]["load_avg_1min"]
+    if report["speed"]["setups"]:
+        print_speed(report)
+    if loads:
+        print(f"load average (1 min) during the timed steps: {min(loads):.2f}-{max(loads):.2f} "
+              f"on {report['cpus']} CPUs")
+    if args.quality_steps:
+        run_and_print_quality(args, report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_speed(report: dict) -> None:
     print(f"\n{'setup':<46} {'s/step':>7} {'median':>7} {'CPU s':>6} {'seq len':>7} {'padded tok/s':>12} "
           f"{'answer tok/s':>12} {'vs prev':>7} {'vs notebook':>11} {'(CPU s)':>7}")
     for r in report["speed"]["setups"].values():
@@ -322,25 +360,22 @@ def main() -> None:
               f"{r['answer_tokens_per_second']:>12.1f} {prev:>7} {nb:>11} {nb_cpu:>7}")
     print("s/step: wall-clock mean over the timed steps; CPU s: this process's CPU seconds per step (with one "
           "thread, robust to other work on the machine; with several it also counts threads spinning at barriers)")
-    if loads:
-        print(f"load average (1 min) during the timed steps: {min(loads):.2f}-{max(loads):.2f} "
-              f"on {report['cpus']} CPUs")
-    if args.quality_steps:
-        print(f"\nfloat32 vs bf16: {args.quality_steps} steps each through train_lora ...", flush=True)
-        q = report["quality"] = quality(args, path, tokenizer, style)
-        for name, r in q["runs"].items():
-            t = r["throughput"]
-            print(f"  {name:<14} {r['dtype']:<9} seed {r['seed']}: eval loss {r['eval_loss_before']:.4f} -> "
-                  f"{r['eval_loss_after']:.4f} (own precision), {q['fp32_eval'][name]:.4f} scored in float32; "
-                  f"{t['seconds_per_step']:.2f} s/step, {t['trained_tokens_per_second']:.1f} trained / "
-                  f"{t['padded_tokens_per_second']:.0f} padded tok/s, peak RSS {t['peak_rss_mb']} MiB")
-        d, s = q["bf16_minus_fp32"], q["seed2_minus_seed1_fp32"]
-        print(f"  bf16 - fp32 (same seed), float32-scored eval loss on {q['eval_questions']} questions: "
-              f"{d['diff']:+.4f} ± {d['se']:.4f} (SE); fp32 seed {args.seed + 1} - seed {args.seed}: "
-              f"{s['diff']:+.4f} ± {s['se']:.4f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run_and_print_quality(args, report: dict) -> None:
+    print(f"\nfloat32 vs bf16: {args.quality_steps} steps each through train_lora ...", flush=True)
+    q = report["quality"] = quality(args)
+    for name, r in q["runs"].items():
+        t = r["throughput"]
+        print(f"  {name:<14} {r['dtype']:<9} seed {r['seed']}: eval loss {r['eval_loss_before']:.4f} -> "
+              f"{r['eval_loss_after']:.4f} (own precision), {q['fp32_eval'][name]:.4f} scored in float32; "
+              f"{t['seconds_per_step']:.2f} s/step ({t['cpu_seconds_per_step']:.2f} CPU s), "
+              f"{t['trained_tokens_per_second']:.1f} trained / "
+              f"{t['padded_tokens_per_second']:.0f} padded tok/s, peak RSS {t['peak_rss_mb']} MiB")
+    d, s = q["bf16_minus_fp32"], q["seed2_minus_seed1_fp32"]
+    print(f"  bf16 - fp32 (same seed), float32-scored eval loss on {q['eval_questions']} questions: "
+          f"{d['diff']:+.4f} ± {d['se']:.4f} (SE); fp32 seed {args.seed + 1} - seed {args.seed}: "
+          f"{s['diff']:+.4f} ± {s['se']:.4f}")
 
 
 if __name__ == "__main__":

@@ -308,7 +308,7 @@ def test_throughput_is_in_metrics_and_the_run_record(run):
     out, metrics = run
     t = json.loads((out / "metrics.json").read_text())["throughput"]
     assert t == metrics["throughput"]
-    assert t["steps"] == 4 and t["step_seconds"] > 0 and t["seconds_per_step"] > 0
+    assert t["steps"] == 4 and t["step_seconds"] > 0 and t["seconds_per_step"] > 0 and t["cpu_seconds_per_step"] > 0
     assert 0 < t["trained_tokens"] < t["real_tokens"] <= t["padded_tokens"]
     for key in ("trained_tokens_per_second", "real_tokens_per_second", "padded_tokens_per_second", "peak_rss_mb"):
         assert t[key] > 0, key
@@ -374,3 +374,18 @@ def test_bf16_storage_of_frozen_weights_is_the_autocast_computation(tiny_model, 
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             losses.append(answer_loss(model, batch)[0])
     assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=0)
+
+
+def test_a_float32_run_after_a_bf16_run_in_one_process_is_float32(tmp_path, tiny_model):
+    import os
+
+    from edgemed.training import train_lora
+
+    def before(name, dtype):
+        return train_lora("tiny-random", "sample", tmp_path / name, max_steps=1, batch_size=4, threads=1,
+                          eval_limit=8, dtype=dtype)["eval_loss_before"]
+
+    first = before("a", "float32")
+    assert before("b", "bfloat16") != first
+    assert os.environ["ACCELERATE_MIXED_PRECISION"] == "bf16"  # what transformers leaves behind
+    assert before("c", "float32") == first  # not silently under the previous run's bf16 autocast
