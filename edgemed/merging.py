@@ -44,6 +44,13 @@ def find_adapter(path: Path) -> tuple[Path, Path | None, dict[str, Any] | None]:
             f"{adapter} has adapter_config.json but no adapter_model.safetensors; the run did not finish: "
             "re-run 'edgemed train' with --resume"
         )
+    config_file = adapter / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        config = None
+    if not isinstance(config, dict):
+        raise EdgemedError(f"{config_file} is corrupt (not a JSON object); re-run 'edgemed train' with --force")
     record = None
     if run_dir is not None:
         from edgemed.training import read_run

@@ -92,3 +92,5 @@ def test_binary_or_broken_config_files(cli, tmp_path, tiny_model):
     (run / "adapter" / "adapter_config.json").write_text("{}")
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"x")
     _assert_exit_2(cli("merge", "--adapter", run, "--out", tmp_path / "m"), "edgemed-run.json")
+    (run / "adapter" / "adapter_config.json").write_text("{bad")
+    _assert_exit_2(cli("merge", "--adapter", run, "--out", tmp_path / "m"), "adapter_config.json is corrupt")

@@ -90,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(sig, handler)
 
 
+def _how_to_resume(ns: argparse.Namespace) -> str:
+    """The command that goes on from here: train and bench resume only when asked to."""
+    if ns.command == "train":
+        return "re-run the same command with --resume to continue from the last checkpoint"
+    if ns.command == "bench":
+        return "re-run the same command with --resume to keep the artifacts already measured"
+    return "re-run the same command to go on"
+
+
 def _run(ns: argparse.Namespace) -> int:
     try:
         result = call(ns._fn, ns)
@@ -97,12 +106,12 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"edgemed {ns.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("edgemed: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        print(f"edgemed {ns.command}: interrupted; finished work is kept; {_how_to_resume(ns)}", file=sys.stderr)
         return 130
     except Terminated as exc:
         name = signal.Signals(exc.signum).name
         print(f"edgemed {ns.command}: stopped by {name}; partial outputs were removed and finished work is kept; "
-              "re-run the same command to resume", file=sys.stderr)
+              f"{_how_to_resume(ns)}", file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # a bug: say so in one line unless debugging; a full disk or a read-only path is not
         from edgemed.fsutil import describe_os_error, environment_error
