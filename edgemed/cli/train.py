@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from edgemed.models import DEFAULT_MODEL
 from edgemed.training import TrainConfig
 
 
 def train(
-    model: str = "smollm2-135m",
+    model: str = DEFAULT_MODEL,
     data: str = "sample",
     out: Path = Path("runs/train"),
     config: TrainConfig = TrainConfig(),
@@ -18,7 +19,8 @@ def train(
 
     Writes RUN_DIR/adapter (adapter + tokenizer), edgemed-run.json (exact config), metrics.json (loss curves,
     eval loss before/after), lineage.json (prompt style, split, train/eval ids: carried into every artifact) and
-    checkpoints/. For several GPUs run the same command under accelerate: 'accelerate launch -m edgemed.cli.main train ...' (the Trainer distributes; only rank 0 writes).
+    checkpoints/. For several GPUs run the same command under accelerate:
+    'accelerate launch -m edgemed.cli.main train ...' (the Trainer distributes; only rank 0 writes).
 
     Args:
         model: model alias (smollm2-135m, tiny-random), local folder or hub id (e.g. meta-llama/Llama-3.2-1B-Instruct).
