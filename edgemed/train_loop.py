@@ -1,4 +1,5 @@
 """The Trainer edgemed trains with: length-grouped batches, logits only where the loss is, throughput meter.
+(The CPU kernels and dtypes it trains with: edgemed.train_cpu.)
 
 - Data order: :class:`edgemed.train_data.LengthGroupedSampler` (seeded, resumable) when grouping is on,
   else the Trainer's own seeded random sampler.
@@ -25,65 +26,6 @@ from transformers import Trainer, TrainerCallback
 
 from edgemed.batching import IGNORE
 from edgemed.train_data import LengthGroupedSampler
-
-
-def cpu_has_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX)."""
-    from edgemed.sysinfo import cpu_flags
-
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def train_dtype(device: str, dtype: str) -> str:
-    """The dtype ``--dtype`` asks for on `device`: 'auto' on a CPU with bf16 hardware is bfloat16
-    (measured by scripts/bench_train_speed.py), on other CPUs float32; GPUs as edgemed.models.pick_device."""
-    if dtype == "auto" and device == "cpu":
-        return "bfloat16" if cpu_has_bf16() else "float32"
-    return dtype
-
-
-FP32_SDPA = "edgemed_sdpa_fp32"
-
-
-def fp32_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
-    """transformers' sdpa attention computed in float32 with autocast off.
-
-    Under CPU bf16 autocast the projections run in bf16 (AMX) but torch's CPU flash attention in bf16 is
-    slower than in float32 (SmolLM2 shapes, forward + backward: 18 vs 7.5 ms per layer call, 1 thread on
-    the AMX Xeon), so the attention itself stays float32; everything else is as "sdpa".
-    """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if attention_mask is not None and attention_mask.is_floating_point():
-        attention_mask = attention_mask.float()
-    with torch.autocast(query.device.type, enabled=False):
-        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
-
-
-def register_fp32_sdpa() -> str:
-    """Register :func:`fp32_sdpa_attention` (and sdpa's mask builder) under FP32_SDPA; returns the name to pass
-    as ``attn_implementation``."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(FP32_SDPA, fp32_sdpa_attention)
-    AttentionMaskInterface.register(FP32_SDPA, sdpa_mask)
-    return FP32_SDPA
-
-
-def store_frozen_linears_bf16(model) -> int:
-    """Store the frozen Linear weights of `model` in bfloat16 (not the LM head, which shares the embeddings);
-    returns how many. Under CPU bf16 autocast these are cast to bf16 at every call anyway, so the result
-    is the same computation without the per-step casts (and half their memory); embeddings, norms, the
-    residual stream and the trainable LoRA weights stay float32."""
-    head = model.get_output_embeddings()
-    n = 0
-    for module in model.modules():
-        if (isinstance(module, torch.nn.Linear) and module is not head and module.weight.dtype == torch.float32
-                and not any(p.requires_grad for p in module.parameters())):
-            module.to(torch.bfloat16)
-            n += 1
-    return n
 
 
 def peak_rss_mb() -> float | None:

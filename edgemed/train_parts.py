@@ -110,13 +110,10 @@ def _load_base(path: str, choice, config: TrainConfig):
             bnb_4bit_compute_dtype=compute,
         )
     if choice.device == "cpu" and choice.dtype == "bfloat16":
-        # CPU bf16 is autocast over a float32 model (residual stream, norms, embeddings float32; _train then
-        # stores the frozen Linear weights in bf16), with the attention itself in float32 (torch's CPU flash
-        # attention is slower in bf16): scripts/bench_train_speed.py, setups bf16_sdpa, bf16_attn, bf16
-        from edgemed.models import DeviceChoice
-        from edgemed.train_loop import register_fp32_sdpa
+        # the frozen model in bf16 under autocast, LoRA weights float32, the attention in float32
+        # (edgemed.train_cpu; scripts/bench_train_speed.py measures each lever)
+        from edgemed.train_cpu import register_fp32_sdpa
 
-        choice = DeviceChoice("cpu", "float32")
         kwargs.setdefault("attn_implementation", register_fp32_sdpa())
     model = load_model(path, choice, trust_remote_code=config.trust_remote_code, **kwargs)
     model.config.use_cache = False

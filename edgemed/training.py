@@ -20,7 +20,7 @@ the main process writes the run files.
 This module is the recipe (:func:`train_lora`); the pieces: ``train_config`` (the options),
 ``train_run`` (the run folder), ``train_data`` (questions, split, length-grouped order),
 ``train_parts`` (model, LoRA, TrainingArguments, progress line), ``train_loop`` (the Trainer subclass:
-answer-position loss, throughput meter, CPU bf16 choice).
+answer-position loss, throughput meter), ``train_cpu`` (CPU dtypes and kernels).
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
     from transformers.trainer_utils import get_last_checkpoint
 
     from edgemed.models import DeviceChoice
-    from edgemed.train_loop import EdgemedTrainer, Throughput, train_dtype
+    from edgemed.train_cpu import recipe, train_dtype
+    from edgemed.train_loop import EdgemedTrainer, Throughput
 
     dist = _dist()
     main = dist.is_main_process
@@ -159,7 +160,7 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
                  "target_modules": list(config.target_modules)},
         "options": options,
         "device": {"device": choice.device, "dtype": choice.dtype, "world_size": dist.num_processes,
-                   "threads": torch.get_num_threads()},
+                   "threads": torch.get_num_threads(), "recipe": recipe(choice.device, choice.dtype)},
         "examples": {"train": len(train_ex), "eval": len(eval_ex), "too_long_train": len(long_train),
                      "too_long_eval": len(long_eval)},
         "versions": versions(),
@@ -189,10 +190,12 @@ def _train(model_name: str, data: str, work: Path, config: TrainConfig, resume: 
     set_seed(config.seed)
     base = _load_base(resolved, choice, config)
     model = _lora(base, config)
-    if choice.device == "cpu" and choice.dtype == "bfloat16":
-        from edgemed.train_loop import store_frozen_linears_bf16
+    if choice.device == "cpu":
+        from edgemed.train_cpu import fast_lora_dropout, lora_inputs_as_is
 
-        store_frozen_linears_bf16(model)  # the same bf16 matmuls as autocast, without recasting every step
+        fast_lora_dropout(model)
+        if choice.dtype == "bfloat16":
+            lora_inputs_as_is(model)  # the Trainer runs every forward under bf16 autocast
     per_step = config.batch_size * config.grad_accum * dist.num_processes
     steps_hint = config.max_steps or max(1, int(config.epochs * -(-len(train_ex) // per_step)))
     args = _training_args(work, choice, config, steps_hint)

@@ -2,17 +2,18 @@
 """Seconds per LoRA training step: the reference notebook's setup vs edgemed's, lever by lever, same data.
 
 Setups (same LoRA config r=16, alpha=32, dropout 0.1 on q/k/v/o/gate/up/down, same LoRA init, fused AdamW
-as the Trainer uses by default):
+as the Trainer uses by default), each adding one lever to the one before:
 
 1. notebook:          loss on every token, every sequence padded to 256 (padding="max_length"), float32
 2. answer-only:       loss on the answer tokens, each batch padded to its own longest example, float32
 3. + length grouping: the same questions batched by edgemed.train_data.length_grouped_order
 4. + answer logits:   the LM head runs on the answer positions only (edgemed.train_loop.answer_loss)
-5. + bf16 autocast:   CPU autocast to bfloat16, LoRA weights and AdamW state float32, frozen base weights
+5. + fast dropout:    LoRA dropout by edgemed.train_cpu.FastDropout: edgemed's float32 default on a CPU
+6. + bf16 autocast:   CPU autocast to bfloat16 over the float32 model, LoRA weights and AdamW state
                       float32; transformers' stock sdpa attention (so attention runs in bf16 too)
-6. + fp32 attention:  as 5 with the attention itself in float32 (edgemed.train_loop.fp32_sdpa_attention)
-7. + bf16 storage:    as 6 with the frozen Linear weights stored in bf16 (the same matmuls without the
-                      per-step casts; edgemed.train_loop.store_frozen_linears_bf16): edgemed's default
+7. + fp32 attention:  as 6 with the attention itself in float32 (edgemed.train_cpu.fp32_sdpa_attention)
+8. + bf16 model:      as 7 with the frozen model loaded in bf16 (weights, embeddings, residual stream) and
+                      the LoRA input taken as is (edgemed.train_cpu.lora_inputs_as_is): edgemed's default
                       where the CPU has AVX512-BF16 or AMX
 
 Each step's wall time and this process's CPU time are recorded; on a machine shared with other work run
@@ -54,9 +55,10 @@ SETUPS = {
     "answer_only": "answer-only loss + dynamic padding (fp32)",
     "grouped": "+ length grouping (fp32)",
     "answer_logits": "+ LM head on answer positions only (fp32)",
+    "fast_dropout": "+ fast LoRA dropout = edgemed fp32 default",
     "bf16_sdpa": "+ bf16 autocast (attention in bf16 too)",
     "bf16_attn": "+ attention in fp32",
-    "bf16": "+ frozen weights stored bf16 = edgemed default",
+    "bf16": "+ frozen model in bf16 = edgemed default",
 }
 
 
@@ -72,22 +74,23 @@ def reference_batch(tokenizer, style, questions):
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def lora_model(path: str, seed: int, attention: str = "sdpa", bf16_storage: bool = False):
+def lora_model(path: str, seed: int, attention: str = "sdpa", fast_dropout: bool = False, bf16_model: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
 
     from edgemed.models import load_model, pick_device
+    from edgemed.train_cpu import fast_lora_dropout, lora_inputs_as_is
     from edgemed.training import LORA_TARGETS
 
     torch.manual_seed(seed)
-    model = load_model(path, pick_device("cpu", "float32"), attn_implementation=attention)
+    model = load_model(path, pick_device("cpu", "bfloat16" if bf16_model else "float32"), attn_implementation=attention)
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=list(LORA_TARGETS),
                                              task_type="CAUSAL_LM"))
-    if bf16_storage:
-        from edgemed.train_loop import store_frozen_linears_bf16
-
-        store_frozen_linears_bf16(model)
+    if fast_dropout:
+        fast_lora_dropout(model)
+    if bf16_model:
+        lora_inputs_as_is(model)
     model.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=True)
     return model, optim
@@ -131,8 +134,8 @@ def speed(args, path, tokenizer, style, questions) -> dict:
     import torch
 
     from edgemed.batching import AnswerOnlyCollator, encode_question
+    from edgemed.train_cpu import register_fp32_sdpa
     from edgemed.train_data import length_grouped_order
-    from edgemed.train_loop import register_fp32_sdpa
 
     b = args.batch_size
     warm_qs = questions[: args.warmup * b]
@@ -153,14 +156,16 @@ def speed(args, path, tokenizer, style, questions) -> dict:
         "answer_only": (dynamic, False, False),
         "grouped": (by_length, False, False),
         "answer_logits": (by_length, True, False),
+        "fast_dropout": (by_length, True, False),
         "bf16_sdpa": (by_length, True, True),
         "bf16_attn": (by_length, True, True),
         "bf16": (by_length, True, True),
     }
     plan = {k: v for k, v in plan.items() if k in args.setups}
     fp32_attention = register_fp32_sdpa()
+    fast = ("fast_dropout", "bf16_sdpa", "bf16_attn", "bf16")
     models = {name: lora_model(path, args.seed, fp32_attention if name in ("bf16_attn", "bf16") else "sdpa",
-                               bf16_storage=name == "bf16")
+                               fast_dropout=name in fast, bf16_model=name == "bf16")
               for name in plan}
     times: dict[str, list[float]] = {name: [] for name in plan}
     cpu_times: dict[str, list[float]] = {name: [] for name in plan}

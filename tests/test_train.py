@@ -294,7 +294,7 @@ def test_answer_position_logits_give_the_models_own_loss(tiny_model, tokenizer):
 
 
 def test_auto_dtype_is_bf16_on_cpus_with_bf16_hardware(monkeypatch):
-    import edgemed.train_loop as loop
+    import edgemed.train_cpu as loop
 
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
     assert loop.train_dtype("cpu", "auto") == "bfloat16"
@@ -326,6 +326,8 @@ def test_dtype_trains_and_is_recorded(tmp_path, tiny_model, dtype):
                          eval_limit=8)
     record = json.loads((out / "edgemed-run.json").read_text())
     assert record["device"]["dtype"] == metrics["dtype"] == dtype
+    assert record["device"]["recipe"]["frozen_weights"] == dtype and "FastDropout" in record["device"]["recipe"][
+        "lora_dropout"]
     assert metrics["steps"] == 2 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
     with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:  # LoRA weights stay float32
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}  # noqa: SIM118
@@ -340,7 +342,7 @@ def test_fp32_attention_matches_sdpa(tiny_model, tokenizer):
     import torch
 
     from edgemed.models import load_model, pick_device
-    from edgemed.train_loop import register_fp32_sdpa
+    from edgemed.train_cpu import register_fp32_sdpa
 
     questions, _ = load_questions("sample", limit=4)
     examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
@@ -356,24 +358,64 @@ def test_fp32_attention_matches_sdpa(tiny_model, tokenizer):
     assert torch.allclose(a[real], b[real], atol=1e-5)
 
 
-def test_bf16_storage_of_frozen_weights_is_the_autocast_computation(tiny_model, tokenizer):
+def test_fast_dropout_is_dropout():
     import torch
 
-    from edgemed.models import load_model, pick_device
-    from edgemed.train_loop import answer_loss, store_frozen_linears_bf16
+    from edgemed.train_cpu import FastDropout, keep_mask
 
-    questions, _ = load_questions("sample", limit=4)
-    examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
-    batch = AnswerOnlyCollator(tokenizer.pad_token_id)(examples)
-    losses = []
-    for store in (False, True):
-        model = load_model(str(tiny_model), pick_device("cpu", "float32")).requires_grad_(False)  # as under peft
-        if store:
-            assert store_frozen_linears_bf16(model) == 7 * model.config.num_hidden_layers
-            assert model.get_output_embeddings().weight.dtype == torch.float32  # tied to the embeddings
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            losses.append(answer_loss(model, batch)[0])
-    assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=0)
+    torch.manual_seed(0)
+    n, p = 2_000_001, 0.1  # odd: the last 31-bit draw is used for half
+    kept = keep_mask(torch.Size([n]), p).double()
+    rate = 1 - kept.mean().item()
+    assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5  # within 5 standard errors
+    assert set(kept.unique().tolist()) <= {0.0, 1.0}
+    halves = kept[: n - 1].view(-1, 2)  # both 15-bit halves of a draw drop at the same rate, independently
+    assert abs((1 - halves[:, 0].mean()).item() - p) < 0.002 and abs((1 - halves[:, 1].mean()).item() - p) < 0.002
+    assert abs(((1 - halves[:, 0]) * (1 - halves[:, 1])).mean().item() - p * p) < 0.001
+    assert keep_mask(torch.Size([1000]), 0.0).sum() == 1000
+
+    drop = FastDropout(p)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.rand(64, 300, dtype=dtype).add_(1).requires_grad_(True)  # never 0: a 0 in y is a drop
+        torch.manual_seed(1)
+        y = drop(x)
+        torch.manual_seed(1)
+        assert torch.equal(drop(x), y)  # torch's seeded generator: reproducible
+        dropped = y == 0
+        expect = (x.float() / (1 - p)).to(dtype)
+        tol = 1e-6 if dtype == torch.float32 else 1e-2
+        assert torch.allclose(y[~dropped].float(), expect[~dropped].float(), rtol=tol)
+        y.float().sum().backward()
+        grad = x.grad.float()
+        assert torch.all(grad[dropped] == 0) and torch.allclose(grad[~dropped], torch.tensor(1 / (1 - p)), rtol=1e-2)
+    drop.eval()
+    x = torch.randn(8, 8)
+    assert drop(x) is x
+    with pytest.raises(ValueError):
+        FastDropout(1.0)
+
+
+def test_cpu_training_uses_fast_dropout_and_a_bf16_frozen_model(tmp_path, tiny_model):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from edgemed.models import load_model, pick_device
+    from edgemed.train_cpu import FastDropout, fast_lora_dropout, lora_inputs_as_is, recipe
+
+    model = load_model(str(tiny_model), pick_device("cpu", "bfloat16"))
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    layers = model.config.num_hidden_layers
+    assert fast_lora_dropout(model) == 2 * layers and fast_lora_dropout(model) == 0
+    assert lora_inputs_as_is(model) == 2 * layers
+    assert sum(isinstance(m, FastDropout) for m in model.modules()) == 2 * layers
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2, 3, 4]])).loss
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert recipe("cpu", "bfloat16")["frozen_weights"] == "bfloat16"
+    assert recipe("cpu", "float32")["autocast"] == "off"
 
 
 def test_a_float32_run_after_a_bf16_run_in_one_process_is_float32(tmp_path, tiny_model):
