@@ -40,8 +40,8 @@ class TrainConfig:
         max_length: longest example in tokens; longer questions are skipped (and counted), never cut.
         device: auto, cpu, cuda, cuda:N or mps; for several GPUs run this command unchanged under
             'accelerate launch -m edgemed.cli.main train ...'.
-        dtype: autocast dtype (LoRA weights and optimizer state stay float32); auto = bfloat16/float16 on
-            GPUs, bfloat16 on CPUs with AVX512-BF16 or AMX, float32 on other CPUs.
+        dtype: the frozen model's dtype and autocast (LoRA weights and optimizer state stay float32); auto =
+            bfloat16/float16 on GPUs, bfloat16 on CPUs with AVX512-BF16 or AMX, float32 on other CPUs.
         group_by_length: batch questions of similar length together (seeded; less padding per step).
         gradient_checkpointing: trade compute for activation memory.
         qlora: 4-bit NF4 base via bitsandbytes (CUDA only).
