@@ -14,7 +14,9 @@ as the Trainer uses by default), each adding one lever to the one before:
 7. + fp32 attention:  as 6 with the attention itself in float32 (edgemed.train_cpu.fp32_sdpa_attention)
 8. + bf16 model:      as 7 with the frozen model loaded in bf16 (weights, embeddings, residual stream) and
                       the LoRA input taken as is (edgemed.train_cpu.lora_inputs_as_is): edgemed's default
-                      where the CPU has AVX512-BF16 or AMX
+                      where the CPU has AVX512-BF16 or AMX (elsewhere ``--dtype auto`` is float32: row 5)
+
+The last line printed names the row that is edgemed's default on this CPU and its ratio to the notebook.
 
 Each step's wall time and this process's CPU time are recorded; on a machine shared with other work run
 it with ``--threads 1`` and compare the CPU-time ratios (a thread that is descheduled mid-step stalls the
@@ -55,10 +57,10 @@ SETUPS = {
     "answer_only": "answer-only loss + dynamic padding (fp32)",
     "grouped": "+ length grouping (fp32)",
     "answer_logits": "+ LM head on answer positions only (fp32)",
-    "fast_dropout": "+ fast LoRA dropout = edgemed fp32 default",
+    "fast_dropout": "+ fast LoRA dropout (edgemed, float32)",
     "bf16_sdpa": "+ bf16 autocast (attention in bf16 too)",
     "bf16_attn": "+ attention in fp32",
-    "bf16": "+ frozen model in bf16 = edgemed default",
+    "bf16": "+ frozen model in bf16 (edgemed, bf16)",
 }
 
 
@@ -280,7 +282,7 @@ def quality(args) -> dict:
             "float32_seed2": ("float32", args.seed + 1)}
     with tempfile.TemporaryDirectory(prefix="edgemed-bench-") as tmp:
         jobs = [(args, str(Path(tmp) / name), dtype, seed) for name, (dtype, seed) in runs.items()]
-        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        with multiprocessing.get_context("spawn").Pool(len(jobs), maxtasksperchild=1) as pool:  # one run each
             done = dict(zip(runs, pool.map(quality_run, jobs), strict=True))
     metrics = {name: m for name, (m, _) in done.items()}
     scores = {name: s for name, (_, s) in done.items()}
@@ -345,6 +347,7 @@ def main() -> None:
     if loads:
         print(f"load average (1 min) during the timed steps: {min(loads):.2f}-{max(loads):.2f} "
               f"on {report['cpus']} CPUs")
+    print_default(report)
     if args.quality_steps:
         run_and_print_quality(args, report)
     if args.out:
@@ -365,6 +368,21 @@ def print_speed(report: dict) -> None:
               f"{r['answer_tokens_per_second']:>12.1f} {prev:>7} {nb:>11} {nb_cpu:>7}")
     print("s/step: wall-clock mean over the timed steps; CPU s: this process's CPU seconds per step (with one "
           "thread, robust to other work on the machine; with several it also counts threads spinning at barriers)")
+
+
+def print_default(report: dict) -> None:
+    """Which setup `edgemed train --dtype auto` runs on this CPU, and its ratio to the notebook."""
+    from edgemed.train_cpu import train_dtype
+
+    dtype = train_dtype("cpu", "auto")
+    name = "bf16" if dtype == "bfloat16" else "fast_dropout"
+    report["default_setup"] = {"dtype": dtype, "setup": name}
+    row = report["speed"]["setups"].get(name)
+    if row and "speedup_vs_notebook" in row:
+        report["default_setup"]["speedup_vs_notebook"] = row["speedup_vs_notebook"]
+        print(f"edgemed's default on this CPU (--dtype auto = {dtype}) is the row '{row['label']}': "
+              f"{row['speedup_vs_notebook']:.2f}x the notebook's s/step ({row['cpu_speedup_vs_notebook']:.2f}x in "
+              "CPU seconds)")
 
 
 def run_and_print_quality(args, report: dict) -> None:

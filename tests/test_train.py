@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -431,3 +432,31 @@ def test_a_float32_run_after_a_bf16_run_in_one_process_is_float32(tmp_path, tiny
     assert before("b", "bfloat16") != first
     assert os.environ["ACCELERATE_MIXED_PRECISION"] == "bf16"  # what transformers leaves behind
     assert before("c", "float32") == first  # not silently under the previous run's bf16 autocast
+
+
+def test_bench_train_speed_script_runs_every_setup(tmp_path, tiny_model):
+    """scripts/bench_train_speed.py end to end on tiny-random: every lever timed, the default row named, and the
+    float32/bf16/seed runs trained in processes of their own and scored."""
+    import subprocess
+
+    eval_file = tmp_path / "eval.jsonl"
+    rows = (Path(__file__).parents[1] / "edgemed" / "data" / "sample.jsonl").read_text().splitlines()
+    eval_file.write_text("\n".join(rows[:8]) + "\n")
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_train_speed.py", "--model", "tiny-random", "--data", "sample",
+         "--eval-data", str(eval_file), "--steps", "1", "--warmup", "1", "--quality-steps", "1", "--eval-limit", "8",
+         "--threads", "1", "--out", str(out)],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    setups = report["speed"]["setups"]
+    assert list(setups) == ["notebook", "answer_only", "grouped", "answer_logits", "fast_dropout", "bf16_sdpa",
+                            "bf16_attn", "bf16"]
+    assert all(r["seconds_per_step_mean"] > 0 for r in setups.values())
+    assert setups["notebook"]["seq_len_mean"] == 256 and setups["grouped"]["seq_len_mean"] < 256
+    assert report["default_setup"]["setup"] in setups and "is the row" in proc.stdout
+    runs = report["quality"]["runs"]
+    assert {r["dtype"] for r in runs.values()} == {"float32", "bfloat16"}
+    assert "bf16 - fp32" in proc.stdout and report["quality"]["eval_questions"] == 8
