@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-DISK_FULL_TEXT = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "os error 28")
+FULL_BYTES = 1 << 20  # a failed child whose log folder has less free space than this ran out of disk
 
 
 @dataclass
@@ -54,9 +55,16 @@ class ChildOutcome:
         """How it ended, with the log's last line when it merely exited non-zero (usually the error)."""
         if self.timed_out or self.signal is not None or self.log_path is None:
             return self.describe()
+        from edgemed.fsutil import DISK_FULL_TEXT
+
         text = tail(self.log_path, 200, 65536)
         if any(mark in text for mark in DISK_FULL_TEXT):
             return "no space left on the device (see the log)"
+        try:  # a full disk can also cut the log itself short, before the error reaches it
+            if shutil.disk_usage(self.log_path.parent).free < FULL_BYTES:
+                return f"no space left on the device holding {self.log_path.parent} (the log may be cut short)"
+        except OSError:
+            pass
         lines = [ln for ln in text.splitlines()[-40:] if ln.strip()]
         return lines[-1].strip() if lines else self.describe()
 

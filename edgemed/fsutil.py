@@ -23,11 +23,17 @@ def atomic_write_text(path: Path, text: str) -> Path:
     import stat
 
     path = Path(path)
-    with contextlib.suppress(OSError):
-        if stat.S_ISCHR(path.stat().st_mode):
+    try:
+        device = stat.S_ISCHR(path.stat().st_mode)
+    except OSError:
+        device = False
+    if device:  # a failed write (/dev/full: no space) is raised, never answered by renaming over the node
+        try:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            return path
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the device in the message
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -208,7 +214,8 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
                 errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-_DISK_FULL_TEXT = ("No space left on device", "os error 28", "[Errno 28]", "Disk quota exceeded", "file write failed")
+# how a full disk reads in an exception or a child process's log
+DISK_FULL_TEXT = ("No space left on device", "os error 28", "[Errno 28]", "Disk quota exceeded", "file write failed")
 
 
 def environment_error(exc: BaseException) -> OSError | None:
@@ -218,7 +225,7 @@ def environment_error(exc: BaseException) -> OSError | None:
     while exc is not None and seen < 10:
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
             return exc
-        if any(t in str(exc) for t in _DISK_FULL_TEXT):
+        if any(t in str(exc) for t in DISK_FULL_TEXT):
             return OSError(errno.ENOSPC, "No space left on device")
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None

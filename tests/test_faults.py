@@ -51,6 +51,25 @@ def test_junit_on_a_pipe_is_refused_and_dev_null_is_written_in_place(cli, tmp_pa
     assert Path("/dev/null").is_char_device()  # still the device, not a file renamed over it
 
 
+def test_a_device_that_refuses_the_write_is_an_error_and_stays_a_device(tmp_path):
+    """A private copy of /dev/full: the ENOSPC of the write is raised naming it; nothing is renamed over it."""
+    import errno
+    import os
+    import stat
+
+    from edgemed.fsutil import atomic_write_text
+
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"making a /dev/full node needs root: {exc}")
+    with pytest.raises(OSError) as info:
+        atomic_write_text(full, "<testsuites/>")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(full)
+    assert full.is_char_device() and not list(tmp_path.glob(".full.*"))
+
+
 def test_a_manifest_listing_files_outside_its_folder(cli, tmp_path, tiny_model):
     art = tmp_path / "art"
     shutil.copytree(tiny_model, art)
