@@ -60,11 +60,11 @@ class ChildOutcome:
         text = tail(self.log_path, 200, 65536)
         if any(mark in text for mark in DISK_FULL_TEXT):
             return "no space left on the device (see the log)"
-        try:  # a full disk can also cut the log itself short, before the error reaches it
-            if shutil.disk_usage(self.log_path.parent).free < FULL_BYTES:
-                return f"no space left on the device holding {self.log_path.parent} (the log may be cut short)"
-        except OSError:
-            pass
+        free = FULL_BYTES
+        with contextlib.suppress(OSError):  # a full disk can also cut the log short, before the error reaches it
+            free = shutil.disk_usage(self.log_path.parent).free
+        if free < FULL_BYTES:
+            return f"no space left on the device holding {self.log_path.parent} (the log may be cut short)"
         lines = [ln for ln in text.splitlines()[-40:] if ln.strip()]
         return lines[-1].strip() if lines else self.describe()
 
