@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Raspberry-class proof under emulation (issue 13). NOT part of CI: it needs root and qemu-user. The first run
-# builds the rootfs and two llama.cpp wheels (about 5 + 2 x 10-18 min here); later runs take the eval/bench time
-# only (on this 2-core Xeon, THREADS=1: about 80 min, most of it the 50 gated f16 questions; see the README).
+# builds the rootfs (4 min here) and two llama.cpp wheels (10-18 min each); later runs take the eval/bench time
+# only: 87 min on this 2-core Xeon with THREADS=1, 62 of them the 50 gated f16 questions (see the README).
 #
 # 1. arm64 Debian rootfs (mmdebstrap, minimal: python3, python3-venv, libgomp1), cached.
 # 2. llama-cpp-python (the version in .venv) cross-compiled on the host for aarch64 with GGML_NATIVE=OFF (cached):
@@ -125,10 +125,10 @@ done_step() {  # done_step STATUS NOTE
   printf '%s\t%s\t%s\t%s\n' "$STEP" "$1" "$s" "${2:-}" >> "$STEPS"
   say "[$STEP] $1 in ${s} s${2:+ ($2)}"
 }
-cached() {  # cached STAMP: prints the step as skipped, with the original build time
+cached() {  # cached STAMP [FORCE_NAME]: prints the step as skipped, with the original build time
   local built; built=$(sed -n 's/^seconds=//p' "$1" | head -1)
   printf '%s\t%s\t%s\t%s\n' "$STEP" "cached" "0" "built in ${built:-?} s on $(date -r "$1" '+%F %T')" >> "$STEPS"
-  say "[$STEP] cached: skipped (built in ${built:-?} s on $(date -r "$1" '+%F %T'); FORCE=$STEP rebuilds)"
+  say "[$STEP] cached: skipped (built in ${built:-?} s on $(date -r "$1" '+%F %T'); FORCE=${2:-$STEP} rebuilds)"
 }
 
 # ------------------------------------------------------------------------------------------------- mounts
@@ -231,7 +231,7 @@ build_wheel() {  # build_wheel STEP ARCH WHY: cross-compiles (or finds cached) t
     printf 'seconds=%s\ncmake_args=%s\nsdist=%s\n' "$s" "$args" "$SDIST" > "$dir/.edgemed-built"
     done_step ran "$(basename "$WHL"), $(du -h "$WHL" | cut -f1)"
   else
-    cached "$dir/.edgemed-built"
+    cached "$dir/.edgemed-built" wheel
   fi
   WHL=$(ls "$dir"/llama_cpp_python-*linux_aarch64.whl | head -1)
 }
