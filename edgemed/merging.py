@@ -69,12 +69,8 @@ def _base_name(base: str | None, adapter: Path, record: dict[str, Any] | None) -
         given = record["base_model"]["given"]
         resolved = record["base_model"]["resolved"]
         return given, resolved if Path(resolved).is_dir() else resolve_model(given)
-    try:
-        cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise EdgemedError(f"{adapter / 'adapter_config.json'} is corrupt (not JSON); re-run 'edgemed train' "
-                           "with --force") from None
-    name = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))  # find_adapter checked it
+    name = cfg.get("base_model_name_or_path")
     if not name:
         raise EdgemedError(f"{adapter} does not record its base model; pass --base MODEL")
     return name, resolve_model(name)
