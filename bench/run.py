@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from edgemed.bench.outputs import BENCH_JSON, print_summary, write_outputs
 from edgemed.bench.protocol import Job, worker_env
 from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
+from edgemed.child import python_module
 from edgemed.fsutil import atomic_write_json, dir_size
 
 SCHEMA = 2
@@ -181,7 +181,7 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
     res_path = work / f"{name}.result.json"
     log_path = work / f"{name}.log"
     res_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "edgemed.bench.worker", str(job_path), str(res_path)]
+    cmd = python_module("edgemed.bench.worker", str(job_path), str(res_path))
 
     def tick() -> None:
         lines = [ln for ln in tail(log_path, 5, 2048).splitlines() if ln.startswith("[bench]")]

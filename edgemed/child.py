@@ -13,12 +13,25 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 FULL_BYTES = 1 << 20  # a failed child whose log folder has less free space than this ran out of disk
+# For Python 3.10 (no -P): drop the current directory from sys.path, then run the module as -m would.
+_NO_CWD_BOOTSTRAP = ("import runpy, sys; sys.path.pop(0); m = sys.argv.pop(1); "
+                     "runpy.run_module(m, run_name='__main__', alter_sys=True)")
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """``python -m MODULE ARGS`` for a child process that never imports from its current directory: started
+    inside a clone, ``-m`` would put the clone first on sys.path and its ``edgemed/`` (which has no ``bench``
+    or ``export``) would shadow the installed package. ``-P`` on Python 3.11+, a bootstrap before that."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", module, *args]
+    return [sys.executable, "-c", _NO_CWD_BOOTSTRAP, module, *args]
 
 
 @dataclass

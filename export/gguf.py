@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
+from edgemed.child import python_module
 from edgemed.export.base import Exporter
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
@@ -66,7 +67,7 @@ def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: 
     """llama_model_quantize src -> dst in a child process (its log goes to `log`)."""
     if ftype not in ftypes():
         raise EdgemedError(f"unknown GGUF type '{ftype}'; llama.cpp knows: {', '.join(sorted(ftypes()))}")
-    cmd = [sys.executable, "-m", "edgemed.export.gguf", str(src), str(dst), ftype, str(threads or 0)]
+    cmd = python_module("edgemed.export.gguf", str(src), str(dst), ftype, str(threads or 0))
     outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
     if not outcome.ok or not dst.is_file():
         why = f"llama.cpp {outcome.describe()}" if outcome.signal is not None else why

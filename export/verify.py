@@ -102,12 +102,12 @@ class Reference:
 
 def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """Load `artifact` with its runtime in a child process and collect what verification compares."""
-    from edgemed.child import run_child
+    from edgemed.child import python_module, run_child
 
     with tempfile.TemporaryDirectory(prefix="edgemed-verify-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps({"artifact": str(artifact), "threads": threads, **texts}))
-        outcome = run_child([sys.executable, "-m", "edgemed.export.verify", str(req), str(res)], Path(tmp) / "log",
+        outcome = run_child(python_module("edgemed.export.verify", str(req), str(res)), Path(tmp) / "log",
                             timeout_s=WORKER_TIMEOUT_S,
                             env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONWARNINGS": "ignore"})
         if outcome.timed_out:
