@@ -77,3 +77,36 @@ def previous_results(path: Path) -> dict[str, ArtifactResult]:
         return {a["name"]: ArtifactResult.from_dict(a) for a in data.get("artifacts", [])}
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         return {}  # unreadable: measure everything again
+
+
+def weights_record(path: Path, fmt: str) -> dict[str, Any]:
+    """The artifact's weight files by content: each one's path inside the artifact, size and sha256, and one
+    ``sha256`` over them that names the artifact on any machine, whatever its path (the file's own sha256 when
+    there is one weight file). {} when the files cannot be read."""
+    from edgemed.fsutil import sha256_file
+    from edgemed.registry import weight_suffixes
+
+    path = Path(path)
+    suffixes = weight_suffixes(fmt)
+    try:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                     and p.name.endswith(suffixes))
+        entries = [{"path": p.name if p == path else p.relative_to(path).as_posix(), "size": p.stat().st_size,
+                    "sha256": sha256_file(p)} for p in files]
+    except OSError:
+        return {}
+    if not entries:
+        return {}
+    digest = entries[0]["sha256"] if len(entries) == 1 else hashlib.sha256(
+        "".join(f"{e['path']}:{e['sha256']}\n" for e in entries).encode()).hexdigest()
+    return {"sha256": digest, "files": entries}
+
+
+def path_from_run(path: str | Path, out: Path) -> str:
+    """`path` relative to the bench folder (bench.json stays readable when the run is copied elsewhere)."""
+    import os
+
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
+    except ValueError:  # another drive (Windows): keep it as it is
+        return str(path)

@@ -14,7 +14,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.artifacts import name_artifacts, pick_reference_target, previous_results, settings_key
+from edgemed.bench.artifacts import (
+    name_artifacts,
+    path_from_run,
+    pick_reference_target,
+    previous_results,
+    settings_key,
+    weights_record,
+)
 from edgemed.bench.config import BenchConfig
 from edgemed.bench.isolate import MeasuredOutcome, measure_child, tail
 from edgemed.bench.outputs import BENCH_JSON, print_summary, write_outputs
@@ -77,6 +84,7 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings,
         "environment": environment(), "machine": {"copy_bandwidth": copy_bandwidth()},
         "reference": ref_target.name, "artifacts": [],
+        "questions": [{"id": q.id, "subject": q.subject, "question": q.question[:300]} for q in questions],
     }
     measured = {**config.measured, **where, "question_ids_sha256": settings["question_ids_sha256"]}
     previous = previous_results(out / BENCH_JSON) if config.resume else {}
@@ -90,9 +98,10 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
             prior = previous.get(target.name)
             is_ref = target is ref_target
             if target.problem:  # e.g. a corrupt manifest: recorded as failed like a load failure, never run
-                results.append(ArtifactResult(name=target.name, path=target.path, format=target.format,
-                                              runtime=target.runtime, settings_key=key, status="failed",
-                                              failure=Failure(kind="error", message=target.problem)))
+                results.append(ArtifactResult(name=target.name, path=path_from_run(target.path, out),
+                                              format=target.format, runtime=target.runtime, settings_key=key,
+                                              status="failed", failure=Failure(kind="error", message=target.problem),
+                                              weights=weights_record(Path(target.path), target.format)))
                 err_console.print(f"[red]{escape(target.name)}: not measured: {escape(target.problem)}[/red]")
             elif prior is not None and prior.ok and prior.settings_key == key and \
                     (not is_ref or not config.fidelity or (fidelity_dir / "meta.json").is_file()):
@@ -189,8 +198,9 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
             bar.update(task, description=f"{name}: {lines[-1][8:][:60]}")
 
     outcome = measure_child(cmd, log_path, timeout_s=job.config.timeout, env=env, on_tick=tick, threads=job.threads)
-    result = ArtifactResult(name=name, path=target.path, format=target.format, runtime=target.runtime,
-                            settings_key=key, wall_s=outcome.wall_s)
+    result = ArtifactResult(name=name, path=path_from_run(target.path, work.parent), format=target.format,
+                            runtime=target.runtime, settings_key=key, wall_s=outcome.wall_s,
+                            weights=weights_record(Path(target.path), target.format))
     from edgemed.registry import weight_bytes
 
     result.size_bytes = dir_size(Path(target.path))

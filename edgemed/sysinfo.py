@@ -250,6 +250,17 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (then the commit alone does not name the code measured)."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def accelerator() -> str:
     try:
         import torch
@@ -285,6 +296,7 @@ def environment(with_accelerator: bool = True) -> dict[str, Any]:
         "machine": platform.machine(),
         "accelerator": accelerator() if with_accelerator else "not checked",
         "commit": git_commit(),
+        "commit_dirty": git_dirty(),
         "versions": versions(),
     })
     return env

@@ -128,7 +128,7 @@ def test_broken_budget_exits_1_and_names_it(bench_ok, tmp_path, cli):
 
 def _artifacts_of(out: Path) -> Path:
     doc = json.loads((out / "bench.json").read_text())
-    return Path(doc["artifacts"][0]["path"]).parent
+    return (out / doc["artifacts"][0]["path"]).parent  # relative to the bench folder
 
 
 def _doctored_faster(src: Path, dst: Path) -> Path:

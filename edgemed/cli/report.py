@@ -1,25 +1,27 @@
-"""``edgemed report``: compare two bench runs artifact by artifact."""
+"""``edgemed report``: any number of bench runs, from several machines and commits, in one table."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def report(before: Path, after: Path, out: Path | None = None, tolerance: str | None = None) -> int:
-    """Compare two bench runs (bench.json files or their folders): per-artifact deltas of every metric.
+def report(runs: list[Path], out: Path | None = None, tolerance: str | None = None) -> int:
+    """Bench runs (bench.json files or their folders, from any machine) in one table: each artifact once, matched
+    by its weights' sha256, a column group per run; each run against the one before it on the same machine, with
+    noise bands; board profiles' estimates beside the board's own measurement.
 
-    With --tolerance it exits 1 when a metric regressed beyond it (latency or memory up, tokens/s or
-    accuracy down), like 'edgemed bench --baseline'.
+    With --tolerance it exits 1 when a metric regressed beyond its noise band (latency or memory up, tokens/s or
+    accuracy down, KLD up), like 'edgemed bench --baseline'; without it the band uses 10% and the exit is 0.
 
     Args:
-        before: the earlier bench.json (or the folder holding it).
-        after: the later bench.json (or the folder holding it).
-        out: folder to write report.json and report.md into.
-        tolerance: allowed relative regression, e.g. 10% or 0.1; exit 1 beyond it.
+        runs: bench.json files or the folders holding them, earliest first where times are equal.
+        out: folder to write report.json, report.md and report.html into.
+        tolerance: relative change within which a metric counts as unchanged, e.g. 10% or 0.1; exit 1 beyond it.
     """
     from rich.console import Console
+    from rich.markup import escape
 
-    from edgemed.bench.report import compare_bench, rich_report, to_markdown
+    from edgemed.bench.report import build_report, change_line, rich_report, to_markdown
     from edgemed.bench.units import parse_ratio
     from edgemed.console import console
 
@@ -28,20 +30,31 @@ def report(before: Path, after: Path, out: Path | None = None, tolerance: str | 
         from edgemed.fsutil import check_output_dir
 
         check_output_dir(Path(out), "--out")
-    doc = compare_bench(Path(before), Path(after), tol)
-    wide = console if console.is_terminal else Console(width=200, highlight=False)
+    doc = build_report([Path(r) for r in runs], tol)
+    wide = console if console.is_terminal else Console(width=250, highlight=False)
     wide.print(rich_report(doc))
-    for key, (b, a) in {**doc["settings_changed"], **doc["environment_changed"]}.items():
-        console.print(f"[yellow]changed[/yellow] {key}: {b} -> {a}")
-    regressed = doc.get("regressions", [])
+    for run in doc["runs"]:
+        console.print(f"[bold]{run['label']}[/bold] {escape(run['path'])}: {escape(run['machine_name'])} "
+                      f"{escape('[' + run['machine'] + ']')}, commit {escape(str(run['commit'] or '?'))}")
+    for c in doc["changes"]:
+        console.print(escape(change_line(c)))
+    for p in doc["profile_checks"]:
+        off = p["off_by_more_than_2x"]
+        state = f"[red]off by more than 2x[/red]: {escape('; '.join(off))}" if off else "every estimate within 2x"
+        console.print(f"profile {p['profile']} ({p['estimated_in']}) vs board run {p['board_run']}: {state}")
+    regressed = doc["regressions"]
     for c in regressed:
-        console.print(f"[red]REGRESSED[/red] {c['artifact']}: {c['message']}")
+        console.print(f"[red]REGRESSED[/red] {escape(c['artifact'])}: {escape(c['message'])}")
     if tol is not None and not regressed:
-        console.print(f"[green]no regression beyond {tol:.0%}[/green]")
+        console.print(f"[green]no regression beyond the noise bands ({tol:.0%} or 2 standard errors)[/green]")
     if out is not None:
+        from edgemed.bench.html_report import report_html
         from edgemed.fsutil import atomic_write_json, atomic_write_text
 
-        atomic_write_json(Path(out) / "report.json", doc)
-        atomic_write_text(Path(out) / "report.md", to_markdown(doc))
-        console.print(f"[dim]wrote {Path(out) / 'report.json'}, {Path(out) / 'report.md'}[/dim]")
-    return 1 if regressed else 0
+        out = Path(out)
+        md, html = to_markdown(doc), report_html(doc)  # rendered before anything is written
+        atomic_write_json(out / "report.json", doc)
+        atomic_write_text(out / "report.md", md)
+        atomic_write_text(out / "report.html", html)
+        console.print(f"[dim]wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}[/dim]")
+    return 1 if regressed and tol is not None else 0
