@@ -76,6 +76,27 @@ def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def question_source(settings: dict[str, Any]) -> str:
+    """Where the scored questions came from, as the lineage selected them (never the unset --data)."""
+    sel = settings.get("question_selection") or {}
+    source = sel.get("source") or settings.get("data") or "?"
+    split = f" {sel['split']}" if sel.get("split") and source != "sample" else ""
+    how = sel.get("selection")
+    return f"{source}{split}: {how}" if how else f"{source}{split}"
+
+
+def int8_notes(results: list[ArtifactResult]) -> list[str]:
+    """One line per int8 artifact whose weights can saturate this CPU's kernel, with the KLD measured here."""
+    lines = []
+    for r in results:
+        risk = (r.runtime_info or {}).get("int8_saturation_risk") if r.ok else None
+        if risk:
+            fid = r.fidelity or {}
+            kld = f"its KLD on this CPU: {fid['kld_mean']:.4g}" if fid.get("kld_mean") is not None else "no KLD here"
+            lines.append(f"{r.name}: {risk} ({kld})")
+    return lines
+
+
 def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     """A summary for a pull request or $GITHUB_STEP_SUMMARY: table, checks, recommendation, environment."""
     best = best_per_column(results)
@@ -83,7 +104,7 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     lines = ["## edgemed bench", ""]
     settings = doc.get("settings", {})
     lines.append(
-        f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({settings.get('data', '?')}), "
+        f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({question_source(settings)}), "
         f"{settings.get('threads')} threads on {settings.get('device')}, pp{settings.get('n_prompt')} / "
         f"tg{settings.get('n_gen')} x {settings.get('repetitions')} repetitions after {settings.get('warmup')} "
         f"warm-up, wait policy {settings.get('wait_policy')}. Best value per column in **bold**."
@@ -93,6 +114,9 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
         lines += ["", "**Busy machine:** other processes used the CPU while these were measured; their timings are "
                       "not comparable with a quiet run:"]
         lines += [f"- `{r.name}`: {r.machine_load.get('reason')}" for r in busy]
+    warnings = int8_notes(results)
+    if warnings:
+        lines += ["", "**int8 kernel risk:**"] + [f"- {w}" for w in warnings]
     lines.append("")
     header = ["artifact", "format"] + [METRICS[k].label for k in TABLE_COLUMNS]
     lines += [_md_row(header), _md_row(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS))]

@@ -64,8 +64,24 @@ class OnnxInt8Exporter(Exporter):
     # keep_fp32: MatMuls whose node name contains one of these stay fp32. The MLP down projection reads the
     # SiLU(gate)*up product, whose outliers wreck per-tensor activation quantization: on SmolLM2-135M
     # quantizing it moves letter log-probs by 4.0 nats, keeping it fp32 by 0.48, for +35% size.
-    defaults = {"weight_type": "qint8", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"],
-                "keep_fp32": ["down_proj"]}
+    # kernel: the CPU kernel the weights are made exact for (edgemed.int8_kernels): auto (this CPU), vnni, avx2 or
+    # arm; resolved when the exporter is made, so the export cache and the manifest hold the concrete kernel.
+    # reduce_range None: the kernel's scheme (7-bit weights for avx2's saturating VPMADDUBSW, else full range).
+    defaults = {"weight_type": "qint8", "per_channel": True, "reduce_range": None, "op_types": ["MatMul"],
+                "keep_fp32": ["down_proj"], "kernel": "auto"}
+
+    def __init__(self, name: str, threads: int | None = None, siblings: Path | None = None, **settings: Any):
+        super().__init__(name, threads, siblings, **settings)
+        from edgemed.int8_kernels import KERNELS, resolve_target
+
+        if self.settings["kernel"] not in KERNELS:
+            self.settings["kernel"], self.kernel_chosen_by = resolve_target(self.settings["kernel"])
+        else:
+            self.kernel_chosen_by = "given"
+        if self.settings["reduce_range"] is None:
+            from edgemed.int8_kernels import scheme_for
+
+            self.settings["reduce_range"] = scheme_for(self.settings["kernel"])["reduce_range"]
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         import logging
@@ -112,4 +128,16 @@ class OnnxInt8Exporter(Exporter):
             shutil.rmtree(fp32)
         quantized = sum(1 for n in graph.node if n.op_type in ops) - len(keep)
         return {"from": "onnx artifact" if not built_here else "fresh fp32 export", "external_data": big,
-                "quantized_nodes": quantized, "fp32_nodes_kept": len(keep)}
+                "quantized_nodes": quantized, "fp32_nodes_kept": len(keep), "int8": self._scheme(settings)}
+
+    def _scheme(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """What the manifest records of the int8 scheme: for which kernel, chosen how, exact where."""
+        from edgemed.int8_kernels import KERNELS, exact_on, kernel_of, scheme_for
+
+        kernel, reduce_range = settings["kernel"], bool(settings["reduce_range"])
+        scheme = scheme_for(kernel)
+        if reduce_range != scheme["reduce_range"] or settings["weight_type"] != "qint8":
+            scheme = {**scheme, "name": "custom", "why": "weight_type/reduce_range set by hand"}
+        return {**scheme, "weight_type": settings["weight_type"], "reduce_range": reduce_range,
+                "chosen_by": self.kernel_chosen_by, "exporting_cpu_kernel": kernel_of(),
+                "exact_on": [k for k in KERNELS if exact_on(k, settings["weight_type"], reduce_range)]}

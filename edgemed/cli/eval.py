@@ -161,6 +161,7 @@ def evaluate(
             **({k: v for k, v in gen.items() if v is not None} if scoring != "logprob" else {}),
         )
         result.config["prompt_style_source"] = source
+        int8 = _int8_check(path, runtime, style, where["threads"])
         sweep_result = None
         if sweep:
             sweep_result = run_sweep(
@@ -179,6 +180,8 @@ def evaluate(
         cmp["reference"] = str(ref_path)
         results["comparison"] = cmp
         results["metrics"]["test_size"] = test_size_plan(result.accuracy, cmp["discordant_rate"])
+    if int8 is not None:
+        results["int8_kernel_check"] = int8
     results["resources"] = where
     results["predictions_file"] = "predictions.jsonl"
     results["environment"] = environment()
@@ -193,6 +196,28 @@ def evaluate(
     else:
         err_console.print("[dim]nothing written: pass --out DIR to keep results.json and predictions.jsonl[/dim]")
     return 0
+
+
+def _int8_check(path: Path, runtime, style: str, threads: int | None) -> dict[str, Any] | None:
+    """Warn when an int8 artifact's weights can saturate this CPU's kernel, and measure what that costs here."""
+    risk = (runtime.info() or {}).get("int8_saturation_risk")
+    if not risk:
+        return None
+    from edgemed.console import err_console
+    from edgemed.int8_kernels import check_here
+
+    err_console.print(f"warning: {risk}", style="yellow", markup=False, highlight=False)
+    check = {"risk": risk, **check_here(path, runtime, style, threads)}
+    if check["measured"]:
+        verdict = "within" if check["within_tolerance"] else "BEYOND"
+        at_export = check["max_abs_delta_at_export"]
+        err_console.print(f"on this CPU: max |delta log p| {check['max_abs_delta']:.3g} against {check['against']} "
+                          f"on {check['prompts']} verification prompts, {verdict} the tolerance {check['tolerance']:g}"
+                          + (f" (at export: {at_export:.3g})" if at_export is not None else ""),
+                          style="yellow", markup=False, highlight=False)
+    else:
+        err_console.print(f"not measured here: {check['why']}", style="yellow", markup=False, highlight=False)
+    return check
 
 
 def _write(out: Path, results: dict, predictions: list[dict], sweep_result: dict | None) -> None:

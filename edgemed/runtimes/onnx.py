@@ -257,7 +257,19 @@ class OnnxRuntime(Runtime):
             "takes_position_ids": self.takes_positions,
             "use_cache_branch": self.takes_cache_branch,
             "model_file": str(self.model_file),
+            **self.int8_kernel(),
         }
+
+    def int8_kernel(self) -> dict[str, Any]:
+        """For an int8 artifact: the u8s8 kernel this CPU runs, and the saturation risk of its weights here."""
+        from edgemed.int8_kernels import kernel_of, saturation_risk
+
+        manifest = self.manifest
+        if manifest.get("format") != "onnx-int8":
+            return {}
+        int8 = (manifest.get("export") or {}).get("int8") or {}
+        return {"int8_kernel": kernel_of(), "int8_weights_for": int8.get("for_kernel", "unrecorded"),
+                "int8_saturation_risk": saturation_risk(manifest)}
 
     def close(self) -> None:
         self._past = {}
