@@ -1,0 +1,240 @@
+"""``openvino-int8`` / ``openvino-int4``: OpenVINO IR with NNCF weight compression, without optimum-intel.
+
+The merged model goes through Optimum's ONNX export (the ``onnx`` artifact of the same run when there is one), then
+``openvino.convert_model`` reads that graph (inputs ``input_ids``, ``attention_mask``, ``position_ids``,
+``past_key_values.N.key/value``; outputs ``logits``, ``present.N.*``) and ``nncf.compress_weights`` compresses the
+weights of every MatMul and of the embedding:
+
+- ``openvino-int8``: ``INT8_ASYM``, per output channel (NNCF's default mode; data-free);
+- ``openvino-int4``: ``INT4_ASYM`` in groups of ``group_size`` (128, as optimum-intel's default; a weight whose
+  input width is not a multiple of it gets the largest power of two that fits, ``group_size_fallback``), on a
+  ``ratio`` of the layers; the embedding and the last MatMul (lm_head) keep NNCF's int8 backup unless
+  ``all_layers``. ``data_aware`` adds AWQ and scale estimation (``awq``, ``scale_estimation``) computed on the
+  training text recorded in the lineage: the training questions with their answers in the recorded prompt style,
+  never an evaluation question (a model edgemed did not train has none: refused);
+- ``openvino-int4-awq``: ``openvino-int4`` with ``data_aware`` on (its own format, so both can be benchmarked).
+
+Why not optimum-intel: 2.2 requires optimum 2.3 (and pulls torchvision) while optimum-onnx 0.1.0 pins optimum 2.1;
+the path here needs only openvino and nncf next to what the ``onnx`` format already uses. The IR is saved with its
+weights as compressed (``compress_to_fp16=False``: the non-compressed tensors stay fp32) and run by
+``edgemed.runtimes.openvino`` (openvino + tokenizers, no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgemed.errors import EdgemedError, require
+from edgemed.export.base import Exporter, source_lineage
+from edgemed.export.onnx import ONNX_FILE, OnnxExporter, export_onnx
+from edgemed.export.onnx_int4 import copy_beside
+from edgemed.registry import get_format
+
+XML_FILE = "openvino_model.xml"
+BIN_FILE = "openvino_model.bin"
+INT4_MODES = ("int4_asym", "int4_sym")
+FALLBACKS = ("adjust", "ignore", "error")
+
+
+class OpenVinoExporter(Exporter):
+    """Shared by both formats: ONNX export (or the sibling), convert, compress, save."""
+
+    requires = (*OnnxExporter.requires, "openvino", "nncf")
+
+    def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
+        require("openvino", get_format(self.name).extra, "OpenVINO export")
+        kwargs, record = self.compression(source, settings)
+        fp32 = self.sibling("onnx")
+        built_here = fp32 is None
+        if built_here:
+            fp32 = dest / ".fp32"
+            fp32.mkdir()
+            export_onnx(source, fp32, OnnxExporter.defaults)
+        try:
+            details = convert_and_compress(fp32, dest, kwargs, self.calibration_texts(source, settings))
+            copy_beside(fp32, dest)
+        finally:
+            if built_here:
+                shutil.rmtree(fp32, ignore_errors=True)
+        return {"from": "fresh fp32 export" if built_here else "onnx artifact", "converter": "openvino.convert_model "
+                "(ONNX frontend) + nncf.compress_weights", **record, **details}
+
+    def compression(self, source: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(keyword arguments of nncf.compress_weights, as names), (what goes in the manifest)."""
+        raise NotImplementedError
+
+    def calibration_texts(self, source: Path, settings: dict[str, Any]) -> list[str] | None:
+        return None
+
+
+class OpenVinoInt8Exporter(OpenVinoExporter):
+    defaults = {"mode": "int8_asym"}
+
+    def compression(self, source: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        if settings["mode"] not in ("int8_asym", "int8_sym"):
+            raise EdgemedError(f"openvino-int8: mode must be int8_asym or int8_sym, not {settings['mode']!r}")
+        return {"mode": settings["mode"]}, {"mode": settings["mode"], "group_size": "per channel",
+                                            "dataset": None}
+
+
+class OpenVinoInt4Exporter(OpenVinoExporter):
+    defaults = {"mode": "int4_asym", "group_size": 128, "group_size_fallback": "adjust", "ratio": 1.0,
+                "all_layers": False, "data_aware": False, "awq": True, "scale_estimation": True,
+                "calibration_questions": 128}
+
+    def compression(self, source: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        s = settings
+        if s["mode"] not in INT4_MODES:
+            raise EdgemedError(f"openvino-int4: mode must be one of {', '.join(INT4_MODES)}, not {s['mode']!r}")
+        if s["group_size_fallback"] not in FALLBACKS:
+            raise EdgemedError(f"openvino-int4: group_size_fallback must be one of {', '.join(FALLBACKS)}, not "
+                               f"{s['group_size_fallback']!r}")
+        if not isinstance(s["group_size"], int) or (s["group_size"] < 1 and s["group_size"] != -1):
+            raise EdgemedError(f"openvino-int4: group_size must be a positive integer or -1 (per channel), not "
+                               f"{s['group_size']!r}")
+        if not isinstance(s["ratio"], int | float) or not 0 < s["ratio"] <= 1:
+            raise EdgemedError(f"openvino-int4: ratio must be in (0, 1], not {s['ratio']!r}")
+        if not isinstance(s["calibration_questions"], int) or s["calibration_questions"] < 1:
+            raise EdgemedError("openvino-int4: calibration_questions must be a positive integer, not "
+                               f"{s['calibration_questions']!r}")
+        kwargs = {"mode": s["mode"], "group_size": s["group_size"], "ratio": float(s["ratio"]),
+                  "all_layers": bool(s["all_layers"]), "group_size_fallback": s["group_size_fallback"]}
+        if s["data_aware"]:
+            kwargs.update(awq=bool(s["awq"]), scale_estimation=bool(s["scale_estimation"]))
+        record = dict(kwargs)
+        record["backup"] = "int8_asym (embedding and lm_head)" if not s["all_layers"] else "none: all layers int4"
+        record["dataset"] = None
+        if s["data_aware"]:
+            self._calibration = training_texts(source, s["calibration_questions"])
+            record["dataset"] = self._calibration[1]
+        return kwargs, record
+
+    def calibration_texts(self, source: Path, settings: dict[str, Any]) -> list[str] | None:
+        return self._calibration[0] if settings["data_aware"] else None
+
+
+class OpenVinoInt4AwqExporter(OpenVinoInt4Exporter):
+    """``openvino-int4-awq``: openvino-int4 with AWQ and scale estimation on the lineage's training text."""
+
+    defaults = {**OpenVinoInt4Exporter.defaults, "data_aware": True}
+
+
+def training_texts(source: Path, limit: int) -> tuple[list[str], dict[str, Any]]:
+    """The lineage's training questions with their answers in the recorded prompt style (what training saw),
+    `limit` of them spread evenly, and their provenance. No evaluation question is ever among them."""
+    from edgemed.data import load_questions
+    from edgemed.prompts import get_style
+
+    lineage = source_lineage(source)
+    data = lineage.data or {}
+    if not lineage.trained or not data.get("source"):
+        raise EdgemedError(f"{source}: data-aware compression uses the training text recorded in the lineage, and "
+                           "this model has none (edgemed did not train it); drop data_aware")
+    questions, _ = load_questions(data["source"], data.get("split") or "train", cop_base=data.get("cop_base", "auto"),
+                                  skip_bad=bool(data.get("skip_bad_rows")), limit=data.get("limit"))
+    held = set(lineage.eval_ids or [])
+    by_id = {q.id: q for q in questions}
+    train = [by_id[i] for i in lineage.train_ids or [] if i in by_id and i not in held]
+    if not train:
+        raise EdgemedError(f"{source}: none of the lineage's {len(lineage.train_ids or [])} training ids is in "
+                           f"{data['source']} any more; re-train or drop data_aware")
+    step = max(len(train) / limit, 1.0)
+    picked = [train[int(i * step)] for i in range(min(limit, len(train)))]
+    style = get_style(lineage.prompt_style)
+    ids_hash = hashlib.sha256("\n".join(q.id for q in picked).encode()).hexdigest()
+    return [style.prompt(q) + style.target(q) for q in picked], {
+        "text": "training questions with their answers (prompt + training target)", "source": data["source"],
+        "split": data.get("split") or "train", "prompt_style": lineage.prompt_style, "questions": len(picked),
+        "of_training_questions": len(train), "ids_sha256": ids_hash, "evaluation_questions": 0}
+
+
+def _nncf_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+    args = dict(kwargs)
+    args["mode"] = getattr(nncf.CompressWeightsMode, args["mode"].upper())
+    fallback = args.pop("group_size_fallback", None)
+    if fallback is not None:
+        args["advanced_parameters"] = AdvancedCompressionParameters(
+            group_size_fallback_mode=getattr(GroupSizeFallbackMode, fallback.upper()))
+    return args
+
+
+def convert_and_compress(fp32: Path, dest: Path, kwargs: dict[str, Any], texts: list[str] | None) -> dict[str, Any]:
+    """ONNX -> OpenVINO model -> NNCF weight compression -> IR in `dest`; the weight types it holds."""
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(fp32 / ONNX_FILE))
+    args = _nncf_args(kwargs)
+    tokens = None
+    if texts is not None:
+        feeds = calibration_feeds(model, fp32, texts)
+        tokens = sum(int(f["input_ids"].shape[1]) for f in feeds)
+        args["dataset"] = nncf.Dataset(feeds)
+        args["subset_size"] = len(feeds)
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)  # its per-layer bit-width table goes to the manifest instead
+    try:
+        model = nncf.compress_weights(model, **args)
+    finally:
+        nncf_log.setLevel(level)
+    ov.save_model(model, str(dest / XML_FILE), compress_to_fp16=False)
+    if not (dest / BIN_FILE).is_file():
+        raise EdgemedError(f"OpenVINO wrote no {BIN_FILE} beside {XML_FILE}")
+    out: dict[str, Any] = {"weights": weight_types(model), "openvino": ov.__version__, "nncf": nncf.__version__}
+    if tokens is not None:
+        out["calibration_tokens"] = tokens
+    return out
+
+
+def calibration_feeds(model, fp32: Path, texts: list[str]) -> list[dict[str, Any]]:
+    """One input dict per text for the converted graph: its tokens from an empty cache (batch 1)."""
+    import numpy as np
+
+    from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
+
+    tok = FolderTokenizer(fp32, read_json(fp32 / "config.json"), read_json(fp32 / "generation_config.json"))
+    past = {}
+    for port in model.inputs:
+        name = port.get_any_name()
+        if name.startswith("past_key_values."):
+            shape = port.get_partial_shape()
+            past[name] = (shape[1].get_length(), shape[3].get_length())
+    names = {p.get_any_name() for p in model.inputs}
+    feeds = []
+    for text in texts:
+        ids = np.asarray([tok.encode(text)], dtype=np.int64)
+        n = ids.shape[1]
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, n), dtype=np.int64)}
+        if "position_ids" in names:
+            feed["position_ids"] = np.arange(n, dtype=np.int64)[None, :]
+        feed.update({k: np.zeros((1, h, 0, d), dtype=np.float32) for k, (h, d) in past.items()})
+        feeds.append(feed)
+    return feeds
+
+
+def weight_types(model) -> dict[str, dict[str, int]]:
+    """Constant tensors of the compressed model by element type: how many and their bytes (what the IR holds)."""
+    out: dict[str, dict[str, int]] = {}
+    for op in model.get_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        t = op.get_output_element_type(0)
+        shape = op.get_output_shape(0)
+        n = 1
+        for d in shape:
+            n *= int(d)
+        if n < 1024:  # shapes, axes, scalars
+            continue
+        entry = out.setdefault(t.get_type_name(), {"tensors": 0, "elements": 0})
+        entry["tensors"] += 1
+        entry["elements"] += n
+    return out
