@@ -46,7 +46,8 @@ class BenchConfig:
         n_prompt: tokens of the prompt-processing test (pp), llama-bench's -p.
         n_gen: tokens of the generation test (tg, end-of-turn ignored), llama-bench's -n.
         repetitions: repetitions of each pp/tg test and of each latency prompt, llama-bench's -r.
-        warmup: warm-up passes before pp/tg and latency (not measured).
+        warmup: warm-up passes, not measured: before pp a whole pp run, before tg one token step (as llama-bench
+            does), before the latency samples one answer of the first prompt.
         latency_prompts: MedMCQA prompts in the latency set (answer latency and TTFT samples =
             latency_prompts x repetitions; p95 is reported from 20 samples on).
         gen_tokens: at most this many tokens per timed greedy MedMCQA answer (TTFT and answer generation time;

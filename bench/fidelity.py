@@ -40,11 +40,15 @@ TAIL_SAMPLES = 64
 
 @dataclass
 class Sequence:
-    """One fresh sequence and the rows [first, last) of it that are scored (row i predicts token i+1)."""
+    """One fresh sequence and the rows [first, last) of it that are scored (row i predicts token i+1). A question's
+    sequence (prompt + answer) also names the question and the row after its prompt, where the letter log-probs
+    that eval scores sit (None when the prompt's tokens are not a prefix of the sequence's)."""
 
     ids: list[int]
     first: int
     last: int
+    question: str | None = None
+    answer_row: int | None = None
 
 
 def question_sequences(runtime, questions, style: str) -> list[Sequence]:
@@ -54,9 +58,11 @@ def question_sequences(runtime, questions, style: str) -> list[Sequence]:
     seqs = []
     ctx = runtime.context_length
     for q in questions:
+        prompt = runtime.tokenize(st.prompt(q))
         ids = runtime.tokenize(st.prompt(q) + st.target(q))
         if len(ids) >= 2 and (not ctx or len(ids) <= ctx):  # longer than the context: skipped, as in scoring
-            seqs.append(Sequence(ids, 0, len(ids) - 1))
+            row = len(prompt) - 1 if 0 < len(prompt) < len(ids) and ids[: len(prompt)] == prompt else None
+            seqs.append(Sequence(ids, 0, len(ids) - 1, q.id, row))
     return seqs
 
 
@@ -110,9 +116,12 @@ def _tail_draws(lp: np.ndarray, top_idx: np.ndarray, rng: np.random.Generator,
     return out
 
 
-def save_reference(runtime, sequences: list[Sequence], folder: Path, top_k: int, on_progress=None) -> dict[str, Any]:
+def save_reference(runtime, sequences: list[Sequence], folder: Path, top_k: int, on_progress=None,
+                   on_rows=None) -> dict[str, Any]:
     """Run the reference over `sequences`; store its top-k, tail draws and target log-probs under `folder`
-    (memory-mapped: bounded memory whatever the number of tokens)."""
+    (memory-mapped: bounded memory whatever the number of tokens). Returns the meta record with ``self``: the
+    reference's own fidelity summary (KLD 0, its perplexity), read from this very pass. `on_rows(n, lp)` sees
+    each sequence's full log-prob rows (eval reads its letters there: one forward pass for both)."""
     from edgemed.fsutil import atomic_write_json
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,8 +135,12 @@ def save_reference(runtime, sequences: list[Sequence], folder: Path, top_k: int,
     target = np.empty(rows, dtype=np.float32)
     seq_of_row = np.empty(rows, dtype=np.int32)
     at = 0
+    same = np.empty(rows, dtype=bool)
     for n, s in enumerate(sequences):
-        lp = runtime.sequence_logprobs(s.ids)[s.first : s.last]
+        full = runtime.sequence_logprobs(s.ids)
+        if on_rows:
+            on_rows(n, full)
+        lp = full[s.first : s.last]
         i, v = _top_k(lp, k)
         m = len(lp)
         idx[at : at + m], val[at : at + m] = i, v
@@ -135,6 +148,7 @@ def save_reference(runtime, sequences: list[Sequence], folder: Path, top_k: int,
         tidx[at : at + m], tval[at : at + m] = draws, np.take_along_axis(lp, draws.astype(np.int64), axis=1)
         target[at : at + m] = lp[np.arange(m), s.ids[s.first + 1 : s.last + 1]]
         seq_of_row[at : at + m] = n
+        same[at : at + m] = lp.argmax(axis=1) == i[:, 0]
         at += m
         if on_progress:
             on_progress(n + 1, len(sequences))
@@ -146,7 +160,14 @@ def save_reference(runtime, sequences: list[Sequence], folder: Path, top_k: int,
     meta = {"rows": rows, "top_k": k, "tail_samples": TAIL_SAMPLES, "vocab_size": runtime.vocab_size,
             "sequences": [asdict(s) for s in sequences]}
     atomic_write_json(folder / META, meta)
-    return meta
+    # against itself every stored value is its own: KL terms are exactly 0 (what a second pass computed before)
+    zeros = np.zeros(rows)
+    tail_mass = np.clip(1.0 - np.exp(np.load(folder / "topk_logp.npy", mmap_mode="r").astype(np.float64)).sum(1),
+                        0.0, 1.0)
+    own = fidelity_summary(zeros, same, target.astype(np.float64), target.astype(np.float64), seq_of_row, k,
+                           float(tail_mass.mean()) if rows else 0.0)
+    own.update(kld_topk_bound_mean=0.0, tail_samples=TAIL_SAMPLES)
+    return {**meta, "self": own}
 
 
 def load_reference(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -179,8 +200,16 @@ def token_divergence(lq: np.ndarray, ref_idx: np.ndarray, ref_lp: np.ndarray, ta
     return kl_top + tail, bound, r
 
 
-def compare_with_reference(runtime, folder: Path, on_progress=None) -> dict[str, Any]:
-    """This runtime's fidelity to the stored reference, over the very token ids the reference scored."""
+def reference_sequences(folder: Path) -> list[Sequence]:
+    """The sequences the stored reference scored (an older store has no question/answer_row fields)."""
+    meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    known = set(Sequence.__dataclass_fields__)
+    return [Sequence(**{k: v for k, v in s.items() if k in known}) for s in meta["sequences"]]
+
+
+def compare_with_reference(runtime, folder: Path, on_progress=None, on_rows=None) -> dict[str, Any]:
+    """This runtime's fidelity to the stored reference, over the very token ids the reference scored;
+    `on_rows(n, lp)` sees each sequence's full log-prob rows, as in :func:`save_reference`."""
     meta, ref = load_reference(folder)
     if meta["vocab_size"] != runtime.vocab_size:
         raise EdgemedError(
@@ -191,7 +220,10 @@ def compare_with_reference(runtime, folder: Path, on_progress=None) -> dict[str,
     at = 0
     seqs = meta["sequences"]
     for n, s in enumerate(seqs):
-        lp = runtime.sequence_logprobs(s["ids"])[s["first"] : s["last"]]
+        full = runtime.sequence_logprobs(s["ids"])
+        if on_rows:
+            on_rows(n, full)
+        lp = full[s["first"] : s["last"]]
         m = len(lp)
         ref_lp = np.asarray(ref["topk_logp"][at : at + m])
         est, low, outside = token_divergence(lp, ref["topk_idx"][at : at + m], ref_lp, ref["tail_idx"][at : at + m],

@@ -85,6 +85,16 @@ def question_source(settings: dict[str, Any]) -> str:
     return f"{source}{split}: {how}" if how else f"{source}{split}"
 
 
+LLAMA_BENCH_DEFAULTS = (("n_prompt", "-p", 512), ("n_gen", "-n", 128), ("repetitions", "-r", 5))
+
+
+def below_llama_bench(settings: dict[str, Any]) -> str:
+    """What these settings lower below llama-bench's own defaults, said beside the table ('' when nothing)."""
+    low = [f"{flag} {settings[key]} < {default}" for key, flag, default in LLAMA_BENCH_DEFAULTS
+           if isinstance(settings.get(key), int) and settings[key] < default]
+    return f" (below llama-bench's defaults: {', '.join(low)})" if low else ""
+
+
 def int8_notes(results: list[ArtifactResult]) -> list[str]:
     """One line per int8 artifact whose weights can saturate this CPU's kernel, with the KLD measured here."""
     lines = []
@@ -106,8 +116,9 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     lines.append(
         f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({question_source(settings)}), "
         f"{settings.get('threads')} threads on {settings.get('device')}, pp{settings.get('n_prompt')} / "
-        f"tg{settings.get('n_gen')} x {settings.get('repetitions')} repetitions after {settings.get('warmup')} "
-        f"warm-up, wait policy {settings.get('wait_policy')}. Best value per column in **bold**."
+        f"tg{settings.get('n_gen')} x {settings.get('repetitions')} repetitions{below_llama_bench(settings)} after "
+        f"{settings.get('warmup')} warm-up, wait policy {settings.get('wait_policy')}. "
+        "Best value per column in **bold**."
     )
     busy = [r for r in results if r.ok and r.busy]
     if busy:

@@ -3,7 +3,9 @@
 - pp: a fresh sequence of ``n_prompt`` random token ids evaluated at once; tokens/s = n_prompt / time.
 - tg: ``n_gen`` single-token steps from an empty cache, each feeding a random token id (end-of-turn cannot
   stop it); tokens/s = n_gen / time. Like llama-bench's test_gen, nothing is sampled.
-Each test runs ``warmup`` unmeasured times, then ``repetitions`` times; the result has llama-bench's names
+Each test runs ``warmup`` unmeasured times, then ``repetitions`` times. As in llama-bench, pp's warm-up is a whole
+pp run and tg's a single step (llama-bench's ``test_gen(ctx, 1)``; here one prefill and one decode, so that both
+of the runtime's code paths are warm). The result has llama-bench's names
 (``n_prompt``, ``n_gen``, ``avg_ts``, ``stddev_ts``, ``samples_ts``, ``samples_ns``, ``avg_ns``).
 """
 
@@ -45,13 +47,14 @@ def prompt_processing(runtime, n_prompt: int, repetitions: int, warmup: int, see
 
 def text_generation(runtime, n_gen: int, repetitions: int, warmup: int, seed: int = 1) -> dict[str, Any]:
     ids = random_tokens(runtime.vocab_size, n_gen, seed)
+    for _ in range(warmup):
+        runtime._prefill(ids[:1])
+        runtime._decode(ids[1])
     seconds = []
-    for rep in range(warmup + repetitions):
+    for _ in range(repetitions):
         start = time.perf_counter()
         runtime._prefill(ids[:1])
         for token in ids[1:]:
             runtime._decode(token)
-        elapsed = time.perf_counter() - start
-        if rep >= warmup:
-            seconds.append(elapsed)
+        seconds.append(time.perf_counter() - start)
     return _result(0, n_gen, n_gen, seconds)

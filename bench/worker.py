@@ -57,15 +57,17 @@ def _peak_gpu_bytes() -> int | None:
 
 
 def measure_latency(runtime, prompts: list[str], repetitions: int, warmup: int, gen_tokens: int) -> dict[str, Any]:
-    """Answer latency (letter log-probs of one prompt) and TTFT of one greedy answer per prompt, after warm-up."""
+    """Answer latency (letter log-probs of one prompt) and TTFT of one greedy answer per prompt, after `warmup`
+    unmeasured answers of the first prompt (they warm the same code paths as a whole unmeasured round would)."""
     samples: dict[str, list[float]] = {k: [] for k in ("answer_ms", "ttft_ms", "generate_ms")}
     prompt_tokens: list[int] = []
     new_tokens: list[int] = []
-    total = (warmup + repetitions) * len(prompts)
+    total = warmup + repetitions * len(prompts)
     done = 0
-    for rep in range(warmup + repetitions):
+    rounds = [prompts[:1]] * warmup + [prompts] * repetitions
+    for rep, round_prompts in enumerate(rounds):
         measured = rep >= warmup
-        for prompt in prompts:
+        for prompt in round_prompts:
             start = time.perf_counter()
             runtime.letter_logprobs([prompt], batch_size=1)
             answer_s = time.perf_counter() - start
@@ -130,12 +132,13 @@ def run(job: Job) -> dict[str, Any]:
     tg = throughput.text_generation(runtime, config.n_gen, config.repetitions, config.warmup)
     serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
 
-    say(f"accuracy on {len(questions)} questions")
+    letters: dict[str, Any] = {}
+    fid = _fidelity(job, runtime, questions, style, letters)
+    say(f"accuracy on {len(questions)} questions ({len(letters)} read from the fidelity pass)")
     start = time.perf_counter()
     result = evaluate(runtime, questions, scoring="logprob", style=style,
-                      batch_size=config.batch_size, show_progress=False)
+                      batch_size=config.batch_size, show_progress=False, letter_rows=letters)
     eval_s = time.perf_counter() - start
-    fid = _fidelity(job, runtime, questions, style)
     runtime.close()
     return {
         "name": target.name,
@@ -163,8 +166,10 @@ def run(job: Job) -> dict[str, Any]:
     }
 
 
-def _fidelity(job: Job, runtime, questions, style: str) -> dict[str, Any] | None:
-    """Store the reference's log-probs (reference job), then compare this runtime with them."""
+def _fidelity(job: Job, runtime, questions, style: str, letters: dict[str, Any]) -> dict[str, Any] | None:
+    """Store the reference's log-probs (reference job; its own summary comes from that pass), else compare this
+    runtime with them. Each question's letter log-probs are read from its sequence into `letters` (by id), so that
+    accuracy needs no second forward pass."""
     from edgemed.bench import fidelity
 
     if not job.config.fidelity or job.fidelity_dir is None:
@@ -174,13 +179,40 @@ def _fidelity(job: Job, runtime, questions, style: str) -> dict[str, Any] | None
     if job.is_reference:
         seqs = fidelity.build_sequences(runtime, job.config, questions, style)
         say(f"fidelity: storing the reference's top-{job.config.fidelity_top_k} log-probs of {len(seqs)} sequences")
-        fidelity.save_reference(runtime, seqs, folder, job.config.fidelity_top_k)
+        out = fidelity.save_reference(runtime, seqs, folder, job.config.fidelity_top_k,
+                                      on_rows=letter_tap(runtime, questions, style, seqs, letters))["self"]
     elif not (folder / fidelity.META).is_file():
         return None  # the reference did not run: nothing to compare with
-    say("fidelity: KL divergence against the reference")
-    out = fidelity.compare_with_reference(runtime, folder)
+    else:
+        say("fidelity: KL divergence against the reference")
+        tap = letter_tap(runtime, questions, style, fidelity.reference_sequences(folder), letters)
+        out = fidelity.compare_with_reference(runtime, folder, on_rows=tap)
     out["seconds"] = time.perf_counter() - start
+    out["letter_rows_read"] = len(letters)
     return out
+
+
+def letter_tap(runtime, questions, style: str, seqs, letters: dict[str, Any]):
+    """A callback for the fidelity pass that keeps, per question, the letter log-probs at the row after its prompt,
+    where this runtime's own tokens of the prompt are exactly the sequence's first tokens (else eval scores it
+    apart, as before)."""
+    from edgemed.prompts import get_style
+
+    st = get_style(style)
+    by_id = {q.id: q for q in questions}
+    plan = {}
+    for n, s in enumerate(seqs):
+        q = by_id.get(s.question)
+        if q is not None and s.answer_row is not None and runtime.tokenize(st.prompt(q)) == s.ids[: s.answer_row + 1]:
+            plan[n] = (q.id, s.answer_row)
+    letter_ids = runtime.letter_ids
+
+    def on_rows(n: int, lp) -> None:
+        if n in plan:
+            qid, row = plan[n]
+            letters[qid] = lp[row, letter_ids]
+
+    return on_rows
 
 
 def main(argv: list[str] | None = None) -> int:

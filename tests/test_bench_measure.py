@@ -143,3 +143,39 @@ def test_help_texts_print_percent_signs_once(capsys):
             build_parser().parse_args(argv)
         seen += capsys.readouterr().out
     assert "%%" not in seen and "95% Wilson" in seen
+
+
+def test_one_pass_scores_letters_and_fidelity_as_the_two_passes_did(tiny_model, tmp_path):
+    """The bench reads each question's letter log-probs from its fidelity sequence (prompt + answer) instead of a
+    second forward pass: the predictions are those of eval's own pass, and every fidelity figure is the one the
+    separate passes gave (the reference's own summary included, now read from its storing pass)."""
+    from edgemed.bench.fidelity import compare_with_reference, question_sequences, save_reference
+    from edgemed.bench.worker import letter_tap
+    from edgemed.data import load_questions
+    from edgemed.evaluator.run import evaluate
+    from edgemed.runtimes.hf import TransformersRuntime
+
+    questions = load_questions("sample", limit=12)[0]
+    with TransformersRuntime(tiny_model, threads=1, device="cpu", dtype="float32") as rt:
+        style = rt.prompt_style
+        before = evaluate(rt, questions, style=style, show_progress=False)
+        seqs = question_sequences(rt, questions, style)
+        assert all(s.answer_row is not None for s in seqs)
+        two = save_reference(rt, seqs, tmp_path / "a", 64)
+        two_self = compare_with_reference(rt, tmp_path / "a")
+        letters: dict = {}
+        one = save_reference(rt, seqs, tmp_path / "b", 64, on_rows=letter_tap(rt, questions, style, seqs, letters))
+        after = evaluate(rt, questions, style=style, show_progress=False, letter_rows=letters)
+        assert after.timing["letter_rows_shared"] == len(questions)
+        # an artifact compared with the stored reference: the same figures with or without the tap
+        tapped: dict = {}
+        cmp_tap = compare_with_reference(rt, tmp_path / "b", on_rows=letter_tap(rt, questions, style, seqs, tapped))
+        cmp_plain = compare_with_reference(rt, tmp_path / "b")
+    assert [p["predicted"] for p in after.predictions] == [p["predicted"] for p in before.predictions]
+    assert after.accuracy == before.accuracy
+    for a, b in zip(after.predictions, before.predictions, strict=True):
+        assert max(abs(a["probs"][k] - b["probs"][k]) for k in "ABCD") < 1e-4
+    assert set(tapped) == set(letters)
+    assert cmp_tap == cmp_plain
+    assert {k: v for k, v in one["self"].items()} == {k: v for k, v in two_self.items()}
+    assert {k: two[k] for k in ("rows", "top_k", "sequences")} == {k: one[k] for k in ("rows", "top_k", "sequences")}

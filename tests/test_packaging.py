@@ -168,3 +168,35 @@ def test_tomli_is_a_base_dependency_on_python_310():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.replace(" ", "").startswith("tomli") and "python_version<\"3.11\"" in d.replace(" ", "")
                for d in deps), deps
+
+
+def test_wheel_install_runs_eval_and_bench_from_inside_the_clone(wheel, tmp_path, tiny_model):
+    """A CI job's `pip install .` then `edgemed bench` with the clone as the current directory: the child processes
+    (bench worker, export verification) must import the installed wheel, not the clone's edgemed/ (which has no
+    bench/ or export/ sub-packages)."""
+    fresh = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(fresh)], check=True, timeout=120)
+    py = fresh / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # the dependencies come from this venv as plain paths: its .pth files (the editable edgemed) are not read
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "edgemed_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-compile",
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    where = subprocess.run([str(py), "-c", "import edgemed, edgemed.bench; print(edgemed.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(site), where
+    edgemed = str(fresh / "bin" / "edgemed")
+    arts = tmp_path / "artifacts"
+    run = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 900}
+    export = subprocess.run([edgemed, "export", str(tiny_model), "--formats", "gguf-q8_0", "--out", str(arts)], **run)
+    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]  # verification ran in a child
+    ev = subprocess.run([edgemed, "eval", str(arts / "gguf-q8_0"), "--limit", "3", "--out", str(tmp_path / "ev")],
+                        **run)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    bench = subprocess.run([edgemed, "bench", str(arts), "--limit", "3", "-r", "1", "-p", "16", "-n", "4",
+                            "--latency-prompts", "1", "--warmup", "0", "--out", str(tmp_path / "bench")], **run)
+    assert bench.returncode == 0, bench.stdout[-2000:] + bench.stderr[-2000:]
+    doc = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert [a["status"] for a in doc["artifacts"]] == ["ok"]

@@ -88,10 +88,16 @@ def _probs_dict(row: np.ndarray) -> dict[str, float]:
     return {a: float(v) for a, v in zip(LETTERS, row, strict=True)}
 
 
-def _letter_rows(runtime: Runtime, prompts: list[str], batch_size: int, tick) -> np.ndarray:
-    """Letter log-probs for every prompt, batched by similar length (less padding), returned in input order."""
-    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+def _letter_rows(runtime: Runtime, prompts: list[str], batch_size: int, tick,
+                 given: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Letter log-probs for every prompt, batched by similar length (less padding), returned in input order;
+    the rows in `given` (by prompt index) were read from another pass over the same tokens and are not recomputed."""
+    given = given or {}
     out = np.zeros((len(prompts), 4))
+    for i, row in given.items():
+        out[i] = row
+    tick(len(given))
+    order = sorted((i for i in range(len(prompts)) if i not in given), key=lambda i: (len(prompts[i]), i))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         out[idx] = runtime.letter_logprobs([prompts[i] for i in idx], batch_size)
@@ -126,12 +132,15 @@ def evaluate(
     show_progress: bool = True,
     examples: int = 5,
     letter_probs: bool = True,
+    letter_rows: dict[str, np.ndarray] | None = None,
     **gen_options: Any,
 ) -> EvalResult:
     """Score every question; see the module docstring for the modes.
 
     gen_options (generate/legacy): max_new_tokens, temperature, top_p, seed. With letter_probs (default) the
     generate/legacy modes also record the A-D distribution after "Answer:" for calibration and comparison.
+    letter_rows: the letter log-probs of some questions (by id) already read from a pass over the same tokens
+    (the bench's fidelity pass scores each question with its answer; the row after the prompt is this one).
     """
     if scoring not in SCORINGS:
         raise EdgemedError(f"unknown scoring '{scoring}'; use one of {', '.join(SCORINGS)}")
@@ -164,8 +173,11 @@ def evaluate(
     with _progress(show_progress, f"eval {scoring}", steps) as tick:
         if scoring == "logprob" or letter_probs:
             t0 = time.perf_counter()
-            lp = _letter_rows(runtime, prompts, batch_size, tick)
+            given = {i: letter_rows[q.id] for i, q in enumerate(questions) if letter_rows and q.id in letter_rows}
+            lp = _letter_rows(runtime, prompts, batch_size, tick, given)
             timing["letter_pass_s"] = time.perf_counter() - t0
+            if letter_rows is not None:
+                timing["letter_rows_shared"] = len(given)
             with np.errstate(invalid="ignore"):
                 probs = softmax_rows(lp)
             mass = np.exp(lp).sum(axis=1)
