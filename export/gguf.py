@@ -1,4 +1,4 @@
-"""``gguf-f16``, ``gguf-q8_0``, ``gguf-q4_k_m`` and any other ``gguf-<ftype>`` llama.cpp knows.
+"""``gguf-f16``, ``gguf-q8_0``, ``gguf-q4_k_m``, any ``gguf-<ftype>`` llama.cpp knows, and ``gguf-<ftype>-imatrix``.
 
 f16 comes from llama.cpp's HF->GGUF converter (``convert_hf_to_gguf.py``), run as a subprocess from its
 own folder because it ships its own copy of the ``gguf`` module, which would shadow the ``gguf`` package
@@ -8,6 +8,12 @@ a subprocess so llama.cpp's per-tensor log goes to a file and a native crash can
 
 K-quants work on 256-wide blocks: tensors whose row width is not a multiple of 256 (SmolLM2's 576, the
 tiny test model's 64) fall back to a legacy type, so the manifest records the effective type mix.
+
+A calibrated format (``gguf-<ftype>-imatrix``) and any tensor-type override (settings ``output_tensor_type``,
+``token_embedding_type``, ``tensor_types``: llama-quantize's ``--output-tensor-type``, ``--token-embedding-type``,
+``--tensor-type REGEX=TYPE``) go through llama.cpp's own ``llama-quantize`` (the C API takes the matrix as a C++
+map, which the Python binding cannot build), built once by :mod:`edgemed.llama_tools`; the matrix comes from
+:mod:`edgemed.export.gguf_imatrix`. Plain types without overrides keep ``llama_model_quantize`` (no build needed).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError
 from edgemed.child import python_module
+from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter
+from edgemed.export.gguf_types import refusal, split_format
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
 CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
@@ -74,6 +81,14 @@ def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: 
         raise EdgemedError(f"llama.cpp could not quantize to {ftype}: {why}")
 
 
+def run_logged(cmd: list[str], log: Path, what: str, **kw: Any) -> None:
+    """Run a llama.cpp tool with its output in `log` (removed when it succeeds); EdgemedError naming why not."""
+    outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ}, **kw)
+    if not outcome.ok:
+        raise EdgemedError(f"{what} ({outcome.describe()}): {why}")
+    log.unlink(missing_ok=True)
+
+
 def _run(cmd: list[str], log: Path | None, **kw: Any) -> tuple[Any, str]:
     """(outcome, why it failed) of edgemed.child.run_child, the log kept at `log` (else in a temporary file)."""
     import tempfile
@@ -115,15 +130,42 @@ def tensor_types(path: Path) -> dict[str, Any]:
     }
 
 
+FLOAT_TYPES = ("f32", "f16", "bf16")
+OVERRIDE_KEYS = ("output_tensor_type", "token_embedding_type", "tensor_types")
+FLAG_OF = {"output_tensor_type": "--output-tensor-type", "token_embedding_type": "--token-embedding-type",
+           "tensor_types": "--tensor-type"}
+FLAG_NAME = {"output_tensor_type": "--gguf-output-type", "token_embedding_type": "--gguf-token-embedding-type"}
+
+
 class GgufExporter(Exporter):
-    """Any llama.cpp file type: the format name is ``gguf-<ftype>``."""
+    """Any llama.cpp file type: the format name is ``gguf-<ftype>``, or ``gguf-<ftype>-imatrix`` (calibrated).
+
+    Settings (quantized types): output_tensor_type, token_embedding_type, tensor_types ["REGEX=TYPE", ...];
+    calibrated formats add imatrix (a llama-imatrix file to use instead of computing one), imatrix_ctx (chunk
+    size, 512) and imatrix_chunks (default: all). Only the settings given are recorded, so an artifact exported
+    before these existed stays up to date."""
 
     requires = ("llama_cpp", "gguf", "torch", "transformers")
     defaults: dict[str, Any] = {}
 
+    def __init__(self, name: str, threads: int | None = None, siblings: Path | None = None, **settings: Any):
+        from edgemed.export.gguf_imatrix import DEFAULT_CTX
+
+        ftype, calibrated = split_format(name)
+        self.defaults = {} if ftype in FLOAT_TYPES else dict.fromkeys(OVERRIDE_KEYS)
+        if calibrated:
+            self.defaults.update(imatrix=None, imatrix_ctx=DEFAULT_CTX, imatrix_chunks=None)
+        super().__init__(name, threads, siblings, **settings)
+        self.settings = {k: v for k, v in self.settings.items() if v is not None and v != []}
+        _check_settings(name, self.settings)
+
     @property
     def ftype(self) -> str:
-        return self.name.removeprefix("gguf-")
+        return split_format(self.name)[0]
+
+    @property
+    def calibrated(self) -> bool:
+        return split_format(self.name)[1]
 
     def available(self) -> str | None:
         reason = super().available()
@@ -137,29 +179,150 @@ class GgufExporter(Exporter):
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         outfile = dest / f"model-{self.ftype}.gguf"
-        if self.ftype in ("f32", "f16", "bf16"):
+        if self.ftype in FLOAT_TYPES:
             convert(source, outfile, self.ftype, log=dest / ".convert.log")
             (dest / ".convert.log").unlink()
             return {"file": outfile.name, "made_by": "convert_hf_to_gguf.py", **tensor_types(outfile)}
         known = ftypes()
         if self.ftype not in known:
             raise EdgemedError(f"unknown GGUF type '{self.ftype}'; llama.cpp knows: {', '.join(sorted(known))}")
+        text = None
+        if self.calibrated:  # the cheap checks first: no training text, or a matrix for another model
+            from edgemed.export.gguf_imatrix import check_fits, read_imatrix, training_text
+
+            if settings.get("imatrix"):
+                check_fits(Path(settings["imatrix"]), read_imatrix(Path(settings["imatrix"])), source)
+            else:
+                text = training_text(source)
         sibling = self.sibling("gguf-f16")
         f16 = next(sibling.glob("*.gguf"), None) if sibling else None
         if f16 is None:
             f16 = dest / ".f16.gguf"
             convert(source, f16, "f16", log=dest / ".convert.log")
             (dest / ".convert.log").unlink()
-        quantize(f16, outfile, self.ftype, self.threads, log=dest / ".quantize.log")
-        (dest / ".quantize.log").unlink()
-        if f16.parent == dest:
-            f16.unlink()
-        return {
-            "file": outfile.name,
-            "made_by": "llama_model_quantize",
-            "from": "gguf-f16 artifact" if sibling else "fresh f16 conversion",
-            **tensor_types(outfile),
-        }
+        try:
+            if self.calibrated or any(k in settings for k in OVERRIDE_KEYS):
+                details = self._llama_quantize(source, f16, outfile, settings, text)
+            else:
+                quantize(f16, outfile, self.ftype, self.threads, log=dest / ".quantize.log")
+                (dest / ".quantize.log").unlink()
+                details = {"made_by": "llama_model_quantize"}
+        finally:
+            if f16.parent == dest:
+                f16.unlink(missing_ok=True)
+        return {"file": outfile.name, **details, "from": "gguf-f16 artifact" if sibling else "fresh f16 conversion",
+                **tensor_types(outfile)}
+
+    def _llama_quantize(self, source: Path, f16: Path, outfile: Path, settings: dict[str, Any],
+                        text: tuple[str, dict[str, Any]] | None) -> dict[str, Any]:
+        """llama-quantize f16 -> outfile with the matrix (computed, reused or given) and the overrides."""
+        from edgemed.export.gguf_imatrix import provide, reach
+        from edgemed.llama_tools import ensure_tools
+
+        dest = outfile.parent
+        flags: list[str] = []
+        record = None
+        if self.calibrated:
+            name = f"model-{self.ftype}.imatrix"
+            record = provide(self, source, f16, dest, name, text)
+            flags += ["--imatrix", name]
+        for key in OVERRIDE_KEYS:
+            values = settings.get(key)
+            for value in values if isinstance(values, list) else [values] if values else []:
+                flags += [FLAG_OF[key], str(value)]
+        tool = ensure_tools(("llama-quantize",))["llama-quantize"]
+        args = [*flags, str(f16), outfile.name, self.ftype.upper(), *([str(self.threads)] if self.threads else [])]
+        run_logged([str(tool), *args], dest / ".quantize.log", f"llama-quantize could not make {self.ftype}", cwd=dest)
+        if record is not None:
+            record["reach"] = reach(outfile, dest / record["file"])
+        command = ["llama-quantize", *flags, "model-f16.gguf", *args[len(flags) + 1:]]
+        return {"made_by": "llama-quantize", "quantize": {"tool": str(tool), "command": command,
+                                                          "overrides": {k: settings[k] for k in OVERRIDE_KEYS
+                                                                        if k in settings}},
+                **({"imatrix": record} if record is not None else {})}
+
+
+def ggml_type_names() -> set[str] | None:
+    """ggml tensor type names (q8_0, q6_k, f16, ...) as llama-quantize parses them; None without the gguf package."""
+    try:
+        from gguf import GGMLQuantizationType
+    except ImportError:
+        return None
+    return {t.name.lower() for t in GGMLQuantizationType}
+
+
+def _check_settings(name: str, settings: dict[str, Any]) -> None:
+    """Refuse bad override types, patterns and matrix settings before any work (EdgemedError naming the flag)."""
+    import re
+
+    ftype, calibrated = split_format(name)
+    why = refusal(ftype, calibrated)
+    if why:
+        raise EdgemedError(f"{name}: {why}")
+    types = ggml_type_names()
+    for key in ("output_tensor_type", "token_embedding_type"):
+        value = settings.get(key)
+        if value is not None and types is not None and str(value).lower() not in types:
+            raise EdgemedError(f"{FLAG_NAME[key]} {value}: not a ggml type; known: "
+                               f"{', '.join(sorted(types))}")
+    rules = settings.get("tensor_types") or []
+    if not isinstance(rules, list):
+        raise EdgemedError(f"{name}: tensor_types must be a list of REGEX=TYPE strings")
+    for rule in rules:
+        pattern, sep, tname = str(rule).partition("=")
+        if not sep or not pattern or not tname:
+            raise EdgemedError(f"--gguf-tensor-type {rule}: give REGEX=TYPE, e.g. attn_v=q8_0")
+        if types is not None and tname.lower() not in types:
+            raise EdgemedError(f"--gguf-tensor-type {rule}: '{tname}' is not a ggml type; known: "
+                               f"{', '.join(sorted(types))}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise EdgemedError(f"--gguf-tensor-type {rule}: '{pattern}' is not a regular expression ({exc})") from None
+    _check_matrix_settings(settings)
+
+
+def _check_matrix_settings(settings: dict[str, Any]) -> None:
+    from edgemed.export.gguf_imatrix import file_sha256, read_imatrix
+
+    ctx, chunks = settings.get("imatrix_ctx"), settings.get("imatrix_chunks")
+    if ctx is not None and (not isinstance(ctx, int) or ctx < 32):
+        raise EdgemedError(f"--imatrix-ctx {ctx}: give a chunk size of at least 32 tokens (llama-imatrix: 512)")
+    if chunks is not None and (not isinstance(chunks, int) or chunks < 1):
+        raise EdgemedError(f"--imatrix-chunks {chunks}: give at least 1 (default: every chunk of the text)")
+    if settings.get("imatrix"):
+        path = Path(settings["imatrix"]).expanduser().resolve()
+        read_imatrix(path)  # truncated or foreign: refused now, naming the file
+        settings["imatrix"] = str(path)
+        settings["imatrix_sha256"] = file_sha256(path)  # the same path with other contents is another setting
+
+
+def gguf_settings(formats: list[str], *, imatrix: Path | None = None, imatrix_ctx: int | None = None,
+                  imatrix_chunks: int | None = None, output_type: str | None = None,
+                  token_embedding_type: str | None = None, tensor_types: list[str] | None = None,
+                  ) -> dict[str, dict[str, Any]]:
+    """Per-format exporter settings from export's GGUF flags: the overrides for every quantized GGUF format, the
+    matrix settings for every calibrated one; a flag that no requested format takes is refused."""
+    quantized = [f for f in formats if f.startswith("gguf") and split_format(f)[0] not in FLOAT_TYPES]
+    calibrated = [f for f in quantized if split_format(f)[1]]
+    overrides = {"output_tensor_type": output_type, "token_embedding_type": token_embedding_type,
+                 "tensor_types": list(tensor_types) if tensor_types else None}
+    matrix = {"imatrix": str(imatrix) if imatrix else None, "imatrix_ctx": imatrix_ctx,
+              "imatrix_chunks": imatrix_chunks}
+    if any(v is not None for v in overrides.values()) and not quantized:
+        raise EdgemedError("--gguf-output-type/--gguf-token-embedding-type/--gguf-tensor-type apply to quantized GGUF "
+                           "formats, and none is requested; add one to --formats (e.g. gguf-q4_k_m)")
+    if any(v is not None for v in matrix.values()) and not calibrated:
+        raise EdgemedError("--imatrix/--imatrix-ctx/--imatrix-chunks apply to calibrated GGUF formats "
+                           "(gguf-<type>-imatrix), and none is requested; add one to --formats (e.g. "
+                           "gguf-q4_k_m-imatrix)")
+    out: dict[str, dict[str, Any]] = {}
+    for f in quantized:
+        chosen = {**overrides, **(matrix if f in calibrated else {})}
+        chosen = {k: v for k, v in chosen.items() if v is not None}
+        if chosen:
+            out[f] = chosen
+    return out
 
 
 def _quantize_main(argv: list[str]) -> int:

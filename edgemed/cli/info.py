@@ -49,6 +49,7 @@ def info(out: Path | None = None) -> int:
         formats.add_row(spec.name, escape(spec.description), spec.runtime, "yes" if run is None else escape(run),
                         "yes" if export is None else escape(export))
     console.print(formats)
+    gguf_types = _gguf_types_table(console)
     env = environment()
     for key, value in env.items():
         if not isinstance(value, dict):
@@ -56,8 +57,32 @@ def info(out: Path | None = None) -> int:
     if out is not None:
         from edgemed.fsutil import atomic_write_json
 
-        atomic_write_json(Path(out) / "info.json", {"formats": rows, "embedded_model": embedded, "environment": env})
+        atomic_write_json(Path(out) / "info.json", {"formats": rows, "gguf_types": gguf_types,
+                                                    "embedded_model": embedded, "environment": env})
     return 0
+
+
+def _gguf_types_table(console) -> list[dict]:
+    """The llama.cpp types as gguf-<type> formats: which need, benefit from or ignore an importance matrix."""
+    from rich.table import Table
+
+    from edgemed.export.gguf_types import type_rows
+
+    try:
+        from edgemed.export.gguf import ftypes
+
+        known: list[str] | None = list(ftypes())
+    except ImportError:  # no llama-cpp-python: the types edgemed's tables know
+        known = None
+    rows = type_rows(known)
+    table = Table(title="llama.cpp types: gguf-<type>, and gguf-<type>-imatrix where an importance matrix counts "
+                        "('needs': refused without one; --formats ladder: gguf-f16 and the ladder rows)")
+    for col in ("type", "imatrix", "formats", "ladder"):
+        table.add_column(col, no_wrap=col != "formats")
+    for r in rows:
+        table.add_row(str(r["type"]), str(r["imatrix"]), ", ".join(r["formats"]), "yes" if r["ladder"] else "")
+    console.print(table)
+    return rows
 
 
 def _embedded_reference() -> dict:

@@ -59,9 +59,9 @@ def gguf_file(path: Path) -> Path:
                 if files else f"{path} has no .gguf file; export one with 'edgemed export --formats gguf-q4_k_m'"
             )
         found = files[0]
-    with open(found, "rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise EdgemedError(f"{found} is not a GGUF file (bad magic); re-export it")
+    from edgemed.gguf_header import read_header
+
+    read_header(found)  # a malformed header (bad magic, cut short, counts past the end) is refused naming the file
     return found
 
 
