@@ -179,3 +179,23 @@ def test_one_pass_scores_letters_and_fidelity_as_the_two_passes_did(tiny_model, 
     assert cmp_tap == cmp_plain
     assert {k: v for k, v in one["self"].items()} == {k: v for k, v in two_self.items()}
     assert {k: two[k] for k in ("rows", "top_k", "sequences")} == {k: one[k] for k in ("rows", "top_k", "sequences")}
+
+
+def test_renamed_flags_keep_working_for_a_release_with_one_warning(capsys):
+    from edgemed.cli.main import build_parser
+
+    parser = build_parser()
+    ns = parser.parse_args(["bench", "arts", "--repeats", "2", "--omp-wait-policy", "passive"])
+    assert (ns.repetitions, ns.wait_policy) == (2, "passive")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: --repeats is deprecated and will be removed in the next release; use --repetitions",
+                   "warning: --omp-wait-policy is deprecated and will be removed in the next release; use "
+                   "--wait-policy"]
+    assert parser.parse_args(["pipeline", "--repeats", "4"]).repetitions == 4
+    assert capsys.readouterr().err.count("deprecated") == 1
+    ns = parser.parse_args(["bench", "arts", "-r", "3"])
+    assert ns.repetitions == 3 and capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "arts", "--omp-wait-policy", "sometimes"])  # the new flag's choices hold
+    sub = next(a for a in parser._actions if a.dest == "command").choices["bench"]
+    assert "--repeats" not in sub.format_help()

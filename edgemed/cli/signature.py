@@ -61,6 +61,34 @@ def comma_list(inner: type) -> Callable[[str], list[Any]]:
     return parse
 
 
+# Flags renamed in a release keep working for one more as hidden aliases that print one warning line (users' CI
+# scripts call these commands): old flag -> new flag.
+DEPRECATED_FLAGS = {"--repeats": "--repetitions", "--omp-wait-policy": "--wait-policy"}
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores like the flag it stands for, after one warning line on stderr."""
+
+    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print(f"warning: {option_string} is deprecated and will be removed in the next release; use "
+              f"{self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_aliases(parser: argparse.ArgumentParser, flag: str, dest: str, kwargs: dict[str, Any]) -> None:
+    for old, new in DEPRECATED_FLAGS.items():
+        if new == flag:
+            same = {k: v for k, v in kwargs.items() if k in ("type", "choices")}
+            parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new_flag=new, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS, **same)
+
+
 def _add(parser: argparse.ArgumentParser, name: str, tp: Any, default: Any, help_text: str,
          flags: list[str] | None = None) -> None:
     tp = _unwrap_optional(tp)
@@ -92,7 +120,10 @@ def _add(parser: argparse.ArgumentParser, name: str, tp: Any, default: Any, help
     elif default is not None:
         kwargs["help"] = f"{kwargs['help']} (default: {default})".strip()
     kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse expands %-formats in help text
-    parser.add_argument(*(flags or []), f"--{name.replace('_', '-')}", dest=name, **kwargs)
+    flag = f"--{name.replace('_', '-')}"
+    parser.add_argument(*(flags or []), flag, dest=name, **kwargs)
+    if "action" not in kwargs:
+        _add_aliases(parser, flag, name, kwargs)
 
 
 def _config_class(tp: Any) -> type | None:
