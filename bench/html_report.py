@@ -27,7 +27,7 @@ def _cell_td(c: dict[str, Any] | None, ch: dict[str, Any] | None) -> dict[str, A
     title = ""
     if ch is not None and ch["verdict"] != "not measured":
         rel = f"{ch['relative']:+.1%}" if ch["relative"] is not None else f"{ch['change']:+.3g}"
-        text += f'<br><span class="ci">{rel} {escape(ch["verdict"])}</span>'
+        text += f'<br><span class="ci">{rel} {escape(ch["verdict"])}{" (busy)" if ch["busy"] else ""}</span>'
         cls += f" {ch['verdict']}" if ch["verdict"] in ("worse", "better") else ""
         title = f"before {ch['before']:.6g}, after {ch['after']:.6g}, noise band ±{ch['band']:.4g}"
     return td(text, c.get("value"), cls, title)
@@ -43,6 +43,8 @@ def merged_table(doc: dict[str, Any]) -> str:
     for a in doc["artifacts"]:
         sha = a.get("sha256")
         title = f"weights sha256 {sha}" if sha else "no sha256 recorded: matched by name and format"
+        others = sorted(set(a["names"].values()) - {a["name"]})
+        title += f"; also named {', '.join(others)}" if others else ""
         row = [td(escape(a["name"]), a["name"], "", title), td(escape(a["format"]), a["format"])]
         for r in runs:
             ch_all = idx.get((a["key"], r["label"])) or {}
@@ -66,8 +68,9 @@ def _changes(doc: dict[str, Any]) -> str:
                    for r in doc["regressions"])
     return (f"<h2>Changes on the same machine</h2><p class=\"muted small\">Each run against the one before it on the "
             f"same machine. Noise band: the larger of {doc['tolerance']:.0%} of the earlier value and "
-            f"{doc['noise_z']:g} standard errors of the difference; a timing measured on a busy machine is not "
-            f"compared.</p><ul>{items}</ul>" + (f"<h3>Regressions</h3><ul>{regs}</ul>" if regs else ""))
+            f"{doc['noise_z']:g} standard errors of the difference; a change measured on a busy machine is marked "
+            f"busy: not comparable with a quiet run.</p><ul>{items}</ul>"
+            + (f"<h3>Regressions</h3><ul>{regs}</ul>" if regs else ""))
 
 
 def _profiles(doc: dict[str, Any]) -> str:

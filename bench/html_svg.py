@@ -103,7 +103,7 @@ def _overlaps(a: Box, b: Box) -> bool:
 def label_box(text: str, x: float, y: float, anchor: str) -> Box:
     w = CHAR_W * len(text) + 2
     x0 = x if anchor == "start" else x - w if anchor == "end" else x - w / 2
-    return (x0, y - LINE_H + 3, x0 + w, y + 3)
+    return (x0 - 1, y - LINE_H + 2, x0 + w + 1, y + 4)  # a pixel more than the font's box on each side
 
 
 def place_labels(pts: list[tuple[float, float, str]], area: Box) -> list[tuple[float, float, str, Box] | None]:
@@ -152,7 +152,7 @@ def _side_labels(items: list[tuple[Point, float, float]], x0: float, top: float,
     parts = []
     ys = []
     for _, _, py in sorted(items, key=lambda it: it[2]):
-        y = max(py + 4, (ys[-1] + LINE_H) if ys else top + LINE_H)
+        y = max(py + 4, (ys[-1] + LINE_H + 2) if ys else top + LINE_H)
         ys.append(y)
     shift = max(0.0, (ys[-1] if ys else 0) - bottom)
     for (p, px, py), y in zip(sorted(items, key=lambda it: it[2]), ys, strict=True):

@@ -108,7 +108,7 @@ def cell_text(doc_cell: dict[str, Any] | None, ch: dict[str, Any] | None) -> tup
     if ch is None or ch["verdict"] == "not measured":
         return text, ""
     rel = f"{ch['relative']:+.1%}" if ch["relative"] is not None else f"{ch['change']:+.3g}"
-    return f"{text} ({rel}, {ch['verdict']})", ch["verdict"]
+    return f"{text} ({rel}, {ch['verdict']}{', busy' if ch['busy'] else ''})", ch["verdict"]
 
 
 def run_line(run: dict[str, Any]) -> str:
@@ -133,7 +133,7 @@ def change_line(c: dict[str, Any]) -> str:
     s = c["summary"]
     what = "same commit" if c["same_commit"] else f"commit {c['commits'][0]} -> {c['commits'][1]}"
     verdict = "no change" if not s["worse"] and not s["better"] else f"{s['worse']} worse, {s['better']} better"
-    extra = f", {s['busy']} busy (not compared)" if s["busy"] else ""
+    extra = f"; {s['busy']} measured on a busy machine, not comparable with a quiet run" if s["busy"] else ""
     moved = {**c["settings_changed"], **c["environment_changed"]}
     changed = "; changed " + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in moved.items()) if moved else ""
     return f"{c['run']} vs {c['against']} ({what}): {verdict} ({s['same']} within noise{extra}){changed}"
@@ -193,7 +193,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(t.replace("|", "\\|") for t, _ in cells) + " |")
     lines += ["", f"Changes, each run against the one before it on the same machine (noise band: the larger of "
                   f"{doc['tolerance']:.0%} of the earlier value and {doc['noise_z']:g} standard errors of the "
-                  "difference; a timing measured on a busy machine is not compared):", ""]
+                  "difference; busy: measured while other processes used the CPU, not comparable):", ""]
     lines += [f"- {change_line(c)}" for c in doc["changes"]] or ["- none: no machine has two runs"]
     lines += [f"- :x: `{r['artifact']}` {r['message']}" for r in doc["regressions"]]
     lines.append("")

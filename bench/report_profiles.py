@@ -3,7 +3,8 @@
 ``edgemed bench --profile rpi5`` on a laptop estimates what the board would do (a memory-bound decode rate from
 the profile's bandwidth, whether the laptop's peak memory fits the board). When a run made on that board is in the
 same report, each estimate is put beside what the board measured: estimate / measured, flagged when it is off by
-more than :data:`OFF_BY` either way. That is how a profile's figures get corrected.
+more than :data:`OFF_BY` either way (the memory-bound maximum: when the board measured more than it). That is
+how a profile's figures get corrected.
 
 A run is the board of a profile when its recorded board (the device-tree model) is the profile's family and its RAM
 the profile's size (:func:`is_board_of`); an emulated run never is.
@@ -42,13 +43,15 @@ def is_board_of(profile: dict[str, Any], fp: dict[str, Any]) -> bool:
     return gb is None or (isinstance(ram, int | float) and 0.75 * gb <= ram <= 1.05 * gb)
 
 
-def ratio_entry(what: str, estimate: float | None, measured: float | None, unit: str) -> dict[str, Any] | None:
-    """estimate, measured, estimate / measured and whether it is off by more than OFF_BY."""
+def ratio_entry(what: str, estimate: float | None, measured: float | None, unit: str,
+                ceiling: bool = False) -> dict[str, Any] | None:
+    """estimate, measured, estimate / measured and whether it is off: by more than OFF_BY either way, or for a
+    `ceiling` (the memory-bound maximum) when the board measured more than it."""
     if estimate is None or measured is None or measured <= 0:
         return None
     ratio = estimate / measured
-    return {"what": what, "estimate": estimate, "measured": measured, "unit": unit, "ratio": ratio,
-            "off": ratio > OFF_BY or ratio < 1 / OFF_BY}
+    off = ratio < 1 if ceiling else (ratio > OFF_BY or ratio < 1 / OFF_BY)
+    return {"what": what, "estimate": estimate, "measured": measured, "unit": unit, "ratio": ratio, "off": off}
 
 
 def _artifact_ratios(est: dict[str, Any], board: Any, ceiling_gb: float) -> list[dict[str, Any]]:
@@ -56,7 +59,7 @@ def _artifact_ratios(est: dict[str, Any], board: Any, ceiling_gb: float) -> list
     tg = board.throughput.tg.get("avg_ts") if board.ok else None
     out.append(ratio_entry("decode tokens/s (expected)", est.get("est_decode_tokens_per_s"), tg, "tokens/s"))
     out.append(ratio_entry("decode tokens/s (memory-bound max)", est.get("est_max_decode_tokens_per_s"), tg,
-                           "tokens/s"))
+                           "tokens/s", ceiling=True))
     rss_board = board.memory.peak_rss_bytes if board.ok else None
     rss_here = est.get("peak_rss_bytes")
     out.append(ratio_entry("peak memory (MB, measured on the estimating machine)",

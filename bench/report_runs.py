@@ -7,7 +7,7 @@ artifact recognised by its weights' sha256 whatever its path, one column group p
 - Runs of one machine, in the order they were made, are compared each with the one before
   (:func:`compare_pair`): a change counts only beyond its noise band, the larger of the relative tolerance (the
   bench's ``--tolerance`` logic) and twice the standard error of the difference from the runs' own samples; a
-  timing measured on a busy machine is never called a change.
+  timing measured on a busy machine keeps its busy flag on the change (flagged, not hidden).
 - A board profile's estimates (``--profile`` on one machine) are put beside the board's own measurement where
   that board is in the report (:mod:`edgemed.bench.report_profiles`).
 
@@ -123,8 +123,8 @@ class Row:
 
     @property
     def name(self) -> str:
-        names = [r.name for r in self.cells.values()]
-        return max(set(names), key=names.count)
+        """Its name in the first run that has it (the names in the others are in the report's ``names``)."""
+        return next(iter(self.cells.values())).name
 
 
 def weights_sha(r: ArtifactResult) -> str | None:
@@ -206,22 +206,21 @@ def cell(r: ArtifactResult | None, key: str) -> dict[str, Any] | None:
 
 # --- changes between runs of one machine ---------------------------------------------------------------------
 def change(before: ArtifactResult | None, after: ArtifactResult | None, key: str, tol: float) -> dict[str, Any]:
-    """before/after/change/relative, the noise band and a verdict: same, better, worse, busy, not measured."""
+    """before/after/change/relative, the noise band, a verdict (same, better, worse, not measured) and whether a
+    busy machine measured either side (flagged, not hidden: such a timing is not comparable with a quiet run)."""
     d = deltas(before, after, (key,))[key]
     if d["change"] is None:
-        return {**d, "band": None, "verdict": "not measured"}
+        return {**d, "band": None, "verdict": "not measured", "busy": False}
     b = d["before"]
     ses = [standard_error(x, key) for x in (before, after)]
     se = math.sqrt(sum(s * s for s in ses if s is not None))
     band = max(tol * abs(b), NOISE_Z * se)
-    if key in TIMING and (before.busy or after.busy):
-        verdict = "busy"
-    elif abs(d["change"]) <= band or METRICS[key].better is None:
+    if abs(d["change"]) <= band or METRICS[key].better is None:
         verdict = "same"
     else:
         up_is_better = METRICS[key].better == "max"
         verdict = "better" if (d["change"] > 0) == up_is_better else "worse"
-    return {**d, "band": band, "verdict": verdict}
+    return {**d, "band": band, "verdict": verdict, "busy": key in TIMING and (before.busy or after.busy)}
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], keys: list[str]) -> dict[str, list[Any]]:
@@ -243,6 +242,7 @@ def compare_pair(earlier: Run, later: Run, rows: list[Row], tol: float) -> dict[
                       "status": [b.status, a.status],
                       "metrics": {k: change(b, a, k, tol) for k in REPORT_COLUMNS}})
     verdicts = [m["verdict"] for it in items for m in it["metrics"].values()]
+    busy = sum(m["busy"] for it in items for m in it["metrics"].values())
     fp_keys = ["cpu", "isa", "ram_gb", "os", "llama_cpp_system_info", "commit", "commit_dirty"]
     return {
         "run": later.label, "against": earlier.label, "machine": later.machine,
@@ -251,7 +251,7 @@ def compare_pair(earlier: Run, later: Run, rows: list[Row], tol: float) -> dict[
                                          SETTING_KEYS),
         "environment_changed": _differences(earlier.fingerprint, later.fingerprint, fp_keys),
         "artifacts": items,
-        "summary": {v: verdicts.count(v) for v in ("same", "better", "worse", "busy", "not measured")},
+        "summary": {**{v: verdicts.count(v) for v in ("same", "better", "worse", "not measured")}, "busy": busy},
     }
 
 
@@ -277,7 +277,8 @@ def regressions_of(compared: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     continue
                 rel = f"{m['relative']:+.1%}, " if m["relative"] is not None else ""
                 msg = (f"{METRICS[key].label} {format_value(key, m['before'])} -> {format_value(key, m['after'])} "
-                       f"({rel}noise band ±{format_value(key, m['band'])}) in {c['run']} vs {c['against']}")
+                       f"({rel}noise band ±{format_value(key, m['band'])}) in {c['run']} vs {c['against']}"
+                       + ("; measured on a busy machine: not comparable with a quiet run" if m["busy"] else ""))
                 out.append({"artifact": it["name"], "format": it["format"], "key": key, "run": c["run"],
                             "against": c["against"], "message": msg})
     return out
