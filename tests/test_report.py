@@ -389,3 +389,15 @@ def test_report_html_in_chromium(run_a, tmp_path, cli):
     rows = rows_of(dom)
     assert [r[0] for r in rows] == ["gguf-q8_0", "hf"]  # the board's 40 then 10 tokens/s
     assert page_requests(tmp_path / "net.json") == [] and 'class="num worse"' in dom
+
+
+def test_github_actions_example_benches_summarises_uploads_and_gates():
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    repo = Path(__file__).resolve().parents[1]
+    flow = yaml.safe_load((repo / "examples" / "github-actions-bench.yml").read_text())
+    steps = flow["jobs"]["bench"]["steps"]
+    runs = "\n".join(s.get("run", "") for s in steps)
+    assert "--budget examples/budgets.toml" in runs and (repo / "examples" / "budgets.toml").is_file()
+    assert "GITHUB_STEP_SUMMARY" in runs and "edgemed report" in runs and "--tolerance" in runs
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
+    assert "runs/pipeline/bench/bench.html" in upload["with"]["path"] and upload["if"] == "always()"
