@@ -5,9 +5,11 @@ Engine side, per format:
 - GGUF: llama.cpp's ``llama-bench`` (built by scripts/build_llama_tools.sh from the installed llama-cpp-python's
   vendored sources), with its defaults except -t/-p/-n/-r (add more with --llama-bench-args); its whole JSON is kept
   (build, n_batch, flash_attn...). When its default weight repacking crashes (AMX Xeons), it reruns with --repack 0.
-- hf: a bare transformers loop; onnx: a bare onnxruntime loop. Each runs as ``crosscheck_engines.py --bare KIND DIR``
-  in a fresh process, with llama-bench's protocol: pp = one forward of P random ids from an empty cache,
-  tg = N single-token forwards from an empty cache, random ids; 1 warm-up, then R repetitions.
+- hf: a bare transformers loop; onnx (onnx-int8, onnx-int4): a bare onnxruntime loop; openvino-*: a bare OpenVINO
+  infer-request loop (the CPU plugin's own API, INFERENCE_NUM_THREADS = --threads). Each runs as
+  ``crosscheck_engines.py --bare KIND DIR`` in a fresh process, with llama-bench's protocol: pp = one forward
+  of P random ids from an empty cache, tg = N single-token forwards from an empty cache, random ids; 1 warm-up,
+  then R repetitions.
 edgemed side: the real CLI, ``edgemed bench ARTIFACT --threads T -p P -n N -r R --limit 8 --no-fidelity``.
 
 Pairs run interleaved (round 1: engine, edgemed, for each format; round 2: ...); the ratio edgemed/engine is
@@ -41,7 +43,8 @@ from edgemed.sysinfo import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
-DEFAULT_FORMATS = ("hf", "onnx", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+DEFAULT_FORMATS = ("hf", "onnx", "onnx-int4", "openvino-int8", "openvino-int4", "gguf-f16", "gguf-q8_0",
+                   "gguf-q4_k_m")
 ENV_RECORDED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
@@ -211,7 +214,66 @@ def _protocol(pp: Any, tg: Any, n_prompt: int, n_gen: int, reps: int) -> tuple[l
     return pp_ns, tg_ns
 
 
-BARE = {"hf": bare_hf, "onnx": bare_onnx}
+def bare_openvino(path: Path, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> dict[str, Any]:
+    """OpenVINO CPU plugin on openvino_model.xml, its plain infer-request API (defaults: inputs and outputs copied);
+    empty past_key_values.* in, present.* fed back, like the onnxruntime loop."""
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(str(path / "openvino_model.xml"), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    inputs = {p.get_any_name(): p for p in compiled.inputs}
+    outputs = [p.get_any_name() for p in compiled.outputs]
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    if "input_ids" not in inputs or not past_names:
+        raise BadInput(f"{path / 'openvino_model.xml'} has no input_ids/past_key_values.* inputs")
+    dims = {n: (inputs[n].get_partial_shape()[1].get_length(), inputs[n].get_partial_shape()[3].get_length())
+            for n in past_names}
+    present_of = {n: outputs.index("present." + n[len("past_key_values."):]) for n in past_names}
+    vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
+    rng = np.random.default_rng(seed)
+
+    def feed(ids: Any, past: dict[str, Any], past_len: int) -> dict[str, Any]:
+        n = ids.shape[1]
+        f = {"input_ids": ids, "attention_mask": np.ones((1, past_len + n), dtype=np.int64), **past}
+        if "position_ids" in inputs:
+            f["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :]
+        return f
+
+    def empty_past() -> dict[str, Any]:
+        return {n: np.zeros((1, h, 0, d), dtype=np.float32) for n, (h, d) in dims.items()}
+
+    def pp() -> int:
+        f = feed(rng.integers(0, vocab, size=(1, n_prompt), dtype=np.int64), empty_past(), 0)
+        start = time.perf_counter_ns()
+        request.infer(f)
+        return time.perf_counter_ns() - start
+
+    def tg() -> int:
+        ids = rng.integers(0, vocab, size=(n_gen, 1, 1), dtype=np.int64)
+        past = empty_past()
+        start = time.perf_counter_ns()
+        for i in range(n_gen):
+            res = request.infer(feed(ids[i], past, i)).to_tuple()
+            past = {n: res[j] for n, j in present_of.items()}
+        return time.perf_counter_ns() - start
+
+    pp_ns, tg_ns = _protocol(pp, tg, n_prompt, n_gen, reps)
+    props = {k: compiled.get_property(k) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS",
+                                                    "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT")}
+    props = {k: v.get_type_name() if hasattr(v, "get_type_name") else str(v) for k, v in props.items()}
+    return {
+        "engine": "openvino", "pp": llama_bench_result(n_prompt, 0, pp_ns) if pp_ns else None,
+        "tg": llama_bench_result(0, n_gen, tg_ns) if tg_ns else None,
+        "settings": {"plugin": "CPU", "compiled_model": props, "infer": "InferRequest.infer (default copies)",
+                     "past_inputs": len(past_names), "pp_logits": "all positions (the graph's logits output)",
+                     "warmup": 1, "repetitions": reps},
+        "versions": {"openvino": ov.__version__, "numpy": np.__version__},
+    }
+
+
+BARE = {"hf": bare_hf, "onnx": bare_onnx, "openvino": bare_openvino}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -259,8 +321,10 @@ def loadavg() -> list[float]:
 def engine_kind(fmt: str) -> str | None:
     if fmt == "hf":
         return "hf"
-    if fmt in ("onnx", "onnx-int8"):
+    if fmt in ("onnx", "onnx-int8", "onnx-int4"):
         return "onnx"
+    if fmt.startswith("openvino-"):
+        return "openvino"
     if fmt.startswith("gguf-"):
         return "gguf"
     return None
@@ -526,7 +590,8 @@ def main_crosscheck(a: argparse.Namespace) -> int:
         formats = [f for f in a.formats.split(",") if f]
         for f in formats:
             if engine_kind(f) is None:
-                raise BadInput(f"--formats: {f} has no engine tool here (known: hf, onnx, onnx-int8, gguf-*)")
+                raise BadInput(f"--formats: {f} has no engine tool here "
+                               "(known: hf, onnx, onnx-int8, onnx-int4, openvino-*, gguf-*)")
             if f not in present:
                 raise BadInput(f"--formats: no {f} artifact in {root} (found: {', '.join(present) or 'none'})")
     else:
@@ -623,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise BadInput(f"{folder} is not a folder")
             if a.bare == "onnx" and not (folder / "model.onnx").is_file():
                 raise BadInput(f"{folder} has no model.onnx")
+            if a.bare == "openvino" and not (folder / "openvino_model.xml").is_file():
+                raise BadInput(f"{folder} has no openvino_model.xml")
             result = BARE[a.bare](folder, a.threads, a.n_prompt, a.n_gen, a.repetitions)
             print(json.dumps({**result, "env": env_found()}))
             return 0

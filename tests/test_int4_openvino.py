@@ -300,3 +300,56 @@ def test_smollm2_new_formats_verify_within_tolerance(smollm2_model, tmp_path):
     for r in results:
         assert r["status"] == "exported", (r["format"], r["reason"])
         assert r["verification"]["max_abs_delta"] <= FORMATS[r["format"]].tolerance / 1.5  # headroom kept
+
+
+# --- one-extra installs ----------------------------------------------------------------------------------------
+_ONLY = textwrap.dedent(
+    """
+    import sys
+    HIDDEN = set(sys.argv[1].split(","))
+
+    class Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Hide())
+    from edgemed.cli.main import main
+    code = main(sys.argv[2:])
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in HIDDEN)
+    print("LOADED", ",".join(loaded))
+    sys.exit(code)
+    """
+)
+_HEAVY = ["torch", "transformers", "peft", "accelerate", "safetensors", "bitsandbytes", "optimum", "nncf", "onnx",
+          "onnx_ir", "llama_cpp", "pyarrow", "datasets", "matplotlib"]
+
+
+def _only(hidden: list[str], *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _ONLY, ",".join(hidden), *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_onnx_only_install_runs_onnx_int4_and_names_the_openvino_extra(exported, tmp_path):
+    """`pip install 'edgemed[onnx]'`: onnx-int4 evaluates as onnx does; openvino artifacts exit 2 naming their extra."""
+    out, _ = exported
+    hidden = [*_HEAVY, "openvino"]
+    info = _only(hidden, "info", "--out", tmp_path / "info")
+    assert info.returncode == 0, info.stderr[-2000:]
+    rows = {r["format"]: r for r in json.loads((tmp_path / "info" / "info.json").read_text())["formats"]}
+    assert rows["onnx-int4"]["can_run"] and not rows["onnx-int4"]["can_export"]
+    assert not rows["openvino-int8"]["can_run"] and "edgemed[openvino]" in rows["openvino-int8"]["missing_to_run"]
+    ok = _only(hidden, "eval", out / "onnx-int4", "--limit", "2", "--threads", "1", "--out", tmp_path / "e")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip().splitlines()[-1] == "LOADED"  # nothing hidden got imported
+    refused = _only(hidden, "eval", out / "openvino-int4", "--limit", "2")
+    assert refused.returncode == 2 and "edgemed[openvino]" in _one_error_line(refused)
+
+
+def test_openvino_only_install_evaluates_without_onnxruntime(exported, tmp_path):
+    out, _ = exported
+    hidden = [*_HEAVY, "onnxruntime"]
+    ok = _only(hidden, "eval", out / "openvino-int4", "--limit", "2", "--threads", "1", "--out", tmp_path / "e")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip().splitlines()[-1] == "LOADED"  # nothing hidden got imported
