@@ -20,7 +20,7 @@ MANIFEST = "edgemed.json"
 SCHEMA_VERSION = 1
 TRACKED_PACKAGES = (
     "edgemed", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "optimum", "optimum-onnx",
-    "onnx", "onnxruntime", "llama-cpp-python", "gguf", "numpy",
+    "onnx", "onnxruntime", "llama-cpp-python", "gguf", "numpy", "onnx-ir", "openvino", "nncf",
 )
 
 

@@ -73,7 +73,8 @@ def gpus() -> dict[str, Any]:
 
 
 # Which engine each runtime drives (the names gpus() reports in seen_by).
-ENGINE_OF_RUNTIME = {"transformers": "torch", "onnxruntime": "onnxruntime", "llama.cpp": "llama.cpp"}
+ENGINE_OF_RUNTIME = {"transformers": "torch", "onnxruntime": "onnxruntime", "llama.cpp": "llama.cpp",
+                     "openvino": "openvino"}  # openvino: its CPU plugin only here (auto -> cpu)
 
 
 def device_for_runtime(runtime: str, device: str, requested: str | None = None) -> str:
