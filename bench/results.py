@@ -126,6 +126,7 @@ class ArtifactResult:
     runtime_info: dict[str, Any] = field(default_factory=dict)
     settings_key: str = ""
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    phases_s: dict[str, float] = field(default_factory=dict)  # the worker's wall seconds per phase (where time goes)
     weights: dict[str, Any] = field(default_factory=dict)  # sha256 of the weight files (artifacts.weights_record)
 
     @property

@@ -221,6 +221,7 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
     result.memory.peak_rss_self_bytes = mem.get("self_peak_rss_bytes")
     result.memory.peak_rss_serving_bytes = mem.get("serving_peak_rss_bytes")
     result.load_s, result.eval_s = raw["load_s"], raw["eval_s"]
+    result.phases_s = raw.get("phases_s", {})
     result.runtime_info = {**raw.get("runtime_info", {}), "prompt_style": raw.get("style"),
                              "prompt_style_source": raw.get("style_source")}
     result.latency = Latency.from_raw(raw["latency"])

@@ -100,6 +100,9 @@ def run(job: Job) -> dict[str, Any]:
     questions = [Question(**{**q, "options": tuple(q["options"])}) for q in job.questions]
     rss_before = rss_bytes()
     say(f"load {path}")
+    import psutil
+
+    startup_s = time.time() - psutil.Process().create_time()
     start = time.perf_counter()
     runtime = open_runtime(path, threads=job.threads, device=job.device, requested_device=config.device,
                            **runtime_options(config))
@@ -124,21 +127,36 @@ def run(job: Job) -> dict[str, Any]:
             prompts.append(prompt)
         if len(prompts) == config.latency_prompts:
             break
+    # startup: from the process's creation to the artifact's load (interpreter, imports, job); load: the runtime's
+    phases = {"startup": startup_s, "load": load_s}
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = now - clock
+        clock = now
+
     say(f"latency on {len(prompts)} prompts x {config.repetitions} repetitions (+{config.warmup} warm-up)")
     latency = measure_latency(runtime, prompts, config.repetitions, config.warmup, config.gen_tokens)
+    phase("latency")
     say(f"pp{config.n_prompt} x {config.repetitions}")
     pp = throughput.prompt_processing(runtime, config.n_prompt, config.repetitions, config.warmup)
+    phase("pp")
     say(f"tg{config.n_gen} x {config.repetitions}")
     tg = throughput.text_generation(runtime, config.n_gen, config.repetitions, config.warmup)
+    phase("tg")
     serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
 
     letters: dict[str, Any] = {}
     fid = _fidelity(job, runtime, questions, style, letters)
+    phase("fidelity")
     say(f"accuracy on {len(questions)} questions ({len(letters)} read from the fidelity pass)")
     start = time.perf_counter()
     result = evaluate(runtime, questions, scoring="logprob", style=style,
                       batch_size=config.batch_size, show_progress=False, letter_rows=letters)
     eval_s = time.perf_counter() - start
+    phase("accuracy")
     runtime.close()
     return {
         "name": target.name,
@@ -152,6 +170,7 @@ def run(job: Job) -> dict[str, Any]:
         "pp": pp,
         "tg": tg,
         "fidelity": fid,
+        "phases_s": phases,
         "extra": {},  # further numbers by metric name (read by results.METRICS getters)
         "evaluation": result.to_dict(),
         "predictions": list(result.predictions),
