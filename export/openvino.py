@@ -15,9 +15,10 @@ weights of every MatMul and of the embedding:
 - ``openvino-int4-awq``: ``openvino-int4`` with ``data_aware`` on (its own format, so both can be benchmarked).
 
 Why not optimum-intel: 2.2 requires optimum 2.3 (and pulls torchvision) while optimum-onnx 0.1.0 pins optimum 2.1;
-the path here needs only openvino and nncf next to what the ``onnx`` format already uses. The IR is saved with its
-weights as compressed (``compress_to_fp16=False``: the non-compressed tensors stay fp32) and run by
-``edgemed.runtimes.openvino`` (openvino + tokenizers, no torch).
+the path here needs only openvino and nncf next to what the ``onnx`` format already uses. After compression the
+graph is made stateful (the KV cache lives in OpenVINO variables, as optimum-intel and openvino-genai use it:
+``make_stateful``), saved with its weights as compressed (``compress_to_fp16=False``: the non-compressed tensors
+stay fp32) and run by ``edgemed.runtimes.openvino`` (openvino + tokenizers, no torch).
 """
 
 from __future__ import annotations
@@ -186,13 +187,53 @@ def convert_and_compress(fp32: Path, dest: Path, kwargs: dict[str, Any], texts: 
         model = nncf.compress_weights(model, **args)
     finally:
         nncf_log.setLevel(level)
+    kv = make_stateful(model)
     ov.save_model(model, str(dest / XML_FILE), compress_to_fp16=False)
     if not (dest / BIN_FILE).is_file():
         raise EdgemedError(f"OpenVINO wrote no {BIN_FILE} beside {XML_FILE}")
-    out: dict[str, Any] = {"weights": weight_types(model), "openvino": ov.__version__, "nncf": nncf.__version__}
+    out: dict[str, Any] = {"weights": weight_types(model), "stateful": {"kv_cache_variables": kv},
+                           "openvino": ov.__version__, "nncf": nncf.__version__}
     if tokens is not None:
         out["calibration_tokens"] = tokens
     return out
+
+
+def make_stateful(model) -> int:
+    """Keep the KV cache inside the model, as optimum-intel's stateful export does: each ``past_key_values.N.*``
+    input becomes a ReadValue of a variable (initialised to an empty [batch, heads, 0, dim] from input_ids' batch)
+    and each ``present.N.*`` output an Assign to it; only ``logits`` is returned. The number of variables."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+    from openvino.op import assign, read_value
+    from openvino.op.util import Variable, VariableInfo
+
+    batch = ops.gather(ops.shape_of(model.input("input_ids")), ops.constant(np.array([0], np.int64)),
+                       ops.constant(np.int64(0)))
+    sinks, variables = [], []
+    for port in list(model.inputs):
+        name = port.get_any_name()
+        if not name.startswith("past_key_values."):
+            continue
+        shape = port.get_partial_shape()
+        heads, dim = shape[1].get_length(), shape[3].get_length()
+        empty = ops.broadcast(ops.constant(np.float32(0)),
+                              ops.concat([batch, ops.constant(np.array([heads, 0, dim], np.int64))], 0))
+        info = VariableInfo()
+        info.variable_id, info.data_type = name, ov.Type.f32
+        info.data_shape = ov.PartialShape([-1, heads, -1, dim])
+        variable = Variable(info)
+        state = read_value(empty, variable)
+        for target in list(port.get_target_inputs()):
+            target.replace_source_output(state.output(0))
+        result = model.output("present." + name[len("past_key_values."):]).get_node()
+        sinks.append(assign(result.input_value(0).get_node(), variable))
+        variables.append(variable)
+        model.remove_result(result)
+        model.remove_parameter(port.get_node())
+    model.add_variables(variables)
+    model.add_sinks(sinks)
+    return len(variables)
 
 
 def calibration_feeds(model, fp32: Path, texts: list[str]) -> list[dict[str, Any]]:

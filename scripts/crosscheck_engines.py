@@ -6,7 +6,7 @@ Engine side, per format:
   vendored sources), with its defaults except -t/-p/-n/-r (add more with --llama-bench-args); its whole JSON is kept
   (build, n_batch, flash_attn...). When its default weight repacking crashes (AMX Xeons), it reruns with --repack 0.
 - hf: a bare transformers loop; onnx (onnx-int8, onnx-int4): a bare onnxruntime loop; openvino-*: a bare OpenVINO
-  infer-request loop (the CPU plugin's own API, INFERENCE_NUM_THREADS = --threads). Each runs as
+  infer-request loop (the CPU plugin's own API on the stateful IR, INFERENCE_NUM_THREADS = --threads). Each runs as
   ``crosscheck_engines.py --bare KIND DIR`` in a fresh process, with llama-bench's protocol: pp = one forward
   of P random ids from an empty cache, tg = N single-token forwards from an empty cache, random ids; 1 warm-up,
   then R repetitions.
@@ -215,60 +215,53 @@ def _protocol(pp: Any, tg: Any, n_prompt: int, n_gen: int, reps: int) -> tuple[l
 
 
 def bare_openvino(path: Path, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> dict[str, Any]:
-    """OpenVINO CPU plugin on openvino_model.xml, its plain infer-request API (defaults: inputs and outputs copied);
-    empty past_key_values.* in, present.* fed back, like the onnxruntime loop."""
+    """OpenVINO CPU plugin on the stateful openvino_model.xml, its plain infer-request API: reset_state() starts a
+    sequence from an empty KV cache, then one infer per prompt / per token (what openvino-genai drives)."""
     import numpy as np
     import openvino as ov
 
     core = ov.Core()
     compiled = core.compile_model(str(path / "openvino_model.xml"), "CPU", {"INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
-    inputs = {p.get_any_name(): p for p in compiled.inputs}
-    outputs = [p.get_any_name() for p in compiled.outputs]
-    past_names = [n for n in inputs if n.startswith("past_key_values.")]
-    if "input_ids" not in inputs or not past_names:
-        raise BadInput(f"{path / 'openvino_model.xml'} has no input_ids/past_key_values.* inputs")
-    dims = {n: (inputs[n].get_partial_shape()[1].get_length(), inputs[n].get_partial_shape()[3].get_length())
-            for n in past_names}
-    present_of = {n: outputs.index("present." + n[len("past_key_values."):]) for n in past_names}
+    inputs = {p.get_any_name() for p in compiled.inputs}
+    if "input_ids" not in inputs or not request.query_state():
+        raise BadInput(f"{path / 'openvino_model.xml'} is not a stateful LLM graph (input_ids + KV variables)")
     vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
     rng = np.random.default_rng(seed)
 
-    def feed(ids: Any, past: dict[str, Any], past_len: int) -> dict[str, Any]:
+    def feed(ids: Any, past_len: int) -> dict[str, Any]:
         n = ids.shape[1]
-        f = {"input_ids": ids, "attention_mask": np.ones((1, past_len + n), dtype=np.int64), **past}
+        f = {"input_ids": ids, "attention_mask": np.ones((1, past_len + n), dtype=np.int64)}
         if "position_ids" in inputs:
             f["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :]
         return f
 
-    def empty_past() -> dict[str, Any]:
-        return {n: np.zeros((1, h, 0, d), dtype=np.float32) for n, (h, d) in dims.items()}
-
     def pp() -> int:
-        f = feed(rng.integers(0, vocab, size=(1, n_prompt), dtype=np.int64), empty_past(), 0)
+        f = feed(rng.integers(0, vocab, size=(1, n_prompt), dtype=np.int64), 0)
+        request.reset_state()
         start = time.perf_counter_ns()
         request.infer(f)
         return time.perf_counter_ns() - start
 
     def tg() -> int:
         ids = rng.integers(0, vocab, size=(n_gen, 1, 1), dtype=np.int64)
-        past = empty_past()
+        request.reset_state()
         start = time.perf_counter_ns()
         for i in range(n_gen):
-            res = request.infer(feed(ids[i], past, i)).to_tuple()
-            past = {n: res[j] for n, j in present_of.items()}
+            request.infer(feed(ids[i], i))
         return time.perf_counter_ns() - start
 
     pp_ns, tg_ns = _protocol(pp, tg, n_prompt, n_gen, reps)
     props = {k: compiled.get_property(k) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS",
-                                                    "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT")}
+                                                    "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT",
+                                                    "KV_CACHE_PRECISION")}
     props = {k: v.get_type_name() if hasattr(v, "get_type_name") else str(v) for k, v in props.items()}
     return {
         "engine": "openvino", "pp": llama_bench_result(n_prompt, 0, pp_ns) if pp_ns else None,
         "tg": llama_bench_result(0, n_gen, tg_ns) if tg_ns else None,
         "settings": {"plugin": "CPU", "compiled_model": props, "infer": "InferRequest.infer (default copies)",
-                     "past_inputs": len(past_names), "pp_logits": "all positions (the graph's logits output)",
-                     "warmup": 1, "repetitions": reps},
+                     "kv_cache": f"stateful ({len(request.query_state())} variables)",
+                     "pp_logits": "all positions (the graph's logits output)", "warmup": 1, "repetitions": reps},
         "versions": {"openvino": ov.__version__, "numpy": np.__version__},
     }
 

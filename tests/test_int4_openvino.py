@@ -79,6 +79,7 @@ def test_openvino_manifests_record_mode_group_size_and_dataset(exported):
     assert int4["mode"] == "int4_asym" and int4["group_size"] == 128 and int4["ratio"] == 1.0
     assert int4["dataset"] is None and "awq" not in int4  # data-free unless data_aware
     assert "u4" in int4["weights"] and "u8" in int4["weights"]  # int4 layers, int8 embedding/lm_head backup
+    assert int4["stateful"]["kv_cache_variables"] == 2 * 2  # the KV cache lives in variables: 2 layers x (k, v)
 
 
 def test_eval_scores_the_new_formats(exported, cli, tmp_path):
@@ -129,13 +130,14 @@ def test_openvino_runtime_matches_onnx_and_needs_no_torch(exported, tmp_path):
     info = got["info"]
     assert info["runtime"] == "openvino" and info["threads"] == 1 and info["dtype"] in ("float32", "bfloat16")
     assert info["compile_config_set_by_edgemed"] == {"INFERENCE_NUM_THREADS": 1}
+    assert info["stateful"] and info["kv_cache_variables"] == 4 and "KV_CACHE_PRECISION" in info["compiled_model"]
     lp = np.array(got["lp"])
     assert np.abs(lp[:1] - np.array(got["one"])).max() < 1e-3  # batched (left padded) = alone
     assert np.abs(lp - want).max() < 0.3
 
 
 def test_generation_matches_between_runtimes(exported):
-    """Greedy tokens of openvino-int8 and its fp32 onnx source agree on the first tokens (a stateless KV loop)."""
+    """Prefill and the next decode step of openvino-int8 (KV cache in the request's state) track the fp32 onnx."""
     from edgemed.runtimes.onnx import OnnxRuntime
     from edgemed.runtimes.openvino import OpenVinoRuntime
 

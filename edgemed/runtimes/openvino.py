@@ -1,6 +1,6 @@
 """OpenVINO runtime for OpenVINO IR artifacts (``openvino_model.xml`` + ``openvino_model.bin``, written by
-``edgemed.export.openvino`` from Optimum's ONNX graph: inputs ``input_ids``, ``attention_mask``, ``position_ids``,
-``past_key_values.N.key/value``; outputs ``logits``, ``present.N.*``).
+``edgemed.export.openvino`` from Optimum's ONNX graph, made stateful: inputs ``input_ids``, ``attention_mask``,
+``position_ids``; output ``logits``; the KV cache in OpenVINO variables, as optimum-intel and openvino-genai run it).
 
 Needs only the ``openvino`` extra (openvino, tokenizers, numpy): nothing on this module's import chain imports
 torch, transformers, optimum or nncf (a test enforces it).
@@ -11,8 +11,9 @@ torch, transformers, optimum or nncf (a test enforces it).
   precision: f32 on this kind of CPU, bf16 where the CPU has AMX/AVX512-BF16); only ``threads`` (as
   ``INFERENCE_NUM_THREADS``) and an explicit ``dtype`` (``INFERENCE_PRECISION_HINT``) are set. ``info()`` records
   what the compiled model reports.
-- The graph is stateless: generation feeds the ``present`` arrays back as the next step's past, one ``infer`` per
-  token, timed, like the onnxruntime runtime.
+- The KV cache stays inside the infer request (stateful): a new sequence starts with ``reset_state()``, then one
+  ``infer`` per prompt and per generated token, timed. The CPU plugin stores it in its own precision
+  (``KV_CACHE_PRECISION``, u8 by default in OpenVINO 2026 on x86), recorded in ``info()``.
 - The IR is checked before OpenVINO reads it: the ``.xml`` must parse and the ``.bin`` must hold every weight it
   points to (a missing or truncated ``.bin`` is refused naming the file, exit 2).
 """
@@ -30,11 +31,10 @@ from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
 from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
 
 XML_FILE = "openvino_model.xml"
-PAST_PREFIX = "past_key_values."
 _PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 _REPORTED = ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT",
              "EXECUTION_MODE_HINT", "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE",
-             "DYNAMIC_QUANTIZATION_GROUP_SIZE", "OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+             "KV_CACHE_PRECISION", "DYNAMIC_QUANTIZATION_GROUP_SIZE", "OPTIMAL_NUMBER_OF_INFER_REQUESTS")
 
 
 def check_ir(xml: Path) -> Path:
@@ -93,7 +93,6 @@ class OpenVinoRuntime(Runtime):
                                ) from None
         self.request = self.compiled.create_infer_request()
         self._read_graph()
-        self._past: dict[str, np.ndarray] = {}
         self._length = 0
         self._mask_ones = np.ones((1, 0), dtype=np.int64)
 
@@ -111,39 +110,26 @@ class OpenVinoRuntime(Runtime):
 
     # --- graph ------------------------------------------------------------------------------------
     def _read_graph(self) -> None:
-        inputs = {p.get_any_name(): p for p in self.compiled.inputs}
+        inputs = {p.get_any_name() for p in self.compiled.inputs}
         outputs = [p.get_any_name() for p in self.compiled.outputs]
         missing = [n for n in ("input_ids", "attention_mask") if n not in inputs] + (
             [] if "logits" in outputs else ["logits (output)"])
         if missing:
             raise EdgemedError(f"{self.model_file} is not a text-generation graph (no {', '.join(missing)}); "
                                "export it with 'edgemed export --formats openvino-int8'")
-        self.input_names = set(inputs)
+        if any(n.startswith("past_key_values.") for n in inputs) or not self.request.query_state():
+            raise EdgemedError(f"{self.model_file} is not a stateful LLM graph (its KV cache is not kept in "
+                               "variables); re-export it with 'edgemed export --formats openvino-int8'")
         self.takes_positions = "position_ids" in inputs
-        self.takes_cache_branch = "use_cache_branch" in inputs
         self.logits_index = outputs.index("logits")
-        self._present_of: list[tuple[str, int]] = []
-        self._past_shapes: dict[str, tuple[int, int]] = {}
-        for name, port in inputs.items():
-            if not name.startswith(PAST_PREFIX):
-                continue
-            present = "present." + name[len(PAST_PREFIX):]
-            if present not in outputs:
-                raise EdgemedError(f"{self.model_file}: input {name} has no matching output {present}; re-export it")
-            self._present_of.append((name, outputs.index(present)))
-            shape = port.get_partial_shape()
-            if shape.rank.get_length() != 4 or not (shape[1].is_static and shape[3].is_static):
-                raise EdgemedError(f"{self.model_file}: {name} has shape {shape}, expected [batch, heads, seq, dim] "
-                                   "with static heads and dim; re-export it")
-            self._past_shapes[name] = (shape[1].get_length(), shape[3].get_length())
         width = self.compiled.outputs[self.logits_index].get_partial_shape()[-1]
         self._vocab = width.get_length() if width.is_static else int(self.config.get("vocab_size") or 0)
 
-    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        return {name: np.zeros((batch, h, 0, d), dtype=np.float32) for name, (h, d) in self._past_shapes.items()}
-
-    def _run(self, ids: np.ndarray, mask: np.ndarray, past: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One infer: `ids` after `past` (whose length is mask.shape[1] - ids.shape[1]); outputs in graph order."""
+    def _run(self, ids: np.ndarray, mask: np.ndarray, fresh: bool) -> np.ndarray:
+        """One infer of `ids` after what the state holds (mask.shape[1] - ids.shape[1] tokens); the logits.
+        `fresh` empties the state first (a new sequence, any batch size)."""
+        if fresh:
+            self.request.reset_state()
         feed: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
         if self.takes_positions:
             if ids.shape[0] == 1 and mask.all():
@@ -152,11 +138,8 @@ class OpenVinoRuntime(Runtime):
             else:
                 pos = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)[:, -ids.shape[1]:]
             feed["position_ids"] = np.ascontiguousarray(pos, dtype=np.int64)
-        if self.takes_cache_branch:
-            feed["use_cache_branch"] = np.array([mask.shape[1] > ids.shape[1]], dtype=np.bool_)
-        feed.update(past)
-        result = self.request.infer(feed, share_inputs=True, share_outputs=False)
-        return list(result.to_tuple())
+        self.request.infer(feed, share_inputs=True)
+        return self.request.get_output_tensor(self.logits_index).data
 
     def _ones(self, n: int) -> np.ndarray:
         if self._mask_ones.shape[1] < n:
@@ -199,31 +182,28 @@ class OpenVinoRuntime(Runtime):
             if e:
                 ids[row, width - len(e):] = e
                 mask[row, width - len(e):] = 1
-        logits = self._run(ids, mask, self._empty_past(len(encoded)))[self.logits_index]
+        logits = self._run(ids, mask, fresh=True)
         return log_softmax_rows(logits[:, -1, :])
 
     def sequence_logprobs(self, ids: list[int]) -> np.ndarray:
         if not ids:
             return np.zeros((0, self.vocab_size), dtype=np.float32)
         arr = np.asarray([ids], dtype=np.int64)
-        logits = self._run(arr, self._ones(len(ids)), self._empty_past(1))[self.logits_index]
+        logits = self._run(arr, self._ones(len(ids)), fresh=True)
         return log_softmax_rows(logits[0])
 
-    def _step(self, ids: list[int]) -> np.ndarray:
-        self._length += len(ids)
-        out = self._run(np.asarray([ids], dtype=np.int64), self._ones(self._length), self._past)
-        self._past = {name: out[i] for name, i in self._present_of}
-        logits = out[self.logits_index][0, -1]
-        return logits if logits.dtype == np.float32 else logits.astype(np.float32)
+    def _step(self, ids: list[int], fresh: bool) -> np.ndarray:
+        self._length = len(ids) if fresh else self._length + len(ids)
+        logits = self._run(np.asarray([ids], dtype=np.int64), self._ones(self._length), fresh)[0, -1]
+        return logits.astype(np.float32)  # a copy: the output tensor is reused by the next infer
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
         if not ids:
             raise EdgemedError("empty prompt: OpenVINO needs at least one token")
-        self._past, self._length = self._empty_past(1), 0
-        return self._step(ids)
+        return self._step(ids, fresh=True)
 
     def _decode(self, token: int) -> np.ndarray:
-        return self._step([token])
+        return self._step([token], fresh=False)
 
     # --- reporting --------------------------------------------------------------------------------
     def _property(self, name: str) -> Any:
@@ -254,7 +234,8 @@ class OpenVinoRuntime(Runtime):
             "dtype": {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}.get(precision, precision or None),
             "compile_config_set_by_edgemed": dict(self.requested),
             "compiled_model": compiled,
-            "stateful": False,
+            "stateful": True,
+            "kv_cache_variables": len(self.request.query_state()) if self.request is not None else None,
             "openvino": self.ov.__version__,
             "omp_wait_policy": omp_wait_policy(),
             "takes_position_ids": self.takes_positions,
@@ -262,6 +243,5 @@ class OpenVinoRuntime(Runtime):
         }
 
     def close(self) -> None:
-        self._past = {}
         self.request = None
         self.compiled = None
