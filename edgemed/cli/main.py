@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "bench": "edgemed.cli.bench:bench",
     "report": "edgemed.cli.report:report",
     "pipeline": "edgemed.cli.pipeline:pipeline",
+    "tune": "edgemed.cli.tune:tune",
     "info": "edgemed.cli.info:info",
 }
 
@@ -96,6 +97,8 @@ def _how_to_resume(ns: argparse.Namespace) -> str:
         return "re-run the same command with --resume to continue from the last checkpoint"
     if ns.command == "bench":
         return "re-run the same command with --resume to keep the artifacts already measured"
+    if ns.command == "tune":
+        return "re-run the same command with --resume to go on (exports and measurements are cached)"
     return "re-run the same command to go on"
 
 

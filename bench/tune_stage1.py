@@ -1,0 +1,200 @@
+"""Stage 1 of ``edgemed tune``: candidates exported into a cache keyed by their inputs, and their KL divergence from
+the reference measured on a growing subset of the fidelity sequences.
+
+Cache layout (CACHE is shared by every tune of the same merged model, whatever its budgets or --out):
+
+- ``base-<sha>/`` the merged model's ``hf`` (the reference), ``gguf-f16`` and ``onnx`` artifacts, exported once
+  through ``run_export``; candidates are built on them (each candidate folder links the one it needs, so the
+  exporter finds its sibling as in a normal export run);
+- ``reference-<key>/`` the reference's top-k log-probs over the fidelity sequences (``save_reference``), keyed by
+  the model, the questions, the prompt style and k;
+- ``<key>/<format>/`` one candidate, a normal verified artifact with its manifest (key: the merged model's sha256,
+  the format and the settings), and ``<key>/kld-<reference key>.npz``: the per-token measurements of the
+  sequences measured so far, so a later pass (or another tune) measures only the sequences it lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.bench.tune_space import Candidate
+from edgemed.errors import EdgemedError
+
+MIN_SEQUENCES = 8  # a cluster-robust interval needs a few clusters
+BASE_OF = {"gguf": "gguf-f16", "onnx": "onnx", "openvino": "onnx"}  # the artifact each runtime's formats build on
+SHARED_MATRIX = "gguf-shared-imatrix"  # a calibrated artifact linked in, so its importance matrix is reused
+
+
+class Stage1:
+    """Exports and measurements of one merged model, cached under `cache`."""
+
+    def __init__(self, merged: Path, cache: Path, logs: Path, threads: int, verify: bool, timeout: float):
+        from edgemed.export.base import source_fingerprint
+
+        self.merged, self.cache, self.logs = Path(merged), Path(cache), Path(logs)
+        self.threads, self.verify, self.timeout = threads, verify, timeout
+        self.sha = source_fingerprint(self.merged)["sha256"]
+        self.base = self.cache / f"base-{self.sha[:16]}"
+        self.reference_dir: Path | None = None
+        self.reference_key: str | None = None
+
+    # --- exports ------------------------------------------------------------------------------------------------
+    def base_artifact(self, fmt: str) -> Path:
+        """The merged model's `fmt` artifact in the base folder (exported and verified once)."""
+        from edgemed.export.run import run_export
+
+        results = run_export(self.merged, [fmt], self.base, verify=self.verify, threads=self.threads,
+                             show_progress=False)
+        r = results[0]
+        if r["status"] not in ("exported", "skipped"):
+            raise EdgemedError(f"the {fmt} artifact every {fmt.split('-')[0]} candidate builds on could not be made: "
+                               f"{r['reason']}")
+        return self.base / fmt
+
+    def export(self, cand: Candidate) -> dict[str, Any]:
+        """Export one candidate into its cache folder (or find it there); the record for tune.json."""
+        from edgemed.bench.artifacts import weights_record
+        from edgemed.export.run import run_export
+        from edgemed.fsutil import dir_size
+        from edgemed.manifest import read_manifest
+
+        key = cand.key(self.sha)
+        folder = self.cache / key
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._link(folder / BASE_OF[cand.runtime], self.base_artifact(BASE_OF[cand.runtime]))
+        except EdgemedError as exc:
+            return {"status": "failed", "reason": str(exc), "key": key}
+        if cand.format.endswith("-imatrix"):
+            donor = self._matrix_donor(exclude=folder)
+            if donor is not None:
+                self._link(folder / SHARED_MATRIX, donor)
+        settings = {cand.format: cand.settings} if cand.settings else None
+        r = run_export(self.merged, [cand.format], folder, verify=self.verify, threads=self.threads,
+                       settings=settings, show_progress=False)[0]
+        if r["status"] not in ("exported", "skipped"):
+            return {"status": "failed", "reason": f"export {r['status']}: {r['reason']}", "key": key}
+        path = folder / cand.format
+        details = read_manifest(path).get("export", {})
+        return {"status": "exported", "key": key, "path": str(path), "cached": r["status"] == "skipped",
+                "export_seconds": r.get("seconds"), "size_bytes": dir_size(path),
+                "weights_sha256": weights_record(path, cand.format).get("sha256"),
+                "bits_per_weight": details.get("bits_per_weight"),
+                "tensor_types": {k: v.get("tensors") for k, v in (details.get("types") or {}).items()}}
+
+    @staticmethod
+    def _link(link: Path, target: Path) -> None:
+        if link.is_symlink() and link.resolve() == target.resolve():
+            return
+        if link.is_symlink():
+            link.unlink()
+        if not link.exists():
+            os.symlink(os.path.relpath(target, link.parent), link)
+
+    def _matrix_donor(self, exclude: Path) -> Path | None:
+        """A verified calibrated candidate of this model already in the cache (its matrix is reused when its key
+        matches; the exporter checks that)."""
+        for folder in sorted(self.cache.glob("*/gguf-*-imatrix")):
+            if folder.is_symlink() or folder.parent == exclude:
+                continue
+            try:
+                m = json.loads((folder / "edgemed.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if m.get("status") == "verified" and m.get("source", {}).get("sha256") == self.sha:
+                return folder
+        return None
+
+    # --- the reference ------------------------------------------------------------------------------------------
+    def store_reference(self, questions: list, top_k: int = 1024) -> dict[str, Any]:
+        """The reference's log-probs over the questions' fidelity sequences, stored once per model and questions."""
+        from dataclasses import asdict
+
+        hf = self.base_artifact("hf")
+        ids = [q.id for q in questions]
+        self.reference_key = hashlib.sha256(json.dumps([self.sha, ids, top_k]).encode()).hexdigest()[:16]
+        self.reference_dir = self.cache / f"reference-{self.reference_key}"
+        if not (self.reference_dir / "self.json").is_file():
+            job = {"mode": "store", "artifact": str(hf), "reference": str(self.reference_dir), "top_k": top_k,
+                   "questions": [asdict(q) for q in questions], "threads": self.threads,
+                   "options": _runtime_options()}
+            self._child(job, "reference")
+        meta = json.loads((self.reference_dir / "meta.json").read_text(encoding="utf-8"))
+        return {"path": str(self.reference_dir), "artifact": str(hf), "sequences": len(meta["sequences"]),
+                "tokens": meta["rows"], "top_k": meta["top_k"], "key": self.reference_key}
+
+    def _child(self, job: dict[str, Any], name: str) -> None:
+        from edgemed.child import python_module, run_child
+        from edgemed.fsutil import atomic_write_json
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        job_path = atomic_write_json(self.logs / f"{name}.job.json", job)
+        outcome = run_child(python_module("edgemed.bench.tune_worker", str(job_path)), self.logs / f"{name}.log",
+                            timeout_s=self.timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if not outcome.ok:
+            raise EdgemedError(f"{outcome.why()} (log: {self.logs / f'{name}.log'})")
+
+    # --- KL divergence on a subset ------------------------------------------------------------------------------
+    def measure(self, cand: Candidate, path: Path, fraction: float) -> dict[str, Any]:
+        """KLD and top-1 agreement of the candidate over (at least) `fraction` of the fidelity sequences, with
+        their 95% cluster-robust intervals; sequences measured before are not measured again."""
+        from edgemed.bench.fidelity import fidelity_summary, load_reference
+        from edgemed.bench.tune_rules import cluster_interval
+
+        assert self.reference_dir is not None, "store_reference first"
+        meta, ref = load_reference(self.reference_dir)
+        n = len(meta["sequences"])
+        order = np.random.default_rng(0).permutation(n)
+        want = order[: max(min(n, MIN_SEQUENCES), math.ceil(fraction * n))]
+        rows_path = self.cache / cand.key(self.sha) / f"kld-{self.reference_key}.npz"
+        have = _load_rows(rows_path)
+        missing = sorted(set(int(i) for i in want) - set(int(i) for i in np.unique(have["seq"])))
+        if missing:
+            part = rows_path.with_name(f".{rows_path.stem}.part.npz")
+            job = {"mode": "compare", "artifact": str(path), "reference": str(self.reference_dir),
+                   "sequences": missing, "rows": str(part), "threads": self.threads, "options": _runtime_options()}
+            self._child(job, cand.id)
+            new = _load_rows(part)
+            have = {k: np.concatenate([have[k], new[k]]) for k in have}
+            tmp = rows_path.with_name(f".{rows_path.stem}.tmp.npz")
+            np.savez(tmp, **have)
+            tmp.replace(rows_path)
+            part.unlink(missing_ok=True)
+        seq = have["seq"]
+        lp_target = np.asarray(ref["target_logp"], dtype=np.float64)[have["row"]]
+        s = fidelity_summary(have["kld"], have["same"].astype(bool), have["lq_target"], lp_target, seq,
+                             meta["top_k"], float(have["tail"].mean()))
+        lo, hi = cluster_interval(have["same"].astype(np.float64), seq)
+        return {"fraction": round(len(np.unique(seq)) / n, 4), "sequences": s["sequences"], "tokens": s["tokens"],
+                "kld_mean": s["kld_mean"], "kld_ci": s["kld_ci"], "kld_p99": s["kld_p99"],
+                "top1": s["top1_agreement"], "top1_ci": [lo, hi], "ppl_ratio": s["ppl_ratio"],
+                "measured_now": len(missing)}
+
+
+_ROW_KEYS = ("seq", "row", "kld", "bound", "same", "lq_target", "tail")
+
+
+def _load_rows(path: Path) -> dict[str, np.ndarray]:
+    empty = {"seq": np.zeros(0, np.int32), "row": np.zeros(0, np.int64), "same": np.zeros(0, bool)}
+    if not path.is_file():
+        return {k: empty.get(k, np.zeros(0)) for k in _ROW_KEYS}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in _ROW_KEYS}
+    except (OSError, ValueError, KeyError):  # a damaged file is measured again
+        return {k: empty.get(k, np.zeros(0)) for k in _ROW_KEYS}
+
+
+def _runtime_options() -> dict[str, Any]:
+    """The runtime options the stage-2 bench uses by default (llama.cpp flash attention as llama.cpp decides)."""
+    from edgemed.bench.config import BenchConfig
+    from edgemed.bench.protocol import runtime_options
+
+    return runtime_options(BenchConfig())

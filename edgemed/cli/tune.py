@@ -1,0 +1,18 @@
+"""``edgemed tune``: the artifact that minimises an objective within quality and speed budgets, over a declared grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgemed.bench.tune_config import TuneConfig
+
+
+def tune(merged: Path, config: TuneConfig) -> int:
+    """Search the quantization space for the artifact that minimises an objective within quality and speed budgets.
+
+    Args:
+        merged: the merged model folder (edgemed merge), or a pipeline run folder (its merged/ inside).
+    """
+    from edgemed.bench.tune import run_tune
+
+    return int(run_tune(merged, config)["exit_code"])
