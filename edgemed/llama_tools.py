@@ -188,7 +188,7 @@ def _build(ver: str, root: Path, jobs: int, force: bool, say: Callable[[str], No
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}  # it would turn GGML_NATIVE off
     say(f"building {', '.join(TOOLS)} from llama-cpp-python {ver}'s llama.cpp sources with -j {jobs} "
-        f"(once; about 7 minutes on 2 cores) into {build}; log: {log}")
+        f"(once; 7-20 minutes on 2 cores) into {build}; log: {log}")
     start = time.monotonic()
     _run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_FLAGS], root / "configure.log",
          "cmake could not configure llama.cpp", env=env)

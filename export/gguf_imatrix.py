@@ -61,14 +61,29 @@ def training_text(source: Path) -> tuple[str, dict[str, Any]]:
 
 
 def count_tokens(gguf: Path, text: str) -> int:
-    """Tokens of `text` as llama-imatrix tokenizes it (the GGUF's vocabulary, BOS as its metadata says, specials)."""
+    """Tokens of `text` as llama-imatrix tokenizes it (the GGUF's vocabulary, BOS as its metadata says, specials
+    parsed), from the vocabulary alone; llama.cpp's load log is kept quiet (llama-cpp-python's logger)."""
+    import logging
+
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    log = logging.getLogger("llama-cpp-python")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
     try:
-        return len(llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), params)
+        if not model:
+            raise EdgemedError(f"llama.cpp could not read the vocabulary of {gguf}; re-export gguf-f16")
+        try:
+            data = text.encode("utf-8")
+            vocab = llama_cpp.llama_model_get_vocab(model)
+            return -llama_cpp.llama_tokenize(vocab, data, len(data), None, 0, True, True)  # -needed when 0 fit
+        finally:
+            llama_cpp.llama_model_free(model)
     finally:
-        llm.close()
+        log.setLevel(level)
 
 
 # --- a matrix file ----------------------------------------------------------------------------------------------
@@ -143,7 +158,7 @@ def compute(f16: Path, dest: Path, out_name: str, text: str, ctx: int, chunks: i
                            f"--imatrix-ctx {ctx}; give a smaller --imatrix-ctx (or train on more questions)")
     tool = ensure_tools(("llama-imatrix",))["llama-imatrix"]
     (dest / TEXT_NAME).write_text(text, encoding="utf-8")
-    args = ["-m", str(f16), "-f", TEXT_NAME, "-o", out_name, "--output-format", "gguf", "-c", str(ctx),
+    args = ["-m", str(f16.resolve()), "-f", TEXT_NAME, "-o", out_name, "--output-format", "gguf", "-c", str(ctx),
             "-b", str(ctx), "--chunks", str(chunks if chunks else -1), "--parse-special", "--no-ppl", "-ngl", "0"]
     if threads:
         args += ["-t", str(threads)]
@@ -152,7 +167,8 @@ def compute(f16: Path, dest: Path, out_name: str, text: str, ctx: int, chunks: i
     finally:
         (dest / TEXT_NAME).unlink(missing_ok=True)
     used = min(chunks or tokens // ctx, tokens // ctx)
-    return {"made_by": "llama-imatrix", "tool": str(tool), "command": ["llama-imatrix", *args],
+    shown = ["model-f16.gguf" if a == str(f16.resolve()) else a for a in args]  # no temp paths in the record
+    return {"made_by": "llama-imatrix", "tool": str(tool), "command": ["llama-imatrix", *shown],
             "settings": {"ctx": ctx, "chunks": chunks, "batch": ctx, "parse_special": True, "process_output": False,
                          "threads": threads},
             "text_tokens": tokens, "tokens_used": used * ctx}
