@@ -24,6 +24,13 @@ def write_outputs(doc: dict[str, Any], results: list[ArtifactResult], out: Path,
     written["csv"] = str(atomic_write_text(out / "bench.csv", to_csv(results)))
     md = to_markdown(doc, results)
     written["markdown"] = str(atomic_write_text(out / "bench.md", md))
+    from edgemed.bench.html import write_bench_html  # bench.html beside bench.md (issue 22)
+
+    page, why = write_bench_html(doc, results, out / "bench.html")
+    if page:
+        written["html"] = str(page)
+    else:
+        doc.setdefault("skipped_outputs", {})["bench.html"] = why
     env, st = doc.get("environment", {}), doc.get("settings", {})
     policies = sorted({str(r.runtime_info.get("omp_wait_policy")) for r in results if r.ok})
     caption = (f"{env.get('cpu')} ({env.get('cores_physical')} cores), {st.get('threads')} threads on "
@@ -54,13 +61,15 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
     from rich.console import Console
     from rich.markup import escape  # messages hold pip extras like 'edgemed[train]', not markup
 
-    from edgemed.bench.render import rich_table
+    from edgemed.bench.render import below_llama_bench, int8_notes, question_source, rich_table
     from edgemed.console import console
 
     s = doc["settings"]
     wide = console if console.is_terminal else Console(width=200, highlight=False)  # logs: never fold columns
-    wide.print(rich_table(results, title=f"edgemed bench: {s['questions']} questions, {s['threads']} threads "
-                                         f"({s['device']}), pp{s['n_prompt']}/tg{s['n_gen']} x {s['repetitions']}",
+    wide.print(rich_table(results, title=f"edgemed bench: {s['questions']} questions ({question_source(s)}), "
+                                         f"{s['threads']} threads "
+                                         f"({s['device']}), pp{s['n_prompt']}/tg{s['n_gen']} x {s['repetitions']}"
+                                         f"{below_llama_bench(s)}",
                           reference=doc.get("reference")))
     for r in results:
         if not r.ok:
@@ -76,6 +85,8 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
         if r.ok and r.busy:
             console.print(f"[yellow]BUSY[/yellow] {r.name}: {r.machine_load.get('reason')}; its timings are not "
                           "comparable with a quiet run")
+    for line in int8_notes(results):
+        console.print(f"[yellow]INT8[/yellow] {escape(line)}")
     for c in broken:
         console.print(f"[red]BROKEN[/red] {c.artifact} {c.key}: {escape(c.message)} ({escape(c.source)})")
     checks = doc.get("checks", [])
