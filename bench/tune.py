@@ -139,8 +139,11 @@ class State:
 
         atomic_write_json(self.out / TUNE_JSON, self.doc)
 
-    def drop(self, rec: dict[str, Any], status: str, stage: int, reason: str) -> None:
-        rec.update(status=status, stage=stage, reason=reason, alive=False)
+
+
+def drop(rec: dict[str, Any], status: str, stage: int, reason: str) -> None:
+    """Mark a candidate out of the search, with the stage and the reason recorded."""
+    rec.update(status=status, stage=stage, reason=reason, alive=False)
 
 
 # --- stage 1 ----------------------------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def stage_one(plan: Plan, s1, state: State) -> None:
             state.save()
             bar.advance(task)
         for n, fraction in enumerate(fractions[1:], start=1):
-            prune(state, plan.budgets, plan.config.objective, final=False)
+            prune(list(state.records.values()), plan.budgets, plan.config.objective, final=False)
             pending = [c for c in plan.candidates
                        if state.records[c.id].get("alive") and state.records[c.id].get("pending")]
             if not pending:
@@ -174,12 +177,12 @@ def stage_one(plan: Plan, s1, state: State) -> None:
             for c in pending:
                 bar.update(grow, description=f"stage 1 {c.id}: KLD on {fraction:.0%}")
                 _measure_one(c, state.records[c.id], s1, state, fraction)
-                prune(state, plan.budgets, plan.config.objective, final=False)
+                prune(list(state.records.values()), plan.budgets, plan.config.objective, final=False)
                 state.save()
                 bar.advance(grow)
             if n == len(fractions) - 1:
                 break
-        prune(state, plan.budgets, plan.config.objective, final=True)
+        prune(list(state.records.values()), plan.budgets, plan.config.objective, final=True)
         state.save()
 
 
@@ -188,40 +191,41 @@ def _export_one(c: Candidate, rec: dict[str, Any], s1, state: State, seen: dict[
     from edgemed.bench.tune_rules import describe_break
 
     if c.skip:
-        state.drop(rec, "skipped", 1, c.skip)
+        drop(rec, "skipped", 1, c.skip)
         return
     got = s1.export(c)
     rec.update({k: v for k, v in got.items() if k != "status"})
     if got["status"] != "exported":
-        state.drop(rec, "failed", 1, got["reason"])
+        drop(rec, "failed", 1, got["reason"])
         return
     rec["status"] = "exported"
     sha = got.get("weights_sha256")
     if sha and sha in seen:
-        state.drop(rec, "duplicate", 1, f"the same weights as {seen[sha]} (sha256 {sha[:12]}): measured once")
+        drop(rec, "duplicate", 1, f"the same weights as {seen[sha]} (sha256 {sha[:12]}): measured once")
         return
     if sha:
         seen[sha] = c.id
     if budgets.get("max_size_bytes") is not None and got["size_bytes"] > budgets["max_size_bytes"]:
-        state.drop(rec, "dropped", 1, "outside the budget: " + describe_break("max_size", got, budgets))
+        drop(rec, "dropped", 1, "outside the budget: " + describe_break("max_size", got, budgets))
 
 
 def _measure_one(c: Candidate, rec: dict[str, Any], s1, state: State, fraction: float) -> None:
     try:
         m = s1.measure(c, Path(rec["path"]), fraction)
     except EdgemedError as exc:
-        state.drop(rec, "failed", 1, f"stage-1 measurement failed: {exc}")
+        drop(rec, "failed", 1, f"stage-1 measurement failed: {exc}")
         return
     rec["stage1"].append(m)
     rec.update(status="measured", alive=True, kld_mean=m["kld_mean"], kld_ci=m["kld_ci"], top1=m["top1"],
                top1_ci=m["top1_ci"], tokens=m["tokens"], sequences=m["sequences"], fraction=m["fraction"])
 
 
-def prune(state: State, budgets: dict[str, Any], objective: str, final: bool) -> None:
-    """Drop what is outside a budget, what another live candidate dominates, and (final) what still straddles."""
+def prune(records: list[dict[str, Any]], budgets: dict[str, Any], objective: str, final: bool) -> None:
+    """Drop what is outside a budget, what another live candidate dominates, and (final) what still straddles; a
+    live candidate whose interval straddles a budget is marked ``pending`` (measure more tokens)."""
     from edgemed.bench.tune_rules import OUTSIDE, STRADDLES, describe_break, dominator, stage1_verdicts
 
-    live = [r for r in state.records.values() if r.get("alive")]
+    live = [r for r in records if r.get("alive")]
     for r in live:
         verdicts = stage1_verdicts(r, budgets)
         r["verdicts"] = verdicts
@@ -229,15 +233,15 @@ def prune(state: State, budgets: dict[str, Any], objective: str, final: bool) ->
         straddle = [k for k, v in verdicts.items() if v == STRADDLES]
         r["pending"] = bool(straddle) and not out
         if out:
-            state.drop(r, "dropped", 1, "outside the budget: " + "; ".join(describe_break(k, r, budgets) for k in out))
+            drop(r, "dropped", 1, "outside the budget: " + "; ".join(describe_break(k, r, budgets) for k in out))
         elif straddle and final:
-            state.drop(r, "dropped", 1, f"not shown within the budget at {r['sequences']} sequences ({r['tokens']} "
+            drop(r, "dropped", 1, f"not shown within the budget at {r['sequences']} sequences ({r['tokens']} "
                        "tokens, every one measured): " + "; ".join(describe_break(k, r, budgets) for k in straddle)
                        + " (the interval straddles it)")
-    for r in sorted((r for r in state.records.values() if r.get("alive")), key=lambda r: -r["size_bytes"]):
-        d = dominator(r, [o for o in state.records.values() if o.get("alive") and o is not r], objective)
+    for r in sorted((r for r in records if r.get("alive")), key=lambda r: -r["size_bytes"]):
+        d = dominator(r, [o for o in records if o.get("alive") and o is not r], objective)
         if d is not None:
-            state.drop(r, "dropped", 1, f"dominated by {d['id']}: size {d['size_bytes'] / 1e6:.1f} <= "
+            drop(r, "dropped", 1, f"dominated by {d['id']}: size {d['size_bytes'] / 1e6:.1f} <= "
                        f"{r['size_bytes'] / 1e6:.1f} MB and mean KLD [{d['kld_ci'][0]:.4f}-{d['kld_ci'][1]:.4f}] "
                        f"wholly below [{r['kld_ci'][0]:.4f}-{r['kld_ci'][1]:.4f}]")
 
@@ -263,7 +267,7 @@ def stage_two(plan: Plan, s1, state: State) -> None:
         bound = r["size_bytes"] if objective == "size" else weight_bytes(Path(r["path"]), r["format"])
         best_value = objective_value(best["bench"], objective) if best else None
         if best is not None and cannot_beat(bound, best_value, objective):
-            state.drop(r, "not-benched", 2, f"cannot beat {best['id']} on {objective}: its "
+            drop(r, "not-benched", 2, f"cannot beat {best['id']} on {objective}: its "
                        f"{'size' if objective == 'size' else 'weights'} {bound / 1e6:.1f} MB > {best['id']}'s "
                        f"{best_value / 1e6:.1f} MB (+2% tie)")
             continue
@@ -273,7 +277,7 @@ def stage_two(plan: Plan, s1, state: State) -> None:
         result = next((a for a in doc["artifacts"] if a["name"] == r["id"]), None)
         if result is None or result.get("status") != "ok":
             why = (result or {}).get("failure", {}) or {}
-            state.drop(r, "failed", 2, f"bench failed: {why.get('message', 'no result')}")
+            drop(r, "failed", 2, f"bench failed: {why.get('message', 'no result')}")
             state.save()
             continue
         r["bench"] = _bench_record(result, doc)

@@ -129,16 +129,19 @@ def _gguf_table(table: dict[str, Any], space: dict[str, Any], where: str) -> lis
         fmt = f"gguf-{ftype}{IMATRIX_SUFFIX if calibrated else ''}"
         settings, tags = dict(point), []
         skip = refusal(ftype, calibrated)
-        try:
-            for tensor, level in sorted(recipe.items()):
+        for tensor, level in sorted(recipe.items()):
+            try:
                 tname = override_type(ftype, level, ladder, f"{where}: overrides {tensor}")
-                tags.append(f"{tensor}-{tname}")
-                if tensor in TENSOR_FLAGS:
-                    settings[TENSOR_FLAGS[tensor]] = tname
-                else:
-                    settings.setdefault("tensor_types", []).append(f"{tensor}={tname}")
-        except LookupError as exc:
-            skip = skip or str(exc)
+            except LookupError as exc:  # off the ladder: kept, and recorded as skipped with the reason
+                skip = skip or str(exc)
+                tags.append(f"{tensor}{level:+d}")
+                settings.setdefault("unmade", []).append(f"{tensor}{level:+d}")
+                continue
+            tags.append(f"{tensor}-{tname}")
+            if tensor in TENSOR_FLAGS:
+                settings[TENSOR_FLAGS[tensor]] = tname
+            else:
+                settings.setdefault("tensor_types", []).append(f"{tensor}={tname}")
         ident = "+".join([fmt, *tags, *(f"{k}-{_tag(v)}" for k, v in sorted(point.items()))])
         cands.append(Candidate(id=ident, format=fmt, runtime="gguf", settings=settings,
                                recipe={"type": ftype, "imatrix": calibrated, "overrides": recipe, **point},
