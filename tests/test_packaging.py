@@ -100,7 +100,8 @@ def test_info_reports_formats_by_the_exporters_own_rule(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     formats = json.loads((tmp_path / "info.json").read_text())["formats"]
     assert [f["format"] for f in formats] == ["hf", "bnb-int8", "bnb-nf4", "onnx", "onnx-int8",
-                                              "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]
+                                              "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "onnx-int4",
+                                              "openvino-int8", "openvino-int4", "openvino-int4-awq"]
     assert all(f["installed"] and f["missing"] is None for f in formats)  # scripts/setup.sh installs every extra
 
 
@@ -189,7 +190,11 @@ def test_wheel_install_runs_eval_and_bench_from_inside_the_clone(wheel, tmp_path
     assert where.startswith(site), where
     edgemed = str(fresh / "bin" / "edgemed")
     arts = tmp_path / "artifacts"
-    run = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 900}
+    import os
+
+    converter = Path(sys.prefix) / "opt" / "hf2gguf"  # the fresh venv has none of its own: the documented variable
+    run = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 900,
+           "env": {**os.environ, "EDGEMED_HF2GGUF": str(converter)}}
     export = subprocess.run([edgemed, "export", str(tiny_model), "--formats", "gguf-q8_0", "--out", str(arts)], **run)
     assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]  # verification ran in a child
     ev = subprocess.run([edgemed, "eval", str(arts / "gguf-q8_0"), "--limit", "3", "--out", str(tmp_path / "ev")],
