@@ -88,11 +88,23 @@ def measure_latency(runtime, prompts: list[str], repetitions: int, warmup: int, 
     }
 
 
+class Phases:
+    """Wall seconds per phase of the worker, each measured from the end of the one before."""
+
+    def __init__(self, **done: float):
+        self.seconds = dict(done)
+        self._clock = time.perf_counter()
+
+    def end(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._clock
+        self._clock = now
+
+
 def run(job: Job) -> dict[str, Any]:
-    from edgemed.bench import throughput
+    """Load the artifact, time serving it (latency, pp, tg), then score it (fidelity and accuracy in one pass)."""
     from edgemed.bench.probes import rss_bytes, self_peak_rss_bytes
     from edgemed.data.medmcqa import Question
-    from edgemed.prompts import get_style
     from edgemed.runtimes.base import open_runtime
 
     config, target = job.config, job.target
@@ -102,18 +114,51 @@ def run(job: Job) -> dict[str, Any]:
     say(f"load {path}")
     import psutil
 
-    startup_s = time.time() - psutil.Process().create_time()
+    startup_s = time.time() - psutil.Process().create_time()  # interpreter, imports, job: before the load
     start = time.perf_counter()
     runtime = open_runtime(path, threads=job.threads, device=job.device, requested_device=config.device,
                            **runtime_options(config))
-    load_s = time.perf_counter() - start
+    phases = Phases(startup=startup_s, load=time.perf_counter() - start)
     rss_after = rss_bytes()
     inject_fault(target.name)
     info = {**runtime.info(), "env_set_by_bench": job.env}
-    from edgemed.evaluator.run import evaluate
     from edgemed.lineage import prompt_style_for
 
     style, style_source = prompt_style_for(path, runtime.chat_template)
+    served = _serve(runtime, config, questions, style, phases)
+    serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
+    fid, result, eval_s = _score(job, runtime, questions, style, phases)
+    runtime.close()
+    return {
+        "name": target.name,
+        "artifact": str(path),
+        "load_s": phases.seconds["load"],
+        "eval_s": eval_s,
+        "runtime_info": info,
+        "style": style,
+        "style_source": style_source,
+        **served,
+        "fidelity": fid,
+        "phases_s": phases.seconds,
+        "extra": {},  # further numbers by metric name (read by results.METRICS getters)
+        "evaluation": result.to_dict(),
+        "predictions": list(result.predictions),
+        "memory": {
+            "rss_before_load_bytes": rss_before,
+            "rss_after_load_bytes": rss_after,
+            "serving_peak_rss_bytes": serving_peak,
+            "self_peak_rss_bytes": self_peak_rss_bytes(),
+            "peak_gpu_bytes": _peak_gpu_bytes(),
+        },
+        "pid": os.getpid(),
+    }
+
+
+def _serve(runtime, config, questions, style: str, phases: Phases) -> dict[str, Any]:
+    """Answer latency and TTFT on MedMCQA prompts, then llama-bench's pp and tg."""
+    from edgemed.bench import throughput
+    from edgemed.prompts import get_style
+
     ctx = runtime.context_length
     if ctx and max(config.n_prompt + 1, config.n_gen + 1) > ctx:
         from edgemed.errors import EdgemedError
@@ -127,62 +172,32 @@ def run(job: Job) -> dict[str, Any]:
             prompts.append(prompt)
         if len(prompts) == config.latency_prompts:
             break
-    # startup: from the process's creation to the artifact's load (interpreter, imports, job); load: the runtime's
-    phases = {"startup": startup_s, "load": load_s}
-    clock = time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        phases[name] = now - clock
-        clock = now
-
     say(f"latency on {len(prompts)} prompts x {config.repetitions} repetitions (+{config.warmup} warm-up)")
     latency = measure_latency(runtime, prompts, config.repetitions, config.warmup, config.gen_tokens)
-    phase("latency")
+    phases.end("latency")
     say(f"pp{config.n_prompt} x {config.repetitions}")
     pp = throughput.prompt_processing(runtime, config.n_prompt, config.repetitions, config.warmup)
-    phase("pp")
+    phases.end("pp")
     say(f"tg{config.n_gen} x {config.repetitions}")
     tg = throughput.text_generation(runtime, config.n_gen, config.repetitions, config.warmup)
-    phase("tg")
-    serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
+    phases.end("tg")
+    return {"latency": latency, "pp": pp, "tg": tg}
+
+
+def _score(job: Job, runtime, questions, style: str, phases: Phases):
+    """(fidelity, EvalResult, eval seconds): accuracy reads its letters from the fidelity pass where it can."""
+    from edgemed.evaluator.run import evaluate
 
     letters: dict[str, Any] = {}
     fid = _fidelity(job, runtime, questions, style, letters)
-    phase("fidelity")
+    phases.end("fidelity")
     say(f"accuracy on {len(questions)} questions ({len(letters)} read from the fidelity pass)")
     start = time.perf_counter()
     result = evaluate(runtime, questions, scoring="logprob", style=style,
-                      batch_size=config.batch_size, show_progress=False, letter_rows=letters)
+                      batch_size=job.config.batch_size, show_progress=False, letter_rows=letters)
     eval_s = time.perf_counter() - start
-    phase("accuracy")
-    runtime.close()
-    return {
-        "name": target.name,
-        "artifact": str(path),
-        "load_s": load_s,
-        "eval_s": eval_s,
-        "runtime_info": info,
-        "style": style,
-        "style_source": style_source,
-        "latency": latency,
-        "pp": pp,
-        "tg": tg,
-        "fidelity": fid,
-        "phases_s": phases,
-        "extra": {},  # further numbers by metric name (read by results.METRICS getters)
-        "evaluation": result.to_dict(),
-        "predictions": list(result.predictions),
-        "memory": {
-            "rss_before_load_bytes": rss_before,
-            "rss_after_load_bytes": rss_after,
-            "serving_peak_rss_bytes": serving_peak,
-            "self_peak_rss_bytes": self_peak_rss_bytes(),
-            "peak_gpu_bytes": _peak_gpu_bytes(),
-        },
-        "pid": os.getpid(),
-    }
+    phases.end("accuracy")
+    return fid, result, eval_s
 
 
 def _fidelity(job: Job, runtime, questions, style: str, letters: dict[str, Any]) -> dict[str, Any] | None:
