@@ -6,9 +6,11 @@ Dynamic quantization (``quantize_dynamic``) feeds uint8 activations and int8 wei
   straight into int32. Exact for any weights.
 - ``x86-pmaddubsw``: any other x86-64 (AVX2, and AVX-512 without VNNI): VPMADDUBSW adds two u8 x s8 products
   into a *saturating* int16. With full-range weights (|w| up to 127) a pair reaches 2 x 255 x 127 = 64770 >
-  32767 and saturates: onnxruntime's docs name reduce_range (7-bit weights, 2 x 255 x 64 = 32640) or U8U8 as
-  the remedy. Measured on a Zen 3 EPYC with SmolLM2-135M: max |delta log p| 22.4 with full-range weights, 3.5
-  with reduce_range (shared/notes/formats.md).
+  32767 and saturates: onnxruntime's docs name reduce_range (7-bit weights) or U8U8 (uint8 weights, multiplied
+  through VPMADDWD in 16-bit lanes) as the remedy. Measured on a Zen 3 EPYC with SmolLM2-135M: max |delta log p|
+  22.4 with full-range s8 weights, 3.5 with reduce_range, 3.3 with U8U8 (top-100 next tokens,
+  shared/notes/formats.md). On the default pipeline's merged SmolLM2 (export verification, letter log-probs):
+  full-range s8 on VNNI 0.64, U8U8 0.70, 7-bit s8 0.85 (tolerance 1.0); so U8U8 is the scheme for this kernel.
 - ``arm``: aarch64 (SDOT/UDOT/SMMLA with dotprod/i8mm, widening NEON multiplies without): exact.
 
 The exporter picks the scheme for the CPU the artifact is meant for (``--int8-isa``, default: this CPU) and
@@ -47,15 +49,15 @@ def exact_on(kernel: str, weight_type: str, reduce_range: bool) -> bool:
 
 def scheme_for(kernel: str) -> dict[str, Any]:
     """The weight scheme quantize_dynamic should use for artifacts run on `kernel`: full-range int8 where the
-    kernel is exact for it, 7-bit weights (reduce_range) where it would saturate."""
-    reduce_range = kernel == "x86-pmaddubsw"
+    kernel accumulates u8 x s8 exactly, uint8 weights (U8U8, exact on every kernel) where it would saturate."""
+    u8u8 = kernel == "x86-pmaddubsw"
     return {
-        "name": "u8s8-7bit" if reduce_range else "u8s8",
-        "weight_type": "qint8",
-        "reduce_range": reduce_range,
+        "name": "u8u8" if u8u8 else "u8s8",
+        "weight_type": "quint8" if u8u8 else "qint8",
+        "reduce_range": False,
         "for_kernel": kernel,
-        "why": ("VPMADDUBSW (no VNNI) saturates int16 pairs of u8 x full-range s8: weights kept to 7 bits"
-                if reduce_range else f"{kernel} accumulates u8 x s8 in int32: full-range weights are exact"),
+        "why": ("VPMADDUBSW (no VNNI) saturates int16 pairs of u8 x full-range s8: uint8 weights (U8U8) instead"
+                if u8u8 else f"{kernel} accumulates u8 x s8 in int32: full-range weights are exact"),
     }
 
 
@@ -77,7 +79,7 @@ def saturation_risk(manifest: dict[str, Any], kernel: str | None = None) -> str 
         return None
     settings = manifest.get("settings") or {}
     int8 = (manifest.get("export") or {}).get("int8") or {}
-    weight_type = int8.get("weight_type", settings.get("weight_type", "qint8"))
+    weight_type = int8.get("weight_type", settings.get("weight_type") or "qint8")
     reduce_range = bool(int8.get("reduce_range", settings.get("reduce_range", False)))
     kernel = kernel or kernel_of()
     if exact_on(kernel, weight_type, reduce_range):

@@ -66,8 +66,9 @@ class OnnxInt8Exporter(Exporter):
     # quantizing it moves letter log-probs by 4.0 nats, keeping it fp32 by 0.48, for +35% size.
     # kernel: the CPU kernel the weights are made exact for (edgemed.int8_kernels): auto (this CPU), vnni, avx2 or
     # arm; resolved when the exporter is made, so the export cache and the manifest hold the concrete kernel.
-    # reduce_range None: the kernel's scheme (7-bit weights for avx2's saturating VPMADDUBSW, else full range).
-    defaults = {"weight_type": "qint8", "per_channel": True, "reduce_range": None, "op_types": ["MatMul"],
+    # weight_type/reduce_range None: the kernel's scheme (uint8 weights for avx2's saturating VPMADDUBSW, else
+    # full-range int8; edgemed.int8_kernels.scheme_for).
+    defaults = {"weight_type": None, "per_channel": True, "reduce_range": None, "op_types": ["MatMul"],
                 "keep_fp32": ["down_proj"], "kernel": "auto"}
 
     def __init__(self, name: str, threads: int | None = None, siblings: Path | None = None, **settings: Any):
@@ -78,10 +79,12 @@ class OnnxInt8Exporter(Exporter):
             self.settings["kernel"], self.kernel_chosen_by = resolve_target(self.settings["kernel"])
         else:
             self.kernel_chosen_by = "given"
-        if self.settings["reduce_range"] is None:
-            from edgemed.int8_kernels import scheme_for
+        from edgemed.int8_kernels import scheme_for
 
-            self.settings["reduce_range"] = scheme_for(self.settings["kernel"])["reduce_range"]
+        scheme = scheme_for(self.settings["kernel"])
+        for key in ("weight_type", "reduce_range"):
+            if self.settings[key] is None:
+                self.settings[key] = scheme[key]
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         import logging
@@ -136,7 +139,7 @@ class OnnxInt8Exporter(Exporter):
 
         kernel, reduce_range = settings["kernel"], bool(settings["reduce_range"])
         scheme = scheme_for(kernel)
-        if reduce_range != scheme["reduce_range"] or settings["weight_type"] != "qint8":
+        if reduce_range != scheme["reduce_range"] or settings["weight_type"] != scheme["weight_type"]:
             scheme = {**scheme, "name": "custom", "why": "weight_type/reduce_range set by hand"}
         return {**scheme, "weight_type": settings["weight_type"], "reduce_range": reduce_range,
                 "chosen_by": self.kernel_chosen_by, "exporting_cpu_kernel": kernel_of(),

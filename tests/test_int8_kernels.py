@@ -23,8 +23,9 @@ def test_kernel_families_by_instruction_set():
 
 
 def test_scheme_keeps_weights_to_7_bits_only_where_the_kernel_saturates():
-    assert scheme_for("x86-pmaddubsw")["reduce_range"] is True
-    assert scheme_for("x86-vnni")["reduce_range"] is False and scheme_for("arm")["reduce_range"] is False
+    assert scheme_for("x86-pmaddubsw")["weight_type"] == "quint8"  # U8U8: exact on every kernel
+    assert scheme_for("x86-vnni")["weight_type"] == "qint8" and scheme_for("arm")["weight_type"] == "qint8"
+    assert not any(scheme_for(k)["reduce_range"] for k in ("x86-pmaddubsw", "x86-vnni", "arm"))
     assert exact_on("x86-pmaddubsw", "qint8", True) and not exact_on("x86-pmaddubsw", "qint8", False)
     assert exact_on("x86-pmaddubsw", "quint8", False)  # U8U8 widens to 16 bits first: no saturation
     assert all(exact_on(k, "qint8", False) for k in ("x86-vnni", "arm"))
@@ -60,7 +61,7 @@ def onnx_sibling(tiny_model, tmp_path_factory):
 
 
 def test_the_avx2_scheme_verifies_with_this_machines_kernels(tiny_model, onnx_sibling):
-    """What `--int8-isa avx2` writes (7-bit weights, exact on every CPU) passes verification here, whatever this
+    """What `--int8-isa avx2` writes (uint8 weights, exact on every CPU) passes verification here, whatever this
     CPU's kernel; the manifest records the scheme, the kernel it was made for and how it was chosen."""
     from edgemed.export.run import run_export
     from edgemed.manifest import read_manifest
@@ -69,9 +70,9 @@ def test_the_avx2_scheme_verifies_with_this_machines_kernels(tiny_model, onnx_si
                       settings={"onnx-int8": {"kernel": "avx2"}})
     assert r["status"] == "exported" and r["verification"]["passed"], r["reason"]
     m = read_manifest(onnx_sibling / "onnx-int8")
-    assert m["settings"]["kernel"] == "x86-pmaddubsw" and m["settings"]["reduce_range"] is True
+    assert m["settings"]["kernel"] == "x86-pmaddubsw" and m["settings"]["weight_type"] == "quint8"
     int8 = m["export"]["int8"]
-    assert int8["name"] == "u8s8-7bit" and int8["for_kernel"] == "x86-pmaddubsw"
+    assert int8["name"] == "u8u8" and int8["for_kernel"] == "x86-pmaddubsw" and not int8["reduce_range"]
     assert int8["chosen_by"] == "--int8-isa avx2" and int8["exporting_cpu_kernel"] == kernel_of()
     assert set(int8["exact_on"]) == {"x86-vnni", "x86-pmaddubsw", "arm"}
 
