@@ -30,6 +30,12 @@ onnx-int8      1.0        0.48 / 0.50     int8 weights, per-tensor dynamic activ
 gguf-f16       0.05       0.005 / 0.006   fp16 weights, fp32 compute
 gguf-q8_0      0.2        0.10 / 0.11     8-bit blocks of 32
 gguf-q4_k_m    2.0        0.59 / 1.29     4/6-bit K-quants (legacy types where width % 256 != 0)
+onnx-int4      3.0        2.00 / 1.15     MatMulNBits int4 RTN, symmetric blocks of 32, int8
+                                          compute (acc. level 4), lm_head int4; asymmetric 1.35,
+                                          acc. level 1 1.74, lm_head fp32 1.88 (merged)
+openvino-int8  0.4        0.22 / 0.14     NNCF int8_asym per channel, stateful, u8 KV cache
+openvino-int4  2.5        1.13 / 1.21     NNCF int4_asym groups of 128 (64 where 576 wide),
+                                          int8 embedding/lm_head; -awq: - / 1.05
 gguf-<other>   by family  -               edgemed.registry.GGUF_TOLERANCE_BY_PREFIX
 =============  =========  ==============  ======================================================
 """
