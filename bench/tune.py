@@ -52,7 +52,8 @@ class Plan:
                                "tables for them or choose other runtimes")
         check_available(self.candidates)
         self.out = Path(config.out)
-        self.cache = Path(config.cache) if config.cache else self.merged.parent / "tune-cache"
+        # absolute: llama.cpp's tools run inside the artifact's temp folder, so a relative path would miss
+        self.cache = (Path(config.cache) if config.cache else self.merged.parent / "tune-cache").resolve()
         for flag, folder in (("--out", self.out), ("--cache", self.cache)):
             check_output_dir(folder, flag)
             if folder.resolve() == self.merged.resolve() or self.merged.resolve() in folder.resolve().parents:
