@@ -104,6 +104,53 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def json_problem(text: str) -> tuple[Any, str | None]:
+    """(value, None) for a JSON text, else (None, what is wrong with it): the one place edgemed catches corrupt JSON.
+
+    The reason is 'not JSON (<parser message> at line N)', 'nested too deeply to be read' or 'cannot be read
+    (<why>)' (an integer of more than 4300 digits, say)."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at line {exc.lineno})"
+    except RecursionError:
+        return None, "nested too deeply to be read"
+    except ValueError as exc:
+        return None, f"cannot be read ({exc})"
+
+
+def read_json(path: Path, what: str, fix: str, want_object: bool = False) -> Any:
+    """The JSON value in `path`. A missing, unreadable or corrupt file raises EdgemedError (exit 2) naming the file,
+    `what` it is (e.g. "run record") and `fix` (e.g. "re-run edgemed train with --force"); with `want_object`, a
+    value that is not a JSON object is refused too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EdgemedError(f"{path} does not exist (the {what}); {fix}") from None
+    except IsADirectoryError:
+        raise EdgemedError(f"{path} is a folder, not the {what} file; {fix}") from None
+    except UnicodeDecodeError:
+        raise EdgemedError(f"{path} is corrupt: the {what} is not UTF-8 text (not JSON); {fix}") from None
+    except OSError as exc:
+        raise EdgemedError(f"{path} cannot be read ({exc.strerror or exc}); the {what} is needed: {fix}") from None
+    value, problem = json_problem(text)
+    if problem is not None:
+        raise EdgemedError(f"{path} is corrupt: the {what} is {problem}; {fix}")
+    if want_object and not isinstance(value, dict):
+        raise EdgemedError(f"{path} is corrupt: the {what} is not a JSON object; {fix}")
+    return value
+
+
+def try_json(path: Path) -> Any | None:
+    """The JSON value in `path`, or None when the file is absent, unreadable or not JSON (for optional records)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return json_problem(text)[0]
+
+
 def read_jsonl(path: Path, fix: str) -> list[tuple[int, Any]]:
     """(line number, object) per non-blank line; a line that is not JSON raises EdgemedError naming it and `fix`."""
     rows = []
@@ -113,14 +160,11 @@ def read_jsonl(path: Path, fix: str) -> list[tuple[int, Any]]:
             for n, line in enumerate(fh, start=1):  # noqa: B007 - n names the line in the errors below
                 if not line.strip():
                     continue
-                try:
-                    rows.append((n, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise EdgemedError(f"{path}: line {n} is not valid JSON ({exc.msg}); {fix}") from None
-                except RecursionError:
-                    raise EdgemedError(f"{path}: line {n} is nested too deeply to be a row; {fix}") from None
-                except ValueError as exc:  # e.g. an integer of more than 4300 digits
-                    raise EdgemedError(f"{path}: line {n} cannot be read ({exc}); {fix}") from None
+                value, problem = json_problem(line)
+                if problem is not None:
+                    problem = problem.replace("not JSON (", "not valid JSON (").replace(" at line 1)", ")")
+                    raise EdgemedError(f"{path}: line {n} is {problem}; {fix}")
+                rows.append((n, value))
     except UnicodeDecodeError:
         raise EdgemedError(f"{path}: line {n + 1} is not UTF-8 text (a binary file?); give a UTF-8 JSON-lines file"
                            ) from None

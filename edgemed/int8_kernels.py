@@ -94,20 +94,16 @@ def saturation_risk(manifest: dict[str, Any], kernel: str | None = None) -> str 
 def check_here(path: Path, runtime, style: str, threads: int | None = None) -> dict[str, Any]:
     """Measure what the risk costs on this CPU: the artifact's letter log-probs against its fp32 ``onnx`` sibling
     (the graph it was quantized from, same source) on export verification's prompts, with this CPU's kernels."""
-    import json
-
     import numpy as np
 
     from edgemed.export.verify import LOGPROB_FLOOR, verification_prompts
+    from edgemed.manifest import try_manifest
     from edgemed.registry import FORMATS
     from edgemed.runtimes.base import open_runtime
 
     manifest = runtime.manifest
     sibling = Path(path).parent / "onnx"
-    try:
-        fp32 = json.loads((sibling / "edgemed.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        fp32 = {}
+    fp32 = try_manifest(sibling) or {}
     same = fp32.get("format") == "onnx" and fp32.get("source", {}).get("sha256") == manifest.get("source", {}).get(
         "sha256")
     tolerance = FORMATS["onnx-int8"].tolerance

@@ -14,7 +14,6 @@ questions eval, bench and pipeline ask of it (which prompt style; which question
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,10 +117,9 @@ def read_lineage(path: Path | str) -> Lineage | None:
     if found is None:
         return None
     file, key = found
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise EdgemedError(f"{file} is corrupt (not JSON); re-run the stage that wrote it with --force") from None
+    from edgemed.fsutil import read_json
+
+    doc = read_json(file, "lineage record", "re-run the stage that wrote it with --force")
     if key is None:
         return Lineage.from_dict(doc, file)
     if not isinstance(doc, dict):

@@ -6,7 +6,6 @@ by their manifests; a folder without one is recognised by its files (config.json
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from importlib import metadata
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
-from edgemed.fsutil import sha256_file
+from edgemed.fsutil import read_json, sha256_file
 
 MANIFEST = "edgemed.json"
 SCHEMA_VERSION = 1
@@ -56,15 +55,12 @@ def new_manifest(fmt: str, runtime: str, source: dict[str, Any], settings: dict[
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """The checked manifest of an artifact folder: exit 2 (naming the file and the fix) when it is missing,
+    corrupt, of a newer schema, or lists files outside the folder."""
     path = Path(folder) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgemedError(f"{folder} has no {MANIFEST}; export it with 'edgemed export'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise EdgemedError(f"{path} is corrupt (not JSON); re-export the artifact with --force") from None
-    except IsADirectoryError:
-        raise EdgemedError(f"{path} is a folder, not a manifest file; re-export the artifact with --force") from None
+    if not path.exists() and not path.is_symlink():
+        raise EdgemedError(f"{folder} has no {MANIFEST}; export it with 'edgemed export'")
+    data = read_json(path, "artifact manifest", "re-export the artifact with --force")
     if not isinstance(data, dict) or "format" not in data or "runtime" not in data:
         raise EdgemedError(f"{path} lacks 'format'/'runtime'; re-export the artifact with --force")
     if not isinstance(data["format"], str) or not isinstance(data["runtime"], str):
@@ -85,6 +81,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             raise EdgemedError(f"{path}: file entry '{f['path']}' points outside the artifact folder; the manifest "
                                "is not edgemed's: re-export the artifact")
     return data
+
+
+def try_manifest(folder: Path) -> dict[str, Any] | None:
+    """:func:`read_manifest`'s manifest, or None when the folder has none or it is unreadable (for optional uses:
+    a runtime's extra facts, a sibling artifact)."""
+    if not (Path(folder) / MANIFEST).is_file():
+        return None
+    try:
+        return read_manifest(folder)
+    except EdgemedError:
+        return None
 
 
 def check_known_format(path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.console import err_console
-from edgemed.fsutil import atomic_write_json
+from edgemed.fsutil import atomic_write_json, try_json
 
 STATE = "pipeline.json"
 
@@ -36,11 +36,11 @@ def _load_state(out: Path) -> dict[str, Any]:
     path = out / STATE
     if not path.exists():
         return {"steps": {}}
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, RecursionError):
+    state = try_json(path)
+    if state is None:
         err_console.print(f"[yellow]{path} is corrupt; starting the pipeline state afresh[/yellow]")
         return {"steps": {}}
+    return state
 
 
 def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, Any]:

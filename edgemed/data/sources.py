@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import csv
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
-from edgemed.fsutil import read_jsonl
+from edgemed.fsutil import read_json, read_jsonl
 
 HUB_DEFAULT = "openlifescienceai/medmcqa"
 
@@ -59,7 +58,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
         if suffix == ".jsonl":
             return [row for _, row in read_jsonl(path, "fix or remove that line")]
         if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, "data file", "fix it or give a list of flat row objects")
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
             if not isinstance(data, list):
@@ -83,11 +82,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
                                    ".jsonl/.json/.csv") from None
     except UnicodeDecodeError:
         raise EdgemedError(f"{path}: not UTF-8 text; convert it to UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise EdgemedError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise EdgemedError(f"{path}: JSON nested too deeply to hold rows; give a list of flat row objects") from None
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+    except ValueError as exc:  # a CSV field the csv module refuses, say
         raise EdgemedError(f"{path}: cannot be read as rows ({exc})") from None
     except csv.Error as exc:
         raise EdgemedError(f"{path}: not a readable CSV file ({exc}); fix it or give .jsonl/.json") from None

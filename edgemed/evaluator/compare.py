@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 from edgemed.data.medmcqa import LETTERS
 from edgemed.errors import EdgemedError
 from edgemed.evaluator import metrics as m
-from edgemed.fsutil import read_jsonl
+from edgemed.fsutil import read_json, read_jsonl
 
 PREDICTIONS = "predictions.jsonl"
 RESULTS = "results.json"
@@ -74,11 +73,7 @@ def load_predictions(path: Path) -> tuple[list[dict], Path]:
     if path.is_dir():
         path = path / PREDICTIONS
     elif path.name.endswith(".json"):
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise EdgemedError(f"reference {path} is not a readable results.json ({exc}); give an eval's results "
-                               "or predictions file") from None
+        results = read_json(path, "reference results.json", "give an eval's results or predictions file")
         name = results.get("predictions_file", PREDICTIONS) if isinstance(results, dict) else PREDICTIONS
         path = path.parent / name
     if not path.is_file():

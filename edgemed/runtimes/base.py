@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,11 +153,9 @@ class Runtime(abc.ABC):
     @property
     def manifest(self) -> dict[str, Any]:
         """The artifact's edgemed.json ({} when there is none or it is unreadable)."""
-        folder = self.path if self.path.is_dir() else self.path.parent
-        try:
-            return json.loads((folder / "edgemed.json").read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            return {}
+        from edgemed.manifest import try_manifest
+
+        return try_manifest(self.path if self.path.is_dir() else self.path.parent) or {}
 
     @property
     def prompt_style(self) -> str:

@@ -6,7 +6,6 @@ import chain must stay free of torch and transformers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path` ({} when the file is absent); a clear error when it is not JSON."""
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, RecursionError):
-        raise EdgemedError(f"{path} is corrupt (not JSON); re-export the artifact") from None
+    from edgemed.fsutil import read_json as read
+
+    data = read(path, "tokenizer file", "re-export the artifact")
     return data if isinstance(data, dict) else {}
 
 

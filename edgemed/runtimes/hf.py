@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgemed.errors import EdgemedError
 from edgemed.runtimes.base import Runtime, omp_wait_policy
 
 
@@ -120,8 +118,7 @@ def _quantization(path: Path) -> dict[str, Any] | None:
     config = Path(path) / "config.json"
     if not config.exists():
         return None
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise EdgemedError(f"{config} is corrupt (not JSON); re-export the artifact") from None
+    from edgemed.fsutil import read_json
+
+    data = read_json(config, "model config", "re-export the artifact")
     return data.get("quantization_config") if isinstance(data, dict) else None
