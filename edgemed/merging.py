@@ -14,9 +14,9 @@ from typing import Any
 
 from edgemed.batching import AnswerOnlyCollator, encode_question
 from edgemed.errors import CheckFailed, EdgemedError
-from edgemed.fsutil import atomic_dir
+from edgemed.fsutil import atomic_dir, read_json
 from edgemed.lineage import Lineage
-from edgemed.training import ADAPTER, RUN_CONFIG
+from edgemed.train.rundir import ADAPTER, RUN_CONFIG, model_signature, read_run
 
 MERGE_RECORD = "edgemed-merge.json"
 ADAPTER_FILES = ("adapter_model.safetensors",)
@@ -44,18 +44,9 @@ def find_adapter(path: Path) -> tuple[Path, Path | None, dict[str, Any] | None]:
             f"{adapter} has adapter_config.json but no adapter_model.safetensors; the run did not finish: "
             "re-run 'edgemed train' with --resume"
         )
-    config_file = adapter / "adapter_config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        config = None
-    if not isinstance(config, dict):
-        raise EdgemedError(f"{config_file} is corrupt (not a JSON object); re-run 'edgemed train' with --force")
-    record = None
-    if run_dir is not None:
-        from edgemed.training import read_run
-
-        record = read_run(run_dir)
+    read_json(adapter / "adapter_config.json", "LoRA adapter config", "re-run 'edgemed train' with --force",
+              want_object=True)
+    record = read_run(run_dir) if run_dir is not None else None
     return adapter, run_dir, record
 
 
@@ -69,7 +60,8 @@ def _base_name(base: str | None, adapter: Path, record: dict[str, Any] | None) -
         given = record["base_model"]["given"]
         resolved = record["base_model"]["resolved"]
         return given, resolved if Path(resolved).is_dir() else resolve_model(given)
-    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))  # find_adapter checked it
+    cfg = read_json(adapter / "adapter_config.json", "LoRA adapter config", "re-run 'edgemed train' with --force",
+                    want_object=True)
     name = cfg.get("base_model_name_or_path")
     if not name:
         raise EdgemedError(f"{adapter} does not record its base model; pass --base MODEL")
@@ -77,12 +69,10 @@ def _base_name(base: str | None, adapter: Path, record: dict[str, Any] | None) -
 
 
 def _check_signature(record: dict[str, Any] | None, base: str) -> None:
-    from edgemed.training import _model_signature
-
     wanted = (record or {}).get("base_model", {}).get("signature")
     if not wanted:
         return
-    found = _model_signature(base)
+    found = model_signature(base)
     diffs = [f"{k} {found.get(k)} (adapter: {v})" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
         raise EdgemedError(
@@ -135,8 +125,8 @@ def merge_adapter(
     """
     from edgemed.console import err_console
     from edgemed.manifest import versions
-    from edgemed.models import load_model, load_tokenizer, pick_device
-    from edgemed.prompts import detect_style, get_style
+    from edgemed.models import load_tokenizer, pick_device
+    from edgemed.prompts import get_style
 
     if not tolerance >= 0:
         raise EdgemedError(f"--tolerance must be 0 or more, not {tolerance}")
@@ -154,17 +144,46 @@ def merge_adapter(
     started = time.time()
     tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else resolved),
                                trust_remote_code=trust_remote_code)
+    lineage = _lineage(run_dir, tokenizer, given, resolved)
+    err_console.print(f"edgemed merge: {adapter_dir} into {given} on {choice}")
+    record_out: dict[str, Any] = {
+        "schema": 1,
+        "kind": "edgemed-merge",
+        "base_model": {"given": given, "resolved": resolved},
+        "adapter": str(adapter_dir.resolve()),
+        "run": str(run_dir.resolve()) if run_dir else None,
+        "lineage": lineage.to_dict(),
+        "dtype": choice.dtype,
+        "versions": versions(),
+    }
+    questions = verification_questions(lineage, prompts)
+    batch = _batch(tokenizer, get_style(lineage.prompt_style), questions)
+    # the adapted model is handed over unnamed: _merge_and_save holds its only reference and frees it
+    _merge_and_save(_load_adapted(resolved, adapter_dir, given, choice, trust_remote_code), tokenizer, batch,
+                    out, force, choice, tolerance, record_out, [q.id for q in questions], started)
+    if record_out["verification"]["adapter_effect_max_abs"] == 0.0:
+        err_console.print("[yellow]the adapter does not change the base model's logits (untrained adapter?)")
+    return record_out
+
+
+def _lineage(run_dir: Path | None, tokenizer: Any, given: str, resolved: str) -> Lineage:
+    """The run's lineage; for a bare adapter this stage decides the style, and the training data is unknown."""
     from edgemed.lineage import read_lineage, untrained
+    from edgemed.prompts import detect_style
 
     lineage = read_lineage(run_dir) if run_dir is not None else None
-    if lineage is None:  # a bare adapter: this stage decides the style, and the training data is unknown
+    if lineage is None:
         lineage = untrained(detect_style(getattr(tokenizer, "chat_template", None)),
                             "chat template at merge (adapter without a train run record)",
                             {"given": given, "resolved": resolved})
-    style = get_style(lineage.prompt_style)
-    err_console.print(f"edgemed merge: {adapter_dir} into {given} on {choice}")
+    return lineage
 
+
+def _load_adapted(resolved: str, adapter_dir: Path, given: str, choice: Any, trust_remote_code: bool) -> Any:
+    """The base model with the adapter applied (eval mode); exit 2 when the adapter is corrupt or does not fit."""
     from peft import PeftModel
+
+    from edgemed.models import load_model
 
     base_model = load_model(resolved, choice, trust_remote_code=trust_remote_code)
     with warnings.catch_warnings(record=True) as caught:
@@ -188,11 +207,21 @@ def merge_adapter(
         raise EdgemedError(f"adapter {adapter_dir} does not fit base {given} (missing adapter weights); "
                            "pass the --base it was trained on")
     model.eval()
+    return model
 
-    questions = verification_questions(lineage, prompts)
+
+def _batch(tokenizer: Any, style: Any, questions: list) -> dict[str, Any]:
     tokenizer.padding_side = "right"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = AnswerOnlyCollator(pad)([encode_question(tokenizer, style, q) for q in questions])
+    return AnswerOnlyCollator(pad)([encode_question(tokenizer, style, q) for q in questions])
+
+
+def _merge_and_save(model: Any, tokenizer: Any, batch: dict[str, Any], out: Path, force: bool, choice: Any,
+                    tolerance: float, record_out: dict[str, Any], question_ids: list[str], started: float) -> None:
+    """Merge, save, reload from disk and compare with the adapted logits; `out` appears only when they agree.
+    Fills record_out's verification and seconds."""
+    from edgemed.models import load_model
+
     mask = batch["attention_mask"].bool()
     adapted = _logits(model, batch)
     with model.disable_adapter():
@@ -200,21 +229,10 @@ def merge_adapter(
     merged = model.merge_and_unload()
     del model
     effect = (adapted - plain).abs()[mask].max().item()
-
-    record_out: dict[str, Any] = {
-        "schema": 1,
-        "kind": "edgemed-merge",
-        "base_model": {"given": given, "resolved": resolved},
-        "adapter": str(adapter_dir.resolve()),
-        "run": str(run_dir.resolve()) if run_dir else None,
-        "lineage": lineage.to_dict(),
-        "dtype": choice.dtype,
-        "versions": versions(),
-    }
     with atomic_dir(out, force=force) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        del merged, base_model
+        del merged
         reloaded = load_model(str(tmp), choice)
         diff = (_logits(reloaded, batch) - adapted).abs()[mask]
         del reloaded
@@ -226,7 +244,7 @@ def merge_adapter(
             "mean_abs_logit_diff": diff.mean().item(),
             "tolerance": tolerance,
             "compared": "merged model reloaded from disk vs base+adapter, logits on attention-masked positions",
-            "questions": [q.id for q in questions],
+            "questions": question_ids,
             "positions": int(mask.sum().item()),
             "adapter_effect_max_abs": effect,
         }
@@ -238,6 +256,3 @@ def merge_adapter(
                 "--tolerance if this precision is expected"
             )
         (tmp / MERGE_RECORD).write_text(json.dumps(record_out, indent=2) + "\n")
-    if effect == 0.0:
-        err_console.print("[yellow]the adapter does not change the base model's logits (untrained adapter?)")
-    return record_out

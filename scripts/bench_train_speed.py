@@ -6,14 +6,14 @@ as the Trainer uses by default), each adding one lever to the one before:
 
 1. notebook:          loss on every token, every sequence padded to 256 (padding="max_length"), float32
 2. answer-only:       loss on the answer tokens, each batch padded to its own longest example, float32
-3. + length grouping: the same questions batched by edgemed.train_data.length_grouped_order
-4. + answer logits:   the LM head runs on the answer positions only (edgemed.train_loop.answer_loss)
-5. + fast dropout:    LoRA dropout by edgemed.train_cpu.FastDropout: edgemed's float32 default on a CPU
+3. + length grouping: the same questions batched by edgemed.train.data.length_grouped_order
+4. + answer logits:   the LM head runs on the answer positions only (edgemed.train.loop.answer_loss)
+5. + fast dropout:    LoRA dropout by edgemed.train.cpu.FastDropout: edgemed's float32 default on a CPU
 6. + bf16 autocast:   CPU autocast to bfloat16 over the float32 model, LoRA weights and AdamW state
                       float32; transformers' stock sdpa attention (so attention runs in bf16 too)
-7. + fp32 attention:  as 6 with the attention itself in float32 (edgemed.train_cpu.fp32_sdpa_attention)
+7. + fp32 attention:  as 6 with the attention itself in float32 (edgemed.train.cpu.fp32_sdpa_attention)
 8. + bf16 model:      as 7 with the frozen model loaded in bf16 (weights, embeddings, residual stream) and
-                      the LoRA input taken as is (edgemed.train_cpu.lora_inputs_as_is): edgemed's default
+                      the LoRA input taken as is (edgemed.train.cpu.lora_inputs_as_is): edgemed's default
                       where the CPU has AVX512-BF16 or AMX (elsewhere ``--dtype auto`` is float32: row 5)
 
 The last line printed names the row that is edgemed's default on this CPU and its ratio to the notebook.
@@ -81,8 +81,8 @@ def lora_model(path: str, seed: int, attention: str = "sdpa", fast_dropout: bool
     from peft import LoraConfig, get_peft_model
 
     from edgemed.models import load_model, pick_device
-    from edgemed.train_cpu import fast_lora_dropout, lora_inputs_as_is
-    from edgemed.training import LORA_TARGETS
+    from edgemed.train.config import LORA_TARGETS
+    from edgemed.train.cpu import fast_lora_dropout, lora_inputs_as_is
 
     torch.manual_seed(seed)
     model = load_model(path, pick_device("cpu", "bfloat16" if bf16_model else "float32"), attn_implementation=attention)
@@ -102,7 +102,7 @@ def step(model, optim, batch, answer_logits: bool, bf16: bool) -> tuple[float, f
     """(wall seconds, CPU seconds of this process) of one forward + backward + AdamW step."""
     import torch
 
-    from edgemed.train_loop import answer_loss
+    from edgemed.train.loop import answer_loss
 
     start, cpu = time.perf_counter(), time.process_time()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -136,8 +136,8 @@ def speed(args, path, tokenizer, style, questions) -> dict:
     import torch
 
     from edgemed.batching import AnswerOnlyCollator, encode_question
-    from edgemed.train_cpu import register_fp32_sdpa
-    from edgemed.train_data import length_grouped_order
+    from edgemed.train.cpu import register_fp32_sdpa
+    from edgemed.train.data import length_grouped_order
 
     b = args.batch_size
     warm_qs = questions[: args.warmup * b]
@@ -253,7 +253,7 @@ def quality_run(job: tuple) -> tuple[dict, list]:
     from edgemed.data import load_questions
     from edgemed.models import load_tokenizer, resolve_model
     from edgemed.prompts import detect_style, get_style
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     args, out, dtype, seed = job
     if args.threads:
@@ -372,7 +372,7 @@ def print_speed(report: dict) -> None:
 
 def print_default(report: dict) -> None:
     """Which setup `edgemed train --dtype auto` runs on this CPU, and its ratio to the notebook."""
-    from edgemed.train_cpu import train_dtype
+    from edgemed.train.cpu import train_dtype
 
     dtype = train_dtype("cpu", "auto")
     name = "bf16" if dtype == "bfloat16" else "fast_dropout"

@@ -21,7 +21,7 @@ SEED, FRACTION = 7, 0.35
 def chain(tiny_model, tmp_path_factory) -> dict[str, Path]:
     from edgemed.export.run import run_export
     from edgemed.merging import merge_adapter
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     root = tmp_path_factory.mktemp("lineage")
     run = root / "run"

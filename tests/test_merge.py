@@ -13,7 +13,7 @@ from edgemed.errors import CheckFailed, EdgemedError
 
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory) -> Path:
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     out = tmp_path_factory.mktemp("merge") / "run"
     train_lora("tiny-random", "sample", out, max_steps=3, batch_size=4, lr=5e-3, eval_limit=8, threads=1)

@@ -81,7 +81,7 @@ TINY = ["--model", "tiny-random", "--data", "sample", "--batch-size", "4", "--th
 
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     out = tmp_path_factory.mktemp("train") / "run"
     metrics = train_lora("tiny-random", "sample", out, max_steps=4, batch_size=4, lr=5e-3, eval_steps=2, threads=1)
@@ -226,7 +226,7 @@ def test_bad_inputs_exit_2_and_write_nothing(cli, tmp_path, tiny_model, args, ne
 
 
 def test_skip_bad_rows_with_separate_eval_data(tmp_path, tiny_model):
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     bad = _bad_rows(tmp_path / "bad.jsonl", keep_ids=2)  # rows 1-2 are also in the eval data
     out = tmp_path / "run"
@@ -251,7 +251,7 @@ def test_skip_bad_rows_with_separate_eval_data(tmp_path, tiny_model):
 def test_length_grouping_is_deterministic_loses_nothing_and_cuts_padding():
     import random
 
-    from edgemed.train_data import LengthGroupedSampler, length_grouped_order
+    from edgemed.train.data import LengthGroupedSampler, length_grouped_order
 
     rng = random.Random(1)
     lengths = [rng.randint(60, 280) for _ in range(1003)]  # 1003 = 250 batches of 4 + a partial one
@@ -278,7 +278,7 @@ def test_answer_position_logits_give_the_models_own_loss(tiny_model, tokenizer):
     import torch
 
     from edgemed.models import load_model, pick_device
-    from edgemed.train_loop import answer_loss
+    from edgemed.train.loop import answer_loss
 
     questions, _ = load_questions("sample", limit=5)
     examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
@@ -295,7 +295,7 @@ def test_answer_position_logits_give_the_models_own_loss(tiny_model, tokenizer):
 
 
 def test_auto_dtype_is_bf16_on_cpus_with_bf16_hardware(monkeypatch):
-    import edgemed.train_cpu as loop
+    import edgemed.train.cpu as loop
 
     monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
     assert loop.train_dtype("cpu", "auto") == "bfloat16"
@@ -320,7 +320,7 @@ def test_throughput_is_in_metrics_and_the_run_record(run):
 def test_dtype_trains_and_is_recorded(tmp_path, tiny_model, dtype):
     from safetensors import safe_open
 
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     out = tmp_path / "run"
     metrics = train_lora("tiny-random", "sample", out, max_steps=2, batch_size=4, lr=5e-3, threads=1, dtype=dtype,
@@ -343,7 +343,7 @@ def test_fp32_attention_matches_sdpa(tiny_model, tokenizer):
     import torch
 
     from edgemed.models import load_model, pick_device
-    from edgemed.train_cpu import register_fp32_sdpa
+    from edgemed.train.cpu import register_fp32_sdpa
 
     questions, _ = load_questions("sample", limit=4)
     examples, _ = encode_questions(tokenizer, get_style("chatml"), questions, 512)
@@ -362,7 +362,7 @@ def test_fp32_attention_matches_sdpa(tiny_model, tokenizer):
 def test_fast_dropout_is_dropout():
     import torch
 
-    from edgemed.train_cpu import FastDropout, keep_mask
+    from edgemed.train.cpu import FastDropout, keep_mask
 
     torch.manual_seed(0)
     n, p = 2_000_001, 0.1  # odd: the last 31-bit draw is used for half
@@ -401,7 +401,7 @@ def test_cpu_training_uses_fast_dropout_and_a_bf16_frozen_model(tmp_path, tiny_m
     from peft import LoraConfig, get_peft_model
 
     from edgemed.models import load_model, pick_device
-    from edgemed.train_cpu import FastDropout, fast_lora_dropout, lora_inputs_as_is, recipe
+    from edgemed.train.cpu import FastDropout, fast_lora_dropout, lora_inputs_as_is, recipe
 
     model = load_model(str(tiny_model), pick_device("cpu", "bfloat16"))
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
@@ -422,7 +422,7 @@ def test_cpu_training_uses_fast_dropout_and_a_bf16_frozen_model(tmp_path, tiny_m
 def test_a_float32_run_after_a_bf16_run_in_one_process_is_float32(tmp_path, tiny_model):
     import os
 
-    from edgemed.training import train_lora
+    from edgemed.train.recipe import train_lora
 
     def before(name, dtype):
         return train_lora("tiny-random", "sample", tmp_path / name, max_steps=1, batch_size=4, threads=1,

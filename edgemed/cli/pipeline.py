@@ -68,12 +68,12 @@ def pipeline(
         from edgemed.registry import require_train
 
         require_train("the pipeline's train step")
-        from edgemed.training import train_lora
+        from edgemed.train import recipe
+        from edgemed.train.config import TrainConfig
 
-        metrics = train_lora(
-            model=model, data=data, out=run_dir, max_steps=max_steps, seed=seed, eval_data=eval_data,
-            threads=threads, force=True, eval_steps=max(1, max_steps // 2),  # loss curve: start, middle, end
-        )
+        config = TrainConfig(max_steps=max_steps, seed=seed, eval_data=eval_data, threads=threads, force=True,
+                             eval_steps=max(1, max_steps // 2))  # loss curve: start, middle, end
+        metrics = recipe.train(model, data, run_dir, config)
         return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
 
     def merge_step() -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from edgemed.models import DEFAULT_MODEL
-from edgemed.training import TrainConfig
+from edgemed.train.config import TrainConfig
 
 
 def train(
@@ -29,7 +28,7 @@ def train(
     """
     from edgemed.console import console
     from edgemed.registry import require_train
-    from edgemed.training import train_lora
+    from edgemed.train import recipe
 
     require_train("edgemed train")
     from edgemed.fsutil import check_output_dir
@@ -39,7 +38,7 @@ def train(
 
     pick_device(config.device, config.dtype)  # --device cuda without CUDA: exit 2 now, not after loading the data
 
-    metrics = train_lora(model, data, out, **asdict(config))
+    metrics = recipe.train(model, data, Path(out), config)
     console.print(
         f"eval loss {metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}, "
         f"{metrics['steps']} steps, {metrics['tokens']} tokens, {metrics['train_seconds']:.1f} s; run in {out}"

@@ -1,5 +1,5 @@
-"""Training data: the train/eval questions of a run, the base model's signature, and the data order (a
-length-grouped sampler that is a pure function of (seed, epoch)).
+"""Training data: the train/eval questions of a run, their encoding, and the data order (a length-grouped
+sampler that is a pure function of (seed, epoch)).
 
 Batches are padded to their own longest example, so a batch that mixes a short and a long question
 pays for padding. Grouping questions of similar length into the same batch removes most of it
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from edgemed.errors import EdgemedError
 
 if TYPE_CHECKING:
-    from edgemed.train_config import TrainConfig
+    from edgemed.train.config import TrainConfig
 
 
-def _load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, Any], dict[str, Any]]:
+def load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, Any], dict[str, Any]]:
     """(train questions, eval questions, data record, eval record)."""
     from edgemed.data import load_questions, split_questions
     from edgemed.lineage import questions_sha256, source_name
@@ -57,15 +57,27 @@ def _load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, 
     return train_qs, eval_qs, data_rec, eval_rec
 
 
-def _model_signature(path: str) -> dict[str, Any]:
-    """Architecture facts of a model folder, to refuse adapters trained on another base."""
-    from transformers import AutoConfig
+def encode_splits(tokenizer: Any, style: Any, train_qs: list, eval_qs: list, config: TrainConfig,
+                  main: bool = True) -> tuple[list, list, list, dict[str, int]]:
+    """(train examples, eval examples, the eval questions the loss is computed on, example counts).
 
-    cfg = AutoConfig.from_pretrained(path)
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-            "intermediate_size", "vocab_size")
-    return {k: getattr(cfg, k, None) for k in keys}
+    Questions longer than --max-length are skipped and counted (never cut); when none is left, exit 2."""
+    from edgemed.batching import encode_questions
 
+    train_ex, long_train = encode_questions(tokenizer, style, train_qs, config.max_length)
+    loss_qs = eval_qs[: config.eval_limit] if config.eval_limit else eval_qs
+    eval_ex, long_eval = encode_questions(tokenizer, style, loss_qs, config.max_length)
+    if not train_ex or not eval_ex:
+        raise EdgemedError(f"every {'training' if not train_ex else 'eval'} question is longer than "
+                           f"--max-length {config.max_length} tokens; raise --max-length")
+    if (long_train or long_eval) and main:
+        from edgemed.console import err_console
+
+        err_console.print(f"[yellow]skipped {len(long_train)} train / {len(long_eval)} eval questions longer than "
+                          f"--max-length {config.max_length}")
+    counts = {"train": len(train_ex), "eval": len(eval_ex), "too_long_train": len(long_train),
+              "too_long_eval": len(long_eval)}
+    return train_ex, eval_ex, loss_qs, counts
 
 
 MEGABATCH = 50  # batches per sorted group (as the transformers LengthGroupedSampler)

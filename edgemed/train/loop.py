@@ -1,0 +1,374 @@
+"""The training loop's pieces: the base model and its LoRA, the TrainingArguments, and the Trainer edgemed trains
+with (length-grouped batches, logits only where the loss is, throughput meter, progress line). (The CPU kernels
+and dtypes it trains with: edgemed.train.cpu.)
+
+- Data order: :class:`edgemed.train.data.LengthGroupedSampler` (seeded, resumable) when grouping is on,
+  else the Trainer's own seeded random sampler.
+- Loss: the answer-only loss reads the logits of the answer positions only, so the language-model head
+  (576 x 49152 on SmolLM2, the largest single matmul) runs on those positions instead of every
+  position of the batch (``logits_to_keep`` with the positions any row of the batch trains on). Same
+  value as the model's own loss (sum of cross-entropies / number of label tokens, ``num_items_in_batch``
+  honoured as the Trainer does).
+- :class:`Throughput`: seconds per optimizer step (step time only: evals and checkpoints excluded),
+  tokens per second (trained = answer tokens with a loss, real = non-padding, padded = the batch's
+  full rectangle) and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+from edgemed.batching import IGNORE
+from edgemed.errors import EdgemedError
+from edgemed.train.data import LengthGroupedSampler
+from edgemed.train.rundir import CHECKPOINTS
+
+if TYPE_CHECKING:
+    from edgemed.train.config import TrainConfig
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+class Throughput(TrainerCallback):
+    """Counts tokens (fed by :class:`EdgemedTrainer`) and times optimizer steps of this process."""
+
+    def __init__(self):
+        self.steps = 0
+        self.step_seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.trained = self.real = self.padded = 0
+        self._t0: float | None = None
+        self._cpu0 = 0.0
+
+    def count(self, inputs: dict[str, Any]) -> None:
+        labels = inputs.get("labels")
+        ids = inputs["input_ids"]
+        if labels is not None:
+            self.trained += int((labels[:, 1:] != IGNORE).sum())
+        mask = inputs.get("attention_mask")
+        self.real += int(mask.sum()) if mask is not None else ids.numel()
+        self.padded += ids.numel()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self._t0 is not None:
+            self.step_seconds += time.perf_counter() - self._t0
+            self.cpu_seconds += time.process_time() - self._cpu0
+            self.steps += 1
+            self._t0 = None
+
+    def summary(self, world_size: int = 1, totals: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        """The numbers of this process's steps; `totals` (trained, real, padded) summed over processes."""
+        trained, real, padded = totals or (self.trained, self.real, self.padded)
+        secs = self.step_seconds
+
+        def rate(n: int) -> float | None:
+            return round(n / secs, 2) if secs > 0 else None
+
+        return {
+            "steps": self.steps,
+            "step_seconds": round(secs, 3),
+            "seconds_per_step": round(secs / self.steps, 4) if self.steps else None,
+            # CPU seconds of this process (all its threads) per step: with one thread, what a step costs
+            # regardless of other work on the machine; with several it also counts threads spinning at barriers
+            "cpu_seconds_per_step": round(self.cpu_seconds / self.steps, 4) if self.steps else None,
+            "trained_tokens": trained,
+            "real_tokens": real,
+            "padded_tokens": padded,
+            "trained_tokens_per_second": rate(trained),
+            "real_tokens_per_second": rate(real),
+            "padded_tokens_per_second": rate(padded),
+            "padding_share": round(1 - real / padded, 4) if padded else None,
+            "peak_rss_mb": _round(peak_rss_mb()),
+            "world_size": world_size,
+        }
+
+    def line(self) -> str:
+        """The progress-line suffix: tokens/s (trained and padded), s/step, peak RSS."""
+        if not self.steps or self.step_seconds <= 0:
+            return ""
+        s = self.step_seconds
+        rss = peak_rss_mb()
+        mem = f" · peak RSS {rss:,.0f} MiB" if rss is not None else ""
+        return (f" · {self.trained / s:,.0f} trained / {self.padded / s:,.0f} padded tok/s · "
+                f"{s / self.steps:.2f} s/step{mem}")
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
+    """(loss, outputs): the causal-LM loss computed from the logits of the trained positions only.
+
+    Position p predicts token p+1; the kept positions are those where any row of the batch has a label
+    at p+1. Equal to the model's own loss (float32 cross-entropy, summed, divided by num_items_in_batch
+    or by the number of label tokens).
+    """
+    labels = inputs["labels"]
+    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
+    outputs = model(**rest, logits_to_keep=keep)
+    target = labels[:, keep + 1]
+    logits = outputs.logits.float()
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1).to(logits.device),
+                           ignore_index=IGNORE, reduction="sum")
+    if num_items_in_batch is None:
+        loss = loss / (target != IGNORE).sum().clamp(min=1)
+    else:
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        loss = loss / num_items_in_batch
+    return loss, outputs
+
+
+class EdgemedTrainer(Trainer):
+    """A Trainer with the length-grouped sampler, the answer-position loss and the throughput meter."""
+
+    def __init__(self, *args, meter: Throughput | None = None, group_by_length: bool = True,
+                 answer_logits: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.meter = meter
+        self.group_lengths = group_by_length
+        self.answer_logits = answer_logits and _accepts_logits_to_keep(self.model)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not self.group_lengths or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        lengths = [len(ex["input_ids"]) for ex in dataset]
+        return LengthGroupedSampler(lengths, self.args.per_device_train_batch_size, seed)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.meter is not None:
+            self.meter.count(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.answer_logits or "labels" not in inputs or self.label_smoother is not None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = answer_loss(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss
+
+    def throughput(self) -> dict[str, Any] | None:
+        """The meter's summary with token counts summed over processes (collective: call on every rank)."""
+        if self.meter is None:
+            return None
+        m = self.meter
+        totals = (m.trained, m.real, m.padded)
+        world = self.accelerator.num_processes
+        if world > 1:
+            t = torch.tensor(totals, device=self.accelerator.device)
+            totals = tuple(int(x) for x in self.accelerator.reduce(t, reduction="sum").tolist())
+        return m.summary(world, totals)
+
+
+def progress_callback(meter=None):
+    """A TrainerCallback that drives edgemed.console.progress (train steps, and eval batches); with `meter`
+    (a :class:`Throughput`, registered before this callback) the train line and the eval lines
+    also show trained/padded tokens per second, seconds per step and peak RSS."""
+    from transformers import TrainerCallback
+
+    from edgemed.console import err_console, progress
+
+    class RichProgress(TrainerCallback):
+        def __init__(self):
+            self.bar = None
+            self.task = None
+            self.eval_task = None
+            self.loss = None
+
+        def _start(self, state):
+            if self.bar is None and state.is_world_process_zero:
+                self.bar = progress()
+                self.bar.start()
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._start(state)
+            if self.bar is not None:
+                self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None and self.task is not None:
+                loss = f" loss {self.loss:.3f}" if self.loss is not None else ""
+                speed = meter.line() if meter is not None else ""
+                self.bar.update(self.task, completed=state.global_step, description=f"train{loss}{speed}")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.loss = logs["loss"]
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kw):
+            self._start(state)
+            if self.bar is None:
+                return
+            if self.eval_task is None:
+                total = len(eval_dataloader) if eval_dataloader is not None else None
+                self.eval_task = self.bar.add_task("eval", total=total)
+            self.bar.advance(self.eval_task)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            if state.is_world_process_zero and metrics and "eval_loss" in metrics:
+                loss = f", train loss {self.loss:.4f}" if self.loss is not None else ""
+                where = f"step {state.global_step}/{state.max_steps}" if state.max_steps else "before training"
+                speed = meter.line() if meter is not None and self.task is not None else ""
+                err_console.print(f"{where}: eval loss {metrics['eval_loss']:.4f}{loss}{speed}")
+            if self.bar is not None and self.eval_task is not None:
+                self.bar.remove_task(self.eval_task)
+                self.eval_task = None
+            if self.bar is not None and self.task is None:  # eval outside training: close the bar
+                self.close()
+
+        def on_train_end(self, args, state, control, **kw):
+            self.close()
+
+        def close(self):
+            if self.bar is not None:
+                self.bar.stop()
+            self.bar = self.task = self.eval_task = None
+
+    return RichProgress()
+
+
+def dist_state():
+    """accelerate's PartialState: which process this is, how many there are, and the barrier."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def load_base(path: str, choice, config: TrainConfig):
+    """The frozen base model on `choice`: one whole copy per process, 4-bit with --qlora, the attention in float32
+    under CPU bf16."""
+    import os
+
+    import torch
+
+    from edgemed.models import load_model
+
+    kwargs: dict[str, Any] = {}
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if choice.device.startswith("cuda"):
+        # one whole copy per process: accelerate/DDP moves nothing afterwards
+        kwargs["device_map"] = {"": local if choice.device == "cuda" else choice.device}
+    if config.qlora:
+        from transformers import BitsAndBytesConfig
+
+        from edgemed.errors import require
+
+        require("bitsandbytes", "bnb", "--qlora")
+        compute = torch.bfloat16 if choice.dtype == "bfloat16" else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+    if choice.device == "cpu" and choice.dtype == "bfloat16":
+        # the frozen model in bf16 under autocast, LoRA weights float32, the attention in float32
+        # (edgemed.train.cpu; scripts/bench_train_speed.py measures each lever)
+        from edgemed.train.cpu import register_fp32_sdpa
+
+        kwargs.setdefault("attn_implementation", register_fp32_sdpa())
+    model = load_model(path, choice, trust_remote_code=config.trust_remote_code, **kwargs)
+    model.config.use_cache = False
+    if config.qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+def add_lora(model, config: TrainConfig):
+    """`model` wrapped by peft with the LoRA of `config` (exit 2 when a target module is missing)."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in config.target_modules if t not in present]
+    if missing:
+        raise EdgemedError(
+            f"the model has no module(s) named {', '.join(missing)}; pass --target-modules with names it has"
+        )
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def training_args(work: Path, choice, config: TrainConfig, steps_hint: int):
+    """The Trainer's TrainingArguments for `config` on `choice`; checkpoints go to ``work/checkpoints``."""
+    import os
+
+    from accelerate.state import AcceleratorState
+    from transformers import TrainingArguments
+
+    # TrainingArguments writes its mixed precision into ACCELERATE_MIXED_PRECISION and never clears it, and
+    # accelerate keeps it in a singleton: a float32 run after a bf16 one in the same process (the bench, the
+    # tests, a notebook) would silently train under bf16 autocast. The recorded dtype decides, here too.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = {"bfloat16": "bf16", "float16": "fp16"}.get(choice.dtype, "no")
+    AcceleratorState._reset_state()
+    every = config.eval_steps or max(1, steps_hint // 5)
+    return TrainingArguments(
+        output_dir=str(Path(work) / CHECKPOINTS),
+        max_steps=config.max_steps or -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        lr_scheduler_type="linear",
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        eval_strategy="steps",
+        eval_steps=every,
+        save_strategy="steps",
+        save_steps=config.save_steps or every,
+        save_total_limit=2,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=choice.dtype == "bfloat16",
+        fp16=choice.dtype == "float16",
+        use_cpu=choice.device == "cpu",
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        report_to=[],
+        dataloader_num_workers=0,
+        save_safetensors=True,
+    )
+
