@@ -85,8 +85,18 @@ def run_logged(cmd: list[str], log: Path, what: str, **kw: Any) -> None:
     """Run a llama.cpp tool with its output in `log` (removed when it succeeds); EdgemedError naming why not."""
     outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ}, **kw)
     if not outcome.ok:
-        raise EdgemedError(f"{what} ({outcome.describe()}): {why}")
+        raise EdgemedError(f"{what} ({outcome.describe()}): {_error_line(log) or why}")
     log.unlink(missing_ok=True)
+
+
+def _error_line(log: Path) -> str | None:
+    """The last line of a llama.cpp tool's log that reports an error (its stdout is flushed after its stderr, so the
+    log's last line is rarely the reason)."""
+    from edgemed.child import tail
+
+    marks = ("error", "failed", "exception", "abort", "invalid", "requires")
+    hits = [ln.strip() for ln in tail(log, 400, 1 << 20).splitlines() if any(m in ln.lower() for m in marks)]
+    return hits[-1] if hits else None
 
 
 def _run(cmd: list[str], log: Path | None, **kw: Any) -> tuple[Any, str]:
@@ -231,7 +241,8 @@ class GgufExporter(Exporter):
             for value in values if isinstance(values, list) else [values] if values else []:
                 flags += [FLAG_OF[key], str(value)]
         tool = ensure_tools(("llama-quantize",))["llama-quantize"]
-        args = [*flags, str(f16), outfile.name, self.ftype.upper(), *([str(self.threads)] if self.threads else [])]
+        threads = [str(self.threads)] if self.threads else []
+        args = [*flags, str(f16.resolve()), outfile.name, self.ftype.upper(), *threads]  # it runs in dest: absolute
         run_logged([str(tool), *args], dest / ".quantize.log", f"llama-quantize could not make {self.ftype}", cwd=dest)
         if record is not None:
             record["reach"] = reach(outfile, dest / record["file"])

@@ -20,6 +20,7 @@ from edgemed.errors import EdgemedError
 
 DEFAULT_CTX = 512  # llama-imatrix's default chunk size
 TEXT_NAME = "imatrix-train-text.txt"  # what llama-imatrix records as its dataset (run in the temp folder)
+_COMPUTED: dict[str, tuple[bytes, dict[str, Any]]] = {}  # key -> (matrix, record) computed in this process
 
 
 # --- the text -------------------------------------------------------------------------------------------------
@@ -218,9 +219,13 @@ def provide(exporter, source: Path, f16: Path, dest: Path, out_name: str,
         if found is not None:
             shutil.copy2(found[0], dest / out_name)
             rec = {k: v for k, v in found[1].items() if k not in ("file", "sha256", "bytes", "entries")}
+        elif key in _COMPUTED:  # computed by this process for a format that then failed: not computed again
+            (dest / out_name).write_bytes(_COMPUTED[key][0])
+            rec = dict(_COMPUTED[key][1])
         else:
             rec = {**compute(f16, dest, out_name, text[0], ctx, chunks, exporter.threads), "text": text[1],
                    "key": key}
+            _COMPUTED[key] = ((dest / out_name).read_bytes(), dict(rec))
         meta = read_imatrix(dest / out_name)
     rec.update(file=out_name, sha256=file_sha256(dest / out_name), bytes=(dest / out_name).stat().st_size,
                entries=meta["entries"], chunk_size=meta["chunk_size"], chunks=meta["chunk_count"],
