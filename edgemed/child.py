@@ -67,12 +67,12 @@ class ChildOutcome:
         """How it ended, with the log's last line when it merely exited non-zero (usually the error)."""
         if self.timed_out or self.signal is not None or self.log_path is None:
             return self.describe()
-        from edgemed.fsutil import DISK_FULL_TEXT, _free_bytes
+        from edgemed.fsutil import DISK_FULL_TEXT, free_bytes
 
         text = tail(self.log_path, 200, 65536)
         if any(mark in text for mark in DISK_FULL_TEXT):
             return "no space left on the device (see the log)"
-        free = _free_bytes(self.log_path.parent)  # a full disk can also cut the log short, before the error
+        free = free_bytes(self.log_path.parent)  # a full disk can also cut the log short, before the error
         if free is not None and free < FULL_BYTES:
             return f"no space left on the device holding {self.log_path.parent} (the log may be cut short)"
         lines = [ln for ln in text.splitlines()[-40:] if ln.strip()]

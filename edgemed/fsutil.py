@@ -198,7 +198,7 @@ def _read_only(path: Path) -> bool:
         return False
 
 
-def _free_bytes(path: Path) -> int | None:
+def free_bytes(path: Path) -> int | None:
     try:
         st = os.statvfs(path)
     except (OSError, AttributeError):
@@ -224,7 +224,7 @@ def check_output_dir(path: Path, flag: str = "--out", need_bytes: int = MIN_FREE
         raise EdgemedError(f"{flag} {path}: {existing} is on a read-only file system; give a writable folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise EdgemedError(f"{flag} {path}: {existing} is not writable; give a folder you can write to")
-    free = _free_bytes(existing)
+    free = free_bytes(existing)
     if free is not None and free < need_bytes:
         raise EdgemedError(f"{flag} {path}: no space left on the device of {existing} ({free} bytes free, "
                            f"{need_bytes} needed at least); free some space or give a folder on another disk")

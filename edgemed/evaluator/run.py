@@ -105,7 +105,8 @@ def _letter_rows(runtime: Runtime, prompts: list[str], batch_size: int, tick,
     return out
 
 
-def _progress(show: bool, label: str, total: int):
+def tick_bar(show: bool, label: str, total: int):
+    """A progress context whose value is a tick(k) callable (a no-op when `show` is off)."""
     if not show:
         return nullcontext(lambda k: None)
     from edgemed.console import progress
@@ -170,7 +171,7 @@ def evaluate(
         {"id": q.id, "gold": q.gold_letter, "subject": q.subject} for q in questions
     ]
     timing: dict[str, Any] = {}
-    with _progress(show_progress, f"eval {scoring}", steps) as tick:
+    with tick_bar(show_progress, f"eval {scoring}", steps) as tick:
         if scoring == "logprob" or letter_probs:
             t0 = time.perf_counter()
             given = {i: letter_rows[q.id] for i, q in enumerate(questions) if letter_rows and q.id in letter_rows}

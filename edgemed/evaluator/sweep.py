@@ -12,7 +12,7 @@ import numpy as np
 from edgemed.data.medmcqa import Question
 from edgemed.errors import EdgemedError
 from edgemed.evaluator.parse import parse_letter
-from edgemed.evaluator.run import _progress, question_seed
+from edgemed.evaluator.run import question_seed, tick_bar
 from edgemed.lineage import prompt_style_for
 from edgemed.prompts import get_style, stop_strings
 from edgemed.runtimes.base import Runtime
@@ -56,7 +56,7 @@ def sweep(
     stop = stop_strings(style)
     cells = [(float(t), int(k)) for t in temperatures for k in max_new_tokens]
     rows = []
-    with _progress(show_progress, "sweep", len(cells) * repeats * len(questions)) as tick:
+    with tick_bar(show_progress, "sweep", len(cells) * repeats * len(questions)) as tick:
         for temp, k in cells:
             letters: list[list[str | None]] = []
             accs, seconds, tokens = [], 0.0, 0
