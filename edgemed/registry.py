@@ -31,6 +31,7 @@ class FormatSpec:
     description: str
     weight_suffixes: tuple[str, ...] = ()  # files that hold the weights (what decode reads per token)
     detect: Callable[[Path], bool] | None = None  # recognises a folder without edgemed.json (first match wins)
+    default: bool = True  # exported when no --formats is given (the others: by name, e.g. --formats onnx-int4)
 
 
 def _has(pattern: str) -> Callable[[Path], bool]:
@@ -54,6 +55,7 @@ def _quantized(key: str | None) -> Callable[[Path], bool]:
 
 
 _ONNX = (".onnx", ".onnx_data", ".onnx.data")
+_OPENVINO = (".bin",)  # the IR's weights (the .xml is the graph)
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
@@ -73,6 +75,17 @@ FORMATS: dict[str, FormatSpec] = {
                    "GGUF q8_0 for llama.cpp", (".gguf",)),
         FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
                    "GGUF q4_k_m for llama.cpp", (".gguf",)),
+        # issue 19: what edge engineers ship beside GGUF; exported when named (--formats), not by default
+        FormatSpec("onnx-int4", "edgemed.export.onnx_int4:OnnxInt4Exporter", "onnxruntime", "onnx-export", "onnx",
+                   3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False),
+        FormatSpec("openvino-int8", "edgemed.export.openvino:OpenVinoInt8Exporter", "openvino", "openvino-export",
+                   "openvino", 0.4, "OpenVINO IR, NNCF int8 weights", _OPENVINO, default=False),
+        FormatSpec("openvino-int4", "edgemed.export.openvino:OpenVinoInt4Exporter", "openvino", "openvino-export",
+                   "openvino", 2.5, "OpenVINO IR, NNCF int4 weights (int8 embedding/lm_head)", _OPENVINO,
+                   default=False),
+        FormatSpec("openvino-int4-awq", "edgemed.export.openvino:OpenVinoInt4AwqExporter", "openvino",
+                   "openvino-export", "openvino", 2.5, "OpenVINO IR, NNCF int4, AWQ + scale estimation on the "
+                   "training text", _OPENVINO, default=False),
     ]
 }
 # Any other llama.cpp file type is a format too, ``gguf-<type>``, verified against a tolerance by type family.
@@ -90,12 +103,14 @@ RUNTIME_NEEDS: dict[str, tuple[str, ...]] = {
     "transformers": ("torch", "transformers"),
     "onnxruntime": ("onnxruntime", "tokenizers"),
     "llama.cpp": ("llama_cpp",),
+    "openvino": ("openvino", "tokenizers"),
 }
 
 RUNTIMES: dict[str, str] = {
     "transformers": "edgemed.runtimes.hf:TransformersRuntime",
     "onnxruntime": "edgemed.runtimes.onnx:OnnxRuntime",
     "llama.cpp": "edgemed.runtimes.llamacpp:LlamaCppRuntime",
+    "openvino": "edgemed.runtimes.openvino:OpenVinoRuntime",
 }
 
 
@@ -113,18 +128,36 @@ def get_format(name: str) -> FormatSpec:
     if name in FORMATS:
         return FORMATS[name]
     if name.startswith("gguf-") and len(name) > 5:
-        ftype = name[5:]
+        from edgemed.export.gguf_types import refusal, split_format
+
+        ftype, calibrated = split_format(name)  # gguf-<type>-imatrix: calibrated with an importance matrix
         try:
             known = load_object("edgemed.export.gguf:ftypes")()
         except ImportError:
             known = {}
         if ftype in known:
-            return replace(FORMATS["gguf-q8_0"], name=name, tolerance=gguf_tolerance(ftype),
-                           description=f"GGUF {ftype} for llama.cpp")
+            why = refusal(ftype, calibrated)  # e.g. iq2_xxs without a matrix: llama.cpp refuses, so do we, now
+            if why:
+                raise EdgemedError(f"{name}: {why}")
+            what = f"GGUF {ftype}{' with an importance matrix' if calibrated else ''} for llama.cpp"
+            return replace(FORMATS["gguf-q8_0"], name=name, tolerance=gguf_tolerance(ftype), description=what)
     raise EdgemedError(
         f"unknown format '{name}'{_did_you_mean(name, list(FORMATS))} (known: {', '.join(FORMATS)}, "
-        "or gguf-<type> for another llama.cpp type)"
+        "gguf-<type> for another llama.cpp type, gguf-<type>-imatrix, or the set 'ladder')"
     )
+
+
+def expand_formats(names: list[str] | None) -> list[str] | None:
+    """Format names with named sets expanded (``ladder``: gguf-f16 and llama.cpp's type ladder, plain and
+    calibrated; see edgemed.export.gguf_types), duplicates dropped, order kept; None stays None."""
+    if names is None:
+        return None
+    from edgemed.export.gguf_types import FORMAT_SETS
+
+    out: list[str] = []
+    for name in names:
+        out.extend(FORMAT_SETS[name]() if name in FORMAT_SETS else [name])
+    return list(dict.fromkeys(out))
 
 
 def detect_format(path: Path) -> FormatSpec | None:
@@ -181,8 +214,9 @@ def spec_of(fmt: str) -> FormatSpec:
         return FORMATS[fmt]
     if fmt == GGUF_ANY.name:
         return GGUF_ANY
-    if fmt.startswith("gguf-") and len(fmt) > 5 and fmt[5:].replace("_", "").isalnum():
-        return replace(GGUF_ANY, name=fmt, tolerance=gguf_tolerance(fmt[5:]), description=f"GGUF {fmt[5:]}")
+    ftype = fmt[5:].removesuffix("-imatrix")  # gguf-<type>-imatrix: the same runtime, calibrated weights
+    if fmt.startswith("gguf-") and len(ftype) > 0 and ftype.replace("_", "").isalnum():
+        return replace(GGUF_ANY, name=fmt, tolerance=gguf_tolerance(ftype), description=f"GGUF {fmt[5:]}")
     raise EdgemedError(
         f"unknown format '{fmt}'{_did_you_mean(fmt, list(FORMATS))} (known: {', '.join(FORMATS)}, or gguf-<type>)"
     )

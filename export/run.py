@@ -18,7 +18,7 @@ from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter, check_source, source_fingerprint, source_lineage
 from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
 from edgemed.manifest import MANIFEST, file_entries, new_manifest
-from edgemed.registry import FORMATS, FormatSpec, get_format, load_object
+from edgemed.registry import FORMATS, FormatSpec, expand_formats, get_format, load_object
 
 SUMMARY = "export.json"
 
@@ -181,8 +181,10 @@ def run_export(
     if out.resolve() == merged.resolve() or merged.resolve() in out.resolve().parents:
         raise EdgemedError(f"--out {out} is the merged model folder or inside it; give a separate folder (default: "
                            f"{merged.parent / (merged.name + '-exports')})")
+    formats = expand_formats(formats)  # named sets: --formats ladder
     explicit = formats is not None
-    specs = sorted((get_format(n) for n in dict.fromkeys(formats if explicit else FORMATS)),
+    default = [n for n, s in FORMATS.items() if s.default]  # the rest only when named
+    specs = sorted((get_format(n) for n in dict.fromkeys(formats if explicit else default)),
                    key=lambda s: _order(s.name))
     unknown = set(settings or {}) - {s.name for s in specs}
     if unknown:

@@ -22,6 +22,7 @@ def pipeline(
     budget: Path | None = None,
     seed: int = 0,
     force: bool = False,
+    tune: list[str] | None = None,
 ) -> int:
     """Train a LoRA adapter, merge it, export every format and benchmark them all (resumable).
 
@@ -35,13 +36,17 @@ def pipeline(
         max_steps: LoRA training steps.
         eval_data: separate evaluation source (e.g. a validation file); default: the held-out split of --data.
         limit: number of evaluation questions scored per artifact in the bench (default: all held-out ones).
-        formats: export formats (default: every format whose extras are installed).
+        formats: export formats (default: every format whose extras are installed); 'ladder' names llama.cpp's
+            type ladder (gguf-f16, q2_k ... q8_0, and gguf-<type>-imatrix for each type that takes a matrix).
         threads: CPU threads for training, export checks and every benchmarked runtime (default: all cores).
         repetitions: repetitions of each bench throughput test (pp512, tg) per artifact.
         n_gen: tokens of the bench's generation test (tg); edgemed bench defaults to llama-bench's 128.
         budget: TOML budgets file; a broken budget makes the command exit 1.
         seed: seed for the train/eval split and training.
         force: redo every step even when it finished earlier with the same settings.
+        tune: run edgemed tune on the merged model instead of exporting --formats and benching them: its budgets
+            and options as KEY=VALUE (e.g. max-kld=0.19,objective=size; a list value takes ';': runtimes=gguf;onnx);
+            results in OUT/tune, exit 1 when no candidate meets the budgets.
     """
     from edgemed.bench.budget import load_budgets
     from edgemed.bench.config import BenchConfig
@@ -59,10 +64,19 @@ def pipeline(
     if budget is not None:
         load_budgets(budget)
     if formats:  # an unknown format name is refused now, not after training and merging
-        from edgemed.registry import get_format
+        from edgemed.registry import expand_formats, get_format
 
-        for name in formats:
+        for name in expand_formats(formats) or []:  # named sets too: --formats ladder
             get_format(name)
+
+    tune_config = None
+    if tune:  # checked now, not after training and merging
+        from edgemed.bench.tune_config import TuneConfig
+        from edgemed.errors import EdgemedError
+
+        if formats:
+            raise EdgemedError("--tune searches the formats itself; drop --formats (or --tune)")
+        tune_config = TuneConfig.from_pairs(tune, out=out / "tune", threads=threads, limit=limit, resume=True)
 
     def train_step() -> dict:
         from edgemed.registry import require_train
@@ -98,6 +112,12 @@ def pipeline(
         result = run_bench([artifacts_dir], bench_config)
         return {"exit_code": result.get("exit_code", 0)}
 
+    def tune_step() -> dict:
+        from edgemed.bench.tune import run_tune
+
+        doc = run_tune(merged_dir, tune_config)
+        return {"exit_code": doc["exit_code"], "choice": doc.get("choice"), "answer": doc["answer"]["text"]}
+
     common = {"model": model, "data": data, "seed": seed, "lineage": 1}  # runs before lineage.json: redone
     steps = [
         Step("train", run_dir / "metrics.json", {**common, "max_steps": max_steps, "eval_data": eval_data}, train_step),
@@ -111,6 +131,12 @@ def pipeline(
             bench_step,
         ),
     ]
+    if tune_config is not None:  # tune in place of the fixed format list: export and bench are its own
+        steps = [*steps[:2], Step("tune", out / "tune" / "tune.json", {**common, **tune_config.to_dict()}, tune_step)]
+        state = run_steps(out, steps, force=force)
+        if state["steps"]["tune"]["result"].get("exit_code", 0) == 1:
+            raise BudgetBroken(f"no candidate meets the tune's budgets; see {out / 'tune' / 'tune.md'}")
+        return 0
     state = run_steps(out, steps, force=force)
     code = state["steps"]["bench"]["result"].get("exit_code", 0)
     if code == 1:
