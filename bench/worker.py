@@ -235,6 +235,8 @@ def letter_tap(runtime, questions, style: str, seqs, letters: dict[str, Any]):
     st = get_style(style)
     by_id = {q.id: q for q in questions}
     plan = {}
+    if not getattr(runtime, "rows_independent", True):  # rows depend on the answer after them
+        seqs = []
     for n, s in enumerate(seqs):
         q = by_id.get(s.question)
         if q is not None and s.answer_row is not None and runtime.tokenize(st.prompt(q)) == s.ids[: s.answer_row + 1]:

@@ -32,6 +32,10 @@ class FormatSpec:
     weight_suffixes: tuple[str, ...] = ()  # files that hold the weights (what decode reads per token)
     detect: Callable[[Path], bool] | None = None  # recognises a folder without edgemed.json (first match wins)
     default: bool = True  # exported when no --formats is given (the others: by name, e.g. --formats onnx-int4)
+    # False where a token's logits depend on the other tokens of the same forward pass (activations quantized over
+    # the whole input: LLM.int8's outlier columns, onnxruntime's per-tensor dynamic scale). Such a format is scored
+    # one question per pass, the prompt alone: never batched, never read from the fidelity pass's longer sequence.
+    rows_independent: bool = True
 
 
 def _has(pattern: str) -> Callable[[Path], bool]:
@@ -62,13 +66,13 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("hf", "edgemed.export.hf:HFExporter", "transformers", "train", "train", 1e-4,
                    "merged model, safetensors (reference)", (".safetensors",), _quantized(None)),
         FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", "bnb", 0.75,
-                   "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit")),
+                   "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit"), rows_independent=False),
         FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", "bnb", 2.5,
                    "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit")),
         FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", "onnx", 1e-3,
                    "ONNX with KV cache (Optimum)", _ONNX, _has("model.onnx")),
         FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
-                   "ONNX, onnxruntime dynamic int8", _ONNX),  # files alone cannot tell it from onnx
+                   "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False),  # files: same as onnx
         FormatSpec("gguf-f16", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
                    "GGUF f16 for llama.cpp", (".gguf",)),
         FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
@@ -220,6 +224,14 @@ def spec_of(fmt: str) -> FormatSpec:
     raise EdgemedError(
         f"unknown format '{fmt}'{_did_you_mean(fmt, list(FORMATS))} (known: {', '.join(FORMATS)}, or gguf-<type>)"
     )
+
+
+def rows_independent(fmt: str | None) -> bool:
+    """Whether `fmt`'s logits at a position depend only on the tokens up to it (unknown formats: assumed not)."""
+    try:
+        return spec_of(fmt).rows_independent if fmt else False
+    except EdgemedError:
+        return False
 
 
 def require_runtime(fmt: str, runtime: str, what: str) -> None:

@@ -199,3 +199,25 @@ def test_renamed_flags_keep_working_for_a_release_with_one_warning(capsys):
         parser.parse_args(["bench", "arts", "--omp-wait-policy", "sometimes"])  # the new flag's choices hold
     sub = next(a for a in parser._actions if a.dest == "command").choices["bench"]
     assert "--repeats" not in sub.format_help()
+
+
+def test_formats_that_quantize_activations_over_the_input_are_scored_one_prompt_per_pass(tiny_model, tmp_path):
+    """LLM.int8 and onnxruntime's dynamic int8 pick outlier columns / a scale over the whole input: a prompt's letters
+    would depend on its batch partners or on the answer after it. The registry says so and eval scores them alone."""
+    from edgemed.registry import FORMATS, rows_independent
+
+    assert not FORMATS["bnb-int8"].rows_independent and not FORMATS["onnx-int8"].rows_independent
+    assert all(rows_independent(f) for f in ("hf", "bnb-nf4", "onnx", "gguf-f16", "gguf-q4_k_m"))
+    assert not rows_independent("no-such-format")
+    from edgemed.data import load_questions
+    from edgemed.evaluator.run import evaluate
+    from edgemed.runtimes.hf import TransformersRuntime
+
+    questions = load_questions("sample", limit=4)[0]
+    class LikeInt8(TransformersRuntime):
+        rows_independent = False  # as a bnb-int8 artifact's runtime reports it
+
+    with LikeInt8(tiny_model, threads=1, device="cpu", dtype="float32") as rt:
+        res = evaluate(rt, questions, batch_size=8, show_progress=False, letter_rows={questions[0].id: [0, 0, 0, 0]})
+    assert res.config["batch_size"] == 1 and res.config["batch_size_asked"] == 8
+    assert "letter_rows_shared" not in res.timing  # nothing read from another pass

@@ -161,6 +161,9 @@ def evaluate(
         style_source = "given"
     prompt_style = get_style(style)
     opts = _gen_options(scoring, gen_options)
+    asked_batch = batch_size
+    if not getattr(runtime, "rows_independent", True):  # batch partners would change answers
+        batch_size, letter_rows = 1, None
     prompts = [prompt_style.prompt(q) for q in questions]
     questions, prompts, too_long = _fit_context(runtime, questions, prompts,
                                                 1 if scoring == "logprob" else int(opts["max_new_tokens"]))
@@ -225,6 +228,8 @@ def evaluate(
         "prompt_style": style,
         "prompt_style_source": style_source,
         "batch_size": batch_size,
+        **({"batch_size_asked": asked_batch, "batch_note": "this format quantizes activations over the whole input: "
+            "scored one question per pass, the prompt alone"} if batch_size != asked_batch else {}),
         "letters": [f" {a}" for a in LETTERS],
     }
     if scoring != "logprob":

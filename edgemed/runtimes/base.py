@@ -158,6 +158,16 @@ class Runtime(abc.ABC):
         return try_manifest(self.path if self.path.is_dir() else self.path.parent) or {}
 
     @property
+    def rows_independent(self) -> bool:
+        """Whether a position's logits here depend only on the tokens up to it (the registry's per-format fact): only
+        then may prompts be batched with padding or letters be read from a longer sequence. A folder without a
+        manifest (a plain model, a .gguf file) is its runtime's unquantized or weight-only format: independent."""
+        from edgemed.registry import rows_independent
+
+        fmt = (self.manifest or {}).get("format")
+        return rows_independent(fmt) if fmt else True
+
+    @property
     def prompt_style(self) -> str:
         """The style recorded in the artifact's lineage, else the one the chat template implies."""
         from edgemed.lineage import prompt_style_for
