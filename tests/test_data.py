@@ -206,10 +206,10 @@ def test_output_folder_problems_exit_2_before_reading_anything(tmp_path, capsys,
     assert _main("data", "check", "sample", "--out", tmp_path / "ro") == 2
     assert "read-only file system" in capsys.readouterr().err
     monkeypatch.setattr(fsutil, "_read_only", lambda path: False)
-    monkeypatch.setattr(fsutil, "_free_bytes", lambda path: 0)
+    monkeypatch.setattr(fsutil, "free_bytes", lambda path: 0)
     assert _main("info", "--out", tmp_path / "full") == 2
     assert "no space left" in capsys.readouterr().err
-    monkeypatch.setattr(fsutil, "_free_bytes", lambda path: 1 << 40)
+    monkeypatch.setattr(fsutil, "free_bytes", lambda path: 1 << 40)
     monkeypatch.setattr(fsutil.os, "access", lambda path, mode: False)
     assert _main("report", tmp_path, tmp_path, "--out", tmp_path / "nw") == 2
     assert "not writable" in capsys.readouterr().err

@@ -48,7 +48,10 @@ def info(out: Path | None = None) -> int:
                      "missing": export, "missing_to_run": run})
         formats.add_row(spec.name, escape(spec.description), spec.runtime, "yes" if run is None else escape(run),
                         "yes" if export is None else escape(export))
-    console.print(formats)
+    from rich.console import Console
+
+    wide = console if console.is_terminal else Console(width=200, highlight=False)  # logs: hints never cut short
+    wide.print(formats)
     gguf_types = _gguf_types_table(console)
     env = environment()
     for key, value in env.items():
