@@ -59,6 +59,18 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
     copy_tokenizer(source, dest)
 
 
+def fp32_graph(exporter: Exporter, source: Path, dest: Path) -> tuple[Path, bool]:
+    """(folder of the fp32 ONNX graph to quantize, built here?): the ``onnx`` artifact of the same export run when
+    there is one, else a fresh export into ``dest/.fp32`` (the caller removes it when built here)."""
+    sibling = exporter.sibling("onnx")
+    if sibling is not None:
+        return sibling, False
+    fp32 = dest / ".fp32"
+    fp32.mkdir()
+    export_onnx(source, fp32, OnnxExporter.defaults)
+    return fp32, True
+
+
 class OnnxInt8Exporter(Exporter):
     requires = OnnxExporter.requires
     # keep_fp32: MatMuls whose node name contains one of these stay fp32. The MLP down projection reads the
@@ -92,12 +104,7 @@ class OnnxInt8Exporter(Exporter):
         require("onnx", get_format("onnx-int8").extra, "ONNX int8 export")  # onnxruntime.quantization imports it
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        fp32 = self.sibling("onnx")
-        built_here = fp32 is None
-        if built_here:
-            fp32 = dest / ".fp32"
-            fp32.mkdir()
-            export_onnx(source, fp32, OnnxExporter.defaults)
+        fp32, built_here = fp32_graph(self, source, dest)
         weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}.get(settings["weight_type"])
         if weight_type is None:
             raise EdgemedError(f"onnx-int8: weight_type must be qint8 or quint8, not {settings['weight_type']!r}")

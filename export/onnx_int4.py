@@ -23,7 +23,7 @@ from typing import Any
 
 from edgemed.errors import EdgemedError, require
 from edgemed.export.base import Exporter
-from edgemed.export.onnx import ONNX_FILE, OnnxExporter, export_onnx
+from edgemed.export.onnx import ONNX_FILE, OnnxExporter, fp32_graph
 from edgemed.registry import get_format
 
 ALGORITHMS = ("rtn", "hqq", "k_quant")
@@ -44,12 +44,7 @@ class OnnxInt4Exporter(Exporter):
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         check_settings(settings)
         require("onnx_ir", get_format("onnx-int4").extra, "ONNX int4 export")
-        fp32 = self.sibling("onnx")
-        built_here = fp32 is None
-        if built_here:
-            fp32 = dest / ".fp32"
-            fp32.mkdir()
-            export_onnx(source, fp32, OnnxExporter.defaults)
+        fp32, built_here = fp32_graph(self, source, dest)
         try:
             details = quantize_int4(fp32 / ONNX_FILE, dest / ONNX_FILE, settings)
             copy_beside(fp32, dest)

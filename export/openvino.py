@@ -30,7 +30,7 @@ from typing import Any
 
 from edgemed.errors import EdgemedError, require
 from edgemed.export.base import Exporter, source_lineage
-from edgemed.export.onnx import ONNX_FILE, OnnxExporter, export_onnx
+from edgemed.export.onnx import ONNX_FILE, OnnxExporter, fp32_graph
 from edgemed.export.onnx_int4 import copy_beside
 from edgemed.registry import get_format
 
@@ -48,12 +48,7 @@ class OpenVinoExporter(Exporter):
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         require("openvino", get_format(self.name).extra, "OpenVINO export")
         kwargs, record = self.compression(source, settings)
-        fp32 = self.sibling("onnx")
-        built_here = fp32 is None
-        if built_here:
-            fp32 = dest / ".fp32"
-            fp32.mkdir()
-            export_onnx(source, fp32, OnnxExporter.defaults)
+        fp32, built_here = fp32_graph(self, source, dest)
         try:
             details = convert_and_compress(fp32, dest, kwargs, self.calibration_texts(source, settings))
             copy_beside(fp32, dest)
