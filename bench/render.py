@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from typing import Any
 
 from edgemed.bench.results import METRICS, TABLE_COLUMNS, ArtifactResult, format_value
 
 
-def best_per_column(results: list[ArtifactResult], columns: tuple[str, ...] = TABLE_COLUMNS) -> dict[str, float]:
+def best_per_column(results: list[ArtifactResult], columns: Sequence[str] = TABLE_COLUMNS) -> dict[str, float]:
     """metric -> the best value among the artifacts that ran (for metrics with a direction)."""
     best: dict[str, float] = {}
     for key in columns:
@@ -109,17 +110,29 @@ def int8_notes(results: list[ArtifactResult]) -> list[str]:
 
 def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     """A summary for a pull request or $GITHUB_STEP_SUMMARY: table, checks, recommendation, environment."""
-    best = best_per_column(results)
     ref = doc.get("reference")
     lines = ["## edgemed bench", ""]
-    settings = doc.get("settings", {})
-    lines.append(
+    lines += _md_intro(doc.get("settings", {}), results)
+    lines.append("")
+    lines += _md_table(results, ref)
+    lines.append("")
+    lines += _md_checks(doc.get("checks", []))
+    lines += _md_recommendation(doc.get("recommendation"))
+    lines += _md_profiles(doc.get("profiles", []))
+    lines += _md_notes(results, ref)
+    lines.append(_md_environment(doc))
+    return "\n".join(lines) + "\n"
+
+
+def _md_intro(settings: dict[str, Any], results: list[ArtifactResult]) -> list[str]:
+    """What was measured and how; busy machines and int8 kernel risks."""
+    lines = [
         f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({question_source(settings)}), "
         f"{settings.get('threads')} threads on {settings.get('device')}, pp{settings.get('n_prompt')} / "
         f"tg{settings.get('n_gen')} x {settings.get('repetitions')} repetitions{below_llama_bench(settings)} after "
         f"{settings.get('warmup')} warm-up, wait policy {settings.get('wait_policy')}. "
         "Best value per column in **bold**."
-    )
+    ]
     busy = [r for r in results if r.ok and r.busy]
     if busy:
         lines += ["", "**Busy machine:** other processes used the CPU while these were measured; their timings are "
@@ -128,9 +141,14 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     warnings = int8_notes(results)
     if warnings:
         lines += ["", "**int8 kernel risk:**"] + [f"- {w}" for w in warnings]
-    lines.append("")
+    return lines
+
+
+def _md_table(results: list[ArtifactResult], ref: str | None) -> list[str]:
+    """One row per artifact over :data:`TABLE_COLUMNS`, the best value per column in bold."""
+    best = best_per_column(results)
     header = ["artifact", "format"] + [METRICS[k].label for k in TABLE_COLUMNS]
-    lines += [_md_row(header), _md_row(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS))]
+    lines = [_md_row(header), _md_row(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS))]
     for r in results:
         name = r.name + (" (ref)" if r.name == ref else "")
         if not r.ok:
@@ -142,22 +160,30 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
             text = _cell(r, key)
             cells.append(f"**{text}**" if key in best and r.metric(key) == best[key] else text)
         lines.append(_md_row([name, r.format, *cells]))
-    checks = doc.get("checks", [])
+    return lines
+
+
+def _md_checks(checks: list[dict[str, Any]]) -> list[str]:
+    if not checks:
+        return []
     broken = [c for c in checks if not c["passed"]]
-    lines.append("")
-    if checks:
-        status = "all budgets hold" if not broken else f"{len(broken)} of {len(checks)} checks broken"
-        lines.append(f"**Checks: {status}.**")
-        for c in broken:
-            lines.append(f"- :x: `{c['artifact']}` {c['key']}: {c['message']} ({c['source']})")
-        lines.append("")
-    rec = doc.get("recommendation")
-    if rec:
-        lines.append(f"**Recommendation:** {rec['why']}.")
-        for name, reasons in rec.get("rejected", {}).items():
-            lines.append(f"- `{name}`: {'; '.join(reasons)}")
-        lines.append("")
-    for prof in doc.get("profiles", []):
+    status = "all budgets hold" if not broken else f"{len(broken)} of {len(checks)} checks broken"
+    lines = [f"**Checks: {status}.**"]
+    lines += [f"- :x: `{c['artifact']}` {c['key']}: {c['message']} ({c['source']})" for c in broken]
+    return lines + [""]
+
+
+def _md_recommendation(rec: dict[str, Any] | None) -> list[str]:
+    if not rec:
+        return []
+    lines = [f"**Recommendation:** {rec['why']}."]
+    lines += [f"- `{name}`: {'; '.join(reasons)}" for name, reasons in rec.get("rejected", {}).items()]
+    return lines + [""]
+
+
+def _md_profiles(profiles: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for prof in profiles:
         p = prof["profile"]
         lines.append(f"**Device profile {p['name']}** ({p['description']}; {p['bandwidth_gbps']:g} GB/s, "
                      f"{p['memory_ceiling_gb']:g} GB usable; estimates):")
@@ -168,23 +194,28 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
             shown += f" (memory-bound max {bound:.1f})" if bound else ""
             lines.append(f"- `{row['artifact']}`: {row['note']}; decode {shown}")
         lines.append("")
-    lines.append("p95 ms: one question answered (letter log-probs; `max` below 20 samples); TTFT at the MedMCQA "
-                 "prompt; pp/tg t/s: llama-bench's tests, mean ± stdev; RSS MB: peak resident memory of the "
-                 "artifact's process while serving (load, answers, pp, tg), before the bench's own scoring buffers "
-                 "(the whole-run peak is `memory.peak_rss_process_bytes` in bench.json); others: other processes' "
-                 "CPU use in cores while it was measured.")
-    lines.append("")
+    return lines
+
+
+def _md_notes(results: list[ArtifactResult], ref: str | None) -> list[str]:
+    """What the columns mean, and what the fidelity figures rest on."""
+    lines = ["p95 ms: one question answered (letter log-probs; `max` below 20 samples); TTFT at the MedMCQA "
+             "prompt; pp/tg t/s: llama-bench's tests, mean ± stdev; RSS MB: peak resident memory of the "
+             "artifact's process while serving (load, answers, pp, tg), before the bench's own scoring buffers "
+             "(the whole-run peak is `memory.peak_rss_process_bytes` in bench.json); others: other processes' "
+             "CPU use in cores while it was measured.", ""]
     fid = next((r.fidelity for r in results if r.ok and r.fidelity), None)
     if fid:
         lines.append(f"Fidelity vs `{ref}`: {fid['tokens']} tokens in {fid['sequences']} sequences; KLD = mean "
                      f"KL(reference || artifact) in nats/token ± half its 95% interval; same top = top-1 agreement; "
                      f"reference top-{fid['top_k']} stored (mean mass left out {fid['tail_mass']:.3f}).")
         lines.append("")
+    return lines
+
+
+def _md_environment(doc: dict[str, Any]) -> str:
     env = doc.get("environment", {})
     bw = doc.get("machine", {}).get("copy_bandwidth", {})
-    lines.append(
-        f"<sub>{env.get('cpu')} ({env.get('cores_physical')} cores), {env.get('ram_gb')} GB RAM, {env.get('os')}, "
-        f"accelerator {env.get('accelerator')}, copy bandwidth {bw.get('gbps', 0):.1f} GB/s, "
-        f"commit {env.get('commit')}</sub>"
-    )
-    return "\n".join(lines) + "\n"
+    return (f"<sub>{env.get('cpu')} ({env.get('cores_physical')} cores), {env.get('ram_gb')} GB RAM, {env.get('os')}, "
+            f"accelerator {env.get('accelerator')}, copy bandwidth {bw.get('gbps', 0):.1f} GB/s, "
+            f"commit {env.get('commit')}</sub>")

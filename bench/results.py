@@ -1,13 +1,22 @@
 """Result records of one bench run, in the optimum-benchmark style: small dataclasses that render to rows and JSON.
 
+One :class:`ArtifactResult` travels the whole way: the worker (:mod:`edgemed.bench.worker`) fills in what it measured
+inside the artifact's process and writes :meth:`ArtifactResult.to_dict`; the parent (:mod:`edgemed.bench.run`) reads
+it back with :meth:`ArtifactResult.from_dict` and only adds what it measured from outside (wall time, sampled memory,
+machine load, exit status, size and weights on disk). Every key is bench.json's own: nothing is renamed on the way.
+
+Adding a metric is a typed field that the worker fills (on one of these classes) plus one :data:`METRICS` entry
+(:func:`add_metric` for one that is registered later, e.g. by a plugin or a test).
+
 Latencies are milliseconds, sizes bytes, throughputs tokens per second. Each summary is a dict from
 :func:`edgemed.bench.stats.summarize` (count, mean, median, p90, p95, min, max, stdev); raw samples are kept.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 from edgemed.bench.stats import summarize
@@ -67,6 +76,9 @@ class Memory:
 
 @dataclass
 class Accuracy:
+    """Accuracy with its interval (the worker's evaluation), and agreement with the reference (filled in by
+    :func:`edgemed.bench.derive.fill_derived` once every artifact ran)."""
+
     accuracy: float | None = None
     n: int = 0
     ci_low: float | None = None  # Wilson 95% interval
@@ -77,6 +89,13 @@ class Accuracy:
     mcnemar_p: float | None = None
     accuracy_diff: float | None = None  # this - reference
     metrics: dict[str, Any] = field(default_factory=dict)  # everything the evaluator reported
+
+    @classmethod
+    def from_evaluation(cls, evaluation: dict[str, Any]) -> Accuracy:
+        """From an evaluator result's ``to_dict()`` (edgemed.evaluator.run.EvalResult)."""
+        ci = evaluation.get("accuracy_ci") or [None, None]
+        return cls(accuracy=evaluation["accuracy"], n=evaluation["n"], ci_low=ci[0], ci_high=ci[1],
+                   metrics=evaluation.get("metrics", {}))
 
 
 @dataclass
@@ -159,18 +178,28 @@ class ArtifactResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactResult:
-        kinds: dict[str, Any] = {"accuracy": Accuracy, "latency": Latency, "throughput": Throughput, "memory": Memory,
-                 "bandwidth": Bandwidth, "failure": Failure}
-        names = {f.name for f in fields(cls)}
-        kw: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in names:
-                continue
-            if key in kinds and isinstance(value, dict):
-                allowed = {f.name for f in fields(kinds[key])}
-                value = kinds[key](**{k: v for k, v in value.items() if k in allowed})
-            kw[key] = value
-        return cls(**kw)
+        """The inverse of :meth:`to_dict` (a worker's result, or an artifact of bench.json): keys that are no field
+        are left out (e.g. the derived ``memory.peak_rss_bytes``), nested records come back as their classes."""
+        return _build(cls, data)
+
+
+def _record_type(hint: Any) -> type | None:
+    """The dataclass a field holds (``Memory``, ``Failure | None``), else None."""
+    for kind in typing.get_args(hint) or (hint,):
+        if isinstance(kind, type) and is_dataclass(kind):
+            return kind
+    return None
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kw: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], _record_type(hints[f.name])
+        kw[f.name] = _build(kind, value) if kind is not None and isinstance(value, dict) else value
+    return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -178,8 +207,10 @@ class Metric:
     """One comparable number of a result: how to read it, which direction is better, how to show it, and the
     budget key that limits it (``max_...``/``min_...`` in the budgets TOML), if any.
 
-    Adding a metric is two places: the worker reports it (``result["extra"]["NAME"] = value``) and one entry
-    here (``get=lambda r: r.extra.get("NAME")``, with ``budget=`` to make it a budget key too).
+    Adding a metric is two places: the worker fills a typed field of its :class:`ArtifactResult` (a field of one of
+    the records above, or a new record as a field of ArtifactResult) and one entry here (``get=lambda r: ...`` that
+    reads it, with ``budget=`` to make it a budget key too). A number without a field of its own can go in
+    ``result.extra["NAME"]`` (``get=lambda r: r.extra.get("NAME")``).
     """
 
     key: str
@@ -244,9 +275,18 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("bandwidth_fraction", "BW use", lambda r: r.bandwidth.fraction_of_copy, "max", ".0%"),
 ]}
 
-# The columns of the terminal table and the markdown summary (the CSV and JSON have all metrics).
-TABLE_COLUMNS = ("size_mb", "accuracy", "agreement", "kld", "top1_agreement", "answer_p95_ms", "ttft_ms",
-                 "prefill_tps", "decode_tps", "peak_rss_mb", "bandwidth_fraction", "other_cpu_cores")
+# The columns of the terminal table, the markdown summary and the HTML page (the CSV and JSON have all metrics).
+TABLE_COLUMNS: list[str] = ["size_mb", "accuracy", "agreement", "kld", "top1_agreement", "answer_p95_ms", "ttft_ms",
+                            "prefill_tps", "decode_tps", "peak_rss_mb", "bandwidth_fraction", "other_cpu_cores"]
+
+
+def add_metric(metric: Metric, column: bool = False) -> Metric:
+    """Register one more metric: in every row, the CSV, bench.json's rows and the budgets (when it has a ``budget``
+    key); with `column`, also a column of the terminal, markdown and HTML tables (after the others)."""
+    METRICS[metric.key] = metric
+    if column and metric.key not in TABLE_COLUMNS:
+        TABLE_COLUMNS.append(metric.key)
+    return metric
 
 
 def format_value(key: str, value: float | None) -> str:

@@ -10,9 +10,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgemed.bench.artifacts import (
     name_artifacts,
@@ -25,11 +25,16 @@ from edgemed.bench.artifacts import (
 from edgemed.bench.config import BenchConfig
 from edgemed.bench.isolate import MeasuredOutcome, measure_child, tail
 from edgemed.bench.outputs import BENCH_JSON, print_summary, write_outputs
-from edgemed.bench.protocol import Job, worker_env
-from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
+from edgemed.bench.protocol import Job, Target, worker_env
+from edgemed.bench.results import ArtifactResult, Failure
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
 from edgemed.child import python_module
 from edgemed.fsutil import atomic_write_json, dir_size
+
+if TYPE_CHECKING:
+    from edgemed.bench.budget import Budgets, Check
+    from edgemed.bench.profiles import Profile
+    from edgemed.data.medmcqa import Question
 
 SCHEMA = 2
 
@@ -39,13 +44,39 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     pareto.png and optionally JUnit XML. Returns the bench.json document; its ``exit_code`` is 0 when every
     artifact ran and every budget held, 1 otherwise. Bad input raises EdgemedError (exit 2) before anything runs.
     """
-    from edgemed.bench.budget import check_budgets, load_budgets
+    plan = _validate(artifacts, config)
+    doc, results = _measure_all(plan)
+    return _conclude(plan, doc, results, show)
+
+
+@dataclass
+class _Plan:
+    """A bench run, validated: what it measures, in which order, and what it checks the results against."""
+
+    config: BenchConfig
+    out: Path
+    targets: list[Target]  # the reference first: its log-probs are there for every other's fidelity
+    reference: Target
+    questions: list[Question]
+    selection: dict[str, Any]
+    where: dict[str, Any]  # threads and device, resolved once (edgemed.resources.resolved)
+    budgets: Budgets | None
+    tolerance: float
+    baseline_doc: dict[str, Any] | None
+    baseline_results: list[ArtifactResult]
+    max_memory_bytes: int | None
+    max_p95_ms: float | None
+    boards: list[Profile]  # --profile
+
+
+def _validate(artifacts: list[Path], config: BenchConfig) -> _Plan:
+    """Everything checked first: a usage error must not cost a bench run."""
+    from edgemed.bench.budget import load_budgets
     from edgemed.bench.compare_runs import load_run
     from edgemed.bench.profiles import get_profile
     from edgemed.fsutil import check_output_dir
     from edgemed.resources import resolved
 
-    # --- validate everything first: a usage error must not cost a bench run -------------------------------
     config.validate()
     out = Path(config.out)
     check_output_dir(out, "--out")
@@ -65,84 +96,101 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     ref_target = pick_reference_target(targets, config.reference)
     targets = [ref_target] + [t for t in targets if t is not ref_target]  # its log-probs first
     questions, selection = _questions(config, targets)
-    where = resolved(config.threads, config.device)
+    return _Plan(config=config, out=out, targets=targets, reference=ref_target, questions=questions,
+                 selection=selection, where=resolved(config.threads, config.device), budgets=budgets, tolerance=tol,
+                 baseline_doc=base_doc, baseline_results=base_results, max_memory_bytes=mem_limit,
+                 max_p95_ms=p95_limit, boards=boards)
 
-    # --- measure --------------------------------------------------------------------------------------------
-    from rich.markup import escape
 
+def _new_doc(plan: _Plan) -> dict[str, Any]:
+    """bench.json as it starts: settings, environment, the machine's copy bandwidth, the questions."""
     from edgemed.bench.probes import copy_bandwidth
-    from edgemed.console import err_console, progress
     from edgemed.sysinfo import environment
 
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    settings = {**config.to_dict(), **where, "questions": len(questions),
-                "question_ids_sha256": _ids_hash(questions), "question_selection": selection,
+    config, questions = plan.config, plan.questions
+    settings = {**config.to_dict(), **plan.where, "questions": len(questions),
+                "question_ids_sha256": _ids_hash(questions), "question_selection": plan.selection,
                 "latency_prompts": min(config.latency_prompts, len(questions))}
-    doc: dict[str, Any] = {
+    return {
         "schema": SCHEMA, "tool": "edgemed bench", "status": "running",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings,
         "environment": environment(), "machine": {"copy_bandwidth": copy_bandwidth()},
-        "reference": ref_target.name, "artifacts": [],
+        "reference": plan.reference.name, "artifacts": [],
         "questions": [{"id": q.id, "subject": q.subject, "question": q.question[:300]} for q in questions],
     }
-    measured = {**config.measured, **where, "question_ids_sha256": settings["question_ids_sha256"]}
+
+
+def _measure_all(plan: _Plan) -> tuple[dict[str, Any], list[ArtifactResult]]:
+    """Each artifact in turn, bench.json rewritten after each (finished artifacts survive a later crash)."""
+    from edgemed.console import progress
+
+    config, out = plan.config, plan.out
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    doc = _new_doc(plan)
+    measured = {**config.measured, **plan.where, "question_ids_sha256": doc["settings"]["question_ids_sha256"]}
     previous = previous_results(out / BENCH_JSON) if config.resume else {}
-    fidelity_dir = work / "reference-fidelity"
+    qdicts = [asdict(q) for q in plan.questions]
     results: list[ArtifactResult] = []
-    qdicts = [asdict(q) for q in questions]
     with progress() as bar:
-        task = bar.add_task("bench", total=len(targets))
-        for target in targets:
-            key = settings_key(measured, target, ref_target)
-            prior = previous.get(target.name)
-            is_ref = target is ref_target
-            if target.problem:  # e.g. a corrupt manifest: recorded as failed like a load failure, never run
-                results.append(ArtifactResult(name=target.name, path=path_from_run(target.path, out),
-                                              format=target.format, runtime=target.runtime, settings_key=key,
-                                              status="failed", failure=Failure(kind="error", message=target.problem),
-                                              weights=weights_record(Path(target.path), target.format)))
-                err_console.print(f"[red]{escape(target.name)}: not measured: {escape(target.problem)}[/red]")
-            elif prior is not None and prior.ok and prior.settings_key == key and \
-                    (not is_ref or not config.fidelity or (fidelity_dir / "meta.json").is_file()):
-                results.append(prior)
-                err_console.print(f"[dim]{target.name}: already measured with these settings (--resume)[/dim]")
-            else:
-                bar.update(task, description=f"{target.name}: starting")
-                job = Job(config=config, target=target, questions=qdicts, threads=where["threads"],
-                          device=where["device"], fidelity_dir=str(fidelity_dir) if config.fidelity else None,
-                          is_reference=is_ref)
-                results.append(_measure(job, key, work, bar, task))
-                r = results[-1]
-                if r.ok:
-                    busy = f" [yellow]BUSY machine: {r.machine_load.get('reason')}[/yellow]" if r.busy else ""
-                    err_console.print(f"[green]{r.name}[/green]: done in {r.wall_s:.1f} s{busy}")
-                else:
-                    err_console.print(f"[red]{escape(r.name)}: {escape(r.failure.message)}[/red] "
-                                      f"(log: {escape(str(work / (r.name + '.log')))})")
+        task = bar.add_task("bench", total=len(plan.targets))
+        for target in plan.targets:
+            key = settings_key(measured, target, plan.reference)
+            results.append(_measure_target(plan, target, key, previous.get(target.name), qdicts, work, bar, task))
             doc["artifacts"] = [r.to_dict() for r in results]
-            atomic_write_json(out / BENCH_JSON, doc)  # finished artifacts survive a later crash
+            atomic_write_json(out / BENCH_JSON, doc)
             bar.advance(task)
+    return doc, results
 
-    # --- compare, check, recommend, write -----------------------------------------------------------------
+
+def _measure_target(plan: _Plan, target: Target, key: str, prior: ArtifactResult | None, qdicts: list[dict[str, Any]],
+                    work: Path, bar, task) -> ArtifactResult:
+    """One artifact: recorded as failed when it cannot be measured, kept from --resume when it was, else run."""
+    from rich.markup import escape
+
+    from edgemed.console import err_console
+
+    config, out = plan.config, plan.out
+    fidelity_dir = work / "reference-fidelity"
+    is_ref = target is plan.reference
+    if target.problem:  # e.g. a corrupt manifest: recorded as failed like a load failure, never run
+        result = ArtifactResult(name=target.name, path=path_from_run(target.path, out), format=target.format,
+                                runtime=target.runtime, settings_key=key, status="failed",
+                                failure=Failure(kind="error", message=target.problem),
+                                weights=weights_record(Path(target.path), target.format))
+        err_console.print(f"[red]{escape(target.name)}: not measured: {escape(target.problem)}[/red]")
+        return result
+    if prior is not None and prior.ok and prior.settings_key == key and \
+            (not is_ref or not config.fidelity or (fidelity_dir / "meta.json").is_file()):
+        err_console.print(f"[dim]{target.name}: already measured with these settings (--resume)[/dim]")
+        return prior
+    bar.update(task, description=f"{target.name}: starting")
+    job = Job(config=config, target=target, questions=qdicts, threads=plan.where["threads"],
+              device=plan.where["device"], fidelity_dir=str(fidelity_dir) if config.fidelity else None,
+              is_reference=is_ref)
+    r = _measure(job, key, work, bar, task)
+    if r.ok:
+        busy = f" [yellow]BUSY machine: {r.machine_load.get('reason')}[/yellow]" if r.busy else ""
+        err_console.print(f"[green]{r.name}[/green]: done in {r.wall_s:.1f} s{busy}")
+    else:
+        err_console.print(f"[red]{escape(r.name)}: {escape(r.failure.message)}[/red] "
+                          f"(log: {escape(str(work / (r.name + '.log')))})")
+    return r
+
+
+def _conclude(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult], show: bool) -> dict[str, Any]:
+    """Compare with the reference, check budgets and the baseline, recommend, write every output."""
     from edgemed.bench.derive import fill_derived
-
-    ref = next((r for r in results if r.name == ref_target.name and r.ok), None)
-    fill_derived(results, ref, doc["machine"]["copy_bandwidth"]["gbps"])
-    checks = []
-    if budgets:
-        checks += check_budgets(budgets, results, ref)
-        doc["budgets"] = budgets.to_dict()
-    if config.baseline:
-        from edgemed.bench.compare_runs import regressions
-
-        checks += regressions(base_results, results, tol, f"baseline {config.baseline}")
-        doc["baseline"] = {"path": str(config.baseline), "tolerance": tol, "created": base_doc.get("created")}
+    from edgemed.bench.plot import front_of
     from edgemed.bench.profiles import estimate
     from edgemed.bench.recommend import Constraints, recommend
 
-    constraints = Constraints(max_memory_bytes=mem_limit, max_p95_ms=p95_limit, max_kld=config.max_kld,
-                              prefer=config.prefer)
+    config = plan.config
+    ref = next((r for r in results if r.name == plan.reference.name and r.ok), None)
+    fill_derived(results, ref, doc["machine"]["copy_bandwidth"]["gbps"])
+    checks = _checks(plan, doc, results, ref)
+    constraints = Constraints(max_memory_bytes=plan.max_memory_bytes, max_p95_ms=plan.max_p95_ms,
+                              max_kld=config.max_kld, prefer=config.prefer)
     busy = [r.name for r in results if r.ok and r.busy]
     doc.update(
         status="complete",
@@ -150,7 +198,7 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
         artifacts=[r.to_dict() for r in results],
         checks=[c.to_dict() for c in checks],
         recommendation=recommend(results, ref, constraints),
-        profiles=[estimate(b, results) for b in boards],
+        profiles=[estimate(b, results) for b in plan.boards],
         busy_artifacts=busy,
     )
     failed = [r.name for r in results if not r.ok]
@@ -158,14 +206,31 @@ def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> 
     doc["exit_code"] = 1 if failed or broken else 0
     doc["summary"] = {"failed_artifacts": failed, "broken_checks": len(broken), "checks": len(checks),
                       "busy_artifacts": busy}
-    from edgemed.bench.plot import front_of
-
     doc["pareto_front"], doc["pareto_quality"] = front_of(results)
-    doc["outputs"] = write_outputs(doc, results, out, config.junit, checks)
-    atomic_write_json(out / BENCH_JSON, doc)
+    doc["outputs"] = write_outputs(doc, results, plan.out, config.junit, checks)
+    atomic_write_json(plan.out / BENCH_JSON, doc)
     if show:
         print_summary(doc, results, broken)
     return doc
+
+
+def _checks(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult],
+            ref: ArtifactResult | None) -> list[Check]:
+    """Budget checks and regressions against --baseline (each recorded in `doc`)."""
+    checks: list[Check] = []
+    if plan.budgets:
+        from edgemed.bench.budget import check_budgets
+
+        checks += check_budgets(plan.budgets, results, ref)
+        doc["budgets"] = plan.budgets.to_dict()
+    baseline = plan.config.baseline
+    if baseline:
+        from edgemed.bench.compare_runs import regressions
+
+        checks += regressions(plan.baseline_results, results, plan.tolerance, f"baseline {baseline}")
+        doc["baseline"] = {"path": str(baseline), "tolerance": plan.tolerance,
+                           "created": plan.baseline_doc.get("created")}
+    return checks
 
 
 def _questions(config: BenchConfig, targets):
@@ -183,6 +248,8 @@ def _ids_hash(questions) -> str:
 
 # --- one artifact ---------------------------------------------------------------------------------------------
 def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
+    """Run the worker on one artifact: its result as it wrote it (ArtifactResult.to_dict), or a failure, plus what
+    this process measured from outside (:func:`add_outside`)."""
     target = job.target
     name = target.name
     env, job.env = worker_env(job.config, dict(os.environ))
@@ -198,41 +265,32 @@ def _measure(job: Job, key: str, work: Path, bar, task) -> ArtifactResult:
             bar.update(task, description=f"{name}: {lines[-1][8:][:60]}")
 
     outcome = measure_child(cmd, log_path, timeout_s=job.config.timeout, env=env, on_tick=tick, threads=job.threads)
-    result = ArtifactResult(name=name, path=path_from_run(target.path, work.parent), format=target.format,
-                            runtime=target.runtime, settings_key=key, wall_s=outcome.wall_s,
-                            weights=weights_record(Path(target.path), target.format))
+    if outcome.ok and res_path.is_file():
+        result = ArtifactResult.from_dict(json.loads(res_path.read_text(encoding="utf-8")))
+    else:
+        result = ArtifactResult(name=name, path=path_from_run(target.path, work.parent), format=target.format,
+                                runtime=target.runtime, status="failed", failure=_failure(outcome, log_path))
+    return add_outside(result, target, key, outcome)
+
+
+def add_outside(result: ArtifactResult, target: Target, key: str, outcome: MeasuredOutcome) -> ArtifactResult:
+    """Add to a worker's result what only the parent measures: wall time, the process's memory sampled from outside
+    and the kernel's peak, other processes' load, the artifact's size, weight bytes and hashes on disk, and the
+    settings key. Each of these is left at its default by the worker; nothing the worker reported is changed."""
     from edgemed.registry import weight_bytes
 
-    result.size_bytes = dir_size(Path(target.path))
-    result.bandwidth = Bandwidth(weight_bytes=weight_bytes(Path(target.path), target.format))
-    result.memory = Memory(peak_rss_sampled_bytes=outcome.peak_rss_sampled or None,
-                           peak_rss_os_bytes=outcome.ru_maxrss or None,
-                           sample_interval_ms=outcome.interval_s * 1e3, samples=outcome.samples)
+    path = Path(target.path)
+    result.settings_key = key
+    result.wall_s = outcome.wall_s
+    result.weights = weights_record(path, target.format)
+    result.size_bytes = dir_size(path)
+    result.bandwidth.weight_bytes = weight_bytes(path, target.format)
+    memory = result.memory
+    memory.peak_rss_sampled_bytes = outcome.peak_rss_sampled or None
+    memory.peak_rss_os_bytes = outcome.ru_maxrss or None
+    memory.sample_interval_ms = outcome.interval_s * 1e3
+    memory.samples = outcome.samples
     result.machine_load = outcome.load.to_dict() if outcome.load else {}
-    if not outcome.ok or not res_path.is_file():
-        result.status = "failed"
-        result.failure = _failure(outcome, log_path)
-        return result
-    raw = json.loads(res_path.read_text(encoding="utf-8"))
-    mem = raw["memory"]
-    result.memory.rss_before_load_bytes = mem.get("rss_before_load_bytes")
-    result.memory.rss_after_load_bytes = mem.get("rss_after_load_bytes")
-    result.memory.peak_gpu_bytes = mem.get("peak_gpu_bytes")
-    result.memory.peak_rss_self_bytes = mem.get("self_peak_rss_bytes")
-    result.memory.peak_rss_serving_bytes = mem.get("serving_peak_rss_bytes")
-    result.load_s, result.eval_s = raw["load_s"], raw["eval_s"]
-    result.phases_s = raw.get("phases_s", {})
-    result.runtime_info = {**raw.get("runtime_info", {}), "prompt_style": raw.get("style"),
-                             "prompt_style_source": raw.get("style_source")}
-    result.latency = Latency.from_raw(raw["latency"])
-    result.throughput = Throughput(pp=raw["pp"], tg=raw["tg"])
-    result.fidelity = raw.get("fidelity")
-    result.extra = raw.get("extra", {})
-    result.predictions = raw.get("predictions", [])
-    evaluation = raw["evaluation"]
-    ci = evaluation.get("accuracy_ci") or [None, None]
-    result.accuracy = Accuracy(accuracy=evaluation["accuracy"], n=evaluation["n"], ci_low=ci[0], ci_high=ci[1],
-                               metrics=evaluation.get("metrics", {}))
     return result
 
 

@@ -2,8 +2,10 @@
 
 The parent (:mod:`edgemed.bench.run`) writes the :class:`~edgemed.bench.protocol.Job` (config, artifact,
 questions), samples this process's memory and the machine's load from outside and reads RESULT, written
-atomically at the end. Phases: load, answer latency + TTFT, pp, tg, accuracy, fidelity. Progress lines start
-with ``[bench]`` on stderr. Exit codes: 0 done, 2 an EdgemedError (message on stderr), 3 any other error.
+atomically at the end: the :class:`~edgemed.bench.results.ArtifactResult` of what was measured in here, as its
+``to_dict()``, under bench.json's own keys (the parent adds its outside measurements and renames nothing).
+Phases: load, answer latency + TTFT, pp, tg, accuracy, fidelity. Progress lines start with ``[bench]`` on stderr.
+Exit codes: 0 done, 2 an EdgemedError (message on stderr), 3 any other error.
 
 Fault injection for testing the parent's isolation (never set it otherwise): ``EDGEMED_BENCH_FAULT=KIND[:NAME],...``
 with KIND ``segv`` (a real segmentation fault), ``hang`` (sleeps until killed) or ``exit`` (exit code 7),
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.bench.protocol import Job, runtime_options
+from edgemed.bench.results import Accuracy, ArtifactResult, Latency, Memory, Throughput
 
 FAULT_ENV = "EDGEMED_BENCH_FAULT"
 
@@ -56,7 +59,7 @@ def _peak_gpu_bytes() -> int | None:
     return None
 
 
-def measure_latency(runtime, prompts: list[str], repetitions: int, warmup: int, gen_tokens: int) -> dict[str, Any]:
+def measure_latency(runtime, prompts: list[str], repetitions: int, warmup: int, gen_tokens: int) -> Latency:
     """Answer latency (letter log-probs of one prompt) and TTFT of one greedy answer per prompt, after `warmup`
     unmeasured answers of the first prompt (they warm the same code paths as a whole unmeasured round would)."""
     samples: dict[str, list[float]] = {k: [] for k in ("answer_ms", "ttft_ms", "generate_ms")}
@@ -81,11 +84,11 @@ def measure_latency(runtime, prompts: list[str], repetitions: int, warmup: int, 
             prompt_tokens.append(gen.prompt_tokens)
             new_tokens.append(gen.new_tokens)
         say(f"latency {done}/{total}")
-    return {
+    return Latency.from_raw({
         "samples": samples,
         "prompt_tokens": sum(prompt_tokens) / len(prompt_tokens) if prompt_tokens else None,
         "new_tokens": sum(new_tokens) / len(new_tokens) if new_tokens else None,
-    }
+    })
 
 
 class Phases:
@@ -101,8 +104,10 @@ class Phases:
         self._clock = now
 
 
-def run(job: Job) -> dict[str, Any]:
-    """Load the artifact, time serving it (latency, pp, tg), then score it (fidelity and accuracy in one pass)."""
+def run(job: Job) -> ArtifactResult:
+    """Load the artifact, time serving it (latency, pp, tg), then score it (fidelity and accuracy in one pass).
+    The result holds what this process measured; what only the parent can see stays at its defaults."""
+    from edgemed.bench.artifacts import path_from_run
     from edgemed.bench.probes import rss_bytes, self_peak_rss_bytes
     from edgemed.data.medmcqa import Question
     from edgemed.runtimes.base import open_runtime
@@ -125,36 +130,23 @@ def run(job: Job) -> dict[str, Any]:
     from edgemed.lineage import prompt_style_for
 
     style, style_source = prompt_style_for(path, runtime.chat_template)
-    served = _serve(runtime, config, questions, style, phases)
+    info.update(prompt_style=style, prompt_style_source=style_source)
+    latency, served = _serve(runtime, config, questions, style, phases)
     serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
-    fid, result, eval_s = _score(job, runtime, questions, style, phases)
+    fid, evaluation, eval_s = _score(job, runtime, questions, style, phases)
     runtime.close()
-    return {
-        "name": target.name,
-        "artifact": str(path),
-        "load_s": phases.seconds["load"],
-        "eval_s": eval_s,
-        "runtime_info": info,
-        "style": style,
-        "style_source": style_source,
-        **served,
-        "fidelity": fid,
-        "phases_s": phases.seconds,
-        "extra": {},  # further numbers by metric name (read by results.METRICS getters)
-        "evaluation": result.to_dict(),
-        "predictions": list(result.predictions),
-        "memory": {
-            "rss_before_load_bytes": rss_before,
-            "rss_after_load_bytes": rss_after,
-            "serving_peak_rss_bytes": serving_peak,
-            "self_peak_rss_bytes": self_peak_rss_bytes(),
-            "peak_gpu_bytes": _peak_gpu_bytes(),
-        },
-        "pid": os.getpid(),
-    }
+    return ArtifactResult(
+        name=target.name, path=path_from_run(path, Path(config.out)), format=target.format, runtime=target.runtime,
+        load_s=phases.seconds["load"], eval_s=eval_s, accuracy=Accuracy.from_evaluation(evaluation.to_dict()),
+        latency=latency, throughput=served, fidelity=fid, runtime_info=info,
+        predictions=list(evaluation.predictions), phases_s=phases.seconds,
+        memory=Memory(rss_before_load_bytes=rss_before, rss_after_load_bytes=rss_after,
+                      peak_rss_serving_bytes=serving_peak, peak_rss_self_bytes=self_peak_rss_bytes(),
+                      peak_gpu_bytes=_peak_gpu_bytes()),
+    )
 
 
-def _serve(runtime, config, questions, style: str, phases: Phases) -> dict[str, Any]:
+def _serve(runtime, config, questions, style: str, phases: Phases) -> tuple[Latency, Throughput]:
     """Answer latency and TTFT on MedMCQA prompts, then llama-bench's pp and tg."""
     from edgemed.bench import throughput
     from edgemed.prompts import get_style
@@ -181,7 +173,7 @@ def _serve(runtime, config, questions, style: str, phases: Phases) -> dict[str, 
     say(f"tg{config.n_gen} x {config.repetitions}")
     tg = throughput.text_generation(runtime, config.n_gen, config.repetitions, config.warmup)
     phases.end("tg")
-    return {"latency": latency, "pp": pp, "tg": tg}
+    return latency, Throughput(pp=pp, tg=tg)
 
 
 def _score(job: Job, runtime, questions, style: str, phases: Phases):
@@ -268,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 3
-    atomic_write_json(Path(argv[1]), result)
+    atomic_write_json(Path(argv[1]), result.to_dict())
     say("done")
     return 0
 

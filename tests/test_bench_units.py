@@ -1,9 +1,12 @@
-"""Pure parts of the bench: statistics, units, Pareto front, recommendation, profiles, JUnit, process isolation."""
+"""Pure parts of the bench: statistics, units, Pareto front, recommendation, profiles, JUnit, process isolation,
+the worker's typed result and how a metric is added."""
 
 from __future__ import annotations
 
+import json
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -218,3 +221,100 @@ def test_bench_config_refuses_what_every_worker_would_fail_on(tmp_path, field, v
     value = {"BIN": tmp_path / "bin.txt", "EMPTY": tmp_path / "empty.txt"}.get(value, value)
     with pytest.raises(EdgemedError, match=needle):
         BenchConfig(**{field: value}).validate()
+
+
+# --- the worker's typed result: to_dict in the child, from_dict in the parent, nothing renamed ---------------------
+def worker_result(name: str = "q8") -> ArtifactResult:
+    """An ArtifactResult as the worker fills it in (edgemed.bench.worker.run): only what it measures in its process."""
+    r = make(name, kld=0.02)
+    r.memory = Memory(peak_rss_serving_bytes=300 * 10**6, rss_before_load_bytes=10**8, rss_after_load_bytes=2 * 10**8,
+                      peak_rss_self_bytes=350 * 10**6)
+    r.bandwidth = Bandwidth()
+    r.load_s, r.eval_s, r.phases_s = 1.5, 2.5, {"startup": 0.5, "load": 1.5}
+    r.runtime_info = {"engine": "x", "env_set_by_bench": {}, "prompt_style": "chatml",
+                      "prompt_style_source": "chat template"}
+    r.predictions = [{"id": "q1", "pred": "A", "answer": "B", "correct": False}]
+    return r
+
+
+def test_the_worker_result_crosses_as_json_and_the_parent_only_adds_what_it_measured(tmp_path):
+    from edgemed.bench.isolate import MeasuredOutcome
+    from edgemed.bench.protocol import Target
+    from edgemed.bench.run import add_outside
+
+    sent = json.loads(json.dumps(worker_result().to_dict()))  # what the worker writes to RESULT.json
+    got = ArtifactResult.from_dict(sent)
+    assert got == worker_result() and isinstance(got.latency, Latency) and isinstance(got.memory, Memory)
+    art = tmp_path / "q8"
+    art.mkdir()
+    (art / "model.gguf").write_bytes(b"w" * 1000)
+    (art / "edgemed.json").write_text("{}")
+    outcome = MeasuredOutcome(exit_code=0, signal=None, timed_out=False, wall_s=9.0, peak_rss_sampled=400 * 10**6,
+                              samples=100, ru_maxrss=410 * 10**6)
+    final = add_outside(got, Target("q8", str(art), "gguf-q8_0", "llama.cpp"), "key1", outcome).to_dict()
+    assert final.keys() == sent.keys() and final["memory"].keys() == sent["memory"].keys()  # no key renamed or added
+    outside = {"settings_key", "wall_s", "weights", "size_bytes", "bandwidth", "memory", "machine_load"}
+    assert {k: v for k, v in final.items() if k not in outside} == {k: v for k, v in sent.items() if k not in outside}
+    assert all(final["memory"][k] == v for k, v in sent["memory"].items() if v is not None)  # the worker's kept
+    assert final["memory"]["peak_rss_bytes"] == 300 * 10**6  # the serving peak, the worker's own figure
+    assert final["memory"]["peak_rss_process_bytes"] == 410 * 10**6 and final["memory"]["samples"] == 100
+    assert final["wall_s"] == 9.0 and final["settings_key"] == "key1" and final["size_bytes"] == 1002
+    assert final["bandwidth"]["weight_bytes"] == 1000 and final["weights"]["files"][0]["path"] == "model.gguf"
+    assert final["runtime_info"]["prompt_style"] == "chatml"  # bench.json's key, written by the worker
+
+
+@dataclass
+class Energy:
+    """A typed record a worker could fill in (what a new metric would read)."""
+
+    joules_per_answer: float | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ResultWithEnergy(ArtifactResult):
+    """ArtifactResult with one more typed field: what adding `energy: Energy` to ArtifactResult itself does."""
+
+    energy: Energy = field(default_factory=Energy)
+
+
+@pytest.fixture
+def restore_metrics():
+    from edgemed.bench import results
+
+    metrics, columns = dict(results.METRICS), list(results.TABLE_COLUMNS)
+    yield
+    results.METRICS.clear()
+    results.METRICS.update(metrics)
+    results.TABLE_COLUMNS[:] = columns
+
+
+def test_a_new_metric_is_one_metrics_entry_plus_the_workers_typed_field(restore_metrics, tmp_path):
+    from edgemed.bench.budget import check_budgets, load_budgets
+    from edgemed.bench.html import bench_html
+    from edgemed.bench.render import rich_table, to_csv, to_markdown
+    from edgemed.bench.results import Metric, add_metric
+
+    # the worker's typed field...
+    r = ResultWithEnergy(**vars(make("q4", fmt="gguf-q4_k_m")), energy=Energy(4.25, [4.0, 4.5]))
+    # ...crosses the worker protocol as it is
+    got = ResultWithEnergy.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert got.energy == Energy(4.25, [4.0, 4.5]) and got == r
+    # ...and one METRICS entry makes it a row value, a CSV and JSON column, a table column and a budget key
+    add_metric(Metric("joules", "J/answer", lambda res: res.energy.joules_per_answer, "min", ".2f", "max_joules",
+                      "energy per answer (J)"), column=True)
+    other = ResultWithEnergy(**vars(make("q8", fmt="gguf-q8_0")), energy=Energy(6.0))
+    assert got.row()["joules"] == 4.25 and got.metric("joules") == 4.25
+    assert got.to_dict()["energy"] == {"joules_per_answer": 4.25, "samples": [4.0, 4.5]}
+    header, row, _ = to_csv([got, other]).splitlines()
+    assert "joules" in header.split(",") and "4.25" in row.split(",")
+    md = to_markdown({"settings": {}, "reference": "q8"}, [got, other]).splitlines()
+    [table_header] = [ln for ln in md if ln.startswith("| artifact |")]
+    [q4_row] = [ln for ln in md if ln.startswith("| q4 |")]
+    assert table_header.endswith("| J/answer |") and q4_row.endswith("| **4.25** |")  # the best value, in bold
+    assert rich_table([got, other]).columns[-1].header == "J/answer"
+    assert "J/answer" in bench_html({"settings": {}, "reference": "q8"}, [got, other])
+    (tmp_path / "b.toml").write_text("[default]\nmax_joules = 5\n")
+    checks = check_budgets(load_budgets(tmp_path / "b.toml"), [got, other], None)
+    assert [(c.artifact, c.passed) for c in checks] == [("q4", True), ("q8", False)]
+    assert checks[1].message == "energy per answer (J) 6.00 > max_joules 5"
