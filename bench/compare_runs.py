@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,16 @@ REGRESSION_METRICS: dict[str, str] = {
 def load_run(path: Path, flag: str = "") -> tuple[dict[str, Any], list[ArtifactResult]]:
     """A bench.json written by ``edgemed bench``: (the whole document, its artifact results). `flag` (e.g.
     ``--baseline``) prefixes every error message."""
-    from edgemed.fsutil import require_regular_file
+    from edgemed.fsutil import read_json, require_regular_file
 
     label = f"{flag} " if flag else ""
     path = require_regular_file(Path(path), f"{label}bench run".strip())
     if path.is_dir():
         path = path / "bench.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgemedError(f"{label}{path} does not exist; give a bench.json written by 'edgemed bench'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise EdgemedError(f"{label}{path} is not JSON; give a bench.json written by 'edgemed bench'") from None
-    except OSError as exc:
-        raise EdgemedError(f"{label}{path} cannot be read ({exc.strerror}); give a bench.json") from None
+        data = read_json(path, "bench run", "give a bench.json written by 'edgemed bench'")
+    except EdgemedError as exc:
+        raise EdgemedError(f"{label}{exc}") from None  # e.g. "--baseline X is corrupt: the bench run is not JSON"
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
         raise EdgemedError(f"{label}{path} has no 'artifacts' list; give a bench.json written by 'edgemed bench'")
     try:

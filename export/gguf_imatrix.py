@@ -124,9 +124,10 @@ def read_imatrix(path: Path) -> dict[str, Any]:
 
 def check_fits(path: Path, meta: dict[str, Any], source: Path) -> None:
     """Refuse a matrix made for another model: layers beyond the model's or row widths it does not have."""
-    try:
-        config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from edgemed.fsutil import try_json
+
+    config = try_json(Path(source) / "config.json")
+    if not isinstance(config, dict):
         return  # check_source has vetted config.json; nothing to compare against otherwise
     hidden, inter, layers = config.get("hidden_size"), config.get("intermediate_size"), config.get("num_hidden_layers")
     heads = config.get("num_attention_heads") or 1
@@ -185,11 +186,15 @@ def reuse_key(text_sha: str, source_sha: str | None, ctx: int, chunks: int | Non
 
 def find_reusable(siblings: Path | None, source_sha: str | None, key: str) -> tuple[Path, dict[str, Any]] | None:
     """A matrix with `key` in a verified calibrated artifact of the same source (file sha256 as recorded)."""
+    from edgemed.manifest import try_manifest
+
     if siblings is None or not siblings.is_dir():
         return None
     for folder in sorted(siblings.glob("gguf-*-imatrix")):
+        manifest = try_manifest(folder)
+        if manifest is None:
+            continue
         try:
-            manifest = json.loads((folder / "edgemed.json").read_text(encoding="utf-8"))
             rec = manifest["export"]["imatrix"]
             ok = (manifest.get("status") == "verified" and manifest["source"]["sha256"] == source_sha
                   and rec.get("key") == key)

@@ -17,7 +17,7 @@ from typing import Any
 from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter, check_source, source_fingerprint, source_lineage
 from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
-from edgemed.manifest import MANIFEST, file_entries, new_manifest
+from edgemed.manifest import MANIFEST, file_entries, new_manifest, try_manifest
 from edgemed.registry import FORMATS, FormatSpec, expand_formats, get_format, load_object
 
 SUMMARY = "export.json"
@@ -36,13 +36,14 @@ def _order(name: str) -> int:
     return names.index(name) if name in names else len(names)
 
 
-def _existing(final: Path, source_sha: str, settings: dict[str, Any], verify: bool) -> tuple[bool, str]:
-    """(up to date?, why not) for an artifact folder already at `final`."""
-    try:
-        m = json.loads((final / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError, RecursionError):
+def _existing(m: dict[str, Any] | None, final: Path, source_sha: str, settings: dict[str, Any],
+              verify: bool) -> tuple[bool, str]:
+    """(up to date?, why not) for an artifact folder already at `final`, whose manifest is `m` (None: none that
+    reads)."""
+    if m is None:
         return False, f"{final} exists but is not an edgemed artifact"
-    if m.get("source", {}).get("sha256") != source_sha:
+    source = m.get("source")
+    if not isinstance(source, dict) or source.get("sha256") != source_sha:
         return False, f"{final} was exported from another source"
     if m.get("settings") != json.loads(json.dumps(settings)):
         return False, f"{final} was exported with other settings"
@@ -94,9 +95,10 @@ class _Run:
         _cleanup_partials(self.out, spec.name)
         if not final.exists() or force:
             return True
-        fresh, why = _existing(final, self.fingerprint["sha256"], exporter.settings, self.verify)
+        manifest = try_manifest(final)
+        fresh, why = _existing(manifest, final, self.fingerprint["sha256"], exporter.settings, self.verify)
         if fresh:
-            verification = json.loads((final / MANIFEST).read_text()).get("verification")
+            verification = manifest.get("verification")
             self.record(spec, "skipped", why, size_bytes=dir_size(final), verification=verification)
         else:
             self.record(spec, "failed", f"{why}; pass --force to replace it", exit_code=2)

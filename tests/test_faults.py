@@ -38,7 +38,7 @@ def test_deeply_nested_budget_and_bench_json(cli, tmp_path):
     _assert_exit_2(cli("bench", tmp_path, "--budget", deep, "--out", tmp_path / "b"), "nested too deeply")
     nested = tmp_path / "bench.json"
     nested.write_text("[" * 100000 + "]" * 100000)
-    _assert_exit_2(cli("report", nested, nested), "is not JSON")
+    _assert_exit_2(cli("report", nested, nested), "bench.json is corrupt: the bench run is nested too deeply")
 
 
 def test_junit_on_a_pipe_is_refused_and_dev_null_is_written_in_place(cli, tmp_path):
