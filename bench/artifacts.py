@@ -38,7 +38,10 @@ def name_artifacts(paths: list[Path]) -> list[Target]:
 
 
 def pick_reference_target(targets: list[Target], reference: str | None) -> Target:
-    """--reference by name or format; else the hf artifact; else the first. Bad names are exit 2."""
+    """--reference by name or format; else the artifact of the registry's reference format (hf); else the first.
+    Bad names are exit 2."""
+    from edgemed.registry import is_reference
+
     if reference is not None:
         for t in targets:
             if reference in (t.name, t.format):
@@ -46,7 +49,7 @@ def pick_reference_target(targets: list[Target], reference: str | None) -> Targe
         raise EdgemedError(f"--reference '{reference}' names no artifact; use one of "
                            f"{', '.join(t.name for t in targets)}")
     usable = [t for t in targets if not t.problem] or targets
-    return next((t for t in usable if t.format == "hf"), usable[0])
+    return next((t for t in usable if is_reference(t.format)), usable[0])
 
 
 def identity(path: Path) -> str:
@@ -70,13 +73,15 @@ def settings_key(measured: dict[str, Any], target: Target, reference: Target) ->
 
 def previous_results(path: Path) -> dict[str, ArtifactResult]:
     """Results of an earlier bench.json by artifact name ({} when there is none or it is unreadable)."""
-    if not path.is_file():
-        return {}
+    from edgemed.fsutil import try_json
+
+    data = try_json(path) if path.is_file() else None
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts", []), list):
+        return {}  # absent or unreadable: measure everything again
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         return {a["name"]: ArtifactResult.from_dict(a) for a in data.get("artifacts", [])}
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
-        return {}  # unreadable: measure everything again
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}  # an entry this version cannot read: measure everything again
 
 
 def weights_record(path: Path, fmt: str) -> dict[str, Any]:

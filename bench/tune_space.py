@@ -16,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgemed import registry
 from edgemed.errors import EdgemedError
 
-RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime", "openvino": "openvino"}  # --runtimes name -> runtime
+# --runtimes name -> runtime (gguf -> llama.cpp, onnx -> onnxruntime, openvino): the registry's RuntimeSpec.tune_name
+RUNTIMES = {s.tune_name: s.name for s in registry.RUNTIMES.values() if s.tune_name}
 GGUF_KEYS = ("types", "imatrix", "overrides")
 TENSOR_FLAGS = {"output": "output_tensor_type", "token_embd": "token_embedding_type"}  # the rest: tensor_types
 
@@ -110,7 +112,7 @@ def _plain_table(runtime: str, table: dict[str, Any], where: str) -> list[Candid
 
 
 def _gguf_table(table: dict[str, Any], space: dict[str, Any], where: str) -> list[Candidate]:
-    from edgemed.export.gguf_types import IMATRIX_SUFFIX, refusal
+    from edgemed.export.gguf_types import format_name, refusal
 
     if "types" not in table:
         raise EdgemedError(f"--space {where}: give the llama.cpp types (e.g. types = [\"q4_0\", \"q4_k_m\"])")
@@ -126,7 +128,7 @@ def _gguf_table(table: dict[str, Any], space: dict[str, Any], where: str) -> lis
         if not isinstance(calibrated, bool) or not isinstance(recipe, dict):
             raise EdgemedError(f"--space {where}: imatrix takes true/false and overrides a list of tables, e.g. "
                                "overrides = [{}, { output = 1 }]")
-        fmt = f"gguf-{ftype}{IMATRIX_SUFFIX if calibrated else ''}"
+        fmt = format_name(ftype, calibrated)
         settings, tags = dict(point), []
         skip = refusal(ftype, calibrated)
         for tensor, level in sorted(recipe.items()):
@@ -197,7 +199,7 @@ def override_type(ftype: str, level: Any, ladder: list[str], where: str) -> str:
 def check_available(cands: list[Candidate]) -> None:
     """Set ``skip`` on each candidate this install cannot export or run (the exporter's own reason), and on those
     whose settings the exporter refuses (unknown keys: named)."""
-    from edgemed.registry import RUNTIME_NEEDS, get_format, load_object, missing_modules
+    from edgemed.registry import can_run, get_format, install_message, load_object
 
     for c in cands:
         if c.skip:
@@ -213,13 +215,13 @@ def check_available(cands: list[Candidate]) -> None:
         try:
             exporter = load_object(spec.exporter)(c.format, **c.settings)
         except ImportError as exc:
-            c.skip = f"exporter not importable here ({exc}): pip install 'edgemed[{spec.extra}]'"
+            c.skip = f"exporter not importable here ({exc}); {install_message([exc.name or str(exc)], spec.extra)}"
             continue
         except EdgemedError as exc:
             raise EdgemedError(f"--space: {c.id}: {exc}") from None
         why = exporter.available()
-        missing = missing_modules(RUNTIME_NEEDS.get(spec.runtime, ()))
+        run = can_run(spec)
         if why:
             c.skip = f"cannot be exported with this install: {why}"
-        elif missing:
-            c.skip = f"cannot be run with this install: needs {', '.join(missing)}"
+        elif run:
+            c.skip = f"cannot be run with this install: {run}"

@@ -26,9 +26,14 @@ import numpy as np
 
 from edgemed.bench.tune_space import Candidate
 from edgemed.errors import EdgemedError
+from edgemed.export.gguf_types import parse_format
+from edgemed.fsutil import read_json
+from edgemed.manifest import try_manifest
+from edgemed.registry import RUNTIMES, reference_format
 
 MIN_SEQUENCES = 8  # a cluster-robust interval needs a few clusters
-BASE_OF = {"gguf": "gguf-f16", "onnx": "onnx", "openvino": "onnx"}  # the artifact each runtime's formats build on
+# the artifact each runtime's formats build on (the registry's RuntimeSpec.builds_on), by tune's runtime names
+BASE_OF = {s.tune_name: s.builds_on for s in RUNTIMES.values() if s.tune_name and s.builds_on}
 SHARED_MATRIX = "gguf-shared-imatrix"  # a calibrated artifact linked in, so its importance matrix is reused
 
 
@@ -72,7 +77,8 @@ class Stage1:
             self._link(folder / BASE_OF[cand.runtime], self.base_artifact(BASE_OF[cand.runtime]))
         except EdgemedError as exc:
             return {"status": "failed", "reason": str(exc), "key": key}
-        if cand.format.endswith("-imatrix"):
+        gguf = parse_format(cand.format)
+        if gguf is not None and gguf.calibrated:
             donor = self._matrix_donor(exclude=folder)
             if donor is not None:
                 self._link(folder / SHARED_MATRIX, donor)
@@ -104,11 +110,10 @@ class Stage1:
         for folder in sorted(self.cache.glob("*/gguf-*-imatrix")):
             if folder.is_symlink() or folder.parent == exclude:
                 continue
-            try:
-                m = json.loads((folder / "edgemed.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            m = try_manifest(folder)
+            if m is None:
                 continue
-            if m.get("status") == "verified" and m.get("source", {}).get("sha256") == self.sha:
+            if m.get("status") == "verified" and (m.get("source") or {}).get("sha256") == self.sha:
                 return folder
         return None
 
@@ -117,7 +122,7 @@ class Stage1:
         """The reference's log-probs over the questions' fidelity sequences, stored once per model and questions."""
         from dataclasses import asdict
 
-        hf = self.base_artifact("hf")
+        hf = self.base_artifact(reference_format())
         ids = [q.id for q in questions]
         self.reference_key = hashlib.sha256(json.dumps([self.sha, ids, top_k]).encode()).hexdigest()[:16]
         self.reference_dir = self.cache / f"reference-{self.reference_key}"
@@ -126,7 +131,8 @@ class Stage1:
                    "questions": [asdict(q) for q in questions], "threads": self.threads,
                    "options": _runtime_options()}
             self._child(job, "reference")
-        meta = json.loads((self.reference_dir / "meta.json").read_text(encoding="utf-8"))
+        meta = read_json(self.reference_dir / "meta.json", "reference record",
+                         f"delete {self.reference_dir} and re-run edgemed tune", want_object=True)
         return {"path": str(self.reference_dir), "artifact": str(hf), "sequences": len(meta["sequences"]),
                 "tokens": meta["rows"], "top_k": meta["top_k"], "key": self.reference_key}
 

@@ -100,12 +100,13 @@ def check_known_format(path: Path) -> None:
     path = Path(path)
     if not (path.is_dir() and (path / MANIFEST).exists()):
         return
-    from edgemed.registry import FORMATS, get_format, missing_modules, spec_of
+    from edgemed.export.gguf_types import parse_format
+    from edgemed.registry import FORMATS, can_run, get_format, spec_of
 
     m = read_manifest(path)
     try:
         spec = spec_of(m["format"])
-        if m["format"] not in FORMATS and m["format"].startswith("gguf-") and not missing_modules(("llama_cpp",)):
+        if m["format"] not in FORMATS and parse_format(m["format"]) and can_run(spec) is None:
             get_format(m["format"])  # a gguf-<type> the installed llama.cpp knows
     except EdgemedError as exc:
         raise EdgemedError(f"{path / MANIFEST}: {exc}; re-export the artifact") from None

@@ -1,7 +1,13 @@
 """Format and runtime registry: a name maps to ``"module:Class"``, imported only when used.
 
 Adding a format is one exporter module, one runtime (or an existing one) and one entry here: the entry holds
-every per-format fact (exporter, runtime, extras, verification tolerance, weight files, detection rule).
+every per-format fact (exporter, runtime, extras, verification tolerance, weight files, detection rule). Adding a
+runtime is one runtime module and one :class:`RuntimeSpec` here: its class, what it imports, the extra that installs
+it, the engine it drives. ``register_runtime`` / ``register_format`` add entries from outside (a plugin, a test).
+
+Also here, once each: whether a module is importable (:func:`importable`), ``"module:attr"`` loading
+(:func:`load_object`), the "install the extra" message (:func:`install_message`), and the ``gguf-<type>`` names
+(:func:`edgemed.export.gguf_types.parse_format`, used by :func:`get_format` and :func:`spec_of`).
 """
 
 from __future__ import annotations
@@ -9,12 +15,26 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgemed.errors import EdgemedError
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Every per-runtime fact: its class, what it imports, the extra that installs it alone (a board install), the
+    engine whose GPU support decides the device, and how edgemed tune names it."""
+
+    name: str  # what manifests record as "runtime"
+    runtime: str  # "module:Class", a edgemed.runtimes.base.Runtime
+    extra: str  # the pip extra that installs this runtime alone ("edgemed[EXTRA]")
+    needs: tuple[str, ...]  # the modules it imports (checked without importing them)
+    engine: str  # the engine it drives, as edgemed.resources.gpus() reports it in seen_by
+    cuda_fix: str = ""  # how to get a build of the engine that uses a CUDA GPU ("": it runs on the CPU here)
+    tune_name: str = ""  # its name in edgemed tune's --runtimes and --space tables ("": not tuned)
+    builds_on: str = ""  # the format every tune candidate of this runtime is built from (its exporter's sibling)
 
 
 @dataclass(frozen=True)
@@ -30,15 +50,19 @@ class FormatSpec:
     tolerance: float  # max |delta| of letter log-probs vs the merged model accepted at verification
     description: str
     weight_suffixes: tuple[str, ...] = ()  # files that hold the weights (what decode reads per token)
-    detect: Callable[[Path], bool] | None = None  # recognises a folder without edgemed.json (first match wins)
+    detect: Callable[[Path], bool] | None = None  # recognises a folder without edgemed.json (see detect_rank)
     default: bool = True  # exported when no --formats is given (the others: by name, e.g. --formats onnx-int4)
     # False where a token's logits depend on the other tokens of the same forward pass (activations quantized over
     # the whole input: LLM.int8's outlier columns, onnxruntime's per-tensor dynamic scale). Such a format is scored
     # one question per pass, the prompt alone: never batched, never read from the fidelity pass's longer sequence.
     rows_independent: bool = True
+    needs: tuple[str, ...] = ()  # modules beyond its runtime's that loading it imports (bnb: bitsandbytes)
+    reference: bool = False  # the unquantized format every other one is compared with (fidelity, bench's default)
+    detect_rank: int = 50  # detection tries the lower ranks first: the most specific rules before the catch-alls
 
 
-def _has(pattern: str) -> Callable[[Path], bool]:
+def has_file(pattern: str) -> Callable[[Path], bool]:
+    """A detection rule: the path is a file matching `pattern`, or a folder holding one."""
     return lambda path: (path.is_file() and path.match(pattern)) or (path.is_dir() and any(path.glob(pattern)))
 
 
@@ -46,13 +70,13 @@ def _quantized(key: str | None) -> Callable[[Path], bool]:
     """A transformers folder whose config.json quantization_config sets `key` (None: no quantization)."""
 
     def rule(path: Path) -> bool:
+        from edgemed.fsutil import read_json
+
         config = path / "config.json"
         if not config.is_file():
             return False
-        try:
-            quant = json.loads(config.read_text()).get("quantization_config") or {}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
-            raise EdgemedError(f"{config} is corrupt (not a JSON object); re-export the artifact") from None
+        quant = read_json(config, "model config", "re-export the artifact", want_object=True).get("quantization_config")
+        quant = quant if isinstance(quant, dict) else {}
         return bool(quant.get(key)) if key else not quant
 
     return rule
@@ -64,13 +88,16 @@ FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
         FormatSpec("hf", "edgemed.export.hf:HFExporter", "transformers", "train", "train", 1e-4,
-                   "merged model, safetensors (reference)", (".safetensors",), _quantized(None)),
+                   "merged model, safetensors (reference)", (".safetensors",), _quantized(None), reference=True,
+                   detect_rank=90),  # any transformers folder: tried last
         FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", "bnb", 0.75,
-                   "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit"), rows_independent=False),
+                   "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit"), rows_independent=False,
+                   needs=("bitsandbytes",), detect_rank=30),
         FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", "bnb", 2.5,
-                   "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit")),
+                   "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit"), needs=("bitsandbytes",),
+                   detect_rank=40),
         FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", "onnx", 1e-3,
-                   "ONNX with KV cache (Optimum)", _ONNX, _has("model.onnx")),
+                   "ONNX with KV cache (Optimum)", _ONNX, has_file("model.onnx"), detect_rank=20),
         FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
                    "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False),  # files: same as onnx
         FormatSpec("gguf-f16", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
@@ -99,23 +126,62 @@ GGUF_TOLERANCE_BY_PREFIX = (
 )
 # A folder or file without a manifest whose llama.cpp type is unknown is the generic "gguf" format.
 GGUF_ANY = FormatSpec("gguf", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
-                      "GGUF for llama.cpp (type not recorded)", (".gguf",), _has("*.gguf"))
-DETECTION_ORDER = ("gguf", "onnx", "bnb-int8", "bnb-nf4", "hf")  # most specific first
+                      "GGUF for llama.cpp (type not recorded)", (".gguf",), has_file("*.gguf"), detect_rank=10)
 
-# What each runtime imports: a board with only the format's run_extra installed can evaluate and benchmark it.
-RUNTIME_NEEDS: dict[str, tuple[str, ...]] = {
-    "transformers": ("torch", "transformers"),
-    "onnxruntime": ("onnxruntime", "tokenizers"),
-    "llama.cpp": ("llama_cpp",),
-    "openvino": ("openvino", "tokenizers"),
+# Every runtime (a board with only a runtime's extra installed can evaluate and benchmark its formats).
+RUNTIMES: dict[str, RuntimeSpec] = {
+    s.name: s
+    for s in [
+        RuntimeSpec("transformers", "edgemed.runtimes.hf:TransformersRuntime", "train", ("torch", "transformers"),
+                    "torch", cuda_fix="install a CUDA build of torch"),
+        RuntimeSpec("llama.cpp", "edgemed.runtimes.llamacpp:LlamaCppRuntime", "gguf", ("llama_cpp",), "llama.cpp",
+                    cuda_fix="install a CUDA build of llama-cpp-python (CMAKE_ARGS=-DGGML_CUDA=on)",
+                    tune_name="gguf", builds_on="gguf-f16"),
+        RuntimeSpec("onnxruntime", "edgemed.runtimes.onnx:OnnxRuntime", "onnx", ("onnxruntime", "tokenizers"),
+                    "onnxruntime", cuda_fix="install onnxruntime-gpu", tune_name="onnx", builds_on="onnx"),
+        RuntimeSpec("openvino", "edgemed.runtimes.openvino:OpenVinoRuntime", "openvino", ("openvino", "tokenizers"),
+                    "openvino", tune_name="openvino", builds_on="onnx"),  # its CPU plugin only here (auto -> cpu)
+    ]
 }
 
-RUNTIMES: dict[str, str] = {
-    "transformers": "edgemed.runtimes.hf:TransformersRuntime",
-    "onnxruntime": "edgemed.runtimes.onnx:OnnxRuntime",
-    "llama.cpp": "edgemed.runtimes.llamacpp:LlamaCppRuntime",
-    "openvino": "edgemed.runtimes.openvino:OpenVinoRuntime",
-}
+
+def register_runtime(spec: RuntimeSpec) -> RuntimeSpec:
+    """Add a runtime (or replace one of the same name): all edgemed needs to open, check and place its artifacts."""
+    RUNTIMES[spec.name] = spec
+    return spec
+
+
+def register_format(spec: FormatSpec) -> FormatSpec:
+    """Add a format (or replace one of the same name); its runtime must be registered."""
+    runtime_spec(spec.runtime)
+    FORMATS[spec.name] = spec
+    return spec
+
+
+def runtime_spec(name: str) -> RuntimeSpec:
+    """A registered runtime's facts; an unknown name raises EdgemedError (with a suggestion)."""
+    if name not in RUNTIMES:
+        raise EdgemedError(
+            f"unknown runtime '{name}'{_did_you_mean(name, list(RUNTIMES))} (known: {', '.join(RUNTIMES)})"
+        )
+    return RUNTIMES[name]
+
+
+def engine_of(runtime: str) -> str | None:
+    """The engine a runtime drives (None for a runtime this edgemed does not know)."""
+    spec = RUNTIMES.get(runtime)
+    return spec.engine if spec else None
+
+
+def reference_format() -> str:
+    """The name of the reference format (the unquantized one every other format is compared with)."""
+    return next(s.name for s in FORMATS.values() if s.reference)
+
+
+def is_reference(fmt: str | None) -> bool:
+    """Whether `fmt` is the reference format (unknown names: not)."""
+    spec = FORMATS.get(fmt) if fmt else None
+    return bool(spec and spec.reference)
 
 
 def _did_you_mean(name: str, choices: list[str]) -> str:
@@ -131,20 +197,20 @@ def get_format(name: str) -> FormatSpec:
     """A registered format, or ``gguf-<type>`` for any type the installed llama.cpp can quantize to."""
     if name in FORMATS:
         return FORMATS[name]
-    if name.startswith("gguf-") and len(name) > 5:
-        from edgemed.export.gguf_types import refusal, split_format
+    from edgemed.export.gguf_types import parse_format, refusal
 
-        ftype, calibrated = split_format(name)  # gguf-<type>-imatrix: calibrated with an importance matrix
+    gguf = parse_format(name)  # gguf-<type>-imatrix: calibrated with an importance matrix
+    if gguf is not None:
         try:
             known = load_object("edgemed.export.gguf:ftypes")()
         except ImportError:
             known = {}
-        if ftype in known:
-            why = refusal(ftype, calibrated)  # e.g. iq2_xxs without a matrix: llama.cpp refuses, so do we, now
+        if gguf.ftype in known:
+            why = refusal(*gguf)  # e.g. iq2_xxs without a matrix: llama.cpp refuses, so do we, now
             if why:
                 raise EdgemedError(f"{name}: {why}")
-            what = f"GGUF {ftype}{' with an importance matrix' if calibrated else ''} for llama.cpp"
-            return replace(FORMATS["gguf-q8_0"], name=name, tolerance=gguf_tolerance(ftype), description=what)
+            what = f"GGUF {gguf.ftype}{' with an importance matrix' if gguf.calibrated else ''} for llama.cpp"
+            return replace(FORMATS["gguf-q8_0"], name=name, tolerance=gguf_tolerance(gguf.ftype), description=what)
     raise EdgemedError(
         f"unknown format '{name}'{_did_you_mean(name, list(FORMATS))} (known: {', '.join(FORMATS)}, "
         "gguf-<type> for another llama.cpp type, gguf-<type>-imatrix, or the set 'ladder')"
@@ -165,41 +231,67 @@ def expand_formats(names: list[str] | None) -> list[str] | None:
 
 
 def detect_format(path: Path) -> FormatSpec | None:
-    """The format of an artifact without a manifest, by the registry's detection rules (None: not an artifact)."""
-    for name in DETECTION_ORDER:
-        spec = GGUF_ANY if name == "gguf" else FORMATS[name]
-        if spec.detect is not None and spec.detect(Path(path)):
-            return spec
-    return None
+    """The format of an artifact without a manifest, by the registry's detection rules, the lowest
+    ``detect_rank`` first (None: not an artifact)."""
+    specs = sorted((s for s in [GGUF_ANY, *FORMATS.values()] if s.detect is not None), key=lambda s: s.detect_rank)
+    return next((s for s in specs if s.detect(Path(path))), None)
 
 
 def load_object(target: str):
-    """Import ``"module:attr"`` lazily."""
+    """Import ``"module:attr"`` lazily (the one loader: registry entries and the CLI's command table)."""
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def missing_modules(modules: tuple[str, ...]) -> list[str]:
+def importable(module: str) -> bool:
+    """Whether `module` can be imported here, found without importing it (a dotted name whose parent package is
+    missing, or a finder that refuses it, is not importable)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_modules(modules: Iterable[str]) -> list[str]:
     """The modules of `modules` that cannot be imported here (found without importing them)."""
-    out = []
-    for m in modules:
-        try:
-            found = importlib.util.find_spec(m) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            out.append(m)
-    return out
+    return [m for m in modules if not importable(m)]
+
+
+def install_message(missing: Iterable[str], extra: str) -> str:
+    """The one "install the extra" message: ``needs <modules>: pip install 'edgemed[<extra>]'``."""
+    return f"needs {', '.join(missing)}: pip install 'edgemed[{extra}]'"
+
+
+def require_module(module: str, extra: str, what: str):
+    """Import an optional module, or raise EdgemedError (exit 2): `what` needs it, and which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise EdgemedError(f"{what} {install_message([module.split('.')[0]], extra)}") from exc
+
+
+def runtime_module(runtime: str, module: str):
+    """Import a module a runtime needs, or exit 2 naming the runtime's extra (the registry's)."""
+    return require_module(module, runtime_spec(runtime).extra, f"the {runtime} runtime")
+
+
+def format_modules(fmt: str) -> None:
+    """Import the modules a format needs beyond its runtime's (bnb: bitsandbytes), or exit 2 naming its run extra."""
+    spec = spec_of(fmt)
+    for module in spec.needs:
+        require_module(module, spec.run_extra, f"{fmt} artifacts")
 
 
 def can_run(spec: FormatSpec) -> str | None:
     """None when this format's runtime can load here, else what to install."""
-    missing = missing_modules(RUNTIME_NEEDS.get(spec.runtime, ()))
-    return f"needs {', '.join(missing)}: pip install 'edgemed[{spec.run_extra}]'" if missing else None
+    runtime = RUNTIMES.get(spec.runtime)
+    missing = missing_modules([*(runtime.needs if runtime else ()), *spec.needs])
+    return install_message(missing, spec.run_extra) if missing else None
 
 
 # What the commands that load a model with transformers import (train, merge, export's reference, building an
 # alias): the `train` extra. A board install (one run extra) lacks it; those commands then exit 2 naming it.
+TRAIN_EXTRA = "train"
 TRAIN_NEEDS = ("torch", "transformers", "peft", "accelerate", "safetensors")
 
 
@@ -207,8 +299,7 @@ def require_train(what: str) -> None:
     """Raise EdgemedError (exit 2) naming the `train` extra when a package it brings is missing."""
     missing = missing_modules(TRAIN_NEEDS)
     if missing:
-        raise EdgemedError(f"{what} needs {', '.join(missing)}, which this install lacks: "
-                           "pip install 'edgemed[train]'")
+        raise EdgemedError(f"{what} {install_message(missing, TRAIN_EXTRA)} (this install lacks them)")
 
 
 def spec_of(fmt: str) -> FormatSpec:
@@ -218,9 +309,12 @@ def spec_of(fmt: str) -> FormatSpec:
         return FORMATS[fmt]
     if fmt == GGUF_ANY.name:
         return GGUF_ANY
-    ftype = fmt[5:].removesuffix("-imatrix")  # gguf-<type>-imatrix: the same runtime, calibrated weights
-    if fmt.startswith("gguf-") and len(ftype) > 0 and ftype.replace("_", "").isalnum():
-        return replace(GGUF_ANY, name=fmt, tolerance=gguf_tolerance(ftype), description=f"GGUF {fmt[5:]}")
+    from edgemed.export.gguf_types import PREFIX, parse_format
+
+    gguf = parse_format(fmt)  # gguf-<type>-imatrix: the same runtime, calibrated weights
+    if gguf is not None:
+        return replace(GGUF_ANY, name=fmt, tolerance=gguf_tolerance(gguf.ftype),
+                       description=f"GGUF {fmt.removeprefix(PREFIX)}")
     raise EdgemedError(
         f"unknown format '{fmt}'{_did_you_mean(fmt, list(FORMATS))} (known: {', '.join(FORMATS)}, or gguf-<type>)"
     )
@@ -240,20 +334,17 @@ def require_runtime(fmt: str, runtime: str, what: str) -> None:
     try:
         spec = spec_of(fmt)
     except EdgemedError:
-        spec = next((s for s in FORMATS.values() if s.runtime == runtime), None)
-        if spec is None:
+        if runtime not in RUNTIMES:
             return  # an unknown runtime: runtime_class says so
+        known = RUNTIMES[runtime]
+        spec = FormatSpec(fmt, "", runtime, known.extra, known.extra, 0.0, "")
     reason = can_run(spec)
     if reason:
         raise EdgemedError(f"{what} is an artifact of format {fmt}; running it {reason}")
 
 
 def runtime_class(name: str):
-    if name not in RUNTIMES:
-        raise EdgemedError(
-            f"unknown runtime '{name}'{_did_you_mean(name, list(RUNTIMES))} (known: {', '.join(RUNTIMES)})"
-        )
-    return load_object(RUNTIMES[name])
+    return load_object(runtime_spec(name).runtime)
 
 
 def exporter_class(name: str):
@@ -262,17 +353,14 @@ def exporter_class(name: str):
 
 def weight_suffixes(fmt: str) -> tuple[str, ...]:
     """The weight files of a format (any gguf-<type>: .gguf); every known suffix if the format is unknown."""
-    if fmt in FORMATS:
-        return FORMATS[fmt].weight_suffixes
-    if fmt.startswith("gguf"):
-        return GGUF_ANY.weight_suffixes
-    return tuple(sorted({s for f in FORMATS.values() for s in f.weight_suffixes}))
+    try:
+        return spec_of(fmt).weight_suffixes
+    except EdgemedError:
+        return tuple(sorted({s for f in FORMATS.values() for s in f.weight_suffixes}))
 
 
 def weight_bytes(path, fmt: str) -> int:
     """Bytes of an artifact's weight files (what decode reads per token, roughly), not tokenizer/config files."""
-    from pathlib import Path
-
     path = Path(path)
     suffixes = weight_suffixes(fmt)
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]

@@ -8,12 +8,12 @@ a GPU is asked for, and only if installed.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from typing import Any
 
 from edgemed.errors import EdgemedError
+from edgemed.registry import RUNTIMES, importable
 
 
 def physical_cores() -> int:
@@ -39,29 +39,22 @@ def max_threads() -> int:
     return max(64, 4 * (os.cpu_count() or 1))
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def gpus() -> dict[str, Any]:
     """What each installed engine can use here: {'cuda': bool, 'mps': bool, 'seen_by': [...]}."""
     seen: list[str] = []
     mps = False
-    if _installed("torch"):
+    if importable("torch"):
         import torch
 
         if torch.cuda.is_available():
             seen.append("torch")
         mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    if _installed("onnxruntime"):
+    if importable("onnxruntime"):
         import onnxruntime
 
         if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             seen.append("onnxruntime")
-    if _installed("llama_cpp") and sys.platform != "darwin":  # on macOS llama.cpp's GPU offload is Metal (mps)
+    if importable("llama_cpp") and sys.platform != "darwin":  # on macOS llama.cpp's GPU offload is Metal (mps)
         try:
             import llama_cpp
 
@@ -72,27 +65,23 @@ def gpus() -> dict[str, Any]:
     return {"cuda": bool(seen), "mps": mps, "seen_by": seen}
 
 
-# Which engine each runtime drives (the names gpus() reports in seen_by).
-ENGINE_OF_RUNTIME = {"transformers": "torch", "onnxruntime": "onnxruntime", "llama.cpp": "llama.cpp",
-                     "openvino": "openvino"}  # openvino: its CPU plugin only here (auto -> cpu)
-
-
 def device_for_runtime(runtime: str, device: str, requested: str | None = None) -> str:
     """The device `runtime` runs on: a CUDA device its own engine cannot use is bad input when it was asked for
-    (exit 2 naming what is available), and the CPU when it came from --device auto (another engine saw the GPU)."""
-    engine = ENGINE_OF_RUNTIME.get(runtime)
-    if not device.startswith("cuda") or engine is None:
+    (exit 2 naming what is available), and the CPU when it came from --device auto (another engine saw the GPU).
+    Which engine a runtime drives, and how to get a CUDA build of it, are the registry's (RuntimeSpec)."""
+    spec = RUNTIMES.get(runtime)
+    if not device.startswith("cuda") or spec is None:
         return device
+    engine = spec.engine
     seen = gpus()["seen_by"]
     if engine in seen:
         return device
     if requested == "auto":
         return "cpu"
     others = f"engines that can: {', '.join(seen)}" if seen else "no engine here sees a CUDA GPU"
-    fix = ("install a CUDA build of llama-cpp-python (CMAKE_ARGS=-DGGML_CUDA=on)" if engine == "llama.cpp"
-           else "install onnxruntime-gpu" if engine == "onnxruntime" else "install a CUDA build of torch")
+    fix = f", or {spec.cuda_fix}" if spec.cuda_fix else f" ({runtime} runs on the CPU only here)"
     raise EdgemedError(f"--device {device}: {runtime} ({engine}) cannot use a CUDA GPU here ({others}); "
-                       f"use --device cpu, or {fix}")
+                       f"use --device cpu{fix}")
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import importlib.util
 import json
 import shutil
 import struct
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
+from edgemed.fsutil import read_json, try_json
 
 # Files that describe a model but are not the weights: copied beside every artifact that needs a tokenizer.
 TOKENIZER_FILES = (
@@ -44,12 +44,10 @@ class Exporter(abc.ABC):
 
     def available(self) -> str | None:
         """None when this exporter can run here, else the reason it cannot."""
-        missing = [m for m in self.requires if not _importable(m)]
-        if missing:
-            from edgemed.registry import get_format
+        from edgemed.registry import get_format, install_message, missing_modules
 
-            return f"needs {', '.join(missing)}: pip install 'edgemed[{get_format(self.name).extra}]'"
-        return None
+        missing = missing_modules(self.requires)
+        return install_message(missing, get_format(self.name).extra) if missing else None
 
     @abc.abstractmethod
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -59,21 +57,16 @@ class Exporter(abc.ABC):
         """An already exported, verified artifact of `fmt` from the same source, to build on (onnx for onnx-int8)."""
         if self.siblings is None or self.source_sha256 is None:
             return None
+        from edgemed.manifest import try_manifest
+
         folder = self.siblings / fmt
-        try:
-            manifest = json.loads((folder / "edgemed.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        manifest = try_manifest(folder)
+        if manifest is None:
             return None
-        ok = manifest.get("source", {}).get("sha256") == self.source_sha256 and manifest.get("status") == "verified"
+        source = manifest.get("source")
+        ok = isinstance(source, dict) and source.get("sha256") == self.source_sha256 \
+            and manifest.get("status") == "verified"
         return folder if ok else None
-
-
-def _importable(module: str) -> bool:
-    """find_spec, also for dotted names whose parent package is missing (find_spec raises there)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def copy_tokenizer(source: Path, dest: Path) -> list[str]:
@@ -118,10 +111,10 @@ def check_source(merged: Path) -> list[Path]:
         )
     index = merged / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, RecursionError):
-            raise EdgemedError(f"{index} is corrupt; re-run 'edgemed merge'") from None
+        weight_map = read_json(index, "shard index", "re-run 'edgemed merge'", want_object=True).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(s, str) for s in weight_map.values()):
+            raise EdgemedError(f"{index} is corrupt: no weight_map of tensor -> shard file; re-run 'edgemed merge'")
+        shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (merged / s).is_file()]
         if missing:
             raise EdgemedError(
@@ -155,13 +148,8 @@ def source_fingerprint(merged: Path) -> dict[str, Any]:
         and not p.name.startswith("edgemed")
     }
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode()).hexdigest()
-    try:
-        config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise EdgemedError(f"{merged / 'config.json'} is corrupt (not JSON); re-run 'edgemed merge' or give a "
-                           "model folder with a valid config.json") from None
-    if not isinstance(config, dict):
-        raise EdgemedError(f"{merged / 'config.json'} is not a JSON object; give a model folder")
+    config = read_json(merged / "config.json", "model config",
+                       "re-run 'edgemed merge' or give a model folder with a valid config.json", want_object=True)
     return {
         "path": str(merged.resolve()),
         "sha256": digest,
@@ -190,8 +178,6 @@ def chat_template_of(folder: Path) -> str | None:
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
-    try:
-        template = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError, AttributeError):
-        return None
+    config = try_json(folder / "tokenizer_config.json")
+    template = config.get("chat_template") if isinstance(config, dict) else None
     return template if isinstance(template, str) else None

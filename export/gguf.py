@@ -27,7 +27,7 @@ from typing import Any
 from edgemed.child import python_module
 from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter
-from edgemed.export.gguf_types import refusal, split_format
+from edgemed.export.gguf_types import GgufName, parse_format, refusal
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
 CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
@@ -161,7 +161,7 @@ class GgufExporter(Exporter):
     def __init__(self, name: str, threads: int | None = None, siblings: Path | None = None, **settings: Any):
         from edgemed.export.gguf_imatrix import DEFAULT_CTX
 
-        ftype, calibrated = split_format(name)
+        ftype, calibrated = _gguf_name(name)
         self.defaults = {} if ftype in FLOAT_TYPES else dict.fromkeys(OVERRIDE_KEYS)
         if calibrated:
             self.defaults.update(imatrix=None, imatrix_ctx=DEFAULT_CTX, imatrix_chunks=None)
@@ -171,16 +171,18 @@ class GgufExporter(Exporter):
 
     @property
     def ftype(self) -> str:
-        return split_format(self.name)[0]
+        return _gguf_name(self.name).ftype
 
     @property
     def calibrated(self) -> bool:
-        return split_format(self.name)[1]
+        return _gguf_name(self.name).calibrated
 
     def available(self) -> str | None:
         reason = super().available()
         if reason:
-            return reason + " (and edgemed[train] for the converter)"
+            from edgemed.registry import TRAIN_EXTRA
+
+            return reason + f" (and edgemed[{TRAIN_EXTRA}] for the converter)"
         try:
             converter_path()
         except EdgemedError as exc:
@@ -253,6 +255,14 @@ class GgufExporter(Exporter):
                 **({"imatrix": record} if record is not None else {})}
 
 
+def _gguf_name(name: str) -> GgufName:
+    """The llama.cpp type of one of this exporter's formats (gguf-<type>[-imatrix]); any other name is refused."""
+    gguf = parse_format(name)
+    if gguf is None:
+        raise EdgemedError(f"'{name}' is not a gguf-<type> format name (e.g. gguf-q4_k_m, gguf-q4_k_m-imatrix)")
+    return gguf
+
+
 def ggml_type_names() -> set[str] | None:
     """ggml tensor type names (q8_0, q6_k, f16, ...) as llama-quantize parses them; None without the gguf package."""
     try:
@@ -266,8 +276,7 @@ def _check_settings(name: str, settings: dict[str, Any]) -> None:
     """Refuse bad override types, patterns and matrix settings before any work (EdgemedError naming the flag)."""
     import re
 
-    ftype, calibrated = split_format(name)
-    why = refusal(ftype, calibrated)
+    why = refusal(*_gguf_name(name))
     if why:
         raise EdgemedError(f"{name}: {why}")
     types = ggml_type_names()
@@ -314,8 +323,9 @@ def gguf_settings(formats: list[str], *, imatrix: Path | None = None, imatrix_ct
                   ) -> dict[str, dict[str, Any]]:
     """Per-format exporter settings from export's GGUF flags: the overrides for every quantized GGUF format, the
     matrix settings for every calibrated one; a flag that no requested format takes is refused."""
-    quantized = [f for f in formats if f.startswith("gguf") and split_format(f)[0] not in FLOAT_TYPES]
-    calibrated = [f for f in quantized if split_format(f)[1]]
+    names = {f: parse_format(f) for f in formats}
+    quantized = [f for f, g in names.items() if g is not None and g.ftype not in FLOAT_TYPES]
+    calibrated = [f for f in quantized if names[f].calibrated]
     overrides = {"output_tensor_type": output_type, "token_embedding_type": token_embedding_type,
                  "tensor_types": list(tensor_types) if tensor_types else None}
     matrix = {"imatrix": str(imatrix) if imatrix else None, "imatrix_ctx": imatrix_ctx,

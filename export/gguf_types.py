@@ -14,6 +14,9 @@ Only pure data here (no engine import): the registry, ``edgemed info`` and the e
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+PREFIX = "gguf-"
 IMATRIX_SUFFIX = "-imatrix"
 NEEDS_IMATRIX = frozenset({"iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "q2_k_s"})
 TAKES_IMATRIX = NEEDS_IMATRIX | {
@@ -29,21 +32,39 @@ WEIGHTED_TENSOR_TYPES = frozenset({
 LADDER_TYPES = ("q2_k", "q3_k_m", "q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs", "q8_0")
 
 
+class GgufName(NamedTuple):
+    """A ``gguf-<type>[-imatrix]`` format name taken apart."""
+
+    ftype: str  # the llama.cpp file type, e.g. q4_k_m
+    calibrated: bool  # -imatrix: quantized with an importance matrix
+
+
+def parse_format(name: str) -> GgufName | None:
+    """(llama.cpp type, calibrated?) of ``gguf-<type>`` or ``gguf-<type>-imatrix``; None for any other name (the
+    generic ``gguf`` included). The one place a GGUF format name is taken apart: registry, exporter, tune."""
+    if not name.startswith(PREFIX):
+        return None
+    ftype = name[len(PREFIX):]
+    calibrated = ftype.endswith(IMATRIX_SUFFIX)
+    ftype = ftype[: -len(IMATRIX_SUFFIX)] if calibrated else ftype
+    if not ftype or not ftype.replace("_", "").isalnum():
+        return None
+    return GgufName(ftype, calibrated)
+
+
+def format_name(ftype: str, calibrated: bool = False) -> str:
+    """The format name of a llama.cpp type: ``gguf-<type>``, or ``gguf-<type>-imatrix`` when calibrated."""
+    return f"{PREFIX}{ftype}{IMATRIX_SUFFIX if calibrated else ''}"
+
+
 def ladder_formats() -> list[str]:
     """``--formats ladder``: gguf-f16 (the base every rung is quantized from), each rung, each calibrated rung."""
-    plain = [f"gguf-{t}" for t in LADDER_TYPES]
-    calibrated = [f"gguf-{t}{IMATRIX_SUFFIX}" for t in LADDER_TYPES if t in TAKES_IMATRIX]
-    return ["gguf-f16", *plain, *calibrated]
+    plain = [format_name(t) for t in LADDER_TYPES]
+    calibrated = [format_name(t, True) for t in LADDER_TYPES if t in TAKES_IMATRIX]
+    return [format_name("f16"), *plain, *calibrated]
 
 
 FORMAT_SETS = {"ladder": ladder_formats}
-
-
-def split_format(name: str) -> tuple[str, bool]:
-    """(llama.cpp type, calibrated?) of ``gguf-<type>`` or ``gguf-<type>-imatrix``."""
-    ftype = name.removeprefix("gguf-")
-    calibrated = ftype.endswith(IMATRIX_SUFFIX)
-    return (ftype[: -len(IMATRIX_SUFFIX)] if calibrated else ftype), calibrated
 
 
 def matrix_use(ftype: str) -> str:
@@ -73,8 +94,8 @@ def type_rows(known: list[str] | None = None) -> list[dict[str, object]]:
     rows = []
     for t in names:
         use = matrix_use(t)
-        formats = [f"gguf-{t}{IMATRIX_SUFFIX}"] if use == "needs" else [f"gguf-{t}"]
+        formats = [format_name(t, use == "needs")]
         if use == "benefits":
-            formats.append(f"gguf-{t}{IMATRIX_SUFFIX}")
+            formats.append(format_name(t, True))
         rows.append({"type": t, "imatrix": use, "formats": formats, "ladder": t in LADDER_TYPES})
     return rows

@@ -18,7 +18,7 @@ def info(out: Path | None = None) -> int:
 
     from edgemed.console import console
     from edgemed.models import ALIASES
-    from edgemed.registry import FORMATS, can_run, exporter_class
+    from edgemed.registry import FORMATS
     from edgemed.sysinfo import environment
 
     if out is not None:
@@ -36,16 +36,9 @@ def info(out: Path | None = None) -> int:
     formats = Table(title="formats")
     for col in ("format", "what", "runtime", "can run (eval, bench)", "can export"):
         formats.add_column(col)
-    rows = []
-    for spec in FORMATS.values():
-        run = can_run(spec)
-        try:
-            export = exporter_class(spec.name)(spec.name).available()  # the same rule `edgemed export` applies
-        except ImportError as exc:  # the exporter module itself needs a package this install lacks
-            export = f"needs {exc.name}: pip install 'edgemed[{spec.extra}]'"
-        rows.append({"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "run_extra": spec.run_extra,
-                     "can_run": run is None, "can_export": export is None, "installed": export is None,
-                     "missing": export, "missing_to_run": run})
+    rows = [format_row(spec) for spec in FORMATS.values()]
+    for spec, row in zip(FORMATS.values(), rows, strict=True):
+        run, export = row["missing_to_run"], row["missing"]
         formats.add_row(spec.name, escape(spec.description), spec.runtime, "yes" if run is None else escape(run),
                         "yes" if export is None else escape(export))
     from rich.console import Console
@@ -63,6 +56,21 @@ def info(out: Path | None = None) -> int:
         atomic_write_json(Path(out) / "info.json", {"formats": rows, "gguf_types": gguf_types,
                                                     "embedded_model": embedded, "environment": env})
     return 0
+
+
+def format_row(spec) -> dict:
+    """What info.json says of one format: its runtime and extras, whether it can run and be exported here, and
+    what to install otherwise (the registry's message); all from the registry entry and the exporter's rule."""
+    from edgemed.registry import can_run, exporter_class, install_message
+
+    run = can_run(spec)
+    try:
+        export = exporter_class(spec.name)(spec.name).available()  # the same rule `edgemed export` applies
+    except ImportError as exc:  # the exporter module itself needs a package this install lacks
+        export = install_message([exc.name or str(exc)], spec.extra)
+    return {"format": spec.name, "runtime": spec.runtime, "extra": spec.extra, "run_extra": spec.run_extra,
+            "can_run": run is None, "can_export": export is None, "installed": export is None,
+            "missing": export, "missing_to_run": run}
 
 
 def _gguf_types_table(console) -> list[dict]:

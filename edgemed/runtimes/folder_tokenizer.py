@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
 
 # transformers' clean_up_tokenization (applied on decode when tokenizer_config.json asks for it)
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
@@ -44,8 +44,11 @@ def _ids(value: Any) -> list[int]:
 class FolderTokenizer:
     """tokenizer.json + tokenizer_config.json (+ special_tokens_map.json, chat_template.jinja) of one folder."""
 
-    def __init__(self, folder: Path, config: dict[str, Any], generation_config: dict[str, Any]):
-        tokenizers = require("tokenizers", "onnx", "ONNX artifacts")
+    def __init__(self, folder: Path, config: dict[str, Any], generation_config: dict[str, Any],
+                 runtime: str = "onnxruntime"):
+        from edgemed.registry import runtime_module
+
+        tokenizers = runtime_module(runtime, "tokenizers")  # missing: exit 2 naming `runtime`'s extra
         self.folder = Path(folder)
         self.config, self.generation_config = config, generation_config
         self.tokenizer_config = read_json(self.folder / "tokenizer_config.json")

@@ -25,10 +25,12 @@ class TransformersRuntime(Runtime):
         self.torch = torch
         self.choice = pick_device(device, options.get("dtype", "auto"))
         self.quantization = _quantization(self.path)
-        if self.quantization:
-            from edgemed.errors import require
+        if self.quantization:  # bitsandbytes: the format's own modules, its extra named when one is missing
+            from edgemed.registry import detect_format, format_modules
 
-            require("bitsandbytes", "bnb", "bitsandbytes artifacts")
+            spec = detect_format(self.path)
+            if spec is not None:
+                format_modules(spec.name)
         trust = bool(options.get("trust_remote_code", False))
         self.tokenizer = load_tokenizer(str(path), trust_remote_code=trust)
         self.tokenizer.padding_side = "left"

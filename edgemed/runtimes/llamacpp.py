@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
+from edgemed.registry import runtime_module
 from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
 
 GGUF_MAGIC = b"GGUF"
@@ -43,7 +44,7 @@ def _load_llama_cpp():
         _OMP_POLICY = omp_wait_policy()
         if "llama_cpp" in sys.modules:
             _OMP_POLICY += " (llama_cpp was imported before edgemed)"
-    return require("llama_cpp", "gguf", "GGUF artifacts")
+    return runtime_module(LlamaCppRuntime.name, "llama_cpp")
 
 
 def gguf_file(path: Path) -> Path:

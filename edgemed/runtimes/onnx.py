@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
+from edgemed.registry import runtime_module
 from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
 from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
 
@@ -50,7 +51,7 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
         super().__init__(path, threads, device, **options)
-        ort = require("onnxruntime", "onnx", "ONNX artifacts")
+        ort = runtime_module(self.name, "onnxruntime")
         self.ort = ort
         folder = self.path if self.path.is_dir() else self.path.parent
         self.folder = folder
@@ -91,7 +92,7 @@ class OnnxRuntime(Runtime):
         self.provider = self.session.get_providers()[0]
         self._read_graph()
 
-        self.tok = FolderTokenizer(folder, self.config, self.generation_config)
+        self.tok = FolderTokenizer(folder, self.config, self.generation_config, runtime=self.name)
         self.eos_ids, self.pad_id = self.tok.eos_ids, self.tok.pad_id
         self._past: dict[str, np.ndarray] = {}
         self._length = 0
@@ -262,13 +263,14 @@ class OnnxRuntime(Runtime):
 
     def int8_kernel(self) -> dict[str, Any]:
         """For an int8 artifact: the u8s8 kernel this CPU runs, and the saturation risk of its weights here."""
-        from edgemed.int8_kernels import kernel_of, saturation_risk
+        from edgemed.int8_kernels import kernel_of, probe_u8s8, saturation_risk
 
         manifest = self.manifest
         if manifest.get("format") != "onnx-int8":
             return {}
         int8 = (manifest.get("export") or {}).get("int8") or {}
-        return {"int8_kernel": kernel_of(), "int8_weights_for": int8.get("for_kernel", "unrecorded"),
+        return {"int8_kernel": kernel_of(), "int8_kernel_probe": probe_u8s8(),
+                "int8_weights_for": int8.get("for_kernel", "unrecorded"),
                 "int8_saturation_risk": saturation_risk(manifest)}
 
     def close(self) -> None:

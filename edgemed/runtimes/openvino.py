@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
+from edgemed.registry import runtime_module
 from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
 from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
 
@@ -79,9 +80,9 @@ class OpenVinoRuntime(Runtime):
         self.model_file = xml
         self.config = read_json(folder / "config.json")
         self.generation_config = read_json(folder / "generation_config.json")
-        self.tok = FolderTokenizer(folder, self.config, self.generation_config)
+        self.tok = FolderTokenizer(folder, self.config, self.generation_config, runtime=self.name)
         self.eos_ids, self.pad_id = self.tok.eos_ids, self.tok.pad_id
-        self.ov = require("openvino", "openvino", "OpenVINO artifacts")
+        self.ov = runtime_module(self.name, "openvino")
         self.requested = self._compile_config(options)
         self.core = self.ov.Core()
         try:
