@@ -2,6 +2,10 @@
 
 Each finished step is recorded in ``pipeline.json`` with a hash of the settings it ran with; a re-run
 skips a step whose record, settings and output are unchanged, and redoes it (and what follows) otherwise.
+
+:class:`PipelineConfig` holds the job's settings; :func:`run_pipeline` checks them all before any work, builds the
+steps (:func:`pipeline_steps`: train, merge, then export + bench, or tune in their place) and runs them
+(:func:`run_steps`). ``edgemed pipeline`` (edgemed.cli.pipeline) only parses the flags into a config.
 """
 
 from __future__ import annotations
@@ -15,9 +19,181 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.console import err_console
+from edgemed.errors import BudgetBroken, CheckFailed, EdgemedError
 from edgemed.fsutil import atomic_write_json, try_json
+from edgemed.models import DEFAULT_MODEL
 
 STATE = "pipeline.json"
+
+
+@dataclass
+class PipelineConfig:
+    """The settings of one pipeline run (``edgemed pipeline``'s flags; see its help for each)."""
+
+    model: str = DEFAULT_MODEL
+    data: str = "sample"
+    out: Path = Path("runs/pipeline")
+    max_steps: int = 20
+    eval_data: str | None = None
+    limit: int | None = None
+    formats: list[str] | None = None
+    threads: int | None = None
+    repetitions: int = 3
+    n_gen: int = 64
+    budget: Path | None = None
+    seed: int = 0
+    force: bool = False
+    tune: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "train"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.out / "merged"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.out / "artifacts"
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.out / "bench"
+
+    def bench_config(self):
+        """The bench step's config, checked (its settings and budgets are refused now, not after training)."""
+        from edgemed.bench.config import BenchConfig
+
+        return BenchConfig(limit=self.limit,  # questions: the evaluation side the train step records
+                           threads=self.threads, repetitions=self.repetitions, n_gen=self.n_gen, budget=self.budget,
+                           resume=True, out=self.bench_dir,
+                           latency_prompts=-(-20 // max(self.repetitions, 1))).validate()  # >= 20 prompts
+
+    def tune_config(self):
+        """The tune step's config (None without --tune), checked now."""
+        if not self.tune:
+            return None
+        from edgemed.bench.tune_config import TuneConfig
+
+        if self.formats:
+            raise EdgemedError("--tune searches the formats itself; drop --formats (or --tune)")
+        return TuneConfig.from_pairs(self.tune, out=self.out / "tune", threads=self.threads, limit=self.limit,
+                                     resume=True)
+
+    def validate(self) -> tuple[Any, Any]:
+        """Every check that needs no work, before any: the output folder, the bench's settings and budgets, the
+        format names (named sets too: --formats ladder), the tune's options. (bench config, tune config or None)."""
+        from edgemed.fsutil import check_output_dir
+
+        check_output_dir(self.out, "--out")
+        bench = self.bench_config()
+        if self.budget is not None:
+            from edgemed.bench.budget import load_budgets
+
+            load_budgets(self.budget)
+        if self.formats:  # an unknown format name is refused now, not after training and merging
+            from edgemed.registry import expand_formats, get_format
+
+            for name in expand_formats(self.formats) or []:
+                get_format(name)
+        return bench, self.tune_config()
+
+
+# --- the steps ------------------------------------------------------------------------------------------------
+def train_step(c: PipelineConfig) -> dict[str, Any]:
+    from edgemed.registry import require_train
+
+    require_train("the pipeline's train step")
+    from edgemed.train import recipe
+    from edgemed.train.config import TrainConfig
+
+    config = TrainConfig(max_steps=c.max_steps, seed=c.seed, eval_data=c.eval_data, threads=c.threads, force=True,
+                         eval_steps=max(1, c.max_steps // 2))  # loss curve: start, middle, end
+    metrics = recipe.train(c.model, c.data, c.run_dir, config)
+    return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
+
+
+def merge_step(c: PipelineConfig) -> dict[str, Any]:
+    from edgemed.registry import require_train
+
+    require_train("the pipeline's merge step")
+    from edgemed.merging import merge_adapter
+
+    return merge_adapter(adapter=c.run_dir, out=c.merged_dir, force=True)
+
+
+def export_step(c: PipelineConfig) -> dict[str, Any]:
+    from edgemed.export.run import run_export
+
+    results = run_export(c.merged_dir, c.formats, c.artifacts_dir, force=False, verify=True, threads=c.threads)
+    statuses = {r["format"]: r["status"] for r in results}
+    # a failed format is retried on the next run; the others are kept (export skips unchanged artifacts)
+    return {"formats": statuses, "complete": "failed" not in statuses.values()}
+
+
+def bench_step(c: PipelineConfig, bench_config) -> dict[str, Any]:
+    from edgemed.bench.run import run_bench
+
+    result = run_bench([c.artifacts_dir], bench_config)
+    return {"exit_code": result.get("exit_code", 0)}
+
+
+def tune_step(c: PipelineConfig, tune_config) -> dict[str, Any]:
+    from edgemed.bench.tune import run_tune
+
+    doc = run_tune(c.merged_dir, tune_config)
+    return {"exit_code": doc["exit_code"], "choice": doc.get("choice"), "answer": doc["answer"]["text"]}
+
+
+def pipeline_steps(c: PipelineConfig, bench_config, tune_config=None) -> list[Step]:
+    """train, merge, then export and bench (or, with a tune config, tune in their place: its own export and
+    bench). Each step is keyed by the settings that change its output."""
+    common = {"model": c.model, "data": c.data, "seed": c.seed, "lineage": 1}  # runs before lineage.json: redone
+    steps = [
+        Step("train", c.run_dir / "metrics.json", {**common, "max_steps": c.max_steps, "eval_data": c.eval_data},
+             lambda: train_step(c)),
+        Step("merge", c.merged_dir / "edgemed-merge.json", common, lambda: merge_step(c)),
+    ]
+    if tune_config is not None:
+        return [*steps, Step("tune", c.out / "tune" / "tune.json", {**common, **tune_config.to_dict()},
+                             lambda: tune_step(c, tune_config))]
+    bench_settings = {**common, "eval_data": c.eval_data, "limit": c.limit, "threads": c.threads,
+                      "repetitions": c.repetitions, "n_gen": c.n_gen, "budget": file_fingerprint(c.budget)}
+    return [*steps,
+            Step("export", c.artifacts_dir / "export.json", {**common, "formats": c.formats}, lambda: export_step(c)),
+            Step("bench", c.bench_dir / "bench.json", bench_settings, lambda: bench_step(c, bench_config))]
+
+
+def run_pipeline(c: PipelineConfig) -> int:
+    """Check every setting, run the steps (skipping those done earlier with the same settings), then answer: exit
+    1 (BudgetBroken / CheckFailed) for a broken budget, a tune without a fitting candidate or a failed export."""
+    bench_config, tune_config = c.validate()
+    state = run_steps(c.out, pipeline_steps(c, bench_config, tune_config), force=c.force)
+    if tune_config is not None:
+        if state["steps"]["tune"]["result"].get("exit_code", 0) == 1:
+            raise BudgetBroken(f"no candidate meets the tune's budgets; see {c.out / 'tune' / 'tune.md'}")
+        return 0
+    code = state["steps"]["bench"]["result"].get("exit_code", 0)
+    if code == 1:
+        raise BudgetBroken(f"a budget was broken; see {c.bench_dir / 'bench.md'}")
+    failed = [f for f, s in state["steps"]["export"]["result"]["formats"].items() if s == "failed"]
+    if failed:
+        where = c.artifacts_dir / "export.json"
+        raise CheckFailed(f"export failed for {', '.join(failed)} (see {where}); re-run to retry them")
+    return code
+
+
+def file_fingerprint(path: Path | None) -> str | None:
+    """A settings value for a file: its path and sha256 (a changed budget file re-runs the bench)."""
+    if path is None:
+        return None
+    from edgemed.fsutil import sha256_file
+
+    return f"{path}:{sha256_file(path)}" if Path(path).is_file() else str(path)
 
 
 @dataclass
