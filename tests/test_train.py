@@ -435,7 +435,7 @@ def test_a_float32_run_after_a_bf16_run_in_one_process_is_float32(tmp_path, tiny
 
 
 def test_bench_train_speed_script_runs_every_setup(tmp_path, tiny_model):
-    """scripts/bench_train_speed.py end to end on tiny-random: every lever timed, the default row named, and the
+    """scripts/dev/bench_train_speed.py end to end on tiny-random: every lever timed, the default row named, and the
     float32/bf16/seed runs trained in processes of their own and scored."""
     import subprocess
 
@@ -444,7 +444,7 @@ def test_bench_train_speed_script_runs_every_setup(tmp_path, tiny_model):
     eval_file.write_text("\n".join(rows[:8]) + "\n")
     out = tmp_path / "speed.json"
     proc = subprocess.run(
-        [sys.executable, "scripts/bench_train_speed.py", "--model", "tiny-random", "--data", "sample",
+        [sys.executable, "scripts/dev/bench_train_speed.py", "--model", "tiny-random", "--data", "sample",
          "--eval-data", str(eval_file), "--steps", "1", "--warmup", "1", "--quality-steps", "1", "--eval-limit", "8",
          "--threads", "1", "--out", str(out)],
         cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,

@@ -7,8 +7,8 @@ second for both and their ratio, and checks that a logprob re-run gives identica
 The notebook method is slow, so it can be timed on the first --notebook-limit questions (its cost is per
 question, so the rate carries over); the output says when it was.
 
-    .venv/bin/python scripts/bench_eval_speed.py                       # smollm2-135m, 200 questions
-    .venv/bin/python scripts/bench_eval_speed.py --notebook-limit 20 --json /tmp/speed.json
+    .venv/bin/python scripts/dev/bench_eval_speed.py                       # smollm2-135m, 200 questions
+    .venv/bin/python scripts/dev/bench_eval_speed.py --notebook-limit 20 --json /tmp/speed.json
 
 No assertions on time: it prints numbers (and exits 1 only if the logprob re-run differs).
 """
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # scripts/dev/ -> the repo
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "medmcqa" / "validation.jsonl"
 
 

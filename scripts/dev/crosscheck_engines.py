@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.bench.machine_load import BUSY_CORES, machine_cpu_seconds  # the bench's own threshold
+from edgemed.fsutil import atomic_write_text
 from edgemed.sysinfo import cpu_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # scripts/dev/ -> the repo
 BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
 DEFAULT_FORMATS = ("hf", "onnx", "onnx-int4", "openvino-int8", "openvino-int4", "gguf-f16", "gguf-q8_0",
                    "gguf-q4_k_m")
@@ -323,20 +324,22 @@ def engine_kind(fmt: str) -> str | None:
     return None
 
 
-def find_artifacts(root: Path) -> dict[str, Path]:
-    """format -> artifact folder, for the sub-folders of `root` holding an edgemed.json."""
+def artifacts_by_format(root: Path) -> dict[str, Path]:
+    """format -> artifact folder, for the artifacts `edgemed bench` finds under `root` (its own discovery and
+    naming, edgemed.bench.artifacts.name_artifacts); artifacts it cannot measure are left out."""
+    from edgemed.bench.artifacts import name_artifacts
+    from edgemed.errors import EdgemedError
+
     if not root.is_dir():
         raise BadInput(f"{root} is not a folder")
+    try:
+        targets = name_artifacts([root])
+    except EdgemedError as exc:
+        raise BadInput(str(exc)) from None
     found: dict[str, Path] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        manifest = sub / "edgemed.json"
-        if not manifest.is_file():
-            continue
-        try:
-            fmt = str(json.loads(manifest.read_text()).get("format") or sub.name)
-        except (OSError, ValueError):
-            fmt = sub.name
-        found.setdefault(fmt, sub)
+    for t in targets:
+        if not t.problem:
+            found.setdefault(t.format, Path(t.path))
     return found
 
 
@@ -525,12 +528,6 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 LLAMA_BENCH_BUILD_KEYS = ("build_commit", "build_number", "cpu_info", "backends", "n_batch", "n_ubatch",
                           "flash_attn", "type_k", "type_v", "poll", "repack", "n_gpu_layers", "load_mode")
 
@@ -553,8 +550,8 @@ def make_doc(a: argparse.Namespace, pairs: list[dict[str, Any]], formats: list[s
 
 
 def save(out_dir: Path, doc: dict[str, Any], text: str) -> None:
-    write_atomic(out_dir / "crosscheck.json", json.dumps(doc, indent=2) + "\n")
-    write_atomic(out_dir / "crosscheck.md", text)
+    atomic_write_text(out_dir / "crosscheck.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(out_dir / "crosscheck.md", text)
 
 
 def resolve_llama_bench(given: Path | None) -> Path:
@@ -578,7 +575,7 @@ def main_crosscheck(a: argparse.Namespace) -> int:
     if a.n_prompt == 0 and a.n_gen == 0:
         raise BadInput("-p and -n are both 0: nothing to measure")
     root = Path(a.path)
-    present = find_artifacts(root)
+    present = artifacts_by_format(root)
     if a.formats:
         formats = [f for f in a.formats.split(",") if f]
         for f in formats:
@@ -590,7 +587,7 @@ def main_crosscheck(a: argparse.Namespace) -> int:
     else:
         formats = [f for f in DEFAULT_FORMATS if f in present]
     if not formats:
-        raise BadInput(f"{root} holds no artifact of {', '.join(DEFAULT_FORMATS)} (sub-folders with edgemed.json)")
+        raise BadInput(f"{root} holds no artifact of {', '.join(DEFAULT_FORMATS)} (artifact folders with edgemed.json)")
     bench_exe = resolve_llama_bench(a.llama_bench) if any(engine_kind(f) == "gguf" for f in formats) else None
     edgemed = a.edgemed or str(REPO / ".venv" / "bin" / "edgemed")
     if not a.engine_only and not os.access(edgemed, os.X_OK):

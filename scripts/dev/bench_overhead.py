@@ -3,10 +3,10 @@
 
 Peak resident memory of one artifact's worker as `edgemed bench` reports it (sampled every 20 ms + the kernel's
 wait4 accounting through the launcher) against GNU `/usr/bin/time -v` around the very same worker job
-(`apt-get install -y time`). Throughput parity with the engines' own tools is scripts/crosscheck_engines.py.
+(`apt-get install -y time`). Throughput parity with the engines' own tools is scripts/dev/crosscheck_engines.py.
 
 Usage:
-    python scripts/bench_overhead.py runs/pipeline/artifacts/gguf-q8_0 --threads 2 --out /tmp/overhead
+    python scripts/dev/bench_overhead.py runs/pipeline/artifacts/gguf-q8_0 --threads 2 --out /tmp/overhead
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Raspberry-class proof under emulation (issue 13). NOT part of CI: it needs root and qemu-user. The first run
 # builds the rootfs (4 min here) and two llama.cpp wheels (10-18 min each); later runs take the eval/bench time
-# only: 87 min on this 2-core Xeon with THREADS=1, 62 of them the 50 gated f16 questions (see the README).
+# only: 87 min on this 2-core Xeon with THREADS=1, 62 of them the 50 gated f16 questions (see docs/measurements.md).
 #
 # 1. arm64 Debian rootfs (mmdebstrap, minimal: python3, python3-venv, libgomp1), cached.
 # 2. llama-cpp-python (the version in .venv) cross-compiled on the host for aarch64 with GGML_NATIVE=OFF (cached):
@@ -25,7 +25,7 @@
 # with the host's on at least MIN_AGREEMENT of the questions, and no quantized file is clearly below its host
 # floor. Timings measured under emulation are not board numbers and are labelled so wherever this script writes them.
 #
-#   usage: sudo scripts/check_arm64.sh [GGUF_ARTIFACT ...]
+#   usage: sudo scripts/dev/check_arm64.sh [GGUF_ARTIFACT ...]
 #          (default: runs/pipeline/artifacts/gguf-f16, gguf-q8_0 and gguf-q4_k_m; exported from the embedded
 #          SmolLM2-135M with the host's edgemed when missing)
 #   env:   ARM_BOARD      rpi5 (default: Cortex-A76, armv8.2-a+dotprod+fp16) | rpi4 (Cortex-A72, armv8-a)
@@ -48,7 +48,7 @@
 #          JOBS           compile jobs (default 2); FORCE=rootfs,wheel,venv rebuilds those cached steps (both builds)
 # Needs (Debian host, root): apt-get install mmdebstrap qemu-user-static binfmt-support crossbuild-essential-arm64
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repo root (this script is scripts/dev/)
 REPO=$(pwd)
 PY=$REPO/.venv/bin/python
 HOST_EDGEMED=$REPO/.venv/bin/edgemed
@@ -393,7 +393,7 @@ RC[bench]=$?; set -e
 tail -25 "$OUT/arm64/bench.log"
 if [ -f "$OUT/arm64/bench/bench.md" ]; then  # the bench's own summary, marked before anyone reads it as a board's
   { echo "> **Timings here are $EMULATED**: edgemed bench ran in an arm64 Debian rootfs under qemu-user"
-    echo "> (QEMU_CPU=$QEMU_CPU, build $ARM_ARCH) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), by scripts/check_arm64.sh."
+    echo "> (QEMU_CPU=$QEMU_CPU, build $ARM_ARCH) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), by scripts/dev/check_arm64.sh."
     echo; cat "$OUT/arm64/bench/bench.md"; } > "$OUT/arm64/bench/bench.md.tmp"
   mv "$OUT/arm64/bench/bench.md.tmp" "$OUT/arm64/bench/bench.md"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print what an export folder holds, per format: size, export seconds, verification deltas, GGUF type mix.
 
-usage: .venv/bin/python scripts/export_numbers.py EXPORT_DIR [--json]
+usage: .venv/bin/python scripts/dev/export_numbers.py EXPORT_DIR [--json]
 Reads only the artifacts' edgemed.json manifests (no model is loaded).
 """
 
@@ -15,11 +15,12 @@ from pathlib import Path
 
 def rows(folder: Path) -> list[dict]:
     out = []
+    from edgemed.manifest import MANIFEST, read_manifest
     from edgemed.registry import FORMATS
 
     order = {name: i for i, name in enumerate(FORMATS)}
-    for manifest in sorted(folder.glob("*/edgemed.json"), key=lambda p: (order.get(p.parent.name, 99), p)):
-        m = json.loads(manifest.read_text())
+    for manifest in sorted(folder.glob(f"*/{MANIFEST}"), key=lambda p: (order.get(p.parent.name, 99), p)):
+        m = read_manifest(manifest.parent)  # the product's reader, with its checks
         v = m.get("verification") or {}
         types = (m.get("export") or {}).get("types")
         out.append({

@@ -33,8 +33,8 @@ run-to-run noise), each in its own process and side by side, and scores every ad
 same eval questions: the bf16-minus-fp32 eval loss with its standard error (paired over questions)
 against the seed-to-seed difference. --no-speed skips the step timing.
 
-    python scripts/bench_train_speed.py --threads 2 --quality-steps 40 --out bench.json   # smollm2-135m, batch 4
-    python scripts/bench_train_speed.py --model tiny-random --steps 3 --warmup 1 --quality-steps 2
+    python scripts/dev/bench_train_speed.py --threads 2 --quality-steps 40 --out bench.json   # smollm2-135m, batch 4
+    python scripts/dev/bench_train_speed.py --model tiny-random --steps 3 --warmup 1 --quality-steps 2
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ import time
 from pathlib import Path
 
 REFERENCE_LENGTH = 256
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmcqa"
+REPO = Path(__file__).resolve().parents[2]  # scripts/dev/ -> the repo
+DATA_DIR = REPO.parent / "shared" / "data" / "medmcqa"
 DEFAULT_DATA = DATA_DIR / "train.jsonl"
 DEFAULT_EVAL = DATA_DIR / "validation.jsonl"
 SETUPS = {

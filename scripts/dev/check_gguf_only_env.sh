@@ -4,13 +4,13 @@
 # 2. run EVERY command there (info, data check, eval of the GGUF, eval of an hf folder and of a model alias, train,
 #    merge, export, bench of the GGUF, report, pipeline, and --help of each): each must exit 0 (works) or 2 (one
 #    line naming the extra to install, no traceback); those a board needs must exit 0. Prints command -> exit code.
-#   usage: scripts/check_gguf_only_env.sh GGUF_ARTIFACT [N_QUESTIONS]
+#   usage: scripts/dev/check_gguf_only_env.sh GGUF_ARTIFACT [N_QUESTIONS]
 #   env:   KEEP_VENV=1 keeps the venv (printed path); PYTHON picks the interpreter (default python3);
 #          VENV=DIR reuses an existing gguf-only venv instead of building one
 # llama-cpp-python comes from pip's wheel cache when it was built before (else it compiles, ~4 min).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ARTIFACT=${1:?usage: scripts/check_gguf_only_env.sh GGUF_ARTIFACT [N_QUESTIONS]}
+cd "$(dirname "$0")/../.."  # the repo root (this script is scripts/dev/)
+ARTIFACT=${1:?usage: scripts/dev/check_gguf_only_env.sh GGUF_ARTIFACT [N_QUESTIONS]}
 N=${2:-20}
 PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -34,11 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crosscheck_engines import BadInput, find_artifacts, gguf_file, write_atomic  # this folder
+from crosscheck_engines import BadInput, artifacts_by_format, gguf_file  # this folder
 
+from edgemed.fsutil import atomic_write_text
 from edgemed.runtimes.llamacpp import cpu_has_amx
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # scripts/dev/ -> the repo
 BUILD_SCRIPT = REPO / "scripts" / "build_llama_tools.sh"
 MEDMCQA = REPO.parent / "shared" / "data" / "medmcqa" / "validation.jsonl"
 BASE_FORMAT = "gguf-f16"
@@ -304,7 +305,7 @@ def main_kld(a: argparse.Namespace) -> int:
         raise BadInput(f"--ctx must be an even number >= 16, got {a.ctx}")
     if a.chunks < 1 or a.threads < 1:
         raise BadInput("--chunks and --threads must be positive")
-    present = find_artifacts(Path(a.path))
+    present = artifacts_by_format(Path(a.path))
     if BASE_FORMAT not in present:
         raise BadInput(f"{a.path} has no {BASE_FORMAT} artifact (found: {', '.join(present) or 'none'})")
     targets = [t for t in (a.targets.split(",") if a.targets else DEFAULT_TARGETS) if t]
@@ -400,8 +401,8 @@ def main_kld(a: argparse.Namespace) -> int:
         if p.get("warning"):
             print(f"crosscheck_kld: warning: {p['target']}: {p['warning']}", file=sys.stderr)
     if out_dir:
-        write_atomic(out_dir / "crosscheck_kld.json", json.dumps(doc, indent=2) + "\n")
-        write_atomic(out_dir / "crosscheck_kld.md", report)
+        atomic_write_text(out_dir / "crosscheck_kld.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(out_dir / "crosscheck_kld.md", report)
         print(f"crosscheck_kld: wrote {out_dir / 'crosscheck_kld.json'} and .md", file=sys.stderr)
     failed = base_run.get("error") or any(p["llama"].get("error") for p in pairs) or (
         not a.engine_only and edg.get("error"))
