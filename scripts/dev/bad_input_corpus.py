@@ -15,11 +15,12 @@ permission) and signals during the work. Each case is judged on:
 
 Usage::
 
-    .venv/bin/python scripts/bad_input_corpus.py                 # the ~200 default cases (~15 min on 2 cores)
-    .venv/bin/python scripts/bad_input_corpus.py --extended      # and ~245 more variants (~20 min in all)
-    .venv/bin/python scripts/bad_input_corpus.py -k budget       # cases whose id contains 'budget'
-    .venv/bin/python scripts/bad_input_corpus.py --list          # ids and what a user did, nothing run
-    .venv/bin/python scripts/bad_input_corpus.py --out corpus.json --work /tmp/corpus   # keep fixtures, JSON
+    .venv/bin/python scripts/dev/bad_input_corpus.py --fast          # 37 cases, one or two per loader and command
+    .venv/bin/python scripts/dev/bad_input_corpus.py                 # the ~200 default cases (~15 min on 2 cores)
+    .venv/bin/python scripts/dev/bad_input_corpus.py --extended      # and ~245 more variants (~20 min in all)
+    .venv/bin/python scripts/dev/bad_input_corpus.py -k budget       # cases whose id contains 'budget'
+    .venv/bin/python scripts/dev/bad_input_corpus.py --list          # ids and what a user did, nothing run
+    .venv/bin/python scripts/dev/bad_input_corpus.py --out corpus.json --work /tmp/corpus   # keep fixtures, JSON
 
 Exit 0 when every case passed (or was skipped), 1 when any failed, 2 on bad usage of this script.
 Cases that need root powers (tmpfs and read-only bind mounts, a private /dev/full node made with mknod) are
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repo: this file is scripts/dev/bad_input_corpus.py
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
 CLI = [PY, "-m", "edgemed.cli.main"]
@@ -128,6 +129,37 @@ out-tmpfs-full-bench out-no-write-perm-bench bench-junit-under-file cli-eval-bog
 export-usage-formats-hf-nonsense merge-usage-tolerance-nan
 """
 EXTENDED = frozenset(_EXTENDED_IDS.split())
+
+# --fast: one or two cases per loader and per command (all from the default set), the subset the test suite runs
+# (tests/test_bad_input_corpus.py, one test per case). The base fixtures then hold the gguf-q8_0 artifact only,
+# so no case here may use the hf or onnx artifacts.
+FAST = (
+    # data check: each loader (jsonl, json, csv, parquet), a bad row, a missing file, a good file at a unicode path
+    "data-empty", "data-json-truncated", "data-binary-csv", "data-parquet-truncated", "data-cop-7", "data-missing",
+    "data-unicode-path",
+    # bad data through the other commands
+    "eval-data-nested", "train-data-nested", "bench-data-empty", "pipeline-data-empty",
+    # bad artifacts: eval, bench, merge, export
+    "eval-art-manifest-not-json", "eval-art-gguf-truncated-in-folder",
+    "bench-empty-folder", "bench-single-corrupt-manifest",
+    "merge-adapter-config-corrupt", "merge-into-itself",
+    "export-merged-weights-random", "export-into-input",
+    # budgets
+    "bench-budget-not-toml", "bench-budget-broken",
+    # bad usage, one per command
+    "train-usage-max-steps-0", "merge-usage-prompts-0", "export-usage-formats-gguf-q9", "eval-usage-limit-0",
+    "bench-usage-t-0", "pipeline-usage-max-steps-0", "report-usage-tolerance-abc", "cli-unknown-command",
+    # report inputs
+    "report-in-not-json", "report-ok",
+    # output paths: an existing file, a read-only and a full file system, no write permission, a device
+    "out-is-file-bench", "out-readonly-fs-eval", "out-tmpfs-full-eval", "out-no-write-perm-data",
+    "out-dev-full-eval",
+    # a signal during the work, then the same command re-run (merge: long enough to be caught on a fast machine;
+    # the tiny eval may finish before its signal and is then skipped)
+    "signal-merge-term",
+)
+FAST_FORMATS = "gguf-q8_0"  # the base artifacts the fast cases use
+FULL_FORMATS = "hf,gguf-q8_0,onnx"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -410,11 +442,13 @@ def edgemed(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
                           env=child_env(None))
 
 
-def build_base_artifacts(env: Env) -> None:
-    """A tiny train run, its merged model, three artifacts, one bench run and one eval (once per --work)."""
+def build_base_artifacts(env: Env, formats: str = FULL_FORMATS) -> None:
+    """A tiny train run, its merged model, the artifacts of `formats`, one bench run and one eval (once per --work:
+    kept fixtures are reused when they hold every format asked for)."""
     b = env.base
     done = b / ".done"
-    if done.exists():
+    want = set(formats.split(","))
+    if done.exists() and want <= set(done.read_text().split()[-1].split(",")):
         env.artifacts_ok = True
         return
     shutil.rmtree(b, ignore_errors=True)
@@ -422,7 +456,7 @@ def build_base_artifacts(env: Env) -> None:
     steps = [
         ["train", *TRAIN_FAST, "--out", str(b / "run")],
         ["merge", "--adapter", str(b / "run"), "--out", str(b / "merged"), "--prompts", "1"],
-        ["export", str(b / "merged"), "--formats", "hf,gguf-q8_0,onnx", "--out", str(b / "arts")],
+        ["export", str(b / "merged"), "--formats", formats, "--out", str(b / "arts")],
         ["bench", str(b / "arts" / "gguf-q8_0"), *BENCH_FAST, "--out", str(b / "bench1")],
         ["eval", str(b / "arts" / "gguf-q8_0"), "--data", str(env.fx / "good.jsonl"), *EVAL_FAST,
          "--out", str(b / "eval1")],
@@ -436,7 +470,7 @@ def build_base_artifacts(env: Env) -> None:
             print(f"[fixtures] FAILED: {env.artifacts_error}", flush=True)
             return
         print(f"[fixtures]   ok in {time.time() - t0:.0f} s", flush=True)
-    done.write_text("ok\n")
+    done.write_text(f"ok {formats}\n")
     env.artifacts_ok = True
 
 
@@ -733,20 +767,18 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
     add("data-cop-base-bad", "data", ["data", "check", "sample", "--cop-base", "2"], 2, "--cop-base 2")
     add("data-bad-rows-out", "data", ["data", "check", F("cop_out_of_range.jsonl"), "--out", "{C}/chk"], 2,
         "checked a file with a bad row and asked for check.json", out="{C}/chk", allow_out=True)
-    if env.has_parquet:
-        for cid, name, expect, why in [
-            ("parquet-good", "good.parquet", 0, "a good parquet file"),
-            ("parquet-truncated", "truncated.parquet", 2, "a parquet file cut in half (interrupted copy)"),
-            ("parquet-random", "random.parquet", 2, "random bytes named .parquet"),
-            ("parquet-empty", "empty.parquet", 2, "a 0-byte .parquet"),
-            ("parquet-is-jsonl", "jsonl_named.parquet", 2, "a JSONL file renamed .parquet"),
-            ("parquet-zeroed", "zeroed.parquet", 2, "a parquet file with 200 zeroed bytes in the middle"),
-            ("parquet-missing-cols", "missing_cols.parquet", 2, "a parquet file without option columns"),
-            ("parquet-no-rows", "no_rows.parquet", 2, "a parquet file with the schema and no rows"),
-        ]:
-            add(f"data-{cid}", "data", ["data", "check", F(name)], expect, why, needs=("parquet",))
-    else:
-        add("data-parquet-good", "data", ["data", "check", "x.parquet"], 0, "parquet", needs=("parquet",))
+    # without pyarrow every parquet case is skipped with the reason (needs 'parquet')
+    for cid, name, expect, why in [
+        ("parquet-good", "good.parquet", 0, "a good parquet file"),
+        ("parquet-truncated", "truncated.parquet", 2, "a parquet file cut in half (interrupted copy)"),
+        ("parquet-random", "random.parquet", 2, "random bytes named .parquet"),
+        ("parquet-empty", "empty.parquet", 2, "a 0-byte .parquet"),
+        ("parquet-is-jsonl", "jsonl_named.parquet", 2, "a JSONL file renamed .parquet"),
+        ("parquet-zeroed", "zeroed.parquet", 2, "a parquet file with 200 zeroed bytes in the middle"),
+        ("parquet-missing-cols", "missing_cols.parquet", 2, "a parquet file without option columns"),
+        ("parquet-no-rows", "no_rows.parquet", 2, "a parquet file with the schema and no rows"),
+    ]:
+        add(f"data-{cid}", "data", ["data", "check", F(name)], expect, why, needs=("parquet",))
 
     # ---------------- data files through eval / train / bench / pipeline ----------------
     for cid, name, expect, why in [
@@ -1670,24 +1702,9 @@ def print_row(res: dict[str, Any], work: Path) -> None:
             print(f"{'':46}-> {p}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    global BASE, FX, env_keep_cases
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-k", dest="select", action="append", default=[],
-                    help="run only cases whose id contains this substring (repeatable: any of them)")
-    ap.add_argument("--jobs", type=int, default=1, help="cases run at once (default 1: the machine is shared)")
-    ap.add_argument("--out", type=Path, help="write the results as JSON to this file")
-    ap.add_argument("--work", type=Path, help="fixture folder to keep and reuse (default: a temp folder, removed)")
-    ap.add_argument("--keep-cases", action="store_true", help="keep each case's folder under WORK/cases")
-    ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    ap.add_argument("--extended", action="store_true",
-                    help=f"also run the {len(EXTENDED)} extended cases (more variants of the same faults)")
-    args = ap.parse_args(argv)
-    if args.jobs < 1:
-        ap.error("--jobs must be at least 1")
-    env_keep_cases = args.keep_cases
-    work = args.work or Path(tempfile.mkdtemp(prefix="edgemed-corpus-"))
+def make_env(work: Path) -> Env:
+    """The corpus's environment in `work` (fixtures not built yet: see build_fixtures)."""
+    global BASE, FX
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
@@ -1699,41 +1716,92 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         env.has_parquet = False
     BASE, FX = env.base, env.fx
+    return env
+
+
+def select_cases(env: Env, fast: bool = False, extended: bool = False, select: list[str] | None = None) -> list[Case]:
+    """The cases to run: the default set, --extended adds its variants, --fast is FAST alone; -k narrows any of
+    them. Raises ValueError when the case table itself is inconsistent."""
     cases = build_cases(env)
     ids = [c.id for c in cases]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
-        print(f"duplicate case ids: {sorted(dup)}", file=sys.stderr)
-        return 2
-    unknown = EXTENDED - set(ids)
-    if unknown:
-        print(f"EXTENDED names unknown case ids: {sorted(unknown)}", file=sys.stderr)
-        return 2
-    if not args.extended:
+        raise ValueError(f"duplicate case ids: {sorted(dup)}")
+    for name, table in (("EXTENDED", EXTENDED), ("FAST", set(FAST))):
+        unknown = table - set(ids)
+        if unknown:
+            raise ValueError(f"{name} names unknown case ids: {sorted(unknown)}")
+    if fast:
+        cases = [c for c in cases if c.id in FAST]
+    elif not extended:
         cases = [c for c in cases if c.id not in EXTENDED]
-    if args.select:
-        cases = [c for c in cases if any(s in c.id for s in args.select)]
-    if args.list:
-        for c in cases:
-            print(f"{c.id:48} {'/'.join(map(str, c.expect)):>10}  {c.why}")
-        print(f"{len(cases)} cases")
-        return 0
-    if not cases:
-        print("no case matches -k", file=sys.stderr)
-        return 2
-    # A runner started in the background by a non-interactive shell inherits SIGINT ignored, and so would every
-    # command it starts (Python keeps an ignored SIGINT): restore the defaults so the signal cases mean something.
+    if select:
+        cases = [c for c in cases if any(s in c.id for s in select)]
+    return cases
+
+
+def restore_signal_defaults() -> None:
+    """A runner started in the background by a non-interactive shell inherits SIGINT ignored, and so would every
+    command it starts (Python keeps an ignored SIGINT): restore the defaults so the signal cases mean something."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) == signal.SIG_IGN:
             signal.signal(sig, signal.SIG_DFL)
+
+
+def build_fixtures(env: Env, cases: list[Case], formats: str = FULL_FORMATS) -> None:
+    """Probe what this machine allows, write the data fixtures, and build the base artifacts when a case needs
+    them (env.artifacts_ok / artifacts_error say how that went)."""
+    probe_env(env)
+    build_data_fixtures(env)
+    if any("artifacts" in c.needs for c in cases):
+        build_base_artifacts(env, formats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global env_keep_cases
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-k", dest="select", action="append", default=[],
+                    help="run only cases whose id contains this substring (repeatable: any of them)")
+    ap.add_argument("--jobs", type=int, default=1, help="cases run at once (default 1: the machine is shared)")
+    ap.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    ap.add_argument("--work", type=Path, help="fixture folder to keep and reuse (default: a temp folder, removed)")
+    ap.add_argument("--keep-cases", action="store_true", help="keep each case's folder under WORK/cases")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--extended", action="store_true",
+                       help=f"also run the {len(EXTENDED)} extended cases (more variants of the same faults)")
+    which.add_argument("--fast", action="store_true",
+                       help=f"only the {len(FAST)} fast cases, one or two per loader and command (what the tests run)")
+    args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error("--jobs must be at least 1")
+    env_keep_cases = args.keep_cases
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgemed-corpus-"))
+    env = make_env(work)
+    work = env.work
+    try:
+        cases = select_cases(env, fast=args.fast, extended=args.extended, select=args.select)
+    except ValueError as exc:
+        cases, problem = [], str(exc)
+    else:
+        problem = "" if cases else "no case matches -k"
+    if problem or args.list:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        for c in cases:
+            print(f"{c.id:48} {'/'.join(map(str, c.expect)):>10}  {c.why}")
+        print(f"{len(cases)} cases")
+        return 0
+    restore_signal_defaults()
     t0 = time.time()
     try:
-        probe_env(env)
-        build_data_fixtures(env)
-        if any("artifacts" in c.needs for c in cases):
-            build_base_artifacts(env)
+        build_fixtures(env, cases, FAST_FORMATS if args.fast else FULL_FORMATS)
         print(f"work folder {work}; mount: {env.can_mount}, drop caps: {env.can_drop_caps}, gpu: {env.has_gpu}, "
               f"parquet: {env.has_parquet}, artifacts: {env.artifacts_ok}; {len(cases)} cases", flush=True)
         print(f"{'case':44} {'expected':>9} {'got':>6} {'verd':>4} {'time':>7}  {'command':70}  stderr", flush=True)
@@ -1783,10 +1851,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"default set (without --extended): {d['passed']} passed, {d['failed']} failed of {d['cases']}: "
               f"{d['pass_percent']:.1f}%")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps({"summary": summary, "results": results}, indent=2, default=str) + "\n")
-        os.replace(tmp, args.out)
+        from edgemed.fsutil import atomic_write_json  # the product's own atomic write
+
+        atomic_write_json(args.out, {"summary": summary, "results": results})
     return 1 if failed else 0
 
 
