@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 a budget or check the user set was broken, 2 bad usage 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import threading
 from edgemed import __version__
 from edgemed.cli.signature import add_function, call, parse_doc
 from edgemed.errors import EdgemedError, Terminated
+from edgemed.registry import load_object
 
 # name -> "module:function"; nested commands use a space ("data check").
 COMMANDS: dict[str, str] = {
@@ -37,11 +37,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _load(target: str):
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edgemed",
@@ -51,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, target in COMMANDS.items():
-        fn = _load(target)
+        fn = load_object(target)
         summary, _ = parse_doc(fn)
         escaped = summary.replace("%", "%%")  # argparse expands %-formats in help text, not in descriptions
         if " " in name:

@@ -100,6 +100,18 @@ class EvalConfig:
             check_output_dir(Path(self.out), "--out")
         return self
 
+    def runtime_options(self, artifact: Path) -> dict[str, Any]:
+        """The options the artifact's runtime is opened with. The one check that needs the artifact (so validate()
+        cannot make it): --dtype applies to plain transformers models only (exit 2 otherwise)."""
+        if self.dtype == "auto":
+            return {}
+        from edgemed.manifest import detect_runtime
+
+        fmt, runtime_name = detect_runtime(artifact)
+        if runtime_name != "transformers" or fmt.startswith("bnb"):
+            raise EdgemedError(f"--dtype applies to plain transformers models only, not {fmt}; drop --dtype")
+        return {"dtype": self.dtype}
+
     @property
     def generation(self) -> dict[str, Any]:
         """The generation options given (generate/legacy scoring); {} for logprob scoring."""

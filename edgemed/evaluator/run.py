@@ -143,6 +143,40 @@ def evaluate(
     letter_rows: the letter log-probs of some questions (by id) already read from a pass over the same tokens
     (the bench's fidelity pass scores each question with its answer; the row after the prompt is this one).
     """
+    questions = _checked(questions, scoring, batch_size)
+    plan = _plan(runtime, questions, scoring, style, batch_size, letter_rows, gen_options)
+    start = time.perf_counter()
+    preds: list[dict[str, Any]] = [{"id": q.id, "gold": q.gold_letter, "subject": q.subject} for q in plan.questions]
+    timing: dict[str, Any] = {}
+    steps = len(plan.questions) * (2 if scoring != "logprob" and letter_probs else 1)
+    with tick_bar(show_progress, f"eval {scoring}", steps) as tick:
+        if scoring == "logprob" or letter_probs:
+            timing.update(_letter_pass(runtime, plan, preds, tick))
+        if scoring != "logprob":
+            timing.update(_generation_pass(runtime, plan, preds, tick))
+    total = time.perf_counter() - start
+    timing.update(total_s=total, questions_per_s=len(plan.questions) / total if total > 0 else None)
+    return _result(runtime, plan, preds, timing, examples, letter_probs)
+
+
+@dataclass
+class _Plan:
+    """What one evaluation scores, and how: set up once, before any forward pass."""
+
+    scoring: str
+    style: str
+    style_source: str
+    opts: dict[str, Any]  # generation options, defaults filled in
+    batch_size: int  # what is used (1 for a format whose rows are not independent)
+    asked_batch: int
+    letter_rows: dict[str, np.ndarray] | None  # rows already read elsewhere (None: compute every one)
+    questions: list[Question]  # those that fit the runtime's context
+    prompts: list[str]
+    too_long: dict[str, Any] | None  # the questions dropped for the context, counted
+
+
+def _checked(questions: Sequence[Question], scoring: str, batch_size: int) -> list[Question]:
+    """The questions, refused (exit 2) when the scoring, the batch size or any gold answer is unusable."""
     if scoring not in SCORINGS:
         raise EdgemedError(f"unknown scoring '{scoring}'; use one of {', '.join(SCORINGS)}")
     if batch_size < 1:
@@ -155,6 +189,12 @@ def evaluate(
         raise EdgemedError(
             f"{len(unlabelled)} questions have no gold answer (first {unlabelled[0]}); use a labelled split"
         )
+    return questions
+
+
+def _plan(runtime: Runtime, questions: list[Question], scoring: str, style: str | None, batch_size: int,
+          letter_rows: dict[str, np.ndarray] | None, gen_options: dict[str, Any]) -> _Plan:
+    """The prompt style, generation options, batch size and prompts (those that fit the context) of one run."""
     if style is None:
         style, style_source = prompt_style_for(getattr(runtime, "path", None), runtime.chat_template)
     else:
@@ -167,77 +207,80 @@ def evaluate(
     prompts = [prompt_style.prompt(q) for q in questions]
     questions, prompts, too_long = _fit_context(runtime, questions, prompts,
                                                 1 if scoring == "logprob" else int(opts["max_new_tokens"]))
-    steps = len(questions) * (2 if scoring != "logprob" and letter_probs else 1)
+    return _Plan(scoring, style, style_source, opts, batch_size, asked_batch, letter_rows, questions, prompts,
+                 too_long)
 
-    start = time.perf_counter()
-    preds: list[dict[str, Any]] = [
-        {"id": q.id, "gold": q.gold_letter, "subject": q.subject} for q in questions
-    ]
-    timing: dict[str, Any] = {}
-    with tick_bar(show_progress, f"eval {scoring}", steps) as tick:
-        if scoring == "logprob" or letter_probs:
-            t0 = time.perf_counter()
-            given = {i: letter_rows[q.id] for i, q in enumerate(questions) if letter_rows and q.id in letter_rows}
-            lp = _letter_rows(runtime, prompts, batch_size, tick, given)
-            timing["letter_pass_s"] = time.perf_counter() - t0
-            if letter_rows is not None:
-                timing["letter_rows_shared"] = len(given)
-            with np.errstate(invalid="ignore"):
-                probs = softmax_rows(lp)
-            mass = np.exp(lp).sum(axis=1)
-            for p, row, m in zip(preds, probs, mass, strict=True):
-                valid = bool(np.isfinite(row).all())  # NaN/inf log-probs: a broken artifact, never a guess
-                p["probs"] = _probs_dict(row) if valid else None
-                p["letter_mass"] = float(m) if valid else None
-                if scoring == "logprob":
-                    p["predicted"] = LETTERS[int(np.argmax(row))] if valid else None
-            timing["invalid_logprob_rows"] = int(sum(p["probs"] is None for p in preds))
-        if scoring != "logprob":
-            stop = stop_strings(style)
-            t0 = time.perf_counter()
-            new_tokens = 0
-            for q, prompt, p in zip(questions, prompts, preds, strict=True):
-                g = runtime.generate(
-                    prompt,
-                    max_new_tokens=int(opts["max_new_tokens"]),
-                    temperature=float(opts["temperature"]),
-                    top_p=float(opts["top_p"]),
-                    seed=question_seed(int(opts["seed"]), q.id),
-                    stop=stop,
-                )
-                p["text"] = g.text
-                p["new_tokens"] = g.new_tokens
-                p["predicted"] = parse_letter(g.text, q.options)
-                new_tokens += g.new_tokens
-                if scoring == "legacy":
-                    p["legacy_exact"], p["legacy_partial"] = legacy_match(g.text, q.options[q.answer])
-                tick(1)
-            timing["generation_s"] = time.perf_counter() - t0
-            timing["new_tokens_per_question"] = new_tokens / len(questions)
-    total = time.perf_counter() - start
+
+def _letter_pass(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], tick) -> dict[str, Any]:
+    """Record each question's A-D distribution (and, in logprob scoring, its answer); return the pass's timing."""
+    t0 = time.perf_counter()
+    shared = plan.letter_rows
+    given = {i: shared[q.id] for i, q in enumerate(plan.questions) if shared and q.id in shared}
+    lp = _letter_rows(runtime, plan.prompts, plan.batch_size, tick, given)
+    timing: dict[str, Any] = {"letter_pass_s": time.perf_counter() - t0}
+    if shared is not None:
+        timing["letter_rows_shared"] = len(given)
+    with np.errstate(invalid="ignore"):
+        probs = softmax_rows(lp)
+    mass = np.exp(lp).sum(axis=1)
+    for p, row, m in zip(preds, probs, mass, strict=True):
+        valid = bool(np.isfinite(row).all())  # NaN/inf log-probs: a broken artifact, never a guess
+        p["probs"] = _probs_dict(row) if valid else None
+        p["letter_mass"] = float(m) if valid else None
+        if plan.scoring == "logprob":
+            p["predicted"] = LETTERS[int(np.argmax(row))] if valid else None
+    timing["invalid_logprob_rows"] = int(sum(p["probs"] is None for p in preds))
+    return timing
+
+
+def _generation_pass(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], tick) -> dict[str, Any]:
+    """Generate each answer and read its letter (legacy: also the substring judge); return the pass's timing."""
+    opts, stop = plan.opts, stop_strings(plan.style)
+    t0 = time.perf_counter()
+    new_tokens = 0
+    for q, prompt, p in zip(plan.questions, plan.prompts, preds, strict=True):
+        g = runtime.generate(
+            prompt,
+            max_new_tokens=int(opts["max_new_tokens"]),
+            temperature=float(opts["temperature"]),
+            top_p=float(opts["top_p"]),
+            seed=question_seed(int(opts["seed"]), q.id),
+            stop=stop,
+        )
+        p["text"] = g.text
+        p["new_tokens"] = g.new_tokens
+        p["predicted"] = parse_letter(g.text, q.options)
+        new_tokens += g.new_tokens
+        if plan.scoring == "legacy":
+            p["legacy_exact"], p["legacy_partial"] = legacy_match(g.text, q.options[q.answer])
+        tick(1)
+    return {"generation_s": time.perf_counter() - t0, "new_tokens_per_question": new_tokens / len(plan.questions)}
+
+
+def _result(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], timing: dict[str, Any], examples: int,
+            letter_probs: bool) -> EvalResult:
+    """Mark each prediction, compute the metrics and record the settings used."""
     for p in preds:
         p["correct"] = p["predicted"] is not None and p["predicted"] == p["gold"]
         if p.get("probs"):
             p["confidence"] = analysis.confidence_of(p)
-    timing.update(total_s=total, questions_per_s=len(questions) / total if total > 0 else None)
-
-    by_id = {q.id: q for q in questions}
+    by_id = {q.id: q for q in plan.questions}
     metrics = analysis.analyse_predictions(_ordered(preds), by_id, examples)
     config = {
-        "scoring": scoring,
-        "prompt_style": style,
-        "prompt_style_source": style_source,
-        "batch_size": batch_size,
-        **({"batch_size_asked": asked_batch, "batch_note": "this format quantizes activations over the whole input: "
-            "scored one question per pass, the prompt alone"} if batch_size != asked_batch else {}),
+        "scoring": plan.scoring,
+        "prompt_style": plan.style,
+        "prompt_style_source": plan.style_source,
+        "batch_size": plan.batch_size,
+        **({"batch_size_asked": plan.asked_batch, "batch_note": "this format quantizes activations over the whole "
+            "input: scored one question per pass, the prompt alone"} if plan.batch_size != plan.asked_batch else {}),
         "letters": [f" {a}" for a in LETTERS],
     }
-    if scoring != "logprob":
-        config["generation"] = opts | {"stop": stop_strings(style), "letter_probs": letter_probs}
-    if scoring == "legacy":
+    if plan.scoring != "logprob":
+        config["generation"] = plan.opts | {"stop": stop_strings(plan.style), "letter_probs": letter_probs}
+    if plan.scoring == "legacy":
         config["note"] = "legacy: notebook method (sampled text, substring judge); rates are NOT reliable accuracy"
-    if too_long:
-        config["skipped_too_long"] = too_long
+    if plan.too_long:
+        config["skipped_too_long"] = plan.too_long
     return EvalResult(
         accuracy=metrics["accuracy"],
         n=metrics["n"],
