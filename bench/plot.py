@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgemed.bench.results import ArtifactResult, tail_latency
+from edgemed.registry import PLOT_EXTRA, install_message
 
 CHANCE = 0.25  # four options
 
@@ -90,7 +91,7 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
         import matplotlib.pyplot as plt
         from matplotlib.lines import Line2D
     except ImportError:
-        return None, "matplotlib is not installed (pip install 'edgemed[plot]')"
+        return None, install_message(["matplotlib"], PLOT_EXTRA)
     ok = [r for r in results if r.ok and r.accuracy.accuracy is not None and tail_latency(r.latency.answer_ms)]
     if not ok:
         return None, "no artifact has both accuracy and latency"

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgemed.bench.units import fmt_bytes
 from edgemed.fsutil import atomic_write_text
+from edgemed.registry import PLOT_EXTRA, install_message
 
 
 def _tg(r: dict[str, Any]) -> float | None:
@@ -174,7 +175,7 @@ def plot(doc: dict[str, Any], path: Path) -> tuple[Path | None, str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return None, "matplotlib is not installed (pip install 'edgemed[plot]')"
+        return None, install_message(["matplotlib"], PLOT_EXTRA)
     recs = [r for r in doc["candidates"] if _kld(r) and r.get("size_bytes")]
     if not recs:
         return None, "no candidate was measured"

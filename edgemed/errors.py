@@ -29,21 +29,18 @@ class Terminated(BaseException):
 
 
 class MissingDependency(EdgemedError):
-    """An optional dependency for this command is not installed."""
+    """An optional dependency for this command is not installed: `what` needs `package`, and the extra that brings
+    it (the registry's one wording, :func:`edgemed.registry.install_message`)."""
 
     def __init__(self, package: str, extra: str, what: str = ""):
-        what = f" for {what}" if what else ""
-        super().__init__(
-            f"the Python package '{package}' is needed{what} but is not installed; "
-            f"install it with: pip install 'edgemed[{extra}]'"
-        )
+        from edgemed.registry import install_message
+
+        super().__init__(f"{what} {install_message([package], extra)}" if what else install_message([package], extra))
 
 
 def require(module: str, extra: str, what: str = ""):
-    """Import an optional module or raise MissingDependency naming the extra to install."""
-    import importlib
+    """Import an optional module or raise MissingDependency naming the extra to install (the same as
+    :func:`edgemed.registry.require_module`, which new code calls)."""
+    from edgemed.registry import require_module
 
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency(module.split(".")[0], extra, what) from exc
+    return require_module(module, extra, what)

@@ -55,8 +55,10 @@ def llama_cpp_version() -> str:
     try:
         return version("llama-cpp-python")
     except PackageNotFoundError:
-        raise EdgemedError("llama.cpp's tools are built from the installed llama-cpp-python's sources, and it is not "
-                           "installed: pip install 'edgemed[gguf]'") from None
+        from edgemed.registry import install_message, runtime_spec
+
+        raise EdgemedError("building llama.cpp's tools (from the installed llama-cpp-python's sources) "
+                           + install_message(["llama-cpp-python"], runtime_spec("llama.cpp").extra)) from None
 
 
 def cache_root(ver: str | None = None) -> Path:
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_llama_tools: error: {exc}", file=sys.stderr)
         return exc.exit_code
     say(f"llama.cpp tools of llama-cpp-python {llama_cpp_version()} are ready in {cache_root()}")
-    for name in TOOLS:  # llama-bench then llama-perplexity last: scripts/crosscheck_*.py read the last two lines
+    for name in TOOLS:  # llama-bench then llama-perplexity last: scripts/dev/crosscheck_*.py read the last two lines
         print(paths[name])
     return 0
 

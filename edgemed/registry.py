@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgemed.errors import EdgemedError
+from edgemed.errors import EdgemedError, MissingDependency
 
 
 @dataclass(frozen=True)
@@ -263,11 +263,11 @@ def install_message(missing: Iterable[str], extra: str) -> str:
 
 
 def require_module(module: str, extra: str, what: str):
-    """Import an optional module, or raise EdgemedError (exit 2): `what` needs it, and which extra to install."""
+    """Import an optional module, or raise MissingDependency (exit 2): `what` needs it, and which extra to install."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise EdgemedError(f"{what} {install_message([module.split('.')[0]], extra)}") from exc
+        raise MissingDependency(module.split(".")[0], extra, what) from exc
 
 
 def runtime_module(runtime: str, module: str):
@@ -293,6 +293,9 @@ def can_run(spec: FormatSpec) -> str | None:
 # alias): the `train` extra. A board install (one run extra) lacks it; those commands then exit 2 naming it.
 TRAIN_EXTRA = "train"
 TRAIN_NEEDS = ("torch", "transformers", "peft", "accelerate", "safetensors")
+# Extras that belong to no runtime or format, named in install_message by the code that needs them.
+DATA_EXTRA = "data"  # datasets (hub sources) and pyarrow (.parquet files)
+PLOT_EXTRA = "plot"  # matplotlib (pareto.png of edgemed bench and edgemed tune)
 
 
 def require_train(what: str) -> None:

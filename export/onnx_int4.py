@@ -21,10 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter
 from edgemed.export.onnx import ONNX_FILE, OnnxExporter, fp32_graph
-from edgemed.registry import get_format
+from edgemed.registry import get_format, require_module
 
 ALGORITHMS = ("rtn", "hqq", "k_quant")
 _TWO_GB = 2 * 2**30
@@ -43,7 +43,7 @@ class OnnxInt4Exporter(Exporter):
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         check_settings(settings)
-        require("onnx_ir", get_format("onnx-int4").extra, "ONNX int4 export")
+        require_module("onnx_ir", get_format("onnx-int4").extra, "ONNX int4 export")
         fp32, built_here = fp32_graph(self, source, dest)
         try:
             details = quantize_int4(fp32 / ONNX_FILE, dest / ONNX_FILE, settings)

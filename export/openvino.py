@@ -28,11 +28,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter, source_lineage
 from edgemed.export.onnx import ONNX_FILE, OnnxExporter, fp32_graph
 from edgemed.export.onnx_int4 import copy_beside
-from edgemed.registry import get_format
+from edgemed.registry import get_format, require_module
 
 XML_FILE = "openvino_model.xml"
 BIN_FILE = "openvino_model.bin"
@@ -46,7 +46,7 @@ class OpenVinoExporter(Exporter):
     requires = (*OnnxExporter.requires, "openvino", "nncf")
 
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
-        require("openvino", get_format(self.name).extra, "OpenVINO export")
+        require_module("openvino", get_format(self.name).extra, "OpenVINO export")
         kwargs, record = self.compression(source, settings)
         fp32, built_here = fp32_graph(self, source, dest)
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import read_json, read_jsonl
+from edgemed.registry import DATA_EXTRA, install_message
 
 HUB_DEFAULT = "openlifescienceai/medmcqa"
 
@@ -71,9 +72,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
             try:
                 import pyarrow.parquet as pq
             except ImportError:
-                raise EdgemedError(
-                    "reading .parquet needs pyarrow: pip install 'edgemed[data]'"
-                ) from None
+                raise EdgemedError(f"reading .parquet {install_message(['pyarrow'], DATA_EXTRA)}") from None
             try:
                 return pq.read_table(path).to_pylist()
             except (OSError, ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
@@ -94,8 +93,7 @@ def _read_hub(repo_id: str, split: str) -> list[dict[str, Any]]:
         import datasets
     except ImportError:
         raise EdgemedError(
-            f"loading '{repo_id}' from the Hugging Face hub needs the datasets package: "
-            "pip install 'edgemed[data]'"
+            f"loading '{repo_id}' from the Hugging Face hub {install_message(['datasets'], DATA_EXTRA)}"
         ) from None
     try:
         ds = datasets.load_dataset(repo_id, split=split)

@@ -283,9 +283,11 @@ def load_base(path: str, choice, config: TrainConfig):
     if config.qlora:
         from transformers import BitsAndBytesConfig
 
-        from edgemed.errors import require
+        from edgemed.registry import get_format, require_module
 
-        require("bitsandbytes", "bnb", "--qlora")
+        nf4 = get_format("bnb-nf4")  # --qlora loads the base model as bnb-nf4 does: the same modules and extra
+        for module in nf4.needs:
+            require_module(module, nf4.extra, "--qlora")
         compute = torch.bfloat16 if choice.dtype == "bfloat16" else torch.float16
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -293,7 +295,7 @@ def load_base(path: str, choice, config: TrainConfig):
         )
     if choice.device == "cpu" and choice.dtype == "bfloat16":
         # the frozen model in bf16 under autocast, LoRA weights float32, the attention in float32
-        # (edgemed.train.cpu; scripts/bench_train_speed.py measures each lever)
+        # (edgemed.train.cpu; scripts/dev/bench_train_speed.py measures each lever)
         from edgemed.train.cpu import register_fp32_sdpa
 
         kwargs.setdefault("attn_implementation", register_fp32_sdpa())
