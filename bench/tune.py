@@ -302,10 +302,12 @@ def _bench(plan: Plan, s1, links: Path, benched: list[dict[str, Any]]) -> dict[s
 
     from edgemed.bench.config import BenchConfig
     from edgemed.bench.run import run_bench
+    from edgemed.registry import reference_format
 
     links.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, target in [("hf", s1.base / "hf"), *((r["id"], Path(r["path"])) for r in benched)]:
+    ref = reference_format()  # stage 1 exported it into its base folder
+    for name, target in [(ref, s1.base / ref), *((r["id"], Path(r["path"])) for r in benched)]:
         link = links / name
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -316,7 +318,7 @@ def _bench(plan: Plan, s1, links: Path, benched: list[dict[str, Any]]) -> dict[s
                          n_prompt=plan.config.n_prompt, n_gen=plan.config.n_gen,
                          repetitions=plan.config.repetitions,
                          latency_prompts=-(-20 // plan.config.repetitions),  # p95 from >= 20 samples
-                         reference="hf", prefer="size" if plan.config.objective == "size" else "memory",
+                         reference=ref, prefer="size" if plan.config.objective == "size" else "memory",
                          max_memory=str(b["max_memory_bytes"]) if b.get("max_memory_bytes") else None,
                          max_p95_ms=str(b["max_p95_ms"]) if b.get("max_p95_ms") else None,
                          profile=[b["profile"]] if b.get("profile") else None, timeout=plan.config.timeout,
