@@ -13,7 +13,7 @@ reference's mass outside the top-k), estimated without bias from the stored draw
 top-k token, the rest as one bucket}, a lower bound of the true value, is reported too
 (``kld_topk_bound_mean``). Against llama-perplexity's full-vocabulary KLD on the same 4080 tokens (16 x 512,
 SmolLM2, q8_0 and q4_k_m vs f16) the bound alone was 5% low with k = 1024 (``tail_mass`` 0.029) and 0.5% low
-with k = 16384; scripts/crosscheck_kld.py prints the comparison with the tail draws.
+with k = 16384; scripts/dev/crosscheck_kld.py prints the comparison with the tail draws.
 
 What is scored: with the default text (the evaluation questions, each as prompt + answer in the model's prompt
 style), every next-token prediction of each sequence. With ``--fidelity-text`` the file is tokenized whole,

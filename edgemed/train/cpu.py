@@ -1,4 +1,4 @@
-"""What makes LoRA training fast on a CPU: each lever measured by scripts/bench_train_speed.py.
+"""What makes LoRA training fast on a CPU: each lever measured by scripts/dev/bench_train_speed.py.
 
 - ``--dtype auto`` is bfloat16 where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), else float32.
 - CPU bf16 training: the frozen model is loaded in bfloat16 (weights, embeddings, residual stream; the
@@ -30,7 +30,7 @@ def cpu_has_bf16() -> bool:
 
 def train_dtype(device: str, dtype: str) -> str:
     """The dtype ``--dtype`` asks for on `device`: 'auto' on a CPU with bf16 hardware is bfloat16
-    (measured by scripts/bench_train_speed.py), on other CPUs float32; GPUs as edgemed.models.pick_device."""
+    (measured by scripts/dev/bench_train_speed.py), on other CPUs float32; GPUs as edgemed.models.pick_device."""
     if dtype == "auto" and device == "cpu":
         return "bfloat16" if cpu_has_bf16() else "float32"
     return dtype
