@@ -13,6 +13,11 @@ Dynamic quantization (``quantize_dynamic``) feeds uint8 activations and int8 wei
   full-range s8 on VNNI 0.64, U8U8 0.70, 7-bit s8 0.85 (tolerance 1.0); so U8U8 is the scheme for this kernel.
 - ``arm``: aarch64 (SDOT/UDOT/SMMLA with dotprod/i8mm, widening NEON multiplies without): exact.
 
+Which family runs here is asked of onnxruntime itself (:func:`probe_u8s8`: one MatMulInteger whose products
+saturate an int16 pair), not read from /proc/cpuinfo alone: under qemu-user the flags are the host's, and a
+hypervisor can hide VNNI from a guest whose flags still name it. Under ``qemu-x86_64 -cpu Haswell`` the probe
+sees VPMADDUBSW on a VNNI host (tests/test_int8_avx2_emulated.py runs the AVX2 path that way).
+
 The exporter picks the scheme for the CPU the artifact is meant for (``--int8-isa``, default: this CPU) and
 records it in the manifest; eval and bench warn when an artifact runs on a CPU whose kernel can saturate its
 weights (:func:`saturation_risk`).
@@ -20,6 +25,7 @@ weights (:func:`saturation_risk`).
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 from typing import Any
@@ -31,15 +37,47 @@ TARGETS = {"auto": None, "vnni": "x86-vnni", "avx2": "x86-pmaddubsw", "arm": "ar
 
 
 def kernel_of(flags: set[str] | None = None, machine: str | None = None) -> str:
-    """The u8s8 kernel family of a CPU (this one when no flags are given)."""
+    """The u8s8 kernel family of a CPU: from `flags` when given; for this CPU, what onnxruntime's own kernel does
+    (:func:`probe_u8s8`) where onnxruntime is installed, else its /proc/cpuinfo flags."""
     machine = (machine or platform.machine()).lower()
     if machine in ("aarch64", "arm64") or machine.startswith("arm"):
         return "arm"
     if flags is None:
+        probe = probe_u8s8()
+        if probe is not None:
+            return "x86-vnni" if probe["exact"] else "x86-pmaddubsw"
         from edgemed.sysinfo import cpu_flags
 
         flags = cpu_flags()
     return "x86-vnni" if VNNI_FLAGS & set(flags) else "x86-pmaddubsw"
+
+
+@functools.cache
+def probe_u8s8() -> dict[str, Any] | None:
+    """Ask this CPU's onnxruntime kernel directly: one u8 x s8 ``MatMulInteger`` whose products pair up past the
+    int16 range (2 x 255 x 127). Exact means int32 accumulation (VNNI, AMX, ARM dot products); saturated means
+    VPMADDUBSW. Flags can lie (under qemu-user /proc/cpuinfo is the host's; a hypervisor may hide VNNI); the
+    kernel cannot. None where onnxruntime is not installed."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    k = 64
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "u8s8_probe",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [1, k]),
+         helper.make_tensor_value_info("B", TensorProto.INT8, [k, 8])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    got = int(session.run(None, {"A": np.full((1, k), 255, np.uint8), "B": np.full((k, 8), 127, np.int8)})[0][0, 0])
+    want = k * 255 * 127
+    return {"exact": got == want, "got": got, "want": want, "onnxruntime": ort.__version__}
 
 
 def exact_on(kernel: str, weight_type: str, reduce_range: bool) -> bool:

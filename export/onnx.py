@@ -142,7 +142,7 @@ class OnnxInt8Exporter(Exporter):
 
     def _scheme(self, settings: dict[str, Any]) -> dict[str, Any]:
         """What the manifest records of the int8 scheme: for which kernel, chosen how, exact where."""
-        from edgemed.int8_kernels import KERNELS, exact_on, kernel_of, scheme_for
+        from edgemed.int8_kernels import KERNELS, exact_on, kernel_of, probe_u8s8, scheme_for
 
         kernel, reduce_range = settings["kernel"], bool(settings["reduce_range"])
         scheme = scheme_for(kernel)
@@ -150,4 +150,5 @@ class OnnxInt8Exporter(Exporter):
             scheme = {**scheme, "name": "custom", "why": "weight_type/reduce_range set by hand"}
         return {**scheme, "weight_type": settings["weight_type"], "reduce_range": reduce_range,
                 "chosen_by": self.kernel_chosen_by, "exporting_cpu_kernel": kernel_of(),
+                "exporting_cpu_probe": probe_u8s8(),
                 "exact_on": [k for k in KERNELS if exact_on(k, settings["weight_type"], reduce_range)]}
