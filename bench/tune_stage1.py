@@ -49,6 +49,7 @@ class Stage1:
         self.base = self.cache / f"base-{self.sha[:16]}"
         self.reference_dir: Path | None = None
         self.reference_key: str | None = None
+        self._verify_reference = None
 
     # --- exports ------------------------------------------------------------------------------------------------
     def base_artifact(self, fmt: str) -> Path:
@@ -56,7 +57,7 @@ class Stage1:
         from edgemed.export.run import run_export
 
         results = run_export(self.merged, [fmt], self.base, verify=self.verify, threads=self.threads,
-                             show_progress=False)
+                             show_progress=False, reference=self.verify_reference())
         r = results[0]
         if r["status"] not in ("exported", "skipped"):
             raise EdgemedError(f"the {fmt} artifact every {fmt.split('-')[0]} candidate builds on could not be made: "
@@ -84,7 +85,7 @@ class Stage1:
                 self._link(folder / SHARED_MATRIX, donor)
         settings = {cand.format: cand.settings} if cand.settings else None
         r = run_export(self.merged, [cand.format], folder, verify=self.verify, threads=self.threads,
-                       settings=settings, show_progress=False)[0]
+                       settings=settings, show_progress=False, reference=self.verify_reference())[0]
         if r["status"] not in ("exported", "skipped"):
             return {"status": "failed", "reason": f"export {r['status']}: {r['reason']}", "key": key}
         path = folder / cand.format
@@ -94,6 +95,19 @@ class Stage1:
                 "weights_sha256": weights_record(path, cand.format).get("sha256"),
                 "bits_per_weight": details.get("bits_per_weight"),
                 "tensor_types": {k: v.get("tensors") for k, v in (details.get("types") or {}).items()}}
+
+    def verify_reference(self):
+        """The merged model's answers on the verification prompts, computed once per tune (not once per candidate:
+        loading the merged model in transformers is most of a GGUF candidate's verification)."""
+        if not self.verify:
+            return None
+        if self._verify_reference is None:
+            from edgemed.export.base import source_lineage
+            from edgemed.export.verify import Reference
+
+            self._verify_reference = Reference.compute(self.merged, source_lineage(self.merged).prompt_style,
+                                                       self.threads)
+        return self._verify_reference
 
     @staticmethod
     def _link(link: Path, target: Path) -> None:

@@ -62,13 +62,13 @@ def _cleanup_partials(out: Path, name: str) -> None:
 class _Run:
     """State shared by the formats of one export run: the source, its prompt style, the lazy reference."""
 
-    def __init__(self, merged: Path, out: Path, verify: bool, threads: int | None):
+    def __init__(self, merged: Path, out: Path, verify: bool, threads: int | None, reference=None):
         self.merged, self.out, self.verify, self.threads = merged, out, verify, threads
         self.fingerprint = source_fingerprint(merged)
         self.lineage = source_lineage(merged)
         self.style = self.lineage.prompt_style
         self.results: list[dict[str, Any]] = []
-        self._reference = None
+        self._reference = reference if reference is not None and reference.style == self.style else None
 
     def reference(self):
         if self._reference is None:
@@ -160,8 +160,12 @@ def run_export(
     threads: int | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
     show_progress: bool = True,
+    reference=None,
 ) -> list[dict[str, Any]]:
     """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc).
+
+    reference: `merged`'s verification reference (``export.verify.Reference``) when the caller already holds it
+    (edgemed tune verifies dozens of candidates of one source); computed here, once per call, otherwise.
 
     Each dict: format, path, status (exported|skipped|unavailable|failed), reason, seconds, export_seconds,
     size_bytes, verification (see edgemed.export.verify), exit_code (0, or what this format alone would exit).
@@ -199,7 +203,7 @@ def run_export(
     if all(unavailable.values()):  # nothing can be written here: say what to install
         reasons = "; ".join(f"{name} {why}" for name, why in unavailable.items())
         raise EdgemedError(f"no requested format can be exported with this install ({reasons})")
-    run = _Run(merged, out, verify, threads)
+    run = _Run(merged, out, verify, threads, reference)
     out.mkdir(parents=True, exist_ok=True)
     with progress() as bar:
         task = bar.add_task("export", total=len(specs), visible=show_progress)
