@@ -36,11 +36,3 @@ class MissingDependency(EdgemedError):
         from edgemed.registry import install_message
 
         super().__init__(f"{what} {install_message([package], extra)}" if what else install_message([package], extra))
-
-
-def require(module: str, extra: str, what: str = ""):
-    """Import an optional module or raise MissingDependency naming the extra to install (the same as
-    :func:`edgemed.registry.require_module`, which new code calls)."""
-    from edgemed.registry import require_module
-
-    return require_module(module, extra, what)

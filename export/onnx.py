@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError, require
+from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter, copy_tokenizer
-from edgemed.registry import get_format
+from edgemed.registry import get_format, require_module
 
 ONNX_FILE = "model.onnx"
 _TWO_GB = 2 * 2**30
@@ -36,7 +36,7 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
     import logging
     import warnings
 
-    main_export = require("optimum.exporters.onnx", get_format("onnx").extra, "ONNX export").main_export
+    main_export = require_module("optimum.exporters.onnx", get_format("onnx").extra, "ONNX export").main_export
 
     logging.getLogger("optimum").setLevel(logging.ERROR)
     try:
@@ -101,7 +101,7 @@ class OnnxInt8Exporter(Exporter):
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         import logging
 
-        require("onnx", get_format("onnx-int8").extra, "ONNX int8 export")  # onnxruntime.quantization imports it
+        require_module("onnx", get_format("onnx-int8").extra, "ONNX int8 export")  # onnxruntime.quantization imports it
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         fp32, built_here = fp32_graph(self, source, dest)
