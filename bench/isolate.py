@@ -27,6 +27,9 @@ class MeasuredOutcome(ChildOutcome):
     load: MachineLoad | None = None  # other processes' CPU use while it ran
     cpu_s: float | None = None  # the command's own CPU seconds (user + system, kernel accounting)
 
+    def peak_rss(self) -> tuple[int | None, int | None]:
+        return self.peak_rss_sampled or None, self.ru_maxrss or None
+
 
 def measure_child(
     cmd: list[str],

@@ -31,7 +31,8 @@ def main() -> None:
         json.dump(info, fh)
     os.replace(tmp, rusage_path)
     if info["signal"] is not None:  # die the same way, so the parent sees the crash
-        signal.signal(info["signal"], signal.SIG_DFL)
+        if info["signal"] != signal.SIGKILL:  # SIGKILL (the OOM killer's) has no handler to reset: EINVAL
+            signal.signal(info["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), info["signal"])
     sys.exit(info["exit_code"] or 0)
 

@@ -115,7 +115,8 @@ def tail_latency(summary: dict[str, Any]) -> float | None:
 
 @dataclass
 class Failure:
-    kind: str  # "crash" (signal), "error" (non-zero exit), "timeout", "no-result"
+    kind: str  # "oom" (killed by the kernel for memory), "crash" (other signal), "error" (non-zero exit), "timeout",
+    # "no-result"
     message: str
     exit_code: int | None = None
     signal: str | None = None

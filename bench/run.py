@@ -299,6 +299,8 @@ def _failure(outcome: MeasuredOutcome, log_path: Path) -> Failure:
     errors = [ln for ln in text.splitlines() if ln.startswith("error: ")]
     if outcome.timed_out:
         kind = "timeout"
+    elif outcome.oom_killed:
+        kind = "oom"
     elif outcome.signal is not None:
         kind = "crash"
     elif outcome.exit_code != 0:

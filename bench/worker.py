@@ -8,12 +8,15 @@ Phases: load, answer latency + TTFT, pp, tg, accuracy, fidelity. Progress lines 
 Exit codes: 0 done, 2 an EdgemedError (message on stderr), 3 any other error.
 
 Fault injection for testing the parent's isolation (never set it otherwise): ``EDGEMED_BENCH_FAULT=KIND[:NAME],...``
-with KIND ``segv`` (a real segmentation fault), ``hang`` (sleeps until killed) or ``exit`` (exit code 7),
-injected right after loading the artifact named NAME (its folder name; every artifact when NAME is left out).
+with KIND ``segv`` (a real segmentation fault), ``hang`` (sleeps until killed), ``exit`` (exit code 7) or
+``alloc=N`` (touches N MiB, 16 MiB at a time, first making itself the OOM killer's preferred victim; it keeps the memory
+and goes on when nobody kills it), injected right after loading the artifact named NAME (its folder name; every
+artifact when NAME is left out).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -47,6 +50,22 @@ def inject_fault(name: str) -> None:
             time.sleep(60)
     elif kind == "exit":
         os._exit(7)
+    elif kind.startswith("alloc="):
+        _allocate(int(kind.partition("=")[2]))
+
+
+_HELD: list[bytes] = []  # what the alloc fault allocated: kept until the process ends
+
+
+def _allocate(mb: int) -> None:
+    """Touch `mb` MiB, a little at a time (the parent's sampler sees it grow), as the OOM killer's first choice."""
+    with contextlib.suppress(OSError):  # raising one's own score needs no privilege
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    chunk = 16
+    for done in range(0, mb, chunk):
+        _HELD.append(b"\x01" * (min(chunk, mb - done) << 20))
+        time.sleep(0.005)
+    say(f"allocated {mb} MiB and was not killed")
 
 
 def _peak_gpu_bytes() -> int | None:

@@ -2,8 +2,9 @@
 verification, GGUF conversion and quantization): output to a log file, an optional timeout, the whole process
 group killed on timeout or interruption, and an outcome that says how it ended (never raised).
 
-A native crash in an engine (llama.cpp, onnxruntime) therefore ends one child, never the command. The
-bench adds its measurements (memory sampling, machine load, kernel accounting) through ``watch``:
+A native crash in an engine (llama.cpp, onnxruntime) therefore ends one child, never the command. A child the
+kernel killed for memory (SIGKILL while an OOM-kill counter rose, :mod:`edgemed.oom`) is told apart from other
+crashes. The bench adds its measurements (memory sampling, machine load, kernel accounting) through ``watch``:
 :func:`edgemed.bench.isolate.measure_child`.
 """
 
@@ -41,6 +42,7 @@ class ChildOutcome:
     timed_out: bool
     wall_s: float
     log_path: Path | None = None
+    oom_killed: bool | None = False  # SIGKILL while an OOM-kill counter rose; None: SIGKILL, no counter readable
 
     @property
     def ok(self) -> bool:
@@ -55,13 +57,26 @@ class ChildOutcome:
         except ValueError:
             return f"signal {self.signal}"
 
+    def peak_rss(self) -> tuple[int | None, int | None]:
+        """(sampled, kernel's) peak RSS of the child where it was measured (:mod:`edgemed.bench.isolate`)."""
+        return None, None
+
     def describe(self) -> str:
         if self.timed_out:
             return f"timed out after {self.wall_s:.0f} s and was killed"
+        if self.oom_killed:
+            from edgemed import oom
+
+            return oom.describe(*self.peak_rss())
         if self.signal is not None:
-            hint = " (likely out of memory: the kernel's OOM killer sends SIGKILL)" if self.signal == 9 else ""
+            hint = (" (no OOM-kill counter was readable to tell whether the kernel killed it for memory)"
+                    if self.signal == signal.SIGKILL and self.oom_killed is None else "")
             return f"crashed: killed by {self.signal_name}{hint}"
         return f"exited with code {self.exit_code}"
+
+    def said_of(self, subject: str) -> str:
+        """:meth:`describe` as a sentence about `subject` (``llama.cpp crashed: ...``, ``... was killed: ...``)."""
+        return f"{subject} {'was ' if self.oom_killed else ''}{self.describe()}"
 
     def why(self) -> str:
         """How it ended, with the log's last line when it merely exited non-zero (usually the error)."""
@@ -97,8 +112,11 @@ def run_child(
     `on_tick` is called every `tick_s` (progress). The process group is killed at the end, so nothing the
     child started outlives it.
     """
+    from edgemed import oom
+
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    oom_before = oom.kill_counts()  # the counters rise before the kernel sends its SIGKILL
     start = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -133,8 +151,10 @@ def run_child(
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     proc.returncode = code if code is not None else -(sig or 0)  # reaped here, so Popen must not wait again
+    oom_killed = oom.killed_for_memory(oom_before, oom.kill_counts()) if sig == signal.SIGKILL and not timed_out \
+        else False
     return ChildOutcome(exit_code=code, signal=sig, timed_out=timed_out, wall_s=time.monotonic() - start,
-                        log_path=log_path)
+                        log_path=log_path, oom_killed=oom_killed)
 
 
 def kill_group(pid: int) -> None:

@@ -77,7 +77,7 @@ def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: 
     cmd = python_module("edgemed.export.gguf", str(src), str(dst), ftype, str(threads or 0))
     outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
     if not outcome.ok or not dst.is_file():
-        why = f"llama.cpp {outcome.describe()}" if outcome.signal is not None else why
+        why = outcome.said_of("llama.cpp") if outcome.signal is not None else why
         raise EdgemedError(f"llama.cpp could not quantize to {ftype}: {why}")
 
 

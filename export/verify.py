@@ -121,8 +121,7 @@ def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> di
         if outcome.timed_out:
             return {"error": f"the runtime did not finish the verification prompts within {WORKER_TIMEOUT_S} s"}
         if not outcome.ok or not res.is_file():
-            why = outcome.why()
-            return {"error": f"the runtime {why}" if outcome.signal is not None else why}
+            return {"error": outcome.said_of("the runtime") if outcome.signal is not None else outcome.why()}
         return json.loads(res.read_text())
 
 

@@ -1,10 +1,14 @@
-"""Shared fixtures: an isolated model cache, the tiny random model, the real MedMCQA sample, the CLI."""
+"""Shared fixtures: an isolated model cache, the tiny random model, the real MedMCQA sample, the CLI, a memory
+cgroup to be killed in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,46 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Callable[[int], Path]]:
+    """``make(mb)``: a new memory cgroup under this process's own, limited to `mb` MiB (swap included), so that the
+    kernel OOM-kills what outgrows it; a process joins by writing its pid to ``FOLDER/cgroup.procs``. Skipped
+    where no writable memory cgroup exists (root on cgroup v1, or a delegated v2 subtree); removed afterwards."""
+    from edgemed.oom import memory_cgroups
+
+    made: list[Path] = []
+
+    def make(mb: int) -> Path:
+        groups = memory_cgroups()
+        if not groups:
+            pytest.skip("no memory cgroup found (/proc/self/cgroup, /proc/self/mountinfo)")
+        parent, counter = groups[0]
+        folder = parent / f"edgemed-test-{os.getpid()}-{len(made)}"
+        limits = (["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"] if counter == "memory.oom_control"
+                  else ["memory.max", "memory.swap.max"])
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            pytest.skip(f"memory cgroup {parent} is not writable here ({exc.strerror}); the OOM test needs root")
+        made.append(folder)
+        try:
+            (folder / limits[0]).write_text(str(mb << 20))
+            if (folder / limits[1]).exists():  # no swapping out instead of being killed
+                (folder / limits[1]).write_text(str(mb << 20) if counter == "memory.oom_control" else "0")
+        except OSError as exc:
+            pytest.skip(f"cannot set a memory limit in {folder} ({exc.strerror})")
+        return folder
+
+    yield make
+    for folder in reversed(made):
+        for pid in (folder / "cgroup.procs").read_text().split():  # none expected: move any left to the parent
+            with contextlib.suppress(OSError):
+                (folder.parent / "cgroup.procs").write_text(pid)
+        for _ in range(50):  # a killed process leaves the cgroup once reaped
+            try:
+                folder.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)

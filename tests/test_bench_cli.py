@@ -200,6 +200,48 @@ def test_crash_timeout_and_corrupt_artifacts_are_isolated(artifacts, tmp_path, c
     assert "FAILED crashy: crashed: killed by SIGSEGV" in proc.stdout
 
 
+def test_a_worker_the_kernel_kills_for_memory_is_reported_and_resume_goes_on(artifacts, tmp_path, cli,
+                                                                             memory_cgroup):
+    """A real kernel OOM kill, no mocks: the bench runs in a 1.5 GiB memory cgroup (its own copy-bandwidth probe
+    needs about 800 MB) and one worker touches 4 GiB; the other artifact is measured, --resume re-runs the one."""
+    import subprocess
+    import sys
+
+    group = memory_cgroup(1536)
+    arts = tmp_path / "arts"
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "good")
+    shutil.copytree(artifacts / "gguf-q8_0", arts / "oomy")
+    out = tmp_path / "out"
+    args = ["bench", arts, *FAST, "--reference", "good", "--out", out]
+    join = 'echo $$ > "$0" && exec "$@"'  # into the cgroup, then the bench (its workers start in there too)
+    proc = subprocess.run(["sh", "-c", join, group / "cgroup.procs", sys.executable, "-m", "edgemed.cli.main",
+                           *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "EDGEMED_BENCH_FAULT": "alloc=4096:oomy"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    counter = group / ("memory.oom_control" if (group / "memory.oom_control").exists() else "memory.events")
+    assert "oom_kill 1" in counter.read_text().splitlines()  # the kernel's own count: it killed, once
+    doc = json.loads((out / "bench.json").read_text())
+    good, oomy = (next(a for a in doc["artifacts"] if a["name"] == n) for n in ("good", "oomy"))
+    assert good["status"] == "ok" and good["accuracy"]["n"] == 6
+    failure = oomy["failure"]
+    assert failure["kind"] == "oom" and failure["signal"] == "SIGKILL", failure
+    assert failure["message"].startswith("killed: out of memory (the kernel's OOM killer; peak RSS "), failure
+    assert " sampled" in failure["message"] and "this machine has " in failure["message"]
+    assert "its memory cgroup allows 1.6 GB" in failure["message"]
+    assert 300e6 < oomy["memory"]["peak_rss_sampled_bytes"] < 2e9  # it grew toward the limit, never to its 4 GB
+    assert doc["summary"]["failed_artifacts"] == ["oomy"]
+    assert "| oomy | gguf-q8_0 | FAILED: killed: out of memory (" in (out / "bench.md").read_text()
+    row = next(ln for ln in proc.stdout.splitlines() if "oomy" in ln and "FAILED" in ln and "│" in ln)
+    assert "oom" in row.split("FAILED", 1)[1]  # the table's kind column
+    assert "FAILED oomy: killed: out of memory" in proc.stdout
+
+    resumed = cli(*args, "--resume", timeout=300)  # no fault, no cgroup: the failed one is measured now
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "good: already measured with these settings (--resume)" in resumed.stderr
+    again = {a["name"]: a for a in json.loads((out / "bench.json").read_text())["artifacts"]}
+    assert again["good"]["wall_s"] == good["wall_s"] and again["oomy"]["status"] == "ok"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

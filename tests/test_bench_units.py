@@ -171,6 +171,14 @@ def test_child_segfault_is_reported_not_raised(tmp_path):
     assert not out.ok and out.signal_name == "SIGSEGV" and "SIGSEGV" in out.describe()
 
 
+def test_a_sigkilled_worker_is_seen_as_killed_through_the_launcher(tmp_path):
+    """SIGKILL (what the OOM killer sends) has no handler to reset: the launcher must still die by it."""
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    out = measure_child([sys.executable, "-c", code], tmp_path / "kill.log")
+    assert out.signal_name == "SIGKILL" and out.exit_code is None and not out.oom_killed
+    assert out.describe() == "crashed: killed by SIGKILL"
+
+
 def test_child_timeout_kills_the_whole_group(tmp_path):
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
            "print('started', flush=True); time.sleep(60)"

@@ -39,3 +39,21 @@ def test_timeout_kills_the_whole_group(tmp_path):
         assert state == "Z", "the grandchild outlived the timeout"
     except (ProcessLookupError, FileNotFoundError):
         pass
+
+
+def test_a_sigkill_without_an_oom_kill_is_a_plain_crash(tmp_path):
+    out = run_child([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                    tmp_path / "kill.log")
+    assert out.signal_name == "SIGKILL" and not out.oom_killed
+    assert out.why().startswith("crashed: killed by SIGKILL") and "out of memory" not in out.why()
+
+
+def test_a_child_the_kernel_kills_for_memory_is_told_apart(tmp_path, memory_cgroup):
+    """A real kernel OOM kill: the child joins a 200 MB cgroup and touches 1 GB (counted by /proc/vmstat)."""
+    procs = memory_cgroup(200) / "cgroup.procs"
+    code = (f"import os; open({str(procs)!r}, 'w').write(str(os.getpid())); "
+            "held = [b'x' * (16 << 20) for _ in range(64)]")
+    out = run_child([sys.executable, "-c", code], tmp_path / "oom.log", timeout_s=60)
+    assert out.signal_name == "SIGKILL" and out.oom_killed is True, out.why()
+    assert out.why().startswith("killed: out of memory (the kernel's OOM killer; this machine has ")
+    assert out.said_of("the runtime").startswith("the runtime was killed: out of memory")
