@@ -233,7 +233,7 @@ def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, An
             continue
         redo = True  # everything after a re-run step runs again
         err_console.rule(f"step {i}/{len(steps)}: {step.name}")
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         result = step.run()
         state["steps"][step.name] = {
             "status": "done" if result.get("complete", True) else "partial",
@@ -241,6 +241,8 @@ def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, An
             "settings": step.settings,
             "output": str(step.output),
             "seconds": round(time.perf_counter() - start, 2),
+            "started_at": round(started_at, 3),  # epoch seconds: lets a monitor attribute samples to steps
+            "ended_at": round(time.time(), 3),
             "result": result,
         }
         this_run[step.name] = state["steps"][step.name]["seconds"]
