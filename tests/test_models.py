@@ -62,3 +62,23 @@ def test_smollm2_loads_with_fixed_tokenizer(smollm2_model):
     assert config["num_hidden_layers"] == 30 and config["hidden_size"] == 576
     assert tok.eos_token == "<|im_end|>"
     assert "<|im_start|>" in (tok.chat_template or "")
+
+
+def test_llama32_1b_shape_is_llama_3_2_1b():
+    """The alias's configuration is Llama 3.2 1B Instruct's: same parameter count (1,235,814,400, tied embeddings),
+    vocabulary, attention layout and llama3 rope scaling. Counted on the meta device: no 5 GB of weights."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from edgemed.models import ALIASES, llama32_1b_config
+
+    assert "llama32-1b-shape" in ALIASES
+    config = llama32_1b_config()
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    assert sum(p.numel() for p in model.parameters()) == 1_235_814_400
+    assert (config.vocab_size, config.hidden_size, config.intermediate_size) == (128256, 2048, 8192)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (16, 32, 8)
+    assert config.tie_word_embeddings and config.head_dim == 64
+    assert config.rope_scaling["rope_type"] == "llama3" and config.rope_scaling["factor"] == 32.0
+    assert config.rope_theta == 500000.0 and config.max_position_embeddings == 131072
