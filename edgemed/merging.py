@@ -141,6 +141,11 @@ def merge_adapter(
     given, resolved = _base_name(base, adapter_dir, record)
     _check_signature(record, resolved)
     choice = pick_device(device, "float32")  # merge and verify in float32
+    from edgemed.memory_plan import merge_need, model_shape
+
+    shape = model_shape(resolved) if choice.device == "cpu" else None
+    if shape is not None:
+        merge_need(shape).check()  # exit 2 with the estimate before the weights load
     started = time.time()
     tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else resolved),
                                trust_remote_code=trust_remote_code)

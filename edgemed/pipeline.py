@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgemed.child import call_in_child
 from edgemed.console import err_console
 from edgemed.errors import BudgetBroken, CheckFailed, EdgemedError
 from edgemed.fsutil import atomic_write_json, try_json
 from edgemed.models import DEFAULT_MODEL
+from edgemed.registry import importable
 
 STATE = "pipeline.json"
 
@@ -95,11 +97,15 @@ class PipelineConfig:
             from edgemed.bench.budget import load_budgets
 
             load_budgets(self.budget)
-        if self.formats:  # an unknown format name is refused now, not after training and merging
-            from edgemed.registry import expand_formats, get_format
+        from edgemed.registry import FORMATS, expand_formats, get_format
 
-            for name in expand_formats(self.formats) or []:
-                get_format(name)
+        formats = expand_formats(self.formats) if self.formats else [n for n, s in FORMATS.items() if s.default]
+        for name in formats:  # an unknown format name is refused now, not after training and merging
+            get_format(name)
+        if self.tune is None and importable("torch") and importable("transformers"):
+            from edgemed.memory_plan import check_pipeline
+
+            check_pipeline(self.model, formats)  # the merge and each export fit this machine's memory
         return bench, self.tune_config()
 
 
@@ -234,7 +240,7 @@ def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, An
         redo = True  # everything after a re-run step runs again
         err_console.rule(f"step {i}/{len(steps)}: {step.name}")
         start, started_at = time.perf_counter(), time.time()
-        result = step.run()
+        result = call_in_child(step.run, f"the pipeline's {step.name} step")  # its memory ends with it
         state["steps"][step.name] = {
             "status": "done" if result.get("complete", True) else "partial",
             "key": step.key,

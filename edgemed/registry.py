@@ -59,6 +59,11 @@ class FormatSpec:
     needs: tuple[str, ...] = ()  # modules beyond its runtime's that loading it imports (bnb: bitsandbytes)
     reference: bool = False  # the unquantized format every other one is compared with (fidelity, bench's default)
     detect_rank: int = 50  # detection tries the lower ranks first: the most specific rules before the catch-alls
+    # Peak memory of exporting and verifying it, in multiples of the merged model's float32 weight bytes (refused
+    # before any work where that is above the machine's memory: edgemed.memory_plan). Measured on llama32-1b-shape
+    # (docs/measurements.md): the verification's load of the merged model (1x) dominates GGUF and hf; bitsandbytes
+    # quantizes a float32 load; ONNX traces the torch model and holds the graph; OpenVINO converts it from torch.
+    export_memory: float = 1.2
 
 
 def has_file(pattern: str) -> Callable[[Path], bool]:
@@ -92,14 +97,15 @@ FORMATS: dict[str, FormatSpec] = {
                    detect_rank=90),  # any transformers folder: tried last
         FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", "bnb", 0.75,
                    "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit"), rows_independent=False,
-                   needs=("bitsandbytes",), detect_rank=30),
+                   needs=("bitsandbytes",), detect_rank=30, export_memory=1.5),
         FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", "bnb", 2.5,
                    "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit"), needs=("bitsandbytes",),
-                   detect_rank=40),
+                   detect_rank=40, export_memory=1.5),
         FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", "onnx", 1e-3,
-                   "ONNX with KV cache (Optimum)", _ONNX, has_file("model.onnx"), detect_rank=20),
+                   "ONNX with KV cache (Optimum)", _ONNX, has_file("model.onnx"), detect_rank=20, export_memory=2.5),
         FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
-                   "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False),  # files: same as onnx
+                   "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False,  # files: same as onnx
+                   export_memory=2.5),
         FormatSpec("gguf-f16", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
                    "GGUF f16 for llama.cpp", (".gguf",)),
         FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
@@ -108,15 +114,15 @@ FORMATS: dict[str, FormatSpec] = {
                    "GGUF q4_k_m for llama.cpp", (".gguf",)),
         # issue 19: what edge engineers ship beside GGUF; exported when named (--formats), not by default
         FormatSpec("onnx-int4", "edgemed.export.onnx_int4:OnnxInt4Exporter", "onnxruntime", "onnx-export", "onnx",
-                   3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False),
+                   3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False, export_memory=2.5),
         FormatSpec("openvino-int8", "edgemed.export.openvino:OpenVinoInt8Exporter", "openvino", "openvino-export",
-                   "openvino", 0.4, "OpenVINO IR, NNCF int8 weights", _OPENVINO, default=False),
+                   "openvino", 0.4, "OpenVINO IR, NNCF int8 weights", _OPENVINO, default=False, export_memory=3.0),
         FormatSpec("openvino-int4", "edgemed.export.openvino:OpenVinoInt4Exporter", "openvino", "openvino-export",
                    "openvino", 2.5, "OpenVINO IR, NNCF int4 weights (int8 embedding/lm_head)", _OPENVINO,
-                   default=False),
+                   default=False, export_memory=3.0),
         FormatSpec("openvino-int4-awq", "edgemed.export.openvino:OpenVinoInt4AwqExporter", "openvino",
                    "openvino-export", "openvino", 2.5, "OpenVINO IR, NNCF int4, AWQ + scale estimation on the "
-                   "training text", _OPENVINO, default=False),
+                   "training text", _OPENVINO, default=False, export_memory=3.0),
     ]
 }
 # Any other llama.cpp file type is a format too, ``gguf-<type>``, verified against a tolerance by type family.

@@ -38,6 +38,10 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
 
     main_export = require_module("optimum.exporters.onnx", get_format("onnx").extra, "ONNX export").main_export
 
+    from edgemed.memory_plan import model_shape
+
+    shape = model_shape(str(source))
+    large = shape is not None and shape.fp32_bytes > _TWO_GB  # its graph cannot be one protobuf
     logging.getLogger("optimum").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
@@ -51,12 +55,49 @@ def export_onnx(source: Path, dest: Path, settings: dict[str, Any]) -> None:
                 do_validation=False,
                 local_files_only=True,
                 trust_remote_code=False,
+                no_post_process=large,  # its post-processing sizes the whole proto, which fails past 2 GB
             )
     except (ValueError, OSError, KeyError) as exc:
         raise EdgemedError(f"ONNX export of {source} failed: {str(exc).splitlines()[0]}") from None
     if not (dest / ONNX_FILE).is_file():
         raise EdgemedError(f"ONNX export of {source} wrote no {ONNX_FILE}; this model type may not be supported")
+    if large:
+        tie_large_graph(source, dest)
     copy_tokenizer(source, dest)
+
+
+def tie_large_graph(source: Path, dest: Path) -> bool:
+    """What Optimum's post-processing does for a graph under 2 GB, for one over it: the tied embedding and LM head
+    stored once (the head's MatMul reads a Transpose of the embedding), all weights in one ``model.onnx_data``.
+    Optimum's own step computes the whole proto's size first, which protobuf cannot past 2 GB. Uses Optimum's own
+    matching of tied initializers (the meta-device model says which parameters are tied). True if it tied any."""
+    import onnx
+    import torch
+    from accelerate.utils import find_tied_parameters
+    from optimum.onnx.graph_transformations import (
+        _deduplicate_gather_matmul,
+        _find_matching_initializers,
+        _get_weights_to_tie,
+    )
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+    model.tie_weights()
+    tied = find_tied_parameters(model)
+    if not tied:
+        return False
+    graph_path, data_path = dest / ONNX_FILE, dest / (ONNX_FILE + "_data")
+    proto = onnx.load(str(graph_path))  # with its external data: the model's size in memory, once
+    with_op, to_tie, _ = _get_weights_to_tie(tied, model)
+    index = {init.name: i for i, init in enumerate(proto.graph.initializer)}
+    proto = _deduplicate_gather_matmul(proto, to_tie, _find_matching_initializers(with_op, proto, index), index)
+    graph_path.unlink()
+    data_path.unlink(missing_ok=True)
+    onnx.save(proto, str(graph_path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data_path.name, convert_attribute=True, size_threshold=100)
+    onnx.checker.check_model(str(graph_path))
+    return True
 
 
 def fp32_graph(exporter: Exporter, source: Path, dest: Path) -> tuple[Path, bool]:

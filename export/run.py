@@ -203,6 +203,9 @@ def run_export(
     if all(unavailable.values()):  # nothing can be written here: say what to install
         reasons = "; ".join(f"{name} {why}" for name, why in unavailable.items())
         raise EdgemedError(f"no requested format can be exported with this install ({reasons})")
+    from edgemed.memory_plan import check_export
+
+    check_export([s.name for s in specs if not unavailable[s.name]], str(merged))  # exit 2 before any work
     run = _Run(merged, out, verify, threads, reference)
     out.mkdir(parents=True, exist_ok=True)
     with progress() as bar:

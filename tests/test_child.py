@@ -57,3 +57,56 @@ def test_a_child_the_kernel_kills_for_memory_is_told_apart(tmp_path, memory_cgro
     assert out.signal_name == "SIGKILL" and out.oom_killed is True, out.why()
     assert out.why().startswith("killed: out of memory (the kernel's OOM killer; this machine has ")
     assert out.said_of("the runtime").startswith("the runtime was killed: out of memory")
+
+
+# --- call_in_child: the pipeline's steps each run in a forked child -------------------------------------------
+def _allocate_and_report(mb: int) -> dict:
+    import numpy as np
+
+    block = np.ones(mb * 2**20, dtype=np.uint8)  # touched: resident in the child
+    from edgemed.bench.probes import self_peak_rss_bytes
+
+    return {"pid": os.getpid(), "peak": self_peak_rss_bytes(), "sum": int(block[:1000].sum())}
+
+
+def test_call_in_child_returns_the_value_and_keeps_the_memory_out_of_the_parent():
+    from edgemed.bench.probes import rss_bytes
+    from edgemed.child import call_in_child
+
+    before = rss_bytes()
+    got = call_in_child(lambda: _allocate_and_report(300), "the test step")
+    assert got["pid"] != os.getpid() and got["sum"] == 1000
+    assert got["peak"] > 300 * 2**20  # the child held it...
+    assert rss_bytes() - before < 100 * 2**20  # ...and this process never did
+
+
+def test_call_in_child_raises_the_childs_error_with_its_class_and_exit_code():
+    import pytest
+
+    from edgemed.child import call_in_child
+    from edgemed.errors import CheckFailed, EdgemedError, MissingDependency
+
+    def fails():
+        raise CheckFailed("export failed for onnx-int8")
+
+    with pytest.raises(CheckFailed, match="export failed for onnx-int8"):
+        call_in_child(fails, "the export step")
+
+    def missing():  # its constructor takes other arguments than its message: sent back as the same message
+        raise MissingDependency("optimum", "onnx-export", "ONNX export")
+
+    with pytest.raises(EdgemedError, match="ONNX export") as info:
+        call_in_child(missing, "the export step")
+    assert info.value.exit_code == 2
+
+
+def test_call_in_child_says_how_a_child_died_without_an_answer():
+    import signal
+
+    import pytest
+
+    from edgemed.child import call_in_child
+    from edgemed.errors import EdgemedError
+
+    with pytest.raises(EdgemedError, match=r"the merge step ended without a result \(killed by SIGKILL\)"):
+        call_in_child(lambda: os.kill(os.getpid(), signal.SIGKILL), "the merge step")

@@ -29,7 +29,8 @@ def pipeline(
     writes everything under runs/pipeline. Re-running skips the steps already finished with the same settings.
 
     Args:
-        model: model alias (smollm2-135m, tiny-random, llama32-1b-shape), local folder or hub id (e.g. meta-llama/Llama-3.2-1B-Instruct).
+        model: model alias (smollm2-135m, tiny-random, llama32-1b-shape), local folder or hub id
+            (e.g. meta-llama/Llama-3.2-1B-Instruct).
         data: training data: 'sample', a local MedMCQA-schema file, or a hub id (openlifescienceai/medmcqa).
         out: folder for the run, the merged model, the artifacts and the bench results.
         max_steps: LoRA training steps.

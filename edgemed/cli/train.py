@@ -22,7 +22,8 @@ def train(
     'accelerate launch -m edgemed.cli.main train ...' (the Trainer distributes; only rank 0 writes).
 
     Args:
-        model: model alias (smollm2-135m, tiny-random, llama32-1b-shape), local folder or hub id (e.g. meta-llama/Llama-3.2-1B-Instruct).
+        model: model alias (smollm2-135m, tiny-random, llama32-1b-shape), local folder or hub id
+            (e.g. meta-llama/Llama-3.2-1B-Instruct).
         data: training data: 'sample', a local MedMCQA-schema .jsonl/.json/.parquet/.csv, or a hub id.
         out: run folder to write (RUN_DIR).
     """

@@ -162,6 +162,10 @@ def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, starte
                           f"{len(inputs.train_qs)} train / {len(inputs.eval_qs)} eval questions")
     train_ex, eval_ex, loss_qs, counts = encode_splits(tokenizer, style, inputs.train_qs, inputs.eval_qs, config,
                                                        main)
+    from edgemed.memory_plan import check_training
+
+    check_training(inputs.resolved, choice.device, choice.dtype, config.batch_size, config.gradient_checkpointing,
+                   train_ex)  # exit 2 with the estimate before anything is written or loaded
     record = run_record(
         config,
         base_model={"given": inputs.model_name, "resolved": inputs.resolved,
