@@ -113,3 +113,14 @@ def memory_cgroup() -> Iterator[Callable[[int], Path]]:
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+def load_script(path: Path):
+    """A script of scripts/dev/ (not a package) imported as a module of its file's name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

@@ -8,24 +8,15 @@ The full corpus (about 200 cases, ``--extended`` about 445) is a command of its 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "dev" / "bad_input_corpus.py"
 
 
-def _load_corpus():
-    spec = importlib.util.spec_from_file_location("bad_input_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _load_corpus()
+corpus = load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

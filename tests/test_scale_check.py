@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "dev" / "scale_check.py"
@@ -20,15 +20,7 @@ TINY = ("--model", "tiny-random", "--max-steps", "1", "--interval", "0.1",
 STEPS = ["train", "merge", "export", "bench"]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("scale_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-sc = _load()
+sc = load_script(SCRIPT)
 
 
 def _run(out: Path, *args: str) -> subprocess.CompletedProcess:
