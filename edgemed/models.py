@@ -183,7 +183,7 @@ def llama32_1b_config():
     """Llama 3.2 1B Instruct's LlamaConfig (its checkpoint dtype, bfloat16), the bundled tokenizer's special ids."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(**LLAMA32_1B_CONFIG, torch_dtype="bfloat16")
+    return LlamaConfig(**LLAMA32_1B_CONFIG, dtype="bfloat16")
 
 
 def build_llama32_1b_shape(dest: Path) -> None:
