@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "dev" / "scale_check.py"
-TINY = ("--model", "tiny-random", "--max-steps", "1", "--interval", "0.1",
+TINY = ("--model", "tiny-random", "--max-steps", "1", "--interval", "0.1", "--refresh", "0.05",  # short children
         "--", "--formats", "gguf-f16", "--limit", "4", "--repetitions", "1")
 STEPS = ["train", "merge", "export", "bench"]
 
@@ -45,7 +44,7 @@ def test_report_of_a_full_run(scale_run):
         assert step["passed"] is True and step["status"] == "passed" and step["measured"] == "this run", step
         assert step["peak_tree_rss_bytes"] > 0 and step["samples"] > 0 and step["wall_s"] > 0
         assert step["started_at"] <= step["ended_at"] and step["disk_bytes"] > 0
-        if step["step"] in ("train", "merge"):  # both run in the pipeline process itself
+        if step["step"] in ("train", "merge"):  # both run in a fork of the pipeline process (same command line)
             assert step["processes"][0]["name"] == "edgemed pipeline", step["processes"]
     # real samples attributed by time: each step's children appear in that step only
     names = {s["step"]: {p["name"] for p in s["processes"]} for s in doc["steps"]}
@@ -84,10 +83,13 @@ def test_resume_keeps_the_measurements_and_a_low_limit_exits_1(scale_run, tmp_pa
 
 
 def test_attribution_of_real_samples(tmp_path):
-    """A child that sleeps, sampled with this process: 64 MB allocated here shows in the second window only."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    """A real child sampled in two windows: the 64 MB it allocates between them shows in the second window only
+    (a fresh process, so no heap it freed earlier can hide the allocation)."""
+    code = ("import sys, time; sys.stdin.readline(); block = b'\\x01' * (64 << 20); print('ok', flush=True); "
+            "time.sleep(30)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        monitor = sc.TreeMonitor(os.getpid(), refresh_s=0.05)
+        monitor = sc.TreeMonitor(child.pid, refresh_s=0.05)
         monitor.sample()  # outside both windows
         time.sleep(0.06)
         a0 = time.time()
@@ -95,21 +97,22 @@ def test_attribution_of_real_samples(tmp_path):
             monitor.sample()
             time.sleep(0.06)
         a1 = time.time()
-        block = b"\x01" * (64 << 20)  # written, so resident
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "ok"  # allocated and written: resident
         b0 = time.time()
         for _ in range(3):
             monitor.sample()
             time.sleep(0.06)
         b1 = time.time()
-        del block
         usage, outside = sc.attribute(monitor.samples, [sc.Window("b", b0, b1), sc.Window("a", a0, a1)])
     finally:
         child.kill()
         child.wait()
     assert usage["a"].samples == 3 and usage["b"].samples == 3 and outside.samples == 1
     assert usage["b"].peak_tree_rss_bytes - usage["a"].peak_tree_rss_bytes > 60 << 20
-    assert usage["b"].process_peaks[os.getpid()] - usage["a"].process_peaks[os.getpid()] > 60 << 20
-    assert child.pid in usage["a"].process_peaks and monitor.names[child.pid] == "python -c"
+    assert usage["b"].process_peaks[child.pid] - usage["a"].process_peaks[child.pid] > 60 << 20
+    assert monitor.names[child.pid] == "python -c"
 
 
 @pytest.mark.parametrize(("cmdline", "name"), [

@@ -63,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TERMINATED: list[int] = []  # the signal that arrived, kept in case the interpreter replaces its exception
+
+
 def _terminate(signum, frame):
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+    _TERMINATED.append(signum)
     raise Terminated(signum)
 
 
@@ -107,11 +111,10 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"edgemed {ns.command}: interrupted; finished work is kept; {_how_to_resume(ns)}", file=sys.stderr)
         return 130
     except Terminated as exc:
-        name = signal.Signals(exc.signum).name
-        print(f"edgemed {ns.command}: stopped by {name}; partial outputs were removed and finished work is kept; "
-              f"{_how_to_resume(ns)}", file=sys.stderr)
-        return 128 + exc.signum
+        return _stopped(ns, exc.signum)
     except Exception as exc:  # a bug: say so in one line unless debugging; a full disk or a read-only path is not
+        if _TERMINATED:  # the signal's exception, replaced by the interpreter: a C extension's import it cut short
+            return _stopped(ns, _TERMINATED[0])  # raises "ImportError: initialization failed"
         from edgemed.fsutil import describe_os_error, environment_error
 
         env_error = environment_error(exc)
@@ -122,6 +125,13 @@ def _run(ns: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+def _stopped(ns: argparse.Namespace, signum: int) -> int:
+    name = signal.Signals(signum).name
+    print(f"edgemed {ns.command}: stopped by {name}; partial outputs were removed and finished work is kept; "
+          f"{_how_to_resume(ns)}", file=sys.stderr)
+    return 128 + signum
 
 
 def _internal_error(ns: argparse.Namespace, exc: BaseException) -> int:
