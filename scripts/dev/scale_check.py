@@ -16,7 +16,7 @@ from the earlier report (without it they are reported as skipped, not measured).
 Exit: the pipeline's own non-zero exit code; else 1 when a step failed or the whole-run peak is above the limit;
 130 when interrupted; 0 otherwise. Summed RSS counts a page shared by two processes twice: an upper bound.
 
-    scripts/check_1b_scale.sh                                  # 1B, every installed format, 3 training steps
+    scripts/check_1b_scale.sh                                  # 1B, every installed format, 2 training steps
     scripts/check_1b_scale.sh --resume -- --limit 16           # go on after a kill; extra args go to the pipeline
     .venv/bin/python scripts/dev/scale_check.py --model tiny-random --out /tmp/s -- --formats gguf-f16 --limit 4
 """
@@ -494,7 +494,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--model", default="llama32-1b-shape", help="model alias or folder (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("runs/scale-1b"), help="report folder (default: %(default)s)")
     p.add_argument("--pipeline-out", type=Path, default=None, help="the pipeline's --out (default: OUT/pipeline)")
-    p.add_argument("--max-steps", type=int, default=3, help="LoRA training steps (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=2,
+                   help="LoRA training steps (default: %(default)s; one takes about 90 s at 1B on 2 cores)")
     p.add_argument("--max-rss-gb", type=float, default=20.0,
                    help="limit on the whole-run peak of the summed tree RSS, GB (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
