@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -61,19 +62,23 @@ def self_peak_rss_bytes() -> int:
 class TreeSampler:
     """Peak summed RSS of a process and its descendants; the descendant list is refreshed every `refresh_s`.
 
-    Scanning for children walks /proc, so it runs rarely; reading each known process's RSS is cheap.
+    Scanning for children walks /proc, so it runs rarely; reading each known process's RSS is cheap. `on_refresh`
+    is given the tree after each scan (the 1B scale check names the processes there).
     """
 
-    def __init__(self, pid: int, refresh_s: float = 0.5, include_root: bool = True):
+    def __init__(self, pid: int, refresh_s: float = 0.5, include_root: bool = True,
+                 on_refresh: Callable[[list[psutil.Process]], None] | None = None):
         self.root = psutil.Process(pid)
         self.refresh_s = refresh_s
         self.include_root = include_root
+        self.on_refresh = on_refresh
         self._procs: list[psutil.Process] = [self.root] if include_root else []
         self._last_refresh = 0.0
         self.peak = 0
         self.samples = 0
 
-    def sample(self) -> int:
+    def rss_by_pid(self) -> dict[int, int]:
+        """Each process's RSS now (the tree as of the latest scan, rescanned when `refresh_s` has passed)."""
         now = time.monotonic()
         if not self._procs or now - self._last_refresh >= self.refresh_s:
             try:
@@ -82,12 +87,18 @@ class TreeSampler:
                 kids = []
             self._procs = [self.root, *kids] if self.include_root else kids
             self._last_refresh = now
-        total = 0
+            if self.on_refresh is not None:
+                self.on_refresh(self._procs)
+        rss: dict[int, int] = {}
         for proc in self._procs:
             try:
-                total += proc.memory_info().rss
+                rss[proc.pid] = proc.memory_info().rss
             except psutil.Error:
                 continue
+        return rss
+
+    def sample(self) -> int:
+        total = sum(self.rss_by_pid().values())
         self.peak = max(self.peak, total)
         self.samples += 1
         return total

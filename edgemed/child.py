@@ -231,8 +231,8 @@ def call_in_child(fn: Callable[[], Any], what: str) -> Any:
 
         code = proc.exitcode
         if code == -signal.SIGKILL and oom.killed_for_memory(before, oom.kill_counts()):
-            raise EdgemedError(f"{what} was {oom.describe()}; see the memory it needs in the step's log, and lower "
-                               "it (a smaller --limit, fewer --formats) or run it on a larger machine")
+            raise EdgemedError(f"{what} was {oom.describe()}; lower what it holds (a smaller --limit, fewer "
+                               "--formats) or run it on a larger machine")
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         raise EdgemedError(f"{what} ended without a result ({how})")
     kind, value = payload

@@ -64,10 +64,6 @@ class Need:
             raise EdgemedError(f"{self.what} needs {self.describe()}, more than this machine's {limit / GB:.1f} GB; "
                                f"{self.fix}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"what": self.what, "total_bytes": int(self.total), "parts_bytes": {k: int(v) for k, v in
-                                                                                   self.parts.items()}}
-
 
 def machine_bytes() -> int | None:
     """The memory this process may use: the machine's RAM, or its memory cgroup's limit where that is lower."""
@@ -153,31 +149,29 @@ def export_need(fmt: str, shape: Shape) -> Need:
 def check_export(formats: list[str], model: str, available: int | None = None) -> None:
     """Refuse, before any export, a format whose estimate is above this machine's memory."""
     shape = model_shape(model)
-    if shape is None:
-        return
+    if shape is not None:
+        _check_exports(shape, formats, available)
+
+
+def _check_exports(shape: Shape, formats: list[str], available: int | None = None) -> None:
     for fmt in formats:
         export_need(fmt, shape).check(available)
 
 
 def check_training(model: str, device: str, dtype: str, batch_size: int, gradient_checkpointing: bool,
-                   examples: list[dict[str, Any]]) -> Need | None:
+                   examples: list[dict[str, Any]]) -> None:
     """Refuse (exit 2) a CPU training run whose estimate is above this machine's memory, before the model loads.
-    The estimate, or None where none is made (a GPU run: its weights are in GPU memory; an unreadable shape)."""
+    No estimate for a GPU run (its weights are in GPU memory) or an unreadable shape."""
     shape = model_shape(model) if device == "cpu" and examples else None
-    if shape is None:
-        return None
-    longest = max(len(e["input_ids"]) for e in examples)
-    need = train_need(shape, 4 if dtype == "float32" else 2, batch_size, longest, gradient_checkpointing)
-    need.check()
-    return need
+    if shape is not None:
+        longest = max(len(e["input_ids"]) for e in examples)
+        train_need(shape, 4 if dtype == "float32" else 2, batch_size, longest, gradient_checkpointing).check()
 
 
 def check_pipeline(model: str, formats: list[str]) -> None:
     """The pipeline's steps after training, checked before it trains: the merge and every format's export (the
     training itself is checked at its start, once the questions' lengths are known)."""
     shape = model_shape(model)
-    if shape is None:
-        return
-    merge_need(shape).check()
-    for fmt in formats:
-        export_need(fmt, shape).check()
+    if shape is not None:
+        merge_need(shape).check()
+        _check_exports(shape, formats)

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from edgemed.bench.probes import self_peak_rss_bytes
+from edgemed.bench.probes import TreeSampler, self_peak_rss_bytes
 from edgemed.fsutil import atomic_write_json, atomic_write_text, try_json
 
 SCHEMA = 1
@@ -96,36 +96,23 @@ def _module_name(module: str, rest: list[str]) -> str:
 
 
 class TreeMonitor:
-    """RSS of a process and each of its descendants, like edgemed.bench.probes.TreeSampler but per process: the
-    descendant list (and each one's name) is refreshed every `refresh_s`; reading each known RSS is cheap."""
+    """RSS of a process and each of its descendants, read by edgemed.bench.probes.TreeSampler (the bench's own
+    sampler), kept per process with each one's name; the descendant list (and the names) are refreshed every
+    `refresh_s`."""
 
     def __init__(self, pid: int, refresh_s: float = 0.5):
-        self.root = psutil.Process(pid)
-        self.refresh_s = refresh_s
         self.names: dict[int, str] = {}
         self.samples: list[Sample] = []
-        self._procs: list[psutil.Process] = []
-        self._last_refresh = 0.0
+        self._tree = TreeSampler(pid, refresh_s=refresh_s, on_refresh=self._name)
 
-    def _refresh(self) -> None:
-        try:
-            kids = self.root.children(recursive=True)
-        except psutil.Error:
-            kids = []
-        self._procs = [self.root, *kids]
-        for proc in self._procs:  # re-read: a child sampled between fork and exec still shows its parent's cmdline
+    def _name(self, procs: list[psutil.Process]) -> None:
+        for proc in procs:  # re-read: a child sampled between fork and exec still shows its parent's cmdline
             with contextlib.suppress(psutil.Error):
                 if cmd := proc.cmdline():
                     self.names[proc.pid] = short_name(cmd)
-        self._last_refresh = time.monotonic()
 
     def sample(self) -> Sample:
-        if not self._procs or time.monotonic() - self._last_refresh >= self.refresh_s:
-            self._refresh()
-        procs: dict[int, int] = {}
-        for proc in self._procs:
-            with contextlib.suppress(psutil.Error):
-                procs[proc.pid] = proc.memory_info().rss
+        procs = self._tree.rss_by_pid()
         sample = Sample(time.time(), sum(procs.values()), procs)
         self.samples.append(sample)
         return sample
