@@ -117,7 +117,7 @@ def train_step(c: PipelineConfig) -> dict[str, Any]:
     from edgemed.train.config import TrainConfig
 
     config = TrainConfig(max_steps=c.max_steps, seed=c.seed, eval_data=c.eval_data, threads=c.threads, force=True,
-                         eval_steps=max(1, c.max_steps // 2))  # loss curve: start, middle, end
+                         eval_steps=c.max_steps)  # eval loss before and after (the train loss: every step)
     metrics = recipe.train(c.model, c.data, c.run_dir, config)
     return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
 

@@ -8,6 +8,7 @@ A format that fails is recorded and the others go on; ``export.json`` in DIR lis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -208,7 +209,7 @@ def run_export(
     check_export([s.name for s in specs if not unavailable[s.name]], str(merged))  # exit 2 before any work
     run = _Run(merged, out, verify, threads, reference)
     out.mkdir(parents=True, exist_ok=True)
-    with progress() as bar:
+    with _workers(verify, [s for s in specs if not unavailable[s.name]]), progress() as bar:
         task = bar.add_task("export", total=len(specs), visible=show_progress)
         for spec in specs:
             exporter = exporters[spec.name]
@@ -222,6 +223,21 @@ def run_export(
             bar.advance(task)
         bar.update(task, description="export: done")
     return run.results
+
+
+@contextlib.contextmanager
+def _workers(verify: bool, specs: list[FormatSpec]):
+    """Verification workers of transformers artifacts forked from one process that imported torch and
+    transformers once (export.verify.preloaded_workers), when this run verifies any."""
+    if not verify or not any(s.runtime == "transformers" for s in specs):
+        yield
+        return
+    import tempfile
+
+    from edgemed.export.verify import preloaded_workers
+
+    with tempfile.TemporaryDirectory(prefix="edgemed-forkserver-") as tmp, preloaded_workers(Path(tmp)):
+        yield
 
 
 def exit_code(results: list[dict[str, Any]]) -> int:

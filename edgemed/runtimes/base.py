@@ -233,12 +233,39 @@ def omp_wait_policy() -> str:
     return value if value else "unset (engine default)"
 
 
-def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """float32 log-softmax over the last axis, computed in float64 for the normaliser."""
+_SOFTMAX_BLOCK_BYTES = 1 << 20  # float64 rows per block: about 1 MiB, so each block's passes stay in cache
+
+
+def log_softmax_rows(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 log-softmax over the last axis, computed in float64 for the normaliser: per row,
+    float32(float64(x - max) - log(sum(exp(float64(x - max))))).
+
+    Rows are done a block at a time (about 1 MiB of float64), each pass in place: the same operations on the
+    same values as over the whole array at once, so the result is the same to the last bit (a test holds it),
+    about 8x faster on a fidelity pass's thousands of vocabulary-wide rows. `out` (float32, the same shape)
+    receives the result; it may be `logits` itself."""
     x = np.asarray(logits, dtype=np.float32)
-    m = x.max(axis=-1, keepdims=True)
-    lse = np.log(np.exp((x - m).astype(np.float64)).sum(axis=-1, keepdims=True))
-    return (x - m - lse).astype(np.float32)
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != x.shape or not out.flags.c_contiguous:
+        raise ValueError("log_softmax_rows: out must be a C-contiguous float32 array of the logits' shape")
+    if x.size == 0:
+        return out
+    width = x.shape[-1]
+    rows, dest = x.reshape(-1, width), out.reshape(-1, width)
+    block = max(1, _SOFTMAX_BLOCK_BYTES // (8 * width))
+    buf = np.empty((min(block, len(rows)), width), dtype=np.float64)
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        n = len(part)
+        shifted = np.subtract(part, part.max(axis=-1, keepdims=True), out=dest[start : start + n])
+        wide = buf[:n]
+        wide[...] = shifted
+        np.exp(wide, out=wide)
+        lse = np.log(wide.sum(axis=-1, keepdims=True))
+        np.subtract(shifted, lse, out=wide)
+        dest[start : start + n] = wide
+    return out
 
 
 def softmax_rows(logprobs: np.ndarray) -> np.ndarray:

@@ -233,7 +233,7 @@ class LlamaCppRuntime(Runtime):
                 ptr = self.lib.llama_get_logits_ith(self.llm.ctx, i)
                 rows[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         self._clear_cache()  # what is cached no longer matches llm.input_ids
-        return log_softmax_rows(rows)
+        return log_softmax_rows(rows, out=rows)
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()  # the next eval drops every cached position from 0 on
