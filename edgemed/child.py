@@ -149,9 +149,19 @@ def run_child(
         proc.returncode = -9
         raise
     kill_group(proc.pid)  # grandchildren it left behind
+    outcome = outcome_of(status, timed_out, start, log_path, oom_before)
+    proc.returncode = outcome.exit_code if outcome.exit_code is not None else -(outcome.signal or 0)  # reaped here
+    return outcome
+
+
+def outcome_of(status: int, timed_out: bool, start: float, log_path: Path | None,
+               oom_before: dict[str, int]) -> ChildOutcome:
+    """The ChildOutcome of a child reaped with wait status `status`, started at monotonic time `start`; a SIGKILL
+    while an OOM-kill counter rose since `oom_before` (``edgemed.oom.kill_counts()``) reads as out of memory."""
+    from edgemed import oom
+
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    proc.returncode = code if code is not None else -(sig or 0)  # reaped here, so Popen must not wait again
     oom_killed = oom.killed_for_memory(oom_before, oom.kill_counts()) if sig == signal.SIGKILL and not timed_out \
         else False
     return ChildOutcome(exit_code=code, signal=sig, timed_out=timed_out, wall_s=time.monotonic() - start,

@@ -81,7 +81,7 @@ class ForkServer:
     def run(self, target: str, args: list[str], log_path: Path, timeout_s: float | None = None):
         """Run ``target(*args)`` in a child forked by the server; its ChildOutcome, or None (run it elsewhere)."""
         from edgemed import oom
-        from edgemed.child import ChildOutcome, kill_group
+        from edgemed.child import ChildOutcome, kill_group, outcome_of
 
         if not self._usable():
             return None
@@ -118,13 +118,7 @@ class ForkServer:
             return ChildOutcome(exit_code=None, signal=signal.SIGKILL, timed_out=timed_out,
                                 wall_s=time.monotonic() - start, log_path=log_path, oom_killed=None)
         kill_group(pid)  # grandchildren it left behind
-        status = int(ended["status"])
-        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        oom_killed = oom.killed_for_memory(oom_before, oom.kill_counts()) if sig == signal.SIGKILL and not timed_out \
-            else False
-        return ChildOutcome(exit_code=code, signal=sig, timed_out=timed_out, wall_s=time.monotonic() - start,
-                            log_path=log_path, oom_killed=oom_killed)
+        return outcome_of(int(ended["status"]), timed_out, start, log_path, oom_before)
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
