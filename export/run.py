@@ -228,8 +228,11 @@ def run_export(
 @contextlib.contextmanager
 def _workers(verify: bool, specs: list[FormatSpec]):
     """Verification workers of transformers artifacts forked from one process that imported torch and
-    transformers once (export.verify.preloaded_workers), when this run verifies any."""
-    if not verify or not any(s.runtime == "transformers" for s in specs):
+    transformers once (export.verify.preloaded_workers), when this run verifies any (on Linux: elsewhere a fork of
+    a process holding these libraries is not a safe one, and each worker starts afresh as before)."""
+    import sys
+
+    if sys.platform != "linux" or not verify or not any(s.runtime == "transformers" for s in specs):
         yield
         return
     import tempfile
