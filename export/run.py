@@ -209,7 +209,9 @@ def run_export(
     check_export([s.name for s in specs if not unavailable[s.name]], str(merged))  # exit 2 before any work
     run = _Run(merged, out, verify, threads, reference)
     out.mkdir(parents=True, exist_ok=True)
-    with _workers(verify, [s for s in specs if not unavailable[s.name]]), progress() as bar:
+    forked = [s for s in specs if not unavailable[s.name] and s.runtime == "transformers"]
+    with contextlib.ExitStack() as workers, progress() as bar:
+        workers.enter_context(_workers(verify, forked))
         task = bar.add_task("export", total=len(specs), visible=show_progress)
         for spec in specs:
             exporter = exporters[spec.name]
@@ -220,6 +222,8 @@ def run_export(
                     bar.update(task, description=f"{name}: {what}")
 
                 run.build(spec, exporter, stage)
+            if forked and spec is forked[-1]:
+                workers.close()  # no transformers artifact is left to verify: the server's memory goes back now
             bar.advance(task)
         bar.update(task, description="export: done")
     return run.results
@@ -227,12 +231,12 @@ def run_export(
 
 @contextlib.contextmanager
 def _workers(verify: bool, specs: list[FormatSpec]):
-    """Verification workers of transformers artifacts forked from one process that imported torch and
-    transformers once (export.verify.preloaded_workers), when this run verifies any (on Linux: elsewhere a fork of
-    a process holding these libraries is not a safe one, and each worker starts afresh as before)."""
+    """While open, the verification workers of `specs` (this run's transformers formats) are forked from one
+    process that imported torch and transformers once (export.verify.preloaded_workers). On Linux only:
+    elsewhere a fork of a process holding these libraries is not a safe one, and each worker starts afresh."""
     import sys
 
-    if sys.platform != "linux" or not verify or not any(s.runtime == "transformers" for s in specs):
+    if sys.platform != "linux" or not verify or not specs:
         yield
         return
     import tempfile
