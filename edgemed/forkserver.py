@@ -37,12 +37,11 @@ class ForkServer:
     def __init__(self, preload: list[str], log_path: Path, env: dict[str, str] | None = None):
         from edgemed.child import python_module
 
-        self.preload = list(preload)
-        self.log_path = Path(log_path)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log:
             self._proc: subprocess.Popen | None = subprocess.Popen(
-                python_module("edgemed.forkserver", *self.preload), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                python_module("edgemed.forkserver", *preload), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, env=env, start_new_session=True)
         self._buf = b""
         self.ready: dict[str, Any] | None = None

@@ -70,6 +70,7 @@ class _Run:
         self.style = self.lineage.prompt_style
         self.results: list[dict[str, Any]] = []
         self._reference = reference if reference is not None and reference.style == self.style else None
+        self.workers = None  # the fork server of transformers artifacts' verification workers, while it runs
 
     def reference(self):
         if self._reference is None:
@@ -145,7 +146,8 @@ class _Run:
 
         reference = self.reference()
         t0 = time.perf_counter()
-        verification = verify(tmp, reference, spec.tolerance, self.threads)
+        server = self.workers if spec.runtime == "transformers" else None
+        verification = verify(tmp, reference, spec.tolerance, self.threads, server)
         verification["seconds"] = round(time.perf_counter() - t0, 3)
         if not verification["passed"]:
             raise VerificationFailed(verification["error"], verification)
@@ -211,7 +213,7 @@ def run_export(
     out.mkdir(parents=True, exist_ok=True)
     forked = [s for s in specs if not unavailable[s.name] and s.runtime == "transformers"]
     with contextlib.ExitStack() as workers, progress() as bar:
-        workers.enter_context(_workers(verify, forked))
+        run.workers = workers.enter_context(_workers(verify, forked))
         task = bar.add_task("export", total=len(specs), visible=show_progress)
         for spec in specs:
             exporter = exporters[spec.name]
@@ -224,6 +226,7 @@ def run_export(
                 run.build(spec, exporter, stage)
             if forked and spec is forked[-1]:
                 workers.close()  # no transformers artifact is left to verify: the server's memory goes back now
+                run.workers = None
             bar.advance(task)
         bar.update(task, description="export: done")
     return run.results
@@ -231,20 +234,20 @@ def run_export(
 
 @contextlib.contextmanager
 def _workers(verify: bool, specs: list[FormatSpec]):
-    """While open, the verification workers of `specs` (this run's transformers formats) are forked from one
-    process that imported torch and transformers once (export.verify.preloaded_workers). On Linux only:
-    elsewhere a fork of a process holding these libraries is not a safe one, and each worker starts afresh."""
+    """The fork server (export.verify.transformers_workers) for the verification workers of `specs` (this run's
+    transformers formats), or None. On Linux only: elsewhere a fork of a process holding these libraries is not a
+    safe one, and each worker starts afresh."""
     import sys
 
     if sys.platform != "linux" or not verify or not specs:
-        yield
+        yield None
         return
     import tempfile
 
-    from edgemed.export.verify import preloaded_workers
+    from edgemed.export.verify import transformers_workers
 
-    with tempfile.TemporaryDirectory(prefix="edgemed-forkserver-") as tmp, preloaded_workers(Path(tmp)):
-        yield
+    with tempfile.TemporaryDirectory(prefix="edgemed-forkserver-") as tmp, transformers_workers(Path(tmp)) as server:
+        yield server
 
 
 def exit_code(results: list[dict[str, Any]]) -> int:

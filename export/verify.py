@@ -44,7 +44,6 @@ gguf-<other>   by family  -               edgemed.registry.GGUF_TOLERANCE_BY_PRE
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -120,47 +119,28 @@ def _worker_env() -> dict[str, str]:
 TRANSFORMERS_PRELOAD = ["edgemed.export.verify", "edgemed.runtimes.hf", "edgemed.models",
                         "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
                         "transformers.models.llama.modeling_llama", "bitsandbytes"]
-_SERVER = None  # the fork server of the export run in progress (workers), see :func:`preloaded_workers`
 
 
-@contextlib.contextmanager
-def preloaded_workers(folder: Path):
-    """While active, the workers of transformers artifacts (hf, bnb-*) are forked by a server that imported
-    torch, transformers and bitsandbytes once (started now: its imports run beside the first exports), instead
-    of each importing them afresh; every other runtime's worker stays a fresh process."""
-    global _SERVER
+def transformers_workers(folder: Path):
+    """A fork server for the workers of transformers artifacts (hf, bnb-*): it imports torch, transformers and
+    bitsandbytes once (starting now, beside the caller's work) instead of each worker importing them afresh.
+    Pass it to :func:`verify` for those artifacts only: every other runtime's worker stays a fresh process."""
     from edgemed.forkserver import ForkServer
 
-    server = ForkServer(TRANSFORMERS_PRELOAD, Path(folder) / "forkserver.log", env=_worker_env())
-    previous, _SERVER = _SERVER, server
-    try:
-        yield server
-    finally:
-        _SERVER = previous
-        server.close()
+    return ForkServer(TRANSFORMERS_PRELOAD, Path(folder) / "forkserver.log", env=_worker_env())
 
 
-def _forked(artifact: Path) -> bool:
-    if _SERVER is None:
-        return False
-    from edgemed.manifest import detect_runtime
-
-    try:
-        return detect_runtime(artifact)[1] == "transformers"
-    except Exception:  # noqa: BLE001 - undetectable here: the fresh worker says why
-        return False
-
-
-def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    """Load `artifact` with its runtime in a child process and collect what verification compares."""
+def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None, server=None) -> dict[str, Any]:
+    """Load `artifact` with its runtime in a child process (forked by `server`, a :func:`transformers_workers`,
+    when given and able) and collect what verification compares."""
     from edgemed.child import python_module, run_child
 
     with tempfile.TemporaryDirectory(prefix="edgemed-verify-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps({"artifact": str(artifact), "threads": threads, **texts}))
         outcome = None
-        if _forked(artifact):
-            outcome = _SERVER.run("edgemed.export.verify:main", [str(req), str(res)], Path(tmp) / "log",
+        if server is not None:
+            outcome = server.run("edgemed.export.verify:main", [str(req), str(res)], Path(tmp) / "log",
                                   timeout_s=WORKER_TIMEOUT_S)
         if outcome is None:  # no server, or it could not take the job: a fresh process
             outcome = run_child(python_module("edgemed.export.verify", str(req), str(res)), Path(tmp) / "log",
@@ -172,9 +152,11 @@ def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None) -> di
         return json.loads(res.read_text())
 
 
-def verify(artifact: Path, ref: Reference, tolerance: float, threads: int | None = None) -> dict[str, Any]:
-    """Compare the artifact with the reference; ``passed`` says whether it may be shipped."""
-    got = run_worker(artifact, {"prompts": ref.prompts, "probes": ref.probes}, threads)
+def verify(artifact: Path, ref: Reference, tolerance: float, threads: int | None = None,
+           server=None) -> dict[str, Any]:
+    """Compare the artifact with the reference; ``passed`` says whether it may be shipped. `server`: a
+    :func:`transformers_workers` to fork the worker of a transformers artifact."""
+    got = run_worker(artifact, {"prompts": ref.prompts, "probes": ref.probes}, threads, server)
     result: dict[str, Any] = {"tolerance": tolerance, "prompts": len(ref.prompts), "prompt_style": ref.style}
     if "error" in got:
         return {**result, "passed": False, "error": got["error"]}

@@ -6,6 +6,7 @@ import os
 import signal
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,16 +89,31 @@ def test_a_killed_server_declines_the_next_job(server, tmp_path):
     assert server.run("fs_helper:job", [str(tmp_path / "pid"), "0"], tmp_path / "b.log") is None
 
 
-def test_verification_sends_transformers_artifacts_to_the_server_and_the_rest_to_fresh_processes(tmp_path):
-    """Within an export run (preloaded_workers) a transformers artifact's worker is forked by the server; any other
-    runtime's (llama.cpp here) stays a fresh process: it must not start with torch imported."""
+def test_an_export_run_forks_only_transformers_artifacts_workers_and_ends_the_server_after_the_last(tmp_path,
+                                                                                                  monkeypatch):
+    """run_export hands its fork server to the verification of transformers formats (hf, bnb-*) and to no other
+    runtime's (llama.cpp must not start with torch imported), and the server is gone before the formats after
+    the last transformers one are exported."""
+    from edgemed.export import run as export_run
     from edgemed.export import verify
+    from edgemed.registry import get_format
 
-    hf_dir, gguf_dir = tmp_path / "hf", tmp_path / "gguf"
-    for folder, fmt, runtime in ((hf_dir, "hf", "transformers"), (gguf_dir, "gguf-f16", "llama.cpp")):
-        folder.mkdir()
-        (folder / "edgemed.json").write_text(f'{{"format": "{fmt}", "runtime": "{runtime}"}}')
-    assert not verify._forked(hf_dir)  # no export run: fresh processes
-    with verify.preloaded_workers(tmp_path / "server"):
-        assert verify._forked(hf_dir) and not verify._forked(gguf_dir)
-    assert verify._SERVER is None
+    seen = []
+
+    def record(artifact, ref, tolerance, threads=None, server=None):
+        alive = server is not None and server._proc is not None and server._proc.poll() is None
+        seen.append((Path(artifact).name.split(".")[0], server is not None, alive))
+        return {"passed": True}
+
+    monkeypatch.setattr(verify, "verify", record)
+    run = export_run._Run.__new__(export_run._Run)
+    run.threads, run.workers, run._reference = 2, None, object()
+    specs = [get_format(n) for n in ("hf", "bnb-int8", "gguf-f16")]
+    forked = [s for s in specs if s.runtime == "transformers"]
+    with export_run._workers(True, forked) as server:
+        run.workers = server
+        for spec in specs:
+            run._verify(tmp_path / f"{spec.name}.tmp", spec)
+    assert [(n, via) for n, via, _ in seen] == [("hf", True), ("bnb-int8", True), ("gguf-f16", False)]
+    assert all(alive for _, via, alive in seen if via)
+    assert server._proc is None  # closed with the context
