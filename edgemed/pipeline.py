@@ -134,17 +134,26 @@ def merge_step(c: PipelineConfig) -> dict[str, Any]:
 def export_step(c: PipelineConfig) -> dict[str, Any]:
     from edgemed.export.run import run_export
 
-    results = run_export(c.merged_dir, c.formats, c.artifacts_dir, force=False, verify=True, threads=c.threads)
+    # artifacts of an earlier merge are replaced, unchanged ones skipped; a failed format is retried on the next run
+    results = run_export(c.merged_dir, c.formats, c.artifacts_dir, force=False, verify=True, threads=c.threads,
+                         replace_stale=True)
     statuses = {r["format"]: r["status"] for r in results}
-    # a failed format is retried on the next run; the others are kept (export skips unchanged artifacts)
     return {"formats": statuses, "complete": "failed" not in statuses.values()}
 
 
 def bench_step(c: PipelineConfig, bench_config) -> dict[str, Any]:
+    """Bench the artifacts this run's export step made or found up to date (export.json), never a folder left by
+    an earlier run: a failed format's old folder or a format not asked for this time."""
     from edgemed.bench.run import run_bench
+    from edgemed.export.run import SUMMARY
 
-    result = run_bench([c.artifacts_dir], bench_config)
-    return {"exit_code": result.get("exit_code", 0)}
+    summary = try_json(c.artifacts_dir / SUMMARY) or {}
+    paths = [c.artifacts_dir / r["format"] for r in summary.get("results", [])
+             if r.get("status") in ("exported", "skipped")]
+    if not paths:
+        raise CheckFailed(f"no artifact was exported (see {c.artifacts_dir / SUMMARY}); nothing to bench")
+    result = run_bench(paths, bench_config)
+    return {"exit_code": result.get("exit_code", 0), "artifacts": [p.name for p in paths]}
 
 
 def tune_step(c: PipelineConfig, tune_config) -> dict[str, Any]:

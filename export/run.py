@@ -87,8 +87,10 @@ class _Run:
                           {"source": self.fingerprint, "prompt_style": self.style, "results": self.results})
         return result
 
-    def precheck(self, spec: FormatSpec, exporter: Exporter, explicit: bool, force: bool) -> bool:
-        """Record and return False when the format is unavailable, up to date, or in the way (no --force)."""
+    def precheck(self, spec: FormatSpec, exporter: Exporter, explicit: bool, force: bool,
+                 replace_stale: bool = False) -> bool:
+        """Record and return False when the format is unavailable, up to date, or in the way (no --force; with
+        `replace_stale`, an edgemed artifact of another source or settings is not in the way: it is rebuilt)."""
         reason = exporter.available()
         if reason:
             self.record(spec, "unavailable", reason, exit_code=2 if explicit else 0)
@@ -102,6 +104,8 @@ class _Run:
         if fresh:
             verification = manifest.get("verification")
             self.record(spec, "skipped", why, size_bytes=dir_size(final), verification=verification)
+        elif replace_stale and manifest is not None:
+            return True  # an edgemed artifact, out of date: replaced (a folder that is not one is never touched)
         else:
             self.record(spec, "failed", f"{why}; pass --force to replace it", exit_code=2)
         return False
@@ -164,11 +168,15 @@ def run_export(
     settings: dict[str, dict[str, Any]] | None = None,
     show_progress: bool = True,
     reference=None,
+    replace_stale: bool = False,
 ) -> list[dict[str, Any]]:
     """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc).
 
     reference: `merged`'s verification reference (``export.verify.Reference``) when the caller already holds it
     (edgemed tune verifies dozens of candidates of one source); computed here, once per call, otherwise.
+    replace_stale: rebuild an edgemed artifact already in `out` that was exported from another source or with
+    other settings (the pipeline, which owns its folder, after it trained again) instead of failing that format;
+    `force` rebuilds even up-to-date ones.
 
     Each dict: format, path, status (exported|skipped|unavailable|failed), reason, seconds, export_seconds,
     size_bytes, verification (see edgemed.export.verify), exit_code (0, or what this format alone would exit).
@@ -219,7 +227,7 @@ def run_export(
             exporter = exporters[spec.name]
             exporter.source_sha256 = run.fingerprint["sha256"]
             bar.update(task, description=f"{spec.name}: checking")
-            if run.precheck(spec, exporter, explicit, force):
+            if run.precheck(spec, exporter, explicit, force, replace_stale):
                 def stage(what: str, name: str = spec.name) -> None:
                     bar.update(task, description=f"{name}: {what}")
 

@@ -56,6 +56,23 @@ def test_changed_bench_settings_rerun_only_the_bench_with_a_budget(pipeline_run,
     assert "max_peak_rss_mb" in broken.stdout + broken.stderr
 
 
+def test_retrained_run_replaces_its_artifacts_and_benches_only_its_formats(pipeline_run, cli):
+    """--force trains a new model (another seed): its artifacts replace the earlier merge's instead of failing as
+    'exported from another source', and the bench measures this run's formats only, not a folder left over."""
+    out, _ = pipeline_run
+    old = json.loads((out / "artifacts" / "hf" / "edgemed.json").read_text())["source"]["sha256"]
+    args = [a if a != "hf,gguf-q8_0" else "hf" for a in ARGS]
+    again = cli("pipeline", *args, "--seed", "1", "--out", out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    export = json.loads((out / "artifacts" / "export.json").read_text())
+    assert [(r["format"], r["status"]) for r in export["results"]] == [("hf", "exported")]
+    new = json.loads((out / "artifacts" / "hf" / "edgemed.json").read_text())["source"]["sha256"]
+    assert new != old and new == export["source"]["sha256"]
+    assert (out / "artifacts" / "gguf-q8_0").is_dir()  # the earlier run's artifact stays on disk ...
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert [a["format"] for a in bench["artifacts"]] == ["hf"]  # ... but is not benched as this run's
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(["--formats", "bogus"], "unknown format 'bogus'"), (["--max-steps", "0"], "--max-steps"),
