@@ -268,6 +268,10 @@ def bench_html(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
              f"({escape(str(data))}), {s.get('threads')} threads on {escape(str(s.get('device')))}, "
              f"pp{s.get('n_prompt')}/tg{s.get('n_gen')} x {s.get('repetitions')}; {escape(str(doc.get('created')))}."
              " Best value per column in bold; click a header to sort.</p>")
+    left = "".join(f"<li><code>{escape(name)}</code>: {escape(why)}</li>"
+                   for name, why in (doc.get("left_out") or {}).items())
+    if left:
+        intro += f"<p><strong>Not measured here</strong> (exported, but left out of this bench):</p><ul>{left}</ul>"
     front = doc.get("pareto_front") or []
     return page("edgemed bench", [intro, "<h2>Results</h2>", bench_table(results, doc.get("reference")),
                                   recommendation_html(doc.get("recommendation")), checks_html(doc),

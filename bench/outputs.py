@@ -71,6 +71,8 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
                                          f"({s['device']}), pp{s['n_prompt']}/tg{s['n_gen']} x {s['repetitions']}"
                                          f"{below_llama_bench(s)}",
                           reference=doc.get("reference")))
+    for name, why in (doc.get("left_out") or {}).items():
+        console.print(f"[yellow]NOT MEASURED[/yellow] {escape(name)}: {escape(why)}")
     for r in results:
         if not r.ok:
             console.print(f"[red]FAILED[/red] {r.name}: {escape(r.failure.message if r.failure else 'unknown')}")

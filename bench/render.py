@@ -112,7 +112,7 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     """A summary for a pull request or $GITHUB_STEP_SUMMARY: table, checks, recommendation, environment."""
     ref = doc.get("reference")
     lines = ["## edgemed bench", ""]
-    lines += _md_intro(doc.get("settings", {}), results)
+    lines += _md_intro(doc.get("settings", {}), results, doc.get("left_out") or {})
     lines.append("")
     lines += _md_table(results, ref)
     lines.append("")
@@ -124,8 +124,16 @@ def to_markdown(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md_intro(settings: dict[str, Any], results: list[ArtifactResult]) -> list[str]:
-    """What was measured and how; busy machines and int8 kernel risks."""
+def left_out_lines(left_out: dict[str, str]) -> list[str]:
+    """What the caller chose not to measure, and why (markdown)."""
+    if not left_out:
+        return []
+    return ["", "**Not measured here** (exported, but left out of this bench):"] + \
+        [f"- `{name}`: {why}" for name, why in left_out.items()]
+
+
+def _md_intro(settings: dict[str, Any], results: list[ArtifactResult], left_out: dict[str, str]) -> list[str]:
+    """What was measured and how; what was left out; busy machines and int8 kernel risks."""
     lines = [
         f"{len(results)} artifacts, {settings.get('questions', '?')} questions ({question_source(settings)}), "
         f"{settings.get('threads')} threads on {settings.get('device')}, pp{settings.get('n_prompt')} / "
@@ -133,6 +141,7 @@ def _md_intro(settings: dict[str, Any], results: list[ArtifactResult]) -> list[s
         f"{settings.get('warmup')} warm-up, wait policy {settings.get('wait_policy')}. "
         "Best value per column in **bold**."
     ]
+    lines += left_out_lines(left_out)
     busy = [r for r in results if r.ok and r.busy]
     if busy:
         lines += ["", "**Busy machine:** other processes used the CPU while these were measured; their timings are "

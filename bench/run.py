@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +39,16 @@ if TYPE_CHECKING:
 SCHEMA = 2
 
 
-def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True) -> dict[str, Any]:
+def run_bench(artifacts: list[Path], config: BenchConfig, show: bool = True,
+              left_out: dict[str, str] | None = None) -> dict[str, Any]:
     """Benchmark artifacts (folders with edgemed.json, or folders holding them) and write OUT/bench.{json,csv,md},
     pareto.png and optionally JUnit XML. Returns the bench.json document; its ``exit_code`` is 0 when every
     artifact ran and every budget held, 1 otherwise. Bad input raises EdgemedError (exit 2) before anything runs.
+    left_out: artifacts the caller chose not to measure, by name, with the reason; bench.json, bench.md and the
+    console say so (the pipeline's formats that run on this machine's CPU only through a fallback).
     """
     plan = _validate(artifacts, config)
+    plan.left_out = dict(left_out or {})
     doc, results = _measure_all(plan)
     return _conclude(plan, doc, results, show)
 
@@ -67,6 +71,7 @@ class _Plan:
     max_memory_bytes: int | None
     max_p95_ms: float | None
     boards: list[Profile]  # --profile
+    left_out: dict[str, str] = field(default_factory=dict)  # not measured by the caller's choice: name -> why
 
 
 def _validate(artifacts: list[Path], config: BenchConfig) -> _Plan:
@@ -115,7 +120,7 @@ def _new_doc(plan: _Plan) -> dict[str, Any]:
         "schema": SCHEMA, "tool": "edgemed bench", "status": "running",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings,
         "environment": environment(), "machine": {"copy_bandwidth": copy_bandwidth()},
-        "reference": plan.reference.name, "artifacts": [],
+        "reference": plan.reference.name, "artifacts": [], "left_out": plan.left_out,
         "questions": [{"id": q.id, "subject": q.subject, "question": q.question[:300]} for q in questions],
     }
 

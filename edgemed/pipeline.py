@@ -10,6 +10,7 @@ steps (:func:`pipeline_steps`: train, merge, then export + bench, or tune in the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -25,6 +26,8 @@ from edgemed.fsutil import atomic_write_json, try_json
 from edgemed.models import DEFAULT_MODEL
 
 STATE = "pipeline.json"
+# What train, merge and export each import (about 8 s on 2 cores): imported once, before the first of them is forked
+TORCH_STACK = ("torch", "transformers", "transformers.trainer", "peft")
 
 
 @dataclass
@@ -34,10 +37,11 @@ class PipelineConfig:
     model: str = DEFAULT_MODEL
     data: str = "sample"
     out: Path = Path("runs/pipeline")
-    max_steps: int = 20
+    max_steps: int = 10
     eval_data: str | None = None
     limit: int | None = None
     formats: list[str] | None = None
+    bench_formats: list[str] | None = None
     threads: int | None = None
     repetitions: int = 3
     n_gen: int = 64
@@ -101,6 +105,13 @@ class PipelineConfig:
         formats = expand_formats(self.formats) if self.formats else [n for n, s in FORMATS.items() if s.default]
         for name in formats:  # an unknown format name is refused now, not after training and merging
             get_format(name)
+        if self.bench_formats and self.bench_formats != ["all"]:
+            if self.tune is not None:
+                raise EdgemedError("--bench-formats chooses what the bench step measures; --tune has no bench step")
+            missing = [n for n in expand_formats(self.bench_formats) if n not in formats]
+            if missing:
+                raise EdgemedError(f"--bench-formats {', '.join(missing)}: not among the exported formats "
+                                   f"({', '.join(formats)}); name exported ones, or 'all'")
         if self.tune is None:
             from edgemed.memory_plan import check_pipeline
 
@@ -148,12 +159,32 @@ def bench_step(c: PipelineConfig, bench_config) -> dict[str, Any]:
     from edgemed.export.run import SUMMARY
 
     summary = try_json(c.artifacts_dir / SUMMARY) or {}
-    paths = [c.artifacts_dir / r["format"] for r in summary.get("results", [])
-             if r.get("status") in ("exported", "skipped")]
-    if not paths:
+    made = [r["format"] for r in summary.get("results", []) if r.get("status") in ("exported", "skipped")]
+    if not made:
         raise CheckFailed(f"no artifact was exported (see {c.artifacts_dir / SUMMARY}); nothing to bench")
-    result = run_bench(paths, bench_config)
-    return {"exit_code": result.get("exit_code", 0), "artifacts": [p.name for p in paths]}
+    chosen, left_out = bench_scope(c, made, bench_config.device)
+    for name, why in left_out.items():
+        err_console.print(f"[yellow]{name}: exported and verified, not benched: {why}[/yellow]")
+    result = run_bench([c.artifacts_dir / name for name in chosen], bench_config, left_out=left_out)
+    return {"exit_code": result.get("exit_code", 0), "artifacts": chosen, "left_out": left_out}
+
+
+def bench_scope(c: PipelineConfig, made: list[str], device: str) -> tuple[list[str], dict[str, str]]:
+    """(formats the bench step measures, {format: why not} for the others) among those exported (`made`): the ones
+    named by --bench-formats ('all': every one); by default every one except, where the bench runs without a CUDA
+    GPU, a format whose engine serves on a CPU only through a fallback (the registry's ``cpu_fallback``)."""
+    from edgemed.registry import expand_formats, get_format
+    from edgemed.resources import resolve_device
+
+    if c.bench_formats:
+        wanted = made if c.bench_formats == ["all"] else expand_formats(c.bench_formats)
+        return [n for n in made if n in wanted], {}
+    if resolve_device(device).startswith("cuda"):
+        return list(made), {}
+    left = {n: f"{get_format(n).cpu_fallback}; without a CUDA GPU its timings would describe that fallback. "
+               f"Measure it anyway: --bench-formats all, or edgemed bench {c.artifacts_dir / n} --out DIR"
+            for n in made if get_format(n).cpu_fallback}
+    return [n for n in made if n not in left], left
 
 
 def tune_step(c: PipelineConfig, tune_config) -> dict[str, Any]:
@@ -169,13 +200,14 @@ def pipeline_steps(c: PipelineConfig, bench_config, tune_config=None) -> list[St
     common = {"model": c.model, "data": c.data, "seed": c.seed, "lineage": 1}  # runs before lineage.json: redone
     steps = [
         Step("train", c.run_dir / "metrics.json", {**common, "max_steps": c.max_steps, "eval_data": c.eval_data},
-             lambda: train_step(c)),
-        Step("merge", c.merged_dir / "edgemed-merge.json", common, lambda: merge_step(c)),
+             lambda: train_step(c), preload=TORCH_STACK),
+        Step("merge", c.merged_dir / "edgemed-merge.json", common, lambda: merge_step(c), preload=TORCH_STACK),
     ]
     if tune_config is not None:
         return [*steps, Step("tune", c.out / "tune" / "tune.json", {**common, **tune_config.to_dict()},
                              lambda: tune_step(c, tune_config))]
     bench_settings = {**common, "eval_data": c.eval_data, "limit": c.limit, "threads": c.threads,
+                      "bench_formats": c.bench_formats,
                       "repetitions": c.repetitions, "n_gen": c.n_gen, "budget": file_fingerprint(c.budget)}
     return [*steps,
             Step("export", c.artifacts_dir / "export.json", {**common, "formats": c.formats}, lambda: export_step(c)),
@@ -216,6 +248,9 @@ class Step:
     output: Path
     settings: dict[str, Any]
     run: Callable[[], dict[str, Any]]
+    # modules the step's forked child would import: imported here first (only imported: a fork after a torch op
+    # hangs), so that each later step's child finds them loaded; their time counts in the first step that needs them
+    preload: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -248,6 +283,7 @@ def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, An
         redo = True  # everything after a re-run step runs again
         err_console.rule(f"step {i}/{len(steps)}: {step.name}")
         start, started_at = time.perf_counter(), time.time()
+        preload(step.preload)
         result = call_in_child(step.run, f"the pipeline's {step.name} step")  # its memory ends with it
         state["steps"][step.name] = {
             "status": "done" if result.get("complete", True) else "partial",
@@ -266,6 +302,18 @@ def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, An
     atomic_write_json(out / STATE, state)
     print_timing(state)
     return state
+
+
+def preload(modules: tuple[str, ...]) -> None:
+    """Import `modules` in this (the parent) process, from which each step is forked (edgemed.child.call_in_child);
+    one that is not installed is left to the step, which says what to install."""
+    import importlib
+    import sys
+
+    for name in modules:
+        if name not in sys.modules:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
 
 
 def _timing(state: dict[str, Any], this_run: dict[str, float | None]) -> dict[str, Any]:

@@ -85,3 +85,38 @@ def test_bad_settings_exit_2_before_training(cli, tmp_path, args, needle):
     proc = cli("pipeline", "--model", "tiny-random", "--out", out, *args)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_cpu_bench_leaves_out_bitsandbytes_and_says_so_unless_asked(cli, tmp_path):
+    """Without a CUDA GPU the bitsandbytes formats are exported and verified but not benched (their CPU timings
+    would describe bitsandbytes' fallback): bench.json, bench.md and the console say so; --bench-formats all
+    measures them."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the bench measures bitsandbytes there (this test is for CPU machines)")
+    out = tmp_path / "run"
+    args = [a if a != "hf,gguf-q8_0" else "hf,bnb-nf4" for a in ARGS]
+    first = cli("pipeline", *args, "--out", out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    export = json.loads((out / "artifacts" / "export.json").read_text())
+    assert {(r["format"], r["status"]) for r in export["results"]} == {("hf", "exported"), ("bnb-nf4", "exported")}
+    assert json.loads((out / "artifacts" / "bnb-nf4" / "edgemed.json").read_text())["status"] == "verified"
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert [a["format"] for a in bench["artifacts"]] == ["hf"]
+    assert "fallback" in bench["left_out"]["bnb-nf4"]
+    for page in ("bench.md", "bench.html"):
+        assert "Not measured here" in (out / "bench" / page).read_text(), page
+    assert "bnb-nf4: exported and verified, not benched" in first.stderr
+    every = cli("pipeline", *args, "--out", out, "--bench-formats", "all")
+    assert every.returncode == 0, every.stderr[-3000:]
+    assert "train: done earlier, skipped" in every.stderr and "export: done earlier, skipped" in every.stderr
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert [a["format"] for a in bench["artifacts"]] == ["hf", "bnb-nf4"] and not bench["left_out"]
+
+
+def test_bench_formats_must_be_exported_ones(cli, tmp_path):
+    proc = cli("pipeline", "--model", "tiny-random", "--formats", "hf,gguf-q8_0", "--bench-formats", "onnx",
+               "--out", tmp_path / "run")
+    assert proc.returncode == 2 and "--bench-formats onnx" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
