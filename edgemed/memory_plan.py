@@ -153,6 +153,19 @@ def check_export(formats: list[str], model: str, available: int | None = None) -
         _check_exports(shape, formats, available)
 
 
+def exports_fit_together(chains: list[list[str]], model: str, available: int | None = None) -> tuple[bool, str]:
+    """(fit?, why) for export chains run at the same time: each chain's largest format estimate, summed, against this
+    machine's memory (a model whose shape cannot be read here: not run together)."""
+    shape = model_shape(model)
+    limit = available if available is not None else machine_bytes()
+    if shape is None or not limit:
+        return False, "the model's size or this machine's memory is unknown"
+    need = sum(max(export_need(f, shape).total for f in chain) for chain in chains if chain)
+    if need > limit:
+        return False, f"together they need about {need / GB:.1f} GB, more than this machine's {limit / GB:.1f} GB"
+    return True, f"together about {need / GB:.1f} GB of this machine's {limit / GB:.1f} GB"
+
+
 def _check_exports(shape: Shape, formats: list[str], available: int | None = None) -> None:
     for fmt in formats:
         export_need(fmt, shape).check(available)

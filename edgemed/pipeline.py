@@ -147,7 +147,7 @@ def export_step(c: PipelineConfig) -> dict[str, Any]:
 
     # artifacts of an earlier merge are replaced, unchanged ones skipped; a failed format is retried on the next run
     results = run_export(c.merged_dir, c.formats, c.artifacts_dir, force=False, verify=True, threads=c.threads,
-                         replace_stale=True)
+                         replace_stale=True, overlap=True)
     statuses = {r["format"]: r["status"] for r in results}
     return {"formats": statuses, "complete": "failed" not in statuses.values()}
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,20 +73,25 @@ class _Run:
         self.results: list[dict[str, Any]] = []
         self._reference = reference if reference is not None and reference.style == self.style else None
         self.workers = None  # the fork server of transformers artifacts' verification workers, while it runs
+        self.overlap: dict[str, Any] = {"chains": [], "why": "not asked for"}  # see run_export(overlap=True)
+        self._lock = threading.Lock()  # results, export.json and the reference, shared by the chains' threads
 
     def reference(self):
-        if self._reference is None:
-            from edgemed.export.verify import Reference
+        with self._lock:
+            if self._reference is None:
+                from edgemed.export.verify import Reference
 
-            self._reference = Reference.compute(self.merged, self.style, self.threads)
-        return self._reference
+                self._reference = Reference.compute(self.merged, self.style, self.threads)
+            return self._reference
 
     def record(self, spec: FormatSpec, status: str, reason: str = "", **extra: Any) -> dict[str, Any]:
         result = {"format": spec.name, "status": status, "reason": reason, "path": str(self.out / spec.name),
                   "seconds": None, "size_bytes": None, "verification": None, "exit_code": 0, **extra}
-        self.results.append(result)
-        atomic_write_json(self.out / SUMMARY,
-                          {"source": self.fingerprint, "prompt_style": self.style, "results": self.results})
+        with self._lock:
+            self.results.append(result)
+            self.results.sort(key=lambda r: _order(r["format"]))  # format order, whichever chain finished first
+            atomic_write_json(self.out / SUMMARY, {"source": self.fingerprint, "prompt_style": self.style,
+                                                   "overlap": self.overlap, "results": self.results})
         return result
 
     def precheck(self, spec: FormatSpec, exporter: Exporter, explicit: bool, force: bool,
@@ -169,6 +176,7 @@ def run_export(
     show_progress: bool = True,
     reference=None,
     replace_stale: bool = False,
+    overlap: bool = False,
 ) -> list[dict[str, Any]]:
     """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc).
 
@@ -177,6 +185,10 @@ def run_export(
     replace_stale: rebuild an edgemed artifact already in `out` that was exported from another source or with
     other settings (the pipeline, which owns its folder, after it trained again) instead of failing that format;
     `force` rebuilds even up-to-date ones.
+    overlap: once the transformers formats are done, export the GGUF formats (llama.cpp's converter, llama-quantize
+    and the verification: subprocesses, mostly one core each) in a second thread while the others (ONNX: one core
+    for long stretches) export here, where the memory plan says both chains' peaks fit this machine together
+    (export.json's ``overlap`` says whether they did and why). Each artifact and its verification are the same.
 
     Each dict: format, path, status (exported|skipped|unavailable|failed), reason, seconds, export_seconds,
     size_bytes, verification (see edgemed.export.verify), exit_code (0, or what this format alone would exit).
@@ -223,7 +235,11 @@ def run_export(
     with contextlib.ExitStack() as workers, progress() as bar:
         run.workers = workers.enter_context(_workers(verify, forked))
         task = bar.add_task("export", total=len(specs), visible=show_progress)
-        for spec in specs:
+        stop = threading.Event()
+
+        def one(spec: FormatSpec) -> None:
+            if stop.is_set():
+                return
             exporter = exporters[spec.name]
             exporter.source_sha256 = run.fingerprint["sha256"]
             bar.update(task, description=f"{spec.name}: checking")
@@ -236,8 +252,45 @@ def run_export(
                 workers.close()  # no transformers artifact is left to verify: the server's memory goes back now
                 run.workers = None
             bar.advance(task)
+
+        head = [s for s in specs if s.runtime == "transformers"]
+        gguf = [s for s in specs if s.runtime == "llama.cpp" and s not in head]
+        rest = [s for s in specs if s not in head and s not in gguf]
+        for spec in head:
+            one(spec)
+        run.overlap = _overlap_plan(overlap, gguf, rest, [s.name for s in specs if not unavailable[s.name]], merged)
+        if run.overlap["chains"]:
+            with ThreadPoolExecutor(1, thread_name_prefix="edgemed-export-gguf") as pool:
+                background = pool.submit(lambda: [one(s) for s in gguf])
+                try:
+                    for spec in rest:
+                        one(spec)
+                except BaseException:
+                    stop.set()  # the GGUF chain ends after its current format
+                    raise
+                background.result()  # its own bug, raised here
+        else:
+            for spec in specs:
+                if spec not in head:
+                    one(spec)
         bar.update(task, description="export: done")
     return run.results
+
+
+def _overlap_plan(asked: bool, gguf: list[FormatSpec], rest: list[FormatSpec], names: list[str],
+                  merged: Path) -> dict[str, Any]:
+    """Whether the GGUF chain runs beside the other formats (run_export's `overlap`), and why (export.json)."""
+    if not asked:
+        return {"chains": [], "why": "not asked for"}
+    if not gguf or not rest:
+        return {"chains": [], "why": "one chain only"}
+    from edgemed.memory_plan import exports_fit_together
+
+    chains = [[s.name for s in gguf if s.name in names], [s.name for s in rest if s.name in names]]
+    if not all(chains):
+        return {"chains": [], "why": "one chain only (the other's formats cannot be exported with this install)"}
+    fits, why = exports_fit_together(chains, str(merged))
+    return {"chains": chains if fits else [], "why": why}
 
 
 @contextlib.contextmanager

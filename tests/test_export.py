@@ -25,7 +25,7 @@ def exported(tiny_model, tmp_path_factory):
     from edgemed.export.run import run_export
 
     out = tmp_path_factory.mktemp("exports")
-    results = run_export(tiny_model, None, out, threads=2, show_progress=False)
+    results = run_export(tiny_model, None, out, threads=2, show_progress=False, overlap=True)  # as the pipeline
     return out, results
 
 
@@ -43,6 +43,26 @@ def test_all_formats_export_and_verify(exported):
     summary = json.loads((out / "export.json").read_text())
     assert [r["format"] for r in summary["results"]] == ALL
     assert summary["prompt_style"] == "chatml"
+    gguf = [n for n in ALL if n.startswith("gguf-")]
+    assert summary["overlap"]["chains"] == [gguf, ["onnx", "onnx-int8"]], summary["overlap"]
+
+
+def test_overlapped_chains_make_the_same_artifacts_as_one_at_a_time(exported, tiny_model, tmp_path):
+    """The GGUF chain exported beside the ONNX one (the pipeline's overlap) writes the same files and verifies them to
+    the same deltas as an export that does one format at a time."""
+    from edgemed.export.run import run_export
+    from edgemed.fsutil import sha256_file
+
+    out, overlapped = exported
+    names = ["onnx", "gguf-f16", "gguf-q8_0"]
+    plain = run_export(tiny_model, names, tmp_path, threads=2, show_progress=False)
+    assert json.loads((tmp_path / "export.json").read_text())["overlap"]["chains"] == []
+    by = {r["format"]: r for r in overlapped}
+    for r in plain:
+        name = r["format"]
+        assert r["verification"]["max_abs_delta"] == by[name]["verification"]["max_abs_delta"], name
+        if name.startswith("gguf-"):
+            assert sha256_file(next((tmp_path / name).glob("*.gguf"))) == sha256_file(next((out / name).glob("*.gguf")))
 
 
 def test_manifest_records_files_versions_and_verification(exported):

@@ -514,8 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     elif (args.pipeline_out / "pipeline.json").exists():
         print(f"note: {args.pipeline_out} holds an earlier run; the steps it finished are skipped and not measured "
               "(--resume keeps an earlier report's measurements)", file=sys.stderr)
+    every = [] if any(a.startswith("--bench-formats") for a in extra) else ["--bench-formats", "all"]
     command = python_module("edgemed.cli.main", "pipeline", "--model", args.model, "--out", str(args.pipeline_out),
-                            "--max-steps", str(args.max_steps), *extra)
+                            "--max-steps", str(args.max_steps), *every, *extra)  # bitsandbytes at 1B benched too
     env = machine()
     run = Run(args=args, extra=extra, command=command, started_at=time.time(), earlier=earlier)
     stop = threading.Event()
