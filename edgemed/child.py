@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,15 @@ def python_module(module: str, *args: str) -> list[str]:
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", module, *args]
     return [sys.executable, "-c", _NO_CWD_BOOTSTRAP, module, *args]
+
+
+# Set while another thread of this process was interrupted (export's overlapped chains): run_child in any thread ends
+# its child's process group and raises ChildStopped at its next poll instead of waiting for the child to finish.
+STOP = threading.Event()
+
+
+class ChildStopped(Exception):
+    """run_child ended its child because :data:`STOP` was set."""
 
 
 @dataclass
@@ -129,6 +139,8 @@ def run_child(
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
+            if STOP.is_set():
+                raise ChildStopped(f"{Path(cmd[0]).name} was stopped: the run was interrupted")
             if poll is not None:
                 with contextlib.suppress(Exception):
                     poll()

@@ -73,7 +73,7 @@ class _Run:
         self.results: list[dict[str, Any]] = []
         self._reference = reference if reference is not None and reference.style == self.style else None
         self.workers = None  # the fork server of transformers artifacts' verification workers, while it runs
-        self.overlap: dict[str, Any] = {"chains": [], "why": "not asked for"}  # see run_export(overlap=True)
+        self.overlap: dict[str, Any] = {"chains": [], "why": "not decided yet"}  # see run_export(overlap=True)
         self._lock = threading.Lock()  # results, export.json and the reference, shared by the chains' threads
 
     def reference(self):
@@ -260,15 +260,21 @@ def run_export(
             one(spec)
         run.overlap = _overlap_plan(overlap, gguf, rest, [s.name for s in specs if not unavailable[s.name]], merged)
         if run.overlap["chains"]:
-            with ThreadPoolExecutor(1, thread_name_prefix="edgemed-export-gguf") as pool:
-                background = pool.submit(lambda: [one(s) for s in gguf])
-                try:
-                    for spec in rest:
-                        one(spec)
-                except BaseException:
-                    stop.set()  # the GGUF chain ends after its current format
-                    raise
-                background.result()  # its own bug, raised here
+            from edgemed.child import STOP
+
+            try:
+                with ThreadPoolExecutor(1, thread_name_prefix="edgemed-export-gguf") as pool:
+                    background = pool.submit(lambda: [one(s) for s in gguf])
+                    try:
+                        for spec in rest:
+                            one(spec)
+                    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a bug here: the GGUF chain stops too,
+                        stop.set()  # its running subprocess killed at once, its partial folder removed
+                        STOP.set()
+                        raise
+                    background.result()  # its own bug, raised here
+            finally:
+                STOP.clear()
         else:
             for spec in specs:
                 if spec not in head:

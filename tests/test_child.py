@@ -110,3 +110,32 @@ def test_call_in_child_says_how_a_child_died_without_an_answer():
 
     with pytest.raises(EdgemedError, match=r"the merge step ended without a result \(killed by SIGKILL\)"):
         call_in_child(lambda: os.kill(os.getpid(), signal.SIGKILL), "the merge step")
+
+
+def test_stop_set_by_another_thread_ends_the_child_at_once(tmp_path):
+    """export's overlapped chains: when the main thread is interrupted it sets child.STOP, and a run_child in the
+    other thread kills its child's process group and raises ChildStopped instead of waiting for it."""
+    import threading
+
+    import pytest
+
+    from edgemed import child
+
+    pidfile = tmp_path / "child.pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    threading.Timer(1.0, child.STOP.set).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(child.ChildStopped, match="interrupted"):
+            run_child([sys.executable, "-c", code], tmp_path / "stop.log")
+    finally:
+        child.STOP.clear()
+    assert time.monotonic() - start < 15
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass  # killed and reaped
+    else:
+        assert Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", "the stopped child still runs"
+    assert run_child([sys.executable, "-c", "pass"], tmp_path / "after.log").ok  # cleared: the next one runs
