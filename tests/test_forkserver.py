@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def test_an_export_run_forks_only_transformers_artifacts_workers_and_ends_the_se
     monkeypatch.setattr(verify, "verify", record)
     run = export_run._Run.__new__(export_run._Run)
     run.threads, run.workers, run._reference = 2, None, object()
+    run._lock = threading.Lock()
     specs = [get_format(n) for n in ("hf", "bnb-int8", "gguf-f16")]
     forked = [s for s in specs if s.runtime == "transformers"]
     with export_run._workers(True, forked) as server:
