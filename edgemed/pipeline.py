@@ -105,9 +105,9 @@ class PipelineConfig:
         formats = expand_formats(self.formats) if self.formats else [n for n, s in FORMATS.items() if s.default]
         for name in formats:  # an unknown format name is refused now, not after training and merging
             get_format(name)
+        if self.bench_formats and self.tune is not None:
+            raise EdgemedError("--bench-formats chooses what the bench step measures; --tune has no bench step")
         if self.bench_formats and self.bench_formats != ["all"]:
-            if self.tune is not None:
-                raise EdgemedError("--bench-formats chooses what the bench step measures; --tune has no bench step")
             missing = [n for n in expand_formats(self.bench_formats) if n not in formats]
             if missing:
                 raise EdgemedError(f"--bench-formats {', '.join(missing)}: not among the exported formats "

@@ -235,10 +235,10 @@ def run_export(
     with contextlib.ExitStack() as workers, progress() as bar:
         run.workers = workers.enter_context(_workers(verify, forked))
         task = bar.add_task("export", total=len(specs), visible=show_progress)
-        stop = threading.Event()
+        from edgemed.child import STOP
 
         def one(spec: FormatSpec) -> None:
-            if stop.is_set():
+            if STOP.is_set():  # the run was interrupted in the other chain's thread
                 return
             exporter = exporters[spec.name]
             exporter.source_sha256 = run.fingerprint["sha256"]
@@ -260,8 +260,6 @@ def run_export(
             one(spec)
         run.overlap = _overlap_plan(overlap, gguf, rest, [s.name for s in specs if not unavailable[s.name]], merged)
         if run.overlap["chains"]:
-            from edgemed.child import STOP
-
             try:
                 with ThreadPoolExecutor(1, thread_name_prefix="edgemed-export-gguf") as pool:
                     background = pool.submit(lambda: [one(s) for s in gguf])
@@ -269,8 +267,7 @@ def run_export(
                         for spec in rest:
                             one(spec)
                     except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a bug here: the GGUF chain stops too,
-                        stop.set()  # its running subprocess killed at once, its partial folder removed
-                        STOP.set()
+                        STOP.set()  # its running subprocess killed at once, its partial folder removed, no next format
                         raise
                     background.result()  # its own bug, raised here
             finally:

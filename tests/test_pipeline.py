@@ -76,7 +76,8 @@ def test_retrained_run_replaces_its_artifacts_and_benches_only_its_formats(pipel
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(["--formats", "bogus"], "unknown format 'bogus'"), (["--max-steps", "0"], "--max-steps"),
-     (["--budget", "EMPTY"], "holds no budgets"), (["--threads", "1000000"], "--threads 1000000")],
+     (["--budget", "EMPTY"], "holds no budgets"), (["--threads", "1000000"], "--threads 1000000"),
+     (["--bench-formats", "all", "--tune", "max-kld=0.2"], "--tune has no bench step")],
 )
 def test_bad_settings_exit_2_before_training(cli, tmp_path, args, needle):
     (tmp_path / "empty.toml").write_text("")
