@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class EdgemedError(Exception):
     """Bad usage or bad input: the message names the problem and the fix. Exit code 2."""
@@ -28,11 +30,14 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+def install_message(missing: Iterable[str], extra: str) -> str:
+    """The one "install the extra" message: ``needs <modules>: pip install 'edgemed[<extra>]'``."""
+    return f"needs {', '.join(missing)}: pip install 'edgemed[{extra}]'"
+
+
 class MissingDependency(EdgemedError):
     """An optional dependency for this command is not installed: `what` needs `package`, and the extra that brings
-    it (the registry's one wording, :func:`edgemed.registry.install_message`)."""
+    it (the one wording, :func:`install_message`)."""
 
     def __init__(self, package: str, extra: str, what: str = ""):
-        from edgemed.registry import install_message
-
         super().__init__(f"{what} {install_message([package], extra)}" if what else install_message([package], extra))

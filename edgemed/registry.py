@@ -6,7 +6,8 @@ runtime is one runtime module and one :class:`RuntimeSpec` here: its class, what
 it, the engine it drives. ``register_runtime`` / ``register_format`` add entries from outside (a plugin, a test).
 
 Also here, once each: whether a module is importable (:func:`importable`), ``"module:attr"`` loading
-(:func:`load_object`), the "install the extra" message (:func:`install_message`), and the ``gguf-<type>`` names
+(:func:`load_object`), the "install the extra" message (:func:`install_message`, defined beside the errors in
+:mod:`edgemed.errors` and re-exported here), and the ``gguf-<type>`` names
 (:func:`edgemed.export.gguf_types.parse_format`, used by :func:`get_format` and :func:`spec_of`).
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgemed.errors import EdgemedError, MissingDependency
+from edgemed.errors import EdgemedError, MissingDependency, install_message  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -268,11 +269,6 @@ def importable(module: str) -> bool:
 def missing_modules(modules: Iterable[str]) -> list[str]:
     """The modules of `modules` that cannot be imported here (found without importing them)."""
     return [m for m in modules if not importable(m)]
-
-
-def install_message(missing: Iterable[str], extra: str) -> str:
-    """The one "install the extra" message: ``needs <modules>: pip install 'edgemed[<extra>]'``."""
-    return f"needs {', '.join(missing)}: pip install 'edgemed[{extra}]'"
 
 
 def require_module(module: str, extra: str, what: str):

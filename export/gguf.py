@@ -27,6 +27,7 @@ from typing import Any
 from edgemed.child import python_module
 from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter
+from edgemed.export.gguf_run import run_logged, run_tool
 from edgemed.export.gguf_types import GgufName, parse_format, refusal
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
@@ -65,7 +66,7 @@ def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None 
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1",
            "NO_LOCAL_GGUF": "1"}
     cmd = [sys.executable, str(script), str(source), "--outfile", str(outfile), "--outtype", outtype]
-    outcome, why = _run(cmd, log, env=env, cwd=outfile.parent)
+    outcome, why = run_tool(cmd, log, env=env, cwd=outfile.parent)
     if not outcome.ok or not outfile.is_file():
         raise EdgemedError(f"llama.cpp's converter failed on {source} ({outcome.describe()}): {why}")
 
@@ -75,42 +76,10 @@ def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: 
     if ftype not in ftypes():
         raise EdgemedError(f"unknown GGUF type '{ftype}'; llama.cpp knows: {', '.join(sorted(ftypes()))}")
     cmd = python_module("edgemed.export.gguf", str(src), str(dst), ftype, str(threads or 0))
-    outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
+    outcome, why = run_tool(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ})
     if not outcome.ok or not dst.is_file():
         why = outcome.said_of("llama.cpp") if outcome.signal is not None else why
         raise EdgemedError(f"llama.cpp could not quantize to {ftype}: {why}")
-
-
-def run_logged(cmd: list[str], log: Path, what: str, **kw: Any) -> None:
-    """Run a llama.cpp tool with its output in `log` (removed when it succeeds); EdgemedError naming why not."""
-    outcome, why = _run(cmd, log, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ}, **kw)
-    if not outcome.ok:
-        raise EdgemedError(f"{what} ({outcome.describe()}): {_error_line(log) or why}")
-    log.unlink(missing_ok=True)
-
-
-def _error_line(log: Path) -> str | None:
-    """The last line of a llama.cpp tool's log that reports an error (its stdout is flushed after its stderr, so the
-    log's last line is rarely the reason)."""
-    from edgemed.child import tail
-
-    marks = ("error", "failed", "exception", "abort", "invalid", "requires")
-    hits = [ln.strip() for ln in tail(log, 400, 1 << 20).splitlines() if any(m in ln.lower() for m in marks)]
-    return hits[-1] if hits else None
-
-
-def _run(cmd: list[str], log: Path | None, **kw: Any) -> tuple[Any, str]:
-    """(outcome, why it failed) of edgemed.child.run_child, the log kept at `log` (else in a temporary file)."""
-    import tempfile
-
-    from edgemed.child import run_child
-
-    if log is not None:
-        outcome = run_child(cmd, log, **kw)
-        return outcome, outcome.why()
-    with tempfile.TemporaryDirectory(prefix="edgemed-gguf-") as tmp:
-        outcome = run_child(cmd, Path(tmp) / "log", **kw)
-        return outcome, outcome.why()
 
 
 def tensor_types(path: Path) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def file_sha256(path: Path) -> str:
 def compute(f16: Path, dest: Path, out_name: str, text: str, ctx: int, chunks: int | None,
             threads: int | None) -> dict[str, Any]:
     """Run llama-imatrix on `text` over the f16 GGUF into dest/out_name; the settings and the command it ran."""
-    from edgemed.export.gguf import run_logged
+    from edgemed.export.gguf_run import run_logged
     from edgemed.llama_tools import ensure_tools
 
     tokens = count_tokens(f16, text)
