@@ -14,9 +14,6 @@ from typing import Any, Literal
 
 from edgemed.errors import EdgemedError
 
-PREFER = ("memory", "latency", "size")
-WAIT_POLICIES = ("default", "passive", "active")
-
 
 @dataclass
 class BenchConfig:

@@ -24,7 +24,7 @@ def write_outputs(doc: dict[str, Any], results: list[ArtifactResult], out: Path,
     written["csv"] = str(atomic_write_text(out / "bench.csv", to_csv(results)))
     md = to_markdown(doc, results)
     written["markdown"] = str(atomic_write_text(out / "bench.md", md))
-    from edgemed.bench.html import write_bench_html  # bench.html beside bench.md (issue 22)
+    from edgemed.bench.html import write_bench_html  # bench.html beside bench.md
 
     page, why = write_bench_html(doc, results, out / "bench.html")
     if page:

@@ -69,7 +69,7 @@ def _row_entry(row: Row, runs: list[Run]) -> dict[str, Any]:
         "cells": {run.label: {k: cell(row.cells.get(run.label), k) for k in REPORT_COLUMNS} for run in runs},
         "kld_distribution": {label: {k: (r.fidelity or {}).get(k) for k in KLD_KEYS}
                              for label, r in row.cells.items() if r.ok and r.fidelity},
-        # the first run that has it -> the last (the two-run comparison of earlier versions)
+        # the first run that has it -> the last
         "metrics": deltas(first, last) if len(present) > 1 else {},
     }
 

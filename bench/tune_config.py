@@ -10,8 +10,6 @@ from typing import Any, Literal
 
 from edgemed.errors import EdgemedError
 
-OBJECTIVES = ("size", "memory", "latency", "tg")
-
 
 @dataclass
 class TuneConfig:

@@ -240,7 +240,7 @@ def _fidelity(job: Job, runtime, questions, style: str, letters: dict[str, Any])
 def letter_tap(runtime, questions, style: str, seqs, letters: dict[str, Any]):
     """A callback for the fidelity pass that keeps, per question, the letter log-probs at the row after its prompt,
     where this runtime's own tokens of the prompt are exactly the sequence's first tokens (else eval scores it
-    apart, as before)."""
+    apart)."""
     from edgemed.prompts import get_style
 
     st = get_style(style)

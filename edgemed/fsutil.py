@@ -64,7 +64,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_partials(final: Path) -> list[Path]:
     """Remove the temp folders a killed run (SIGKILL, power loss) left beside `final`: ``.NAME.PID.*.partial`` whose
-    process is gone (and the pid-less ones older edgemed versions wrote). A live run's folder is left alone."""
+    process is gone (and pid-less ``.NAME.*.partial`` ones). A live run's folder is left alone."""
     final = Path(final)
     removed = []
     if not final.parent.is_dir():

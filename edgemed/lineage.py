@@ -23,7 +23,6 @@ from edgemed.errors import EdgemedError
 
 LINEAGE_FILE = "lineage.json"  # in a train run folder
 SCHEMA = 1
-EVAL_SPLITS = ("validation", "eval", "test")
 
 
 @dataclass

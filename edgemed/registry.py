@@ -120,7 +120,7 @@ FORMATS: dict[str, FormatSpec] = {
                    "GGUF q8_0 for llama.cpp", (".gguf",)),
         FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
                    "GGUF q4_k_m for llama.cpp", (".gguf",)),
-        # issue 19: what edge engineers ship beside GGUF; exported when named (--formats), not by default
+        # what edge engineers ship beside GGUF; exported when named (--formats), not by default
         FormatSpec("onnx-int4", "edgemed.export.onnx_int4:OnnxInt4Exporter", "onnxruntime", "onnx-export", "onnx",
                    3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False, export_memory=3.2),
         FormatSpec("openvino-int8", "edgemed.export.openvino:OpenVinoInt8Exporter", "openvino", "openvino-export",

@@ -55,7 +55,7 @@ HWCAP2_NAMES = (
 )
 AT_HWCAP, AT_HWCAP2 = 16, 26
 
-# Features worth showing in `environment()['cpu_features']`: on x86 the vector/matrix extensions (as before);
+# Features worth showing in `environment()['cpu_features']`: on x86 the vector/matrix extensions;
 # on aarch64 the ones llama.cpp and onnxruntime kernels select on.
 ARM_SHOWN_FEATURES = ("asimd", "fphp", "asimdhp", "asimddp", "asimdfhm", "i8mm", "bf16", "sve", "sve2", "sme")
 
@@ -164,7 +164,7 @@ def cpu_info(
     text = _read_text(root / "proc/cpuinfo")
     blocks = parse_cpuinfo(text) if text else []
 
-    if machine.lower() not in ARM_MACHINES:  # x86 and everything else: as before
+    if machine.lower() not in ARM_MACHINES:  # x86 and everything else: model name and flags lines
         model = next((b["model name"] for b in blocks if "model name" in b), None)
         flags = next((b["flags"] for b in blocks if "flags" in b), None)
         if text is None:

@@ -28,7 +28,7 @@ WEIGHTED_TENSOR_TYPES = frozenset({
     "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S",
     "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "Q1_0", "Q2_0",
 })
-# The ladder edge engineers weigh (issue 19): every rung plain, and calibrated where the type takes a matrix.
+# The ladder edge engineers weigh: every rung plain, and calibrated where the type takes a matrix.
 LADDER_TYPES = ("q2_k", "q3_k_m", "q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs", "q8_0")
 
 

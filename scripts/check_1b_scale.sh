@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 21: the whole pipeline (train -> merge -> export every installed format -> bench) on llama32-1b-shape
+# The whole pipeline (train -> merge -> export every installed format -> bench) on llama32-1b-shape
 # (Llama 3.2 1B's exact shape, random weights), with wall time, peak RSS of the whole process tree (and of each
 # process), disk and result per step, the machine, and a per-format table: runs/scale-1b/report.md and report.json,
 # rewritten as each step starts and ends. Exit 1 when the whole-run peak is above --max-rss-gb (default 20) or a

@@ -244,5 +244,5 @@ def test_log_softmax_rows_is_bit_identical_to_the_whole_array_formula(shape):
     assert log_softmax_rows(inplace, out=inplace) is inplace and np.array_equal(inplace, want, equal_nan=True)
     view = np.concatenate([x, x], axis=-1)[..., : x.shape[-1]] if x.ndim > 1 else x  # a non-contiguous input
     assert np.array_equal(log_softmax_rows(view), want, equal_nan=True)
-    half = x.astype(np.float16)  # an engine's float16 logits are widened first, as before
+    half = x.astype(np.float16)  # an engine's float16 logits are widened first
     assert np.array_equal(log_softmax_rows(half), log_softmax_rows(half.astype(np.float32)), equal_nan=True)

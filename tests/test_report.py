@@ -1,4 +1,4 @@
-"""`edgemed report RUN...` across machines and commits, and bench.html / report.html in a real browser (issue 22).
+"""`edgemed report RUN...` across machines and commits, and bench.html / report.html in a real browser.
 
 One real bench run of the tiny model (hf + gguf-q8_0, --profile rpi5) is the base. The other runs are that
 bench.json as another machine would have written it: a Raspberry Pi 5 (other names and paths for the same weights,

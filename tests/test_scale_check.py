@@ -1,4 +1,4 @@
-"""scripts/dev/scale_check.py (issue 21's 1B scale check) for real on the tiny model: the report, the RSS limit,
+"""scripts/dev/scale_check.py (the 1B scale check) for real on the tiny model: the report, the RSS limit,
 --resume; and the attribution of real memory samples to steps."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""edgemed.sysinfo on recorded /proc/cpuinfo and device-tree text: x86 as before, aarch64 boards, qemu-user."""
+"""edgemed.sysinfo on recorded /proc/cpuinfo and device-tree text: x86, aarch64 boards, qemu-user."""
 
 from __future__ import annotations
 

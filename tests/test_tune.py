@@ -1,4 +1,4 @@
-"""edgemed tune (issue 20): the grid, the pruning rules, and real searches on the tiny model (llama.cpp exports,
+"""edgemed tune: the grid, the pruning rules, and real searches on the tiny model (llama.cpp exports,
 stage-1 KLD against the hf reference, the stage-2 bench), kept small: a space of three GGUF candidates, 12 questions.
 """
 

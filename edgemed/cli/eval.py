@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgemed.evaluator.command import resolve_artifact  # noqa: F401 - the artifact resolver's former home
+from edgemed.evaluator.command import resolve_artifact  # noqa: F401 - also importable from here
 from edgemed.evaluator.config import EvalConfig
 
 

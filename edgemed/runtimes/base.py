@@ -29,14 +29,6 @@ class Generation:
     def decode_s(self) -> float:
         return max(self.total_s - self.ttft_s, 0.0)
 
-    @property
-    def decode_tokens_per_s(self) -> float | None:
-        return (self.new_tokens - 1) / self.decode_s if self.new_tokens > 1 and self.decode_s > 0 else None
-
-    @property
-    def prefill_tokens_per_s(self) -> float | None:
-        return self.prompt_tokens / self.ttft_s if self.ttft_s > 0 else None
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A corpus of bad inputs and faults, run against the real ``edgemed`` CLI (issue 10, part 3).
+"""A corpus of bad inputs and faults, run against the real ``edgemed`` CLI.
 
 Every case is one real subprocess (``python -m edgemed.cli.main ...``) on the tiny model (``tiny-random``) and
 the bundled ``sample`` data, with fixtures built in a temp folder: bad data files, bad artifacts, bad budget

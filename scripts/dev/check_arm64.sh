@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Raspberry-class proof under emulation (issue 13). NOT part of CI: it needs root and qemu-user. The first run
+# Raspberry-class proof under emulation. NOT part of CI: it needs root and qemu-user. The first run
 # builds the rootfs (4 min here) and two llama.cpp wheels (10-18 min each); later runs take the eval/bench time
 # only: 87 min on this 2-core Xeon with THREADS=1, 62 of them the 50 gated f16 questions (see docs/measurements.md).
 #

@@ -52,7 +52,8 @@ loaded = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers
 print(json.dumps({
     "artifact": path, "runtime": info["runtime"], "kernel_path": info["kernel_path"], "prompt_style": style.name,
     "questions": len(questions), "accuracy": round(acc, 3), "first_answer": gen.text,
-    "decode_tokens_per_s": gen.decode_tokens_per_s, "seconds": round(time.perf_counter() - t, 2),
+    "decode_tokens_per_s": (gen.new_tokens - 1) / gen.decode_s if gen.new_tokens > 1 and gen.decode_s > 0 else None,
+    "seconds": round(time.perf_counter() - t, 2),
     "torch_or_transformers_loaded": loaded,
 }, indent=2))
 if loaded:

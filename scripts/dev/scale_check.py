@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The whole pipeline at 1B scale (issue 21): wall time, memory, disk and result of each step, on this machine.
+"""The whole pipeline at 1B scale: wall time, memory, disk and result of each step, on this machine.
 
 Runs ``edgemed pipeline`` on ``--model`` (default llama32-1b-shape: Llama 3.2 1B's exact shape, random weights) with
 the default format set, samples the resident memory of its whole process tree (the pipeline process, every child
