@@ -38,6 +38,15 @@ class Lineage:
     eval_ids: list[str] | None = None
     run: str | None = None
     schema: int = SCHEMA
+    # A style derived from the model's chat template: its strings and how they were derived (None otherwise)
+    prompt_template: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt_template is None:
+            from edgemed.prompts import STYLES, get_style
+
+            if self.prompt_style not in STYLES:
+                self.prompt_template = get_style(self.prompt_style).record()
 
     @property
     def trained(self) -> bool:
@@ -48,14 +57,19 @@ class Lineage:
 
     @classmethod
     def from_dict(cls, data: Any, where: Path) -> Lineage:
-        from edgemed.prompts import STYLES
+        from edgemed.prompts import STYLES, is_known_style, register_record
 
         if not isinstance(data, dict) or not isinstance(data.get("prompt_style"), str):
             raise EdgemedError(f"{where} holds no valid lineage record; re-run the stage that wrote it with --force")
         if data.get("schema", SCHEMA) > SCHEMA:
             raise EdgemedError(f"{where}: lineage schema {data['schema']} is newer than this edgemed ({SCHEMA}); "
                                "upgrade edgemed")
-        if data["prompt_style"] not in STYLES:
+        if data.get("prompt_template") is not None:
+            style = register_record(data["prompt_template"], where)
+            if style.name != data["prompt_style"]:
+                raise EdgemedError(f"{where} records prompt style '{data['prompt_style']}' but the template strings "
+                                   f"of '{style.name}'; re-run the stage that wrote it with --force")
+        if not is_known_style(data["prompt_style"]):
             raise EdgemedError(f"{where} records prompt style '{data['prompt_style']}', which this edgemed does not "
                                f"know ({', '.join(STYLES)}); pass --prompt-style explicitly")
         known = {f for f in cls.__dataclass_fields__}
@@ -151,7 +165,10 @@ def prompt_style_for(path: Path | str | None, chat_template: Callable[[], str | 
         return lineage.prompt_style, lineage.style_source
     from edgemed.prompts import detect_style
 
-    return detect_style(chat_template()), "chat template (no lineage recorded)"
+    runtime = getattr(chat_template, "__self__", None)  # a runtime's bound method: its tokens render the template
+    tokens = runtime.template_tokens() if hasattr(runtime, "template_tokens") else {}
+    return (detect_style(chat_template(), **tokens, model=str(path) if path is not None else "the model"),
+            "chat template (no lineage recorded)")
 
 
 def _eval_side(lineages: list[Lineage]) -> tuple[str, str, set[str], Lineage]:

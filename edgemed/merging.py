@@ -174,11 +174,11 @@ def merge_adapter(
 def _lineage(run_dir: Path | None, tokenizer: Any, given: str, resolved: str) -> Lineage:
     """The run's lineage; for a bare adapter this stage decides the style, and the training data is unknown."""
     from edgemed.lineage import read_lineage, untrained
-    from edgemed.prompts import detect_style
+    from edgemed.prompts import detect_style_for_tokenizer
 
     lineage = read_lineage(run_dir) if run_dir is not None else None
     if lineage is None:
-        lineage = untrained(detect_style(getattr(tokenizer, "chat_template", None)),
+        lineage = untrained(detect_style_for_tokenizer(tokenizer, given),
                             "chat template at merge (adapter without a train run record)",
                             {"given": given, "resolved": resolved})
     return lineage

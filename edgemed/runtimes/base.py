@@ -89,6 +89,13 @@ class Runtime(abc.ABC):
     def chat_template(self) -> str | None:
         """The model's chat template text, if it has one."""
 
+    def template_tokens(self) -> dict[str, Any]:
+        """What the chat template is rendered with: bos_token/eos_token texts, whether tokenize() adds BOS."""
+        with_special, without = self.tokenize("a", True), self.tokenize("a", False)
+        adds_bos = len(with_special) > len(without)
+        return {"bos_token": self.detokenize(with_special[:1]) if adds_bos else None, "eos_token": None,
+                "adds_bos": adds_bos}
+
     def info(self) -> dict[str, Any]:
         """The effective settings this runtime runs with, as the engine reports them: at least ``runtime``,
         ``device``, ``threads`` (and ``threads_batch`` where the engine has a separate prefill pool), ``dtype``

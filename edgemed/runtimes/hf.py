@@ -40,6 +40,11 @@ class TransformersRuntime(Runtime):
     def chat_template(self) -> str | None:
         return getattr(self.tokenizer, "chat_template", None)
 
+    def template_tokens(self) -> dict[str, Any]:
+        from edgemed.prompts import tokenizer_special_tokens
+
+        return tokenizer_special_tokens(self.tokenizer)
+
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
 

@@ -187,6 +187,15 @@ class LlamaCppRuntime(Runtime):
     def chat_template(self) -> str | None:
         return self.metadata.get("tokenizer.chat_template")
 
+    def template_tokens(self) -> dict[str, Any]:
+        def text(key: str) -> str | None:
+            value = self.metadata.get(key)
+            return self.detokenize([int(value)]) if value is not None and str(value).isdigit() else None
+
+        adds_bos = str(self.metadata.get("tokenizer.ggml.add_bos_token", "")).lower() == "true"
+        return {"bos_token": text("tokenizer.ggml.bos_token_id"), "eos_token": text("tokenizer.ggml.eos_token_id"),
+                "adds_bos": adds_bos}
+
     # --- model ----------------------------------------------------------------------------------
     def _decode(self, token: int) -> np.ndarray:
         return self._eval([token])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from edgemed.data.split import EVAL_FRACTION
@@ -48,11 +48,12 @@ class TrainConfig:
         skip_bad_rows: skip invalid rows instead of refusing the data.
         cop_base: label convention of 'cop': auto, 0 (0..3) or 1 (1..4).
         trust_remote_code: allow model code from the hub (off: safe by default).
-        prompt_style: prompt format; default: detected from the tokenizer's chat template.
+        prompt_style: prompt format; default: the model's own chat template (plain when it has none).
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha (scale = alpha / r).
         lora_dropout: dropout on the LoRA input.
-        target_modules: module names to adapt, comma-separated.
+        target_modules: module names to adapt, comma-separated; default: the linear layers of the model's decoder
+            blocks, read from its modules (q/k/v/o and gate/up/down projections; Phi-3: qkv_proj, gate_up_proj).
         eval_steps: steps between eval-loss measurements (default: 5 evals per run).
         save_steps: steps between checkpoints (default: --eval-steps).
         logging_steps: steps between train-loss records.
@@ -86,7 +87,7 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
-    target_modules: tuple[str, ...] = field(default=LORA_TARGETS)
+    target_modules: tuple[str, ...] | None = None
     eval_steps: int | None = None
     save_steps: int | None = None
     logging_steps: int = 1
@@ -95,7 +96,8 @@ class TrainConfig:
     force: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "max_length": self.max_length,
                     "lora_r": self.lora_r, "logging_steps": self.logging_steps}
         for name, value in positive.items():

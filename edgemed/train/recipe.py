@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +147,7 @@ def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, starte
 
     from edgemed.console import err_console
     from edgemed.models import load_tokenizer
-    from edgemed.prompts import detect_style, get_style
+    from edgemed.prompts import detect_style_for_tokenizer, get_style
     from edgemed.train.cpu import recipe
     from edgemed.train.loop import dist_state
 
@@ -156,9 +156,14 @@ def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, starte
     choice = training_device(config)
     tokenizer = load_tokenizer(inputs.resolved, trust_remote_code=config.trust_remote_code)
     tokenizer.padding_side = "right"
-    style = get_style(config.prompt_style or detect_style(getattr(tokenizer, "chat_template", None)))
+    style = get_style(config.prompt_style or detect_style_for_tokenizer(tokenizer, inputs.model_name))
+    from edgemed.train.targets import lora_targets
+
+    targets, targets_source = lora_targets(inputs.resolved, config.target_modules, config.trust_remote_code)
+    config = replace(config, target_modules=targets)
     if main:
         err_console.print(f"edgemed train: {inputs.model_name} on {choice}, prompt style {style.name}, "
+                          f"LoRA on {','.join(targets)} ({targets_source}), "
                           f"{len(inputs.train_qs)} train / {len(inputs.eval_qs)} eval questions")
     train_ex, eval_ex, loss_qs, counts = encode_splits(tokenizer, style, inputs.train_qs, inputs.eval_qs, config,
                                                        main)
@@ -175,6 +180,7 @@ def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, starte
                 "threads": torch.get_num_threads(), "recipe": recipe(choice.device, choice.dtype)},
         examples=counts,
     )
+    record["lora"]["target_modules_source"] = targets_source
     checkpoint = resume_point(work, record, main) if resume else None
     if main:
         write_start(work, inputs, config, style.name, loss_qs, record)

@@ -1,0 +1,137 @@
+"""Every model family's tiny random alias: its prompts are its own chat template's, token for token, in training
+and in every runtime's prompt path (transformers, the tokenizer.json path of ONNX and OpenVINO, llama.cpp), and it
+goes through one fast path (hf and a GGUF type, exported and verified against transformers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgemed.data import load_questions
+from edgemed.data.medmcqa import LETTERS
+from edgemed.models import FAMILIES
+
+ALL = ["llama", *FAMILIES]  # llama: the plain tiny-random alias (SmolLM2's template)
+
+
+def alias(family: str) -> str:
+    return "tiny-random" if family == "llama" else f"tiny-random-{family}"
+
+
+@pytest.fixture(scope="module")
+def questions():
+    return load_questions("sample", limit=3)[0]
+
+
+@pytest.fixture(scope="module", params=ALL)
+def family(request, edgemed_cache):
+    from edgemed.models import resolve_model
+
+    return request.param, resolve_model(alias(request.param))
+
+
+def conversation(style, q) -> list[dict]:
+    """The chat the style renders: the system message in its own turn, or folded into the user's as recorded."""
+    from edgemed.prompts import SYSTEM, question_block
+
+    if style.facts.get("system", "system role").startswith("system role"):
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question_block(q)}]
+    return [{"role": "user", "content": f"{SYSTEM}\n\n{question_block(q)}"}]
+
+
+def reference(tok, style, q) -> tuple[list[int], str]:
+    """(ids of the whole conversation with the answer, text of the generation prompt) by apply_chat_template."""
+    messages = conversation(style, q)
+    answer = {"role": "assistant", "content": f"Answer: {LETTERS[q.answer]}. {q.options[q.answer]}"}
+    full = tok.apply_chat_template([*messages, answer], tokenize=True, enable_thinking=False)
+    generation = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    return list(full), generation
+
+
+def test_config_keeps_the_family_quirks(family):
+    from transformers import AutoConfig
+
+    name, path = family
+    if name == "llama":
+        return
+    config = AutoConfig.from_pretrained(path)
+    assert type(config).__name__ == FAMILIES[name].config_class and config.architectures == [FAMILIES[name].model_class]
+    assert config.hidden_size == 64 and config.num_attention_heads % config.num_key_value_heads == 0
+    assert config.tie_word_embeddings is (name not in ("phi3", "mistral"))
+    if name in ("gemma2", "gemma3"):
+        kinds = config.layer_types
+        assert "sliding_attention" in kinds and "full_attention" in kinds and config.sliding_window == 16
+    if name == "gemma2":
+        assert config.final_logit_softcapping == 30.0 and config.attn_logit_softcapping == 50.0
+    if name in ("qwen3", "gemma3", "gemma2"):
+        from safetensors import safe_open
+
+        with safe_open(str(Path(path) / "model.safetensors"), "np") as weights:
+            names = weights.keys()  # a safetensors handle, not a dict
+        assert any("q_norm" in k for k in names) is (name != "gemma2")  # QK norm: Qwen3, Gemma 3
+
+
+def test_training_and_scoring_prompts_are_the_templates_own(family, questions):
+    """encode_question (training), the transformers runtime and the tokenizer.json runtimes (ONNX, OpenVINO)
+    tokenize edgemed's prompt and target to exactly apply_chat_template's ids, up to the answer and through it."""
+    from edgemed.batching import IGNORE, encode_question
+    from edgemed.models import load_tokenizer
+    from edgemed.prompts import detect_style_for_tokenizer, get_style
+    from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
+
+    name, path = family
+    tok = load_tokenizer(path)
+    style = get_style(detect_style_for_tokenizer(tok, name))
+    assert style.name != "plain" and style.turn_end
+    folder = FolderTokenizer(Path(path), read_json(Path(path) / "config.json"),
+                             read_json(Path(path) / "generation_config.json"))
+    for q in questions:
+        full, generation = reference(tok, style, q)
+        example = encode_question(tok, style, q)
+        ids, n_prompt = example["input_ids"], example["labels"].count(IGNORE)
+        assert full[:len(ids)] == ids, (name, tok.decode(full), tok.decode(ids))  # training: the template's own
+        prompt = style.prompt(q)
+        if "once, by the tokenizer" in style.facts.get("bos", ""):
+            generation = generation.removeprefix(tok.bos_token)  # the tokenizer adds it to the prompt's ids
+        assert prompt.startswith(generation) and prompt[len(generation):].strip() == "Answer:"  # scoring
+        assert folder.encode(prompt) == ids[:n_prompt]  # ONNX and OpenVINO runtimes' tokenizer
+        assert ids[:2] != [tok.bos_token_id] * 2  # never a doubled BOS
+    if name in ("qwen3", "smollm3"):
+        assert "<think>\n\n</think>" in style.user_end  # thinking off, as the template renders it
+    if name in ("gemma2", "mistral"):
+        assert style.facts["system"].startswith("folded into the first user turn")
+
+
+@pytest.fixture(scope="module")
+def fast_path(family, tmp_path_factory):
+    """hf and gguf-q8_0 of the family's tiny model, exported and verified (the suite's one path per family)."""
+    from edgemed.export.run import run_export
+
+    name, path = family
+    out = tmp_path_factory.mktemp(f"family-{name}")
+    return name, path, out, run_export(Path(path), ["hf", "gguf-q8_0"], out, threads=2,
+                                       show_progress=False)
+
+
+def test_hf_and_gguf_export_and_verify(fast_path, questions):
+    """Both artifacts verified against transformers (delta log p); llama.cpp tokenizes the recorded prompt to the
+    training ids, and the GGUF's own chat template gives the recorded style."""
+    from edgemed.batching import IGNORE, encode_question
+    from edgemed.lineage import read_lineage
+    from edgemed.models import load_tokenizer
+    from edgemed.prompts import detect_style, get_style
+    from edgemed.runtimes.llamacpp import LlamaCppRuntime
+
+    name, path, out, results = fast_path
+    for r in results:
+        assert r["status"] == "exported" and r["verification"]["passed"], (name, r["format"], r["reason"])
+    lineage = read_lineage(out / "gguf-q8_0")
+    style = get_style(lineage.prompt_style)
+    tok = load_tokenizer(path)
+    with LlamaCppRuntime(out / "gguf-q8_0", threads=2) as rt:
+        assert detect_style(rt.chat_template(), **rt.template_tokens(), model=name) == style.name
+        for q in questions:
+            example = encode_question(tok, style, q)
+            n_prompt = example["labels"].count(IGNORE)
+            assert rt.tokenize(style.prompt(q)) == example["input_ids"][:n_prompt], name
