@@ -5,8 +5,8 @@
 # the tools run the same ggml kernels as edgemed's llama.cpp runtime.
 #
 # A thin caller of the product's own builder, edgemed/llama_tools.py (`edgemed export` builds the same tools on
-# first use for calibrated GGUF): cached under .venv/opt/llama.cpp-VER/ (sdist/, src/, build/); a second run only
-# prints the paths. stdout is one binary a line: llama-imatrix, llama-quantize, then llama-bench and
+# first use for calibrated GGUF): cached once per machine under ~/.cache/edgemed/llama.cpp/VER-COMPILER-HASH/bin/
+# (see edgemed/llama_tools.py for the key, the stamp and the lock); a second run only prints the paths. stdout is one binary a line: llama-imatrix, llama-quantize, then llama-bench and
 # llama-perplexity as the last two lines.
 #   JOBS     parallel compile jobs (default 2)
 #   FORCE=1  rebuild even when the cached binaries are there

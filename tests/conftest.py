@@ -19,7 +19,11 @@ SHARED_MEDMCQA = REPO.parent / "shared" / "data" / "medmcqa"
 
 @pytest.fixture(scope="session", autouse=True)
 def edgemed_cache(tmp_path_factory) -> Path:
-    """Build aliases into a per-session cache so tests never read or write the user's cache."""
+    """Build aliases into a per-session cache so tests never read or write the user's model cache. llama.cpp's tools
+    stay in the machine's cache (built once per machine, verified by their stamp's sha256 before use)."""
+    from edgemed.llama_tools import CACHE_ENV, cache_base
+
+    os.environ.setdefault(CACHE_ENV, str(cache_base()))  # where they live with the user's EDGEMED_CACHE
     cache = Path(os.environ.get("EDGEMED_TEST_CACHE") or tmp_path_factory.mktemp("edgemed-cache"))
     os.environ["EDGEMED_CACHE"] = str(cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
