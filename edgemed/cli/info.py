@@ -1,4 +1,4 @@
-"""``edgemed info``: model aliases, formats, which extras are installed, and this machine."""
+"""``edgemed info``: model aliases, formats, which extras are installed, the board profiles, and this machine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from edgemed.models import DEFAULT_MODEL
 
 
 def info(out: Path | None = None) -> int:
-    """Show model aliases, export formats with their availability, and this machine.
+    """Show model aliases, export formats with their availability, the board profiles, and this machine.
 
     Args:
         out: folder to write info.json into.
@@ -46,6 +46,7 @@ def info(out: Path | None = None) -> int:
     wide = console if console.is_terminal else Console(width=200, highlight=False)  # logs: hints never cut short
     wide.print(formats)
     gguf_types = _gguf_types_table(console)
+    profiles = _profiles_table(wide)
     env = environment()
     for key, value in env.items():
         if not isinstance(value, dict):
@@ -54,7 +55,8 @@ def info(out: Path | None = None) -> int:
         from edgemed.fsutil import atomic_write_json
 
         atomic_write_json(Path(out) / "info.json", {"formats": rows, "gguf_types": gguf_types,
-                                                    "embedded_model": embedded, "environment": env})
+                                                    "profiles": profiles, "embedded_model": embedded,
+                                                    "environment": env})
     return 0
 
 
@@ -92,6 +94,37 @@ def _gguf_types_table(console) -> list[dict]:
         table.add_column(col, no_wrap=col != "formats")
     for r in rows:
         table.add_row(str(r["type"]), str(r["imatrix"]), ", ".join(r["formats"]), "yes" if r["ladder"] else "")
+    console.print(table)
+    return rows
+
+
+def profile_rows() -> list[dict]:
+    """One row per board profile of the bundled profiles.toml: its name and aliases, the board, its RAM (the name's
+    size suffix) and the usable memory, threads and copy bandwidth the bench's estimates assume."""
+    from edgemed.bench.profiles import load_profiles
+    from edgemed.bench.report_profiles import _family_and_gb
+
+    return [{"profile": p.name, "aliases": list(p.aliases), "board": p.description.partition(" (")[0],
+             "ram_gb": _family_and_gb(p.name)[1], "memory_ceiling_gb": p.memory_ceiling_gb, "threads": p.threads,
+             "bandwidth_gbps": p.bandwidth_gbps, "peak_bandwidth_gbps": p.peak_bandwidth_gbps,
+             "description": p.description} for p in load_profiles().values()]
+
+
+def _profiles_table(console) -> list[dict]:
+    """The board profiles `edgemed bench --profile NAME` estimates for (a name or an alias)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = profile_rows()
+    table = Table(title="board profiles: edgemed bench --profile NAME (a name or an alias; several comma-separated)",
+                  caption="rough public figures, not measurements of a board: the bench estimates fit and decode "
+                          "speed from them; edgemed report sets a run made on the board beside the estimate")
+    for col in ("profile", "aliases", "board", "memory usable / RAM", "threads", "copy bandwidth"):
+        table.add_column(col, justify="left" if col in ("profile", "aliases", "board") else "right")
+    for r in rows:
+        ram = "?" if r["ram_gb"] is None else f"{r['ram_gb']:g}"
+        table.add_row(r["profile"], ", ".join(r["aliases"]), escape(r["board"]),
+                      f"{r['memory_ceiling_gb']:g} / {ram} GB", str(r["threads"]), f"{r['bandwidth_gbps']:g} GB/s")
     console.print(table)
     return rows
 
