@@ -409,6 +409,7 @@ class Family:
     added: tuple[str, ...] = ()  # further special tokens (turn markers)
     plain_added: tuple[str, ...] = ()  # added tokens that are not special (Qwen3's <think>)
     end_of_turn: str | None = None  # a turn marker generation also ends on (generation_config eos ids)
+    rstrip: bool = False  # the added special tokens eat the whitespace after them (Phi-3's do, in llama.cpp too)
 
 
 _SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
@@ -448,9 +449,10 @@ FAMILIES: dict[str, Family] = {
         "Phi3Config", "Phi3ForCausalLM",
         {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 4, "tie_word_embeddings": False,
          "rope_theta": 10000.0, "sliding_window": None},
-        PHI3_TEMPLATE, "fused qkv_proj and gate_up_proj, untied head, full multi-head attention",
-        special={"bos_token": "<s>", "eos_token": "<|endoftext|>"},
-        added=("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), end_of_turn="<|end|>"),
+        PHI3_TEMPLATE, "fused qkv_proj and gate_up_proj, untied head, full multi-head attention, chat markers "
+                       "that strip the whitespace after them",
+        special={"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>"},
+        added=("</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), end_of_turn="<|end|>", rstrip=True),
     "mistral": Family(
         "MistralConfig", "MistralForCausalLM",
         {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 1, "tie_word_embeddings": False,
@@ -475,7 +477,8 @@ def family_tokenizer(family: Family):
 
     tok = fixed_smollm2_tokenizer(smollm2_gguf_path())
     if family.special or family.added:
-        tok.add_special_tokens({**family.special, "additional_special_tokens": list(family.added)})
+        added = [AddedToken(t, rstrip=family.rstrip, special=True, normalized=False) for t in family.added]
+        tok.add_special_tokens({**family.special, "additional_special_tokens": added})
     if family.plain_added:
         tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in family.plain_added])
     if "pad_token" not in family.special:

@@ -377,3 +377,53 @@ def weight_bytes(path, fmt: str) -> int:
     suffixes = weight_suffixes(fmt)
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files if p.name.endswith(suffixes))
+
+
+# --- what an engine cannot do for a model architecture ------------------------------------------------------------
+@dataclass(frozen=True)
+class ArchitectureLimit:
+    """A format an engine cannot produce for an architecture, measured (scripts/dev/family_matrix.py,
+    docs/families.md), so the export refuses it before any work with the engine's limit named."""
+
+    formats: str  # a format name, or the family of names it starts ("gguf": gguf-f16, gguf-q8_0, ...)
+    architecture: str  # as config.json's "architectures" names it
+    engine: str  # the engine, as the message names it
+    package: str  # the installed distribution whose version is the engine's
+    missing: str  # what the engine lacks for this architecture
+    unless_file: str = ""  # the limit does not hold where the model folder has this file
+
+
+ARCHITECTURE_LIMITS: list[ArchitectureLimit] = [
+    ArchitectureLimit("gguf", "Gemma2ForCausalLM", "llama.cpp's converter", "llama-cpp-python",
+                      "reads Gemma 2's vocabulary only from a SentencePiece tokenizer.model (this model folder has "
+                      "none)", unless_file="tokenizer.model"),
+]
+
+
+def _architecture(source: Path) -> str | None:
+    import json
+
+    try:
+        archs = json.loads((Path(source) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    return archs[0] if archs and isinstance(archs[0], str) else None
+
+
+def architecture_limit(fmt: str, source: Path) -> str | None:
+    """Why `fmt` cannot be exported from the model folder `source` ("<engine> <version>: <what is missing> for
+    <architecture>"), or None."""
+    import importlib.metadata as md
+
+    arch = _architecture(source)
+    for limit in ARCHITECTURE_LIMITS:
+        if limit.architecture != arch or not (fmt == limit.formats or fmt.startswith(limit.formats + "-")):
+            continue
+        if limit.unless_file and (Path(source) / limit.unless_file).exists():
+            continue
+        try:
+            version = md.version(limit.package)
+        except md.PackageNotFoundError:
+            version = "(not installed)"
+        return f"{limit.engine} ({limit.package} {version}): {limit.missing} for {arch}"
+    return None

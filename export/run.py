@@ -21,7 +21,7 @@ from edgemed.errors import EdgemedError
 from edgemed.export.base import Exporter, check_source, source_fingerprint, source_lineage
 from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
 from edgemed.manifest import MANIFEST, file_entries, new_manifest, try_manifest
-from edgemed.registry import FORMATS, FormatSpec, expand_formats, get_format, load_object
+from edgemed.registry import FORMATS, FormatSpec, architecture_limit, expand_formats, get_format, load_object
 
 SUMMARY = "export.json"
 
@@ -98,7 +98,7 @@ class _Run:
                  replace_stale: bool = False) -> bool:
         """Record and return False when the format is unavailable, up to date, or in the way (no --force; with
         `replace_stale`, an edgemed artifact of another source or settings is not in the way: it is rebuilt)."""
-        reason = exporter.available()
+        reason = exporter.available() or architecture_limit(spec.name, self.merged)
         if reason:
             self.record(spec, "unavailable", reason, exit_code=2 if explicit else 0)
             return False
@@ -222,7 +222,7 @@ def run_export(
         s.name: load_object(s.exporter)(s.name, threads=threads, siblings=out, **(settings or {}).get(s.name, {}))
         for s in specs
     }
-    unavailable = {name: e.available() for name, e in exporters.items()}
+    unavailable = {name: e.available() or architecture_limit(name, merged) for name, e in exporters.items()}
     if all(unavailable.values()):  # nothing can be written here: say what to install
         reasons = "; ".join(f"{name} {why}" for name, why in unavailable.items())
         raise EdgemedError(f"no requested format can be exported with this install ({reasons})")

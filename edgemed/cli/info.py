@@ -46,6 +46,9 @@ def info(out: Path | None = None) -> int:
     wide = console if console.is_terminal else Console(width=200, highlight=False)  # logs: hints never cut short
     wide.print(formats)
     gguf_types = _gguf_types_table(console)
+    from edgemed.families import print_table
+
+    families = print_table(wide, {r["format"] for r in rows if r["can_export"]})
     profiles = _profiles_table(wide)
     env = environment()
     for key, value in env.items():
@@ -56,7 +59,7 @@ def info(out: Path | None = None) -> int:
 
         atomic_write_json(Path(out) / "info.json", {"formats": rows, "gguf_types": gguf_types,
                                                     "profiles": profiles, "embedded_model": embedded,
-                                                    "environment": env})
+                                                    "families": families, "environment": env})
     return 0
 
 
