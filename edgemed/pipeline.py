@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from edgemed.console import err_console
 from edgemed.errors import BudgetBroken, CheckFailed, EdgemedError
 from edgemed.fsutil import atomic_write_json, try_json
 from edgemed.models import DEFAULT_MODEL
+from edgemed.train.config import TrainingFlags
 
 STATE = "pipeline.json"
 # What train, merge and export each import (about 8 s on 2 cores): imported once, before the first of them is forked
@@ -49,9 +50,25 @@ class PipelineConfig:
     seed: int = 0
     force: bool = False
     tune: list[str] | None = None
+    training: TrainingFlags = field(default_factory=TrainingFlags)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+
+    def train_config(self):
+        """The train step's TrainConfig (its options checked when built)."""
+        from edgemed.train.config import TrainConfig
+
+        return TrainConfig(max_steps=self.max_steps, seed=self.seed, eval_data=self.eval_data, threads=self.threads,
+                           force=True, eval_steps=self.max_steps,  # eval loss before and after (train loss: each step)
+                           **asdict(self.training))
+
+    def check_training(self) -> None:
+        """The training options and the device and dtype they ask for (exit 2 where they cannot train here)."""
+        from edgemed.devices import pick_device_unforked
+
+        config = self.train_config()
+        pick_device_unforked(config.device, config.dtype, "train", qlora=config.qlora)
 
     @property
     def run_dir(self) -> Path:
@@ -95,6 +112,7 @@ class PipelineConfig:
         from edgemed.fsutil import check_output_dir
 
         check_output_dir(self.out, "--out")
+        self.check_training()
         bench = self.bench_config()
         if self.budget is not None:
             from edgemed.bench.budget import load_budgets
@@ -125,11 +143,8 @@ def train_step(c: PipelineConfig) -> dict[str, Any]:
 
     require_train("the pipeline's train step")
     from edgemed.train import recipe
-    from edgemed.train.config import TrainConfig
 
-    config = TrainConfig(max_steps=c.max_steps, seed=c.seed, eval_data=c.eval_data, threads=c.threads, force=True,
-                         eval_steps=c.max_steps)  # eval loss before and after (the train loss: every step)
-    metrics = recipe.train(c.model, c.data, c.run_dir, config)
+    metrics = recipe.train(c.model, c.data, c.run_dir, c.train_config())
     return {k: metrics.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_seconds") if k in metrics}
 
 
@@ -199,7 +214,8 @@ def pipeline_steps(c: PipelineConfig, bench_config, tune_config=None) -> list[St
     bench). Each step is keyed by the settings that change its output."""
     common = {"model": c.model, "data": c.data, "seed": c.seed, "lineage": 1}  # runs before lineage.json: redone
     steps = [
-        Step("train", c.run_dir / "metrics.json", {**common, "max_steps": c.max_steps, "eval_data": c.eval_data},
+        Step("train", c.run_dir / "metrics.json",
+             {**common, "max_steps": c.max_steps, "eval_data": c.eval_data, **asdict(c.training)},
              lambda: train_step(c), preload=TORCH_STACK),
         Step("merge", c.merged_dir / "edgemed-merge.json", common, lambda: merge_step(c), preload=TORCH_STACK),
     ]

@@ -295,14 +295,14 @@ def test_answer_position_logits_give_the_models_own_loss(tiny_model, tokenizer):
 
 
 def test_auto_dtype_is_bf16_on_cpus_with_bf16_hardware(monkeypatch):
-    import edgemed.train.cpu as loop
+    import edgemed.devices as devices
 
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
-    assert loop.train_dtype("cpu", "auto") == "bfloat16"
-    assert loop.train_dtype("cpu", "float32") == "float32"
-    assert loop.train_dtype("cuda", "float16") == "float16"
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
-    assert loop.train_dtype("cpu", "auto") == "float32"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert devices.pick_device("cpu", "auto", "train").dtype == "bfloat16"
+    assert devices.pick_device("cpu", "float32", "train").dtype == "float32"
+    assert devices.pick_device("cpu", "auto", "infer").dtype == "float32"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert devices.pick_device("cpu", "auto", "train").dtype == "float32"
 
 
 def test_throughput_is_in_metrics_and_the_run_record(run):

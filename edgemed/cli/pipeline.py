@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgemed.models import DEFAULT_MODEL
+from edgemed.train.config import TrainingFlags
 
 
 def pipeline(
@@ -23,11 +24,14 @@ def pipeline(
     seed: int = 0,
     force: bool = False,
     tune: list[str] | None = None,
+    training: TrainingFlags = TrainingFlags(),
 ) -> int:
     """Train a LoRA adapter, merge it, export every format and benchmark them all (resumable).
 
     With no options this runs on the embedded defaults (SmolLM2-135M-Instruct, the bundled sample) and
     writes everything under runs/pipeline. Re-running skips the steps already finished with the same settings.
+    The training options --device, --dtype, --qlora, --batch-size, --grad-accum, --lora-r and --eval-limit are
+    edgemed train's (a change of any of them retrains).
 
     Args:
         model: model alias (smollm2-135m, tiny-random, llama32-1b-shape), local folder or hub id
@@ -58,4 +62,4 @@ def pipeline(
     return run_pipeline(PipelineConfig(
         model=model, data=data, out=Path(out), max_steps=max_steps, eval_data=eval_data, limit=limit, formats=formats,
         bench_formats=bench_formats, threads=threads, repetitions=repetitions, n_gen=n_gen, budget=budget,
-        seed=seed, force=force, tune=tune))
+        seed=seed, force=force, tune=tune, training=training))

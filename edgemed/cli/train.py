@@ -35,9 +35,10 @@ def train(
     from edgemed.fsutil import check_output_dir
 
     check_output_dir(Path(out), "--out")
-    from edgemed.models import pick_device
+    from edgemed.devices import pick_device
 
-    pick_device(config.device, config.dtype)  # --device cuda without CUDA: exit 2 now, not after loading the data
+    # --device cuda without CUDA, a dtype or --qlora the device cannot train in: exit 2 now, not after the data loads
+    pick_device(config.device, config.dtype, "train", qlora=config.qlora)
 
     metrics = recipe.train(model, data, Path(out), config)
     console.print(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Literal
 
 from edgemed.data.split import EVAL_FRACTION
@@ -41,10 +41,11 @@ class TrainConfig:
         device: auto, cpu, cuda, cuda:N or mps; for several GPUs run this command unchanged under
             'accelerate launch -m edgemed.cli.main train ...'.
         dtype: the frozen model's dtype and autocast (LoRA weights and optimizer state stay float32); auto =
-            bfloat16/float16 on GPUs, bfloat16 on CPUs with AVX512-BF16 or AMX, float32 on other CPUs.
+            bfloat16 on CUDA GPUs that compute it natively, else float16 (with a grad scaler), float32 on Apple
+            silicon (MPS), bfloat16 on CPUs with AVX512-BF16 or AMX, float32 on other CPUs.
         group_by_length: batch questions of similar length together (seeded; less padding per step).
         gradient_checkpointing: trade compute for activation memory.
-        qlora: 4-bit NF4 base via bitsandbytes (CUDA only).
+        qlora: 4-bit NF4 base via bitsandbytes (CUDA only); it computes in --dtype.
         skip_bad_rows: skip invalid rows instead of refusing the data.
         cop_base: label convention of 'cop': auto, 0 (0..3) or 1 (1..4).
         trust_remote_code: allow model code from the hub (off: safe by default).
@@ -136,3 +137,27 @@ class TrainConfig:
             raise EdgemedError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**options)
 
+
+# The training flags `edgemed pipeline` takes beside its own: TrainConfig's fields of these names (types, defaults
+# and help derived below, never restated).
+PIPELINE_TRAIN_FLAGS = ("device", "dtype", "qlora", "batch_size", "grad_accum", "lora_r", "eval_limit")
+
+
+def config_subset(name: str, names: tuple[str, ...], summary: str) -> type:
+    """A frozen dataclass holding the TrainConfig fields `names` with their types, defaults and ``Args:`` help (a
+    command expands it into the same flags as ``edgemed train``'s)."""
+    import typing
+
+    from edgemed.cli.signature import parse_doc
+
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    _, helps = parse_doc(TrainConfig)
+    cls = make_dataclass(name, [(n, hints[n], field(default=defaults[n])) for n in names], frozen=True)
+    cls.__doc__ = f"{summary}\n\nArgs:\n" + "".join(f"    {n}: {helps[n]}\n" for n in names)
+    cls.__module__ = __name__
+    return cls
+
+
+TrainingFlags = config_subset("TrainingFlags", PIPELINE_TRAIN_FLAGS,
+                              "The training options of `edgemed pipeline` (TrainConfig's, same names and defaults).")

@@ -1,6 +1,7 @@
 """What makes LoRA training fast on a CPU: each lever measured by scripts/dev/bench_train_speed.py.
 
-- ``--dtype auto`` is bfloat16 where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), else float32.
+- ``--dtype auto`` is bfloat16 where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), else float32
+  (resolved with every other device's choice in edgemed.devices).
 - CPU bf16 training: the frozen model is loaded in bfloat16 (weights, embeddings, residual stream; the
   norms compute in float32 inside, as the model's own code does), the LoRA weights and AdamW state stay
   float32, and the Trainer runs under CPU bf16 autocast. The attention itself runs in float32
@@ -19,21 +20,6 @@ import torch
 
 FP32_SDPA = "edgemed_sdpa_fp32"
 _BITS = 15  # random bits per dropout decision
-
-
-def cpu_has_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX)."""
-    from edgemed.sysinfo import cpu_flags
-
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def train_dtype(device: str, dtype: str) -> str:
-    """The dtype ``--dtype`` asks for on `device`: 'auto' on a CPU with bf16 hardware is bfloat16
-    (measured by scripts/dev/bench_train_speed.py), on other CPUs float32; GPUs as edgemed.models.pick_device."""
-    if dtype == "auto" and device == "cpu":
-        return "bfloat16" if cpu_has_bf16() else "float32"
-    return dtype
 
 
 def recipe(device: str, dtype: str) -> dict[str, str]:

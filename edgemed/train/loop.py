@@ -266,40 +266,40 @@ def dist_state():
     return PartialState()
 
 
-def load_base(path: str, choice, config: TrainConfig):
-    """The frozen base model on `choice`: one whole copy per process, 4-bit with --qlora, the attention in float32
-    under CPU bf16."""
+def base_load_arguments(path: str, choice, config: TrainConfig) -> dict[str, Any]:
+    """The keywords of :func:`edgemed.models.load_model` for the frozen base model on `choice`: one whole copy per
+    process on a GPU, 4-bit NF4 with --qlora (computing in the run's dtype), the attention in float32 under CPU
+    bf16."""
     import os
 
     import torch
 
-    from edgemed.models import load_model
-
-    kwargs: dict[str, Any] = {}
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    kwargs: dict[str, Any] = {"path": path, "choice": choice, "trust_remote_code": config.trust_remote_code}
     if choice.device.startswith("cuda"):
         # one whole copy per process: accelerate/DDP moves nothing afterwards
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         kwargs["device_map"] = {"": local if choice.device == "cuda" else choice.device}
     if config.qlora:
         from transformers import BitsAndBytesConfig
 
-        from edgemed.registry import get_format, require_module
-
-        nf4 = get_format("bnb-nf4")  # --qlora loads the base model as bnb-nf4 does: the same modules and extra
-        for module in nf4.needs:
-            require_module(module, nf4.extra, "--qlora")
-        compute = torch.bfloat16 if choice.dtype == "bfloat16" else torch.float16
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_compute_dtype=getattr(torch, choice.dtype),
         )
     if choice.device == "cpu" and choice.dtype == "bfloat16":
         # the frozen model in bf16 under autocast, LoRA weights float32, the attention in float32
         # (edgemed.train.cpu; scripts/dev/bench_train_speed.py measures each lever)
         from edgemed.train.cpu import register_fp32_sdpa
 
-        kwargs.setdefault("attn_implementation", register_fp32_sdpa())
-    model = load_model(path, choice, trust_remote_code=config.trust_remote_code, **kwargs)
+        kwargs["attn_implementation"] = register_fp32_sdpa()
+    return kwargs
+
+
+def load_base(load: dict[str, Any], config: TrainConfig):
+    """The frozen base model loaded with `load` (:func:`base_load_arguments`), ready for its LoRA."""
+    from edgemed.models import load_model
+
+    model = load_model(**load)
     model.config.use_cache = False
     if config.qlora:
         from peft import prepare_model_for_kbit_training
@@ -327,20 +327,11 @@ def add_lora(model, config: TrainConfig):
     return get_peft_model(model, lora)
 
 
-def training_args(work: Path, choice, config: TrainConfig, steps_hint: int):
-    """The Trainer's TrainingArguments for `config` on `choice`; checkpoints go to ``work/checkpoints``."""
-    import os
-
-    from accelerate.state import AcceleratorState
-    from transformers import TrainingArguments
-
-    # TrainingArguments writes its mixed precision into ACCELERATE_MIXED_PRECISION and never clears it, and
-    # accelerate keeps it in a singleton: a float32 run after a bf16 one in the same process (the bench, the
-    # tests, a notebook) would silently train under bf16 autocast. The recorded dtype decides, here too.
-    os.environ["ACCELERATE_MIXED_PRECISION"] = {"bfloat16": "bf16", "float16": "fp16"}.get(choice.dtype, "no")
-    AcceleratorState._reset_state()
+def training_arguments(work: Path, choice, config: TrainConfig, steps_hint: int) -> dict[str, Any]:
+    """The keywords of the Trainer's TrainingArguments for `config` on `choice` (checkpoints go to
+    ``work/checkpoints``): bf16 or fp16 (the grad scaler) mixed precision as the resolved dtype says."""
     every = config.eval_steps or max(1, steps_hint // 5)
-    return TrainingArguments(
+    return dict(
         output_dir=str(Path(work) / CHECKPOINTS),
         max_steps=config.max_steps or -1,
         num_train_epochs=config.epochs,
@@ -374,3 +365,20 @@ def training_args(work: Path, choice, config: TrainConfig, steps_hint: int):
         save_safetensors=True,
     )
 
+
+def training_args(arguments: dict[str, Any]):
+    """The TrainingArguments of `arguments` (:func:`training_arguments`), with accelerate's mixed precision set to
+    match.
+
+    TrainingArguments writes its mixed precision into ACCELERATE_MIXED_PRECISION and never clears it, and
+    accelerate keeps it in a singleton: a float32 run after a bf16 one in the same process (the bench, the tests, a
+    notebook) would silently train under bf16 autocast. The recorded dtype decides, here too."""
+    import os
+
+    from accelerate.state import AcceleratorState
+    from transformers import TrainingArguments
+
+    os.environ["ACCELERATE_MIXED_PRECISION"] = ("bf16" if arguments["bf16"] else "fp16" if arguments["fp16"]
+                                                else "no")
+    AcceleratorState._reset_state()
+    return TrainingArguments(**arguments)

@@ -9,7 +9,7 @@ distribution and only the main process writes the run files.
 
 The pieces: ``config`` (the options), ``rundir`` (the run folder, its record, resume checks), ``data``
 (questions, split, encoding, length-grouped order), ``loop`` (model, LoRA, TrainingArguments, the Trainer
-subclass, progress line), ``cpu`` (CPU dtypes and kernels).
+subclass, progress line), ``cpu`` (CPU kernels). Device and dtype: edgemed.devices.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class Inputs:
 
 @dataclass
 class Setup:
-    """What :func:`set_up` built: everything :func:`run` and :func:`clean_up` need."""
+    """What :func:`set_up` decided (:func:`plan`, before any weights load) and built (the Trainer): everything
+    :func:`run` and :func:`clean_up` need."""
 
     work: Path
     config: TrainConfig
@@ -68,8 +69,12 @@ class Setup:
     tokenizer: Any
     record: dict[str, Any]
     checkpoint: str | None
-    trainer: Any
     started: float
+    train_ex: list
+    eval_ex: list
+    load: dict[str, Any]  # edgemed.models.load_model's arguments for the base model
+    args: dict[str, Any]  # the Trainer's TrainingArguments, as keywords
+    trainer: Any = None
 
 
 def train_lora(
@@ -143,13 +148,24 @@ def validate(model_name: str, data: str, config: TrainConfig) -> Inputs:
 
 def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, started: float) -> Setup:
     """Everything the run needs; the run record and lineage are written (main process) before the model loads."""
+    setup = plan(inputs, work, config, resume, started)
+    setup.dist.wait_for_everyone()
+    setup.trainer = build_trainer(setup)
+    return setup
+
+
+def plan(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, started: float) -> Setup:
+    """Every decision of the run before any weights load: device and dtype, tokenizer, prompt style, examples, the
+    memory check, the run record and lineage (written by the main process), and the exact arguments of the base
+    model's load and of the TrainingArguments (what :func:`build_trainer` passes on unchanged)."""
     import torch
 
     from edgemed.console import err_console
+    from edgemed.devices import describe
     from edgemed.models import load_tokenizer
     from edgemed.prompts import detect_style_for_tokenizer, get_style
     from edgemed.train.cpu import recipe
-    from edgemed.train.loop import dist_state
+    from edgemed.train.loop import base_load_arguments, dist_state, training_arguments
 
     dist = dist_state()
     main = dist.is_main_process
@@ -176,7 +192,7 @@ def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, starte
         base_model={"given": inputs.model_name, "resolved": inputs.resolved,
                     "signature": model_signature(inputs.resolved)},
         data=inputs.data_rec, evaluation=inputs.eval_rec, prompt_style=style.name,
-        device={"device": choice.device, "dtype": choice.dtype, "world_size": dist.num_processes,
+        device={**describe(choice, config.device, config.dtype), "world_size": dist.num_processes,
                 "threads": torch.get_num_threads(), "recipe": recipe(choice.device, choice.dtype)},
         examples=counts,
     )
@@ -184,25 +200,27 @@ def set_up(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, starte
     checkpoint = resume_point(work, record, main) if resume else None
     if main:
         write_start(work, inputs, config, style.name, loss_qs, record)
-    dist.wait_for_everyone()
-    trainer = build_trainer(inputs.resolved, choice, config, work, tokenizer, train_ex, eval_ex, dist.num_processes)
-    return Setup(work, config, dist, choice, tokenizer, record, checkpoint, trainer, started)
+    per_step = config.batch_size * config.grad_accum * dist.num_processes
+    steps_hint = config.max_steps or max(1, int(config.epochs * -(-len(train_ex) // per_step)))
+    return Setup(work, config, dist, choice, tokenizer, record, checkpoint, started, train_ex, eval_ex,
+                 load=base_load_arguments(inputs.resolved, choice, config),
+                 args=training_arguments(work, choice, config, steps_hint))
 
 
 def training_device(config: TrainConfig) -> DeviceChoice:
-    """The device and the dtype this run trains in (exit 2 for --qlora or float16 without CUDA); sets --threads."""
+    """The device and the dtype this run trains in (edgemed.devices: exit 2 where the asked-for dtype or --qlora
+    cannot work there, or --qlora's modules are missing); sets --threads."""
     import torch
 
-    from edgemed.models import DeviceChoice, pick_device
-    from edgemed.train.cpu import train_dtype
+    from edgemed.devices import pick_device
 
-    choice = pick_device(config.device, config.dtype)
-    choice = DeviceChoice(choice.device, train_dtype(choice.device, config.dtype))
-    if config.qlora and not choice.device.startswith("cuda"):
-        raise EdgemedError(f"--qlora needs a CUDA GPU (4-bit bitsandbytes base); this run is on {choice.device}: "
-                           "drop --qlora to train a plain LoRA")
-    if choice.dtype == "float16" and not choice.device.startswith("cuda"):
-        raise EdgemedError(f"float16 training needs CUDA; on {choice.device} use --dtype float32 or bfloat16")
+    choice = pick_device(config.device, config.dtype, "train", qlora=config.qlora)
+    if config.qlora:
+        from edgemed.registry import get_format, require_module
+
+        nf4 = get_format("bnb-nf4")  # --qlora loads the base model as bnb-nf4 does: the same modules and extra
+        for module in nf4.needs:
+            require_module(module, nf4.extra, "--qlora")
     if config.threads:
         torch.set_num_threads(config.threads)
     return choice
@@ -234,31 +252,30 @@ def write_start(work: Path, inputs: Inputs, config: TrainConfig, style: str, los
     atomic_write_json(work / RUN_CONFIG, record)
 
 
-def build_trainer(resolved: str, choice: DeviceChoice, config: TrainConfig, work: Path, tokenizer: Any,
-                  train_ex: list, eval_ex: list, world_size: int) -> Any:
-    """The seeded base model with its LoRA (CPU kernels on a CPU) inside an EdgemedTrainer."""
+def build_trainer(setup: Setup) -> Any:
+    """The seeded base model (loaded with ``setup.load``) with its LoRA (CPU kernels on a CPU) inside an
+    EdgemedTrainer (its TrainingArguments: ``setup.args``)."""
     from transformers import PrinterCallback, set_seed
 
     from edgemed.batching import AnswerOnlyCollator
     from edgemed.train.loop import EdgemedTrainer, Throughput, add_lora, load_base, progress_callback, training_args
 
+    config, choice = setup.config, setup.choice
     set_seed(config.seed)
-    model = add_lora(load_base(resolved, choice, config), config)
+    model = add_lora(load_base(setup.load, config), config)
     if choice.device == "cpu":
         from edgemed.train.cpu import fast_lora_dropout, lora_inputs_as_is
 
         fast_lora_dropout(model)
         if choice.dtype == "bfloat16":
             lora_inputs_as_is(model)  # the Trainer runs every forward under bf16 autocast
-    per_step = config.batch_size * config.grad_accum * world_size
-    steps_hint = config.max_steps or max(1, int(config.epochs * -(-len(train_ex) // per_step)))
     meter = Throughput()
     trainer = EdgemedTrainer(
         model=model,
-        args=training_args(work, choice, config, steps_hint),
-        train_dataset=train_ex,
-        eval_dataset=eval_ex,
-        data_collator=AnswerOnlyCollator(tokenizer.pad_token_id),
+        args=training_args(setup.args),
+        train_dataset=setup.train_ex,
+        eval_dataset=setup.eval_ex,
+        data_collator=AnswerOnlyCollator(setup.tokenizer.pad_token_id),
         callbacks=[meter, progress_callback(meter)],  # the meter first: the progress line reads it
         meter=meter,
         group_by_length=config.group_by_length,

@@ -373,9 +373,9 @@ def print_speed(report: dict) -> None:
 
 def print_default(report: dict) -> None:
     """Which setup `edgemed train --dtype auto` runs on this CPU, and its ratio to the notebook."""
-    from edgemed.train.cpu import train_dtype
+    from edgemed.devices import auto_dtype
 
-    dtype = train_dtype("cpu", "auto")
+    dtype = auto_dtype("cpu", "train")
     name = "bf16" if dtype == "bfloat16" else "fast_dropout"
     report["default_setup"] = {"dtype": dtype, "setup": name}
     row = report["speed"]["setups"].get(name)
