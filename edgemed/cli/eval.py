@@ -12,7 +12,9 @@ from edgemed.evaluator.config import EvalConfig
 
 
 def evaluate(artifact: str, config: EvalConfig) -> int:
-    """Evaluate an artifact on MedMCQA: accuracy with a 95% Wilson interval, calibration, failures.
+    """Evaluate an artifact on MedMCQA: accuracy with a 95% Wilson interval, calibration, failures. "The
+    notebook" is edgemed's reference notebook: LoRA on meta-llama/Llama-3.2-1B-Instruct, judged on sampled text
+    (docs/evaluation.md).
 
     Args:
         artifact: exported artifact folder (edgemed.json), model folder, .gguf file, or a model alias
