@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "pipeline": "edgemed.cli.pipeline:pipeline",
     "tune": "edgemed.cli.tune:tune",
     "info": "edgemed.cli.info:info",
+    "serve": "edgemed.cli.serve:serve",
+    "loadtest": "edgemed.cli.loadtest:loadtest",
 }
 
 

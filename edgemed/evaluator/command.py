@@ -73,12 +73,28 @@ def run_eval(artifact: str, config: EvalConfig) -> EvalOutcome:
         results["metrics"]["test_size"] = test_size_plan(result.accuracy, cmp["discordant_rate"])
     if int8 is not None:
         results["int8_kernel_check"] = int8
+    selective = _selective(path, result.predictions, config, data_info)
+    if selective is not None:
+        results["selective"] = selective
     from edgemed.sysinfo import environment
 
     results.update(resources=where, predictions_file="predictions.jsonl", environment=environment())
     if sweep_result is not None:
         sweep_result = {"artifact": str(path), "data": data_info, **sweep_result}
     return EvalOutcome(results, result.predictions, sweep_result)
+
+
+def _selective(path: Path, predictions: list[dict[str, Any]], config: EvalConfig,
+               data_info: dict[str, Any]) -> dict[str, Any] | None:
+    """The abstention threshold calibrated on these (evaluation-side) questions, tied to the artifact's sha256."""
+    from edgemed.artifact_digest import artifact_sha256
+    from edgemed.evaluator.selective import selective_block
+
+    block = selective_block(predictions, config.target_error, config.target_coverage)
+    if block is None:
+        return None
+    return {"artifact_sha256": artifact_sha256(path), "calibrated_on": {k: data_info.get(k) for k in (
+        "source", "split", "selection", "questions")}, **block}
 
 
 def _score(path: Path, questions, config: EvalConfig, where: dict[str, Any]):

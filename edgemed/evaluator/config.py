@@ -43,6 +43,10 @@ class EvalConfig:
         sweep_repeats: generations per question and setting in the sweep.
         cop_base: label convention of 'cop': auto, 0 (Hugging Face copy, 0..3) or 1 (original release, 1..4).
         skip_bad_rows: skip invalid rows (counted in results.json) instead of refusing the data.
+        target_error: selective prediction: calibrate the abstention threshold so that the error among answered
+            questions is certified at most this (default 0.10; results.json 'selective', read by edgemed serve).
+        target_coverage: selective prediction: calibrate the threshold to answer this share of questions instead
+            (its error is measured, not bounded).
         examples: failure examples to print per kind (results.json keeps 5).
         progress: show a progress bar.
         out: folder for results.json, predictions.jsonl (and sweep.json); without it nothing is written.
@@ -69,6 +73,8 @@ class EvalConfig:
     sweep_repeats: int = 3
     cop_base: Literal["auto", "0", "1"] = "auto"
     skip_bad_rows: bool = False
+    target_error: float | None = None
+    target_coverage: float | None = None
     examples: int = 3
     progress: bool = True
     out: Path | None = None
@@ -90,6 +96,12 @@ class EvalConfig:
             raise EdgemedError(f"--temperature must be a finite number >= 0, not {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise EdgemedError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.target_error is not None and not 0 < self.target_error < 1:
+            raise EdgemedError(f"--target-error is a share in (0, 1), not {self.target_error}")
+        if self.target_coverage is not None and not 0 < self.target_coverage <= 1:
+            raise EdgemedError(f"--target-coverage is a share in (0, 1], not {self.target_coverage}")
+        if self.target_error is not None and self.target_coverage is not None:
+            raise EdgemedError("--target-error and --target-coverage are two ways to set one threshold; give one")
         if self.sweep:  # checked now, not after the whole evaluation
             from edgemed.evaluator.sweep import check_sweep
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,15 +118,12 @@ class Runtime(abc.ABC):
         stop: list[str] | None = None,
     ) -> Generation:
         """Generate after `prompt` (greedy when temperature is 0), timing each token. One loop for every runtime."""
-        rng = np.random.default_rng(seed)
         ids = self.tokenize(prompt)
         new: list[int] = []
         times: list[float] = []
         text = ""
         start = time.perf_counter()
-        logits = self._prefill(ids)
-        for step in range(max_new_tokens):
-            token = pick_token(logits, temperature, top_p, rng)
+        for token, _ in self.token_stream(ids, max_new_tokens, temperature, top_p, seed):
             times.append(time.perf_counter() - start)
             if self.is_end(token):
                 break
@@ -134,9 +132,6 @@ class Runtime(abc.ABC):
                 text, stopped = cut_at_stop(self.detokenize(new), stop)
                 if stopped:
                     break
-            if step == max_new_tokens - 1:
-                break
-            logits = self._decode(token)
         total = time.perf_counter() - start
         if not stop:
             text = self.detokenize(new)
@@ -148,6 +143,21 @@ class Runtime(abc.ABC):
             total_s=total,
             token_times=times,
         )
+
+    def token_stream(self, ids: list[int], max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                     seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """The one decoding loop (``generate`` and ``edgemed serve`` both run it): prefill `ids`, then yield each
+        sampled token with the float32 logits it was sampled from (valid until the next step). An end token is
+        yielded too and ends the stream; a consumer may stop early (a stop string, a client gone) by not asking
+        for more, and no further token is computed."""
+        rng = np.random.default_rng(seed)
+        logits = self._prefill(ids)
+        for step in range(max_new_tokens):
+            token = pick_token(logits, temperature, top_p, rng)
+            yield token, logits
+            if self.is_end(token) or step == max_new_tokens - 1:
+                return
+            logits = self._decode(token)
 
     @property
     def manifest(self) -> dict[str, Any]:
