@@ -21,8 +21,11 @@ class BenchConfig:
     latency, pp/tg tokens/s, peak memory, size, budgets.
 
     Writes OUT/bench.json (everything, with raw samples), bench.csv, bench.md (also appended to
-    $GITHUB_STEP_SUMMARY) and pareto.png. Exit 0 when every artifact ran and every budget held, 1 when an
-    artifact failed or a budget/baseline check broke, 2 for bad usage or input.
+    $GITHUB_STEP_SUMMARY) and pareto.png. Each budget is decided on its measured 95% interval: pass, fail, or
+    inconclusive (the interval straddles the limit, or a timing was measured on a busy machine), which reruns the
+    artifact up to --retries times and then counts as --inconclusive says. Exit 0 when every artifact ran and
+    every check held, 1 when an artifact failed to load or be measured or a budget/baseline check broke (or stayed
+    inconclusive under --inconclusive fail), 2 for bad usage or input.
 
     Args:
         data: evaluation questions: 'sample', a local MedMCQA-schema file/folder, or a hub id (default: the
@@ -59,16 +62,41 @@ class BenchConfig:
         reference: artifact name or format that agreement, accuracy drop and fidelity are measured against
             (default: the hf one, else the first).
         budget: TOML budgets file ([default] and [format.NAME] tables; see examples/budgets.toml).
+        max_memory: budget on every artifact's peak memory while serving, e.g. 4GB or 800MB (the budgets file's
+            max_peak_rss_mb); exit 1 when one breaks it. Also constrains the recommendation.
+        max_p95_ms: budget on every artifact's p95 answer latency, e.g. 800 or 800ms (the budgets file's
+            max_p95_ms, tune's --max-p95-ms); exit 1 when one breaks it. Also constrains the recommendation.
+        max_kld: budget on every artifact's mean KL divergence from the reference, nats per token (the budgets
+            file's max_kld, tune's --max-kld); exit 1 when one breaks it. Also constrains the recommendation.
+        retries: measure an artifact again, up to this many times, while one of its timing budgets is inconclusive
+            (interval across the limit, or a busy machine).
+        inconclusive: how a budget still inconclusive after --retries counts: fail (exit 1) or pass; said in the
+            output.
+        suggest_budgets: write a budgets TOML here from this run: each limit outside the measured 95% interval by
+            --suggest-margin, a comment per line saying where the number came from (use it as --budget later).
+        suggest_margin: how far outside the measured interval a suggested limit lies, e.g. 10% (the drift between
+            runs that one run's interval does not hold).
+        ab_baseline: baseline artifacts (folders, comma-separated) measured on this runner interleaved with the
+            candidates (A B A B ...), each paired with the candidate of its format; the run fails when a candidate's
+            tg, pp, p95, TTFT, RSS or KLD ratio to its baseline shows a slowdown beyond --max-slowdown that the
+            interval confirms.
+        ab_python: the python of a second install (another venv with edgemed and its engines) that measures the
+            --ab-baseline artifacts, for a change of engine or edgemed version (default: this install).
+        ab_threads: CPU threads of the --ab-baseline side (default: --threads), to gate a change of thread count.
+        ab_rounds: A/B round pairs (A then B) per pair of artifacts, at least 2 (more narrow the ratio's interval).
+        max_slowdown: the A/B slowdown a candidate may show, relative to its baseline, e.g. 5% or 0.05.
         baseline: an earlier bench.json; latency up, throughput down or accuracy down beyond --tolerance fails.
         tolerance: allowed relative regression against --baseline, e.g. 10% or 0.1.
+        strict: exit 2 when --baseline cannot be compared with this run (measured on another machine, of another
+            base model or on another question set) instead of a warning that leaves the baseline checks out.
         prefer: what the recommendation minimises among artifacts not significantly worse than the reference:
             memory (peak RSS, then latency), latency (p95, then memory) or size (on disk, then memory).
-        max_memory: recommendation constraint on peak memory, e.g. 4GB or 800MB.
-        max_p95_ms: recommendation constraint on p95 answer latency, e.g. 800 or 800ms.
-        max_kld: recommendation constraint on mean KL divergence from the reference (nats per token).
+        recommend_max_memory: recommendation constraint only (never fails the run) on peak memory, e.g. 4GB.
+        recommend_max_p95_ms: recommendation constraint only (never fails the run) on p95 answer latency, e.g. 800.
+        recommend_max_kld: recommendation constraint only (never fails the run) on mean KL divergence (nats/token).
         profile: edge-board profiles, comma-separated (rpi4, rpi5, rpi5-4gb, jetson-orin-nano-8gb, ...): fit and
             tokens/s estimates; the first one's memory ceiling also constrains the recommendation unless
-            --max-memory is given.
+            --recommend-max-memory or --max-memory is given.
         timeout: seconds one artifact may run before it is killed and recorded as failed.
         junit: write JUnit XML here (one testcase per artifact x budget).
         resume: skip artifacts OUT/bench.json already holds, measured with the same settings.
@@ -98,12 +126,25 @@ class BenchConfig:
     fidelity_top_k: int = 1024
     reference: str | None = None
     budget: Path | None = None
-    baseline: Path | None = None
-    tolerance: str = "10%"
-    prefer: Literal["memory", "latency", "size"] = "memory"
     max_memory: str | None = None
     max_p95_ms: str | None = None
     max_kld: float | None = None
+    retries: int = 1
+    inconclusive: Literal["fail", "pass"] = "fail"
+    suggest_budgets: Path | None = None
+    suggest_margin: str = "10%"
+    ab_baseline: list[Path] | None = None
+    ab_python: Path | None = None
+    ab_threads: int | None = None
+    ab_rounds: int = 3
+    max_slowdown: str = "5%"
+    baseline: Path | None = None
+    tolerance: str = "10%"
+    strict: bool = False
+    prefer: Literal["memory", "latency", "size"] = "memory"
+    recommend_max_memory: str | None = None
+    recommend_max_p95_ms: str | None = None
+    recommend_max_kld: float | None = None
     profile: list[str] | None = None
     timeout: float = 1800.0
     junit: Path | None = None
@@ -114,7 +155,8 @@ class BenchConfig:
         """Raise EdgemedError (exit 2) naming the flag for any value out of range; return self."""
         minimum = {"repetitions": 1, "warmup": 0, "latency_prompts": 1, "gen_tokens": 2, "batch_size": 1,
                    "n_prompt": 1, "n_gen": 2, "fidelity_ctx": 4, "fidelity_top_k": 1, "limit": 1, "threads": 1,
-                   "fidelity_chunks": 1}
+                   "fidelity_chunks": 1, "retries": 0, "ab_rounds": 2,
+                   "ab_threads": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -122,8 +164,9 @@ class BenchConfig:
         if self.timeout is not None and not (self.timeout >= 1 and math.isfinite(self.timeout)):
             raise EdgemedError(f"--timeout must be at least 1 second (an artifact must load and answer), "
                                f"got {self.timeout}")
-        if self.max_kld is not None and not (self.max_kld >= 0 and math.isfinite(self.max_kld)):
-            raise EdgemedError(f"--max-kld must be a non-negative number of nats, got {self.max_kld}")
+        for flag, kld in (("--max-kld", self.max_kld), ("--recommend-max-kld", self.recommend_max_kld)):
+            if kld is not None and not (kld >= 0 and math.isfinite(kld)):
+                raise EdgemedError(f"{flag} must be a non-negative number of nats, got {kld}")
         if self.fidelity_text is not None:
             path = Path(self.fidelity_text)
             if not path.is_file():
@@ -143,14 +186,27 @@ class BenchConfig:
     def measured(self) -> dict[str, Any]:
         """The settings that change what is measured (the resume key): outputs, limits and checks excluded."""
         skip = {"timeout", "junit", "resume", "out", "budget", "baseline", "tolerance", "prefer", "max_memory",
-                "max_p95_ms", "max_kld", "profile"}
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
+                "max_p95_ms", "max_kld", "profile", "retries", "inconclusive", "recommend_max_memory",
+                "recommend_max_p95_ms", "recommend_max_kld", "strict",
+                "suggest_budgets", "suggest_margin", "ab_baseline", "ab_python", "ab_threads", "ab_rounds",
+                "max_slowdown"}
+        return {k: _plain(v) for k, v in asdict(self).items() if k not in skip}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        return {k: _plain(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
-        paths = {"fidelity_text", "budget", "baseline", "junit", "out"}
+        paths = {"fidelity_text", "budget", "baseline", "junit", "out", "suggest_budgets", "ab_python"}
         known = {f.name for f in fields(cls)}
-        return cls(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known})
+        values = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known}
+        if values.get("ab_baseline") is not None:
+            values["ab_baseline"] = [Path(v) for v in values["ab_baseline"]]
+        return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON holds it: paths as strings (also inside lists)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value

@@ -250,13 +250,20 @@ def machine_html(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
 
 
 def checks_html(doc: dict[str, Any]) -> str:
+    """Every check that did not pass or was inconclusive: its interval, verdict and reruns."""
+    from edgemed.bench.render import check_interval, check_outcome
+
     checks = doc.get("checks") or []
     if not checks:
         return ""
     broken = [c for c in checks if not c.get("passed")]
-    items = "".join(f"<li class=\"failed\"><code>{escape(c['artifact'])}</code> {escape(c['key'])}: "
-                    f"{escape(c['message'])} ({escape(str(c.get('source')))})</li>" for c in broken)
-    return (f"<h2>Checks</h2><p>{len(checks) - len(broken)} of {len(checks)} hold.</p>"
+    shown = [c for c in checks if not c.get("passed") or c.get("verdict") == "inconclusive"]
+    items = "".join(f"<li class=\"{'failed' if not c.get('passed') else 'inconclusive'}\"><code>"
+                    f"{escape(c['artifact'])}</code> {escape(c['key'])}: {escape(c['message'])}; 95% interval "
+                    f"{escape(check_interval(c))}; {escape(check_outcome(c))} ({escape(str(c.get('source')))})</li>"
+                    for c in shown)
+    return (f"<h2>Checks</h2><p>{len(checks) - len(broken)} of {len(checks)} hold; each budget is decided on its "
+            "measured 95% interval (inconclusive: it straddles the limit, or a timing was measured busy).</p>"
             + (f"<ul>{items}</ul>" if items else ""))
 
 

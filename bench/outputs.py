@@ -89,11 +89,23 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
                           "comparable with a quiet run")
     for line in int8_notes(results):
         console.print(f"[yellow]INT8[/yellow] {escape(line)}")
+    from edgemed.bench.render import check_outcome
+
     for c in broken:
-        console.print(f"[red]BROKEN[/red] {c.artifact} {c.key}: {escape(c.message)} ({escape(c.source)})")
+        console.print(f"[red]BROKEN[/red] {c.artifact} {c.key}: {escape(c.message)}; "
+                      f"{escape(check_outcome(c.to_dict()))} ({escape(c.source)})")
     checks = doc.get("checks", [])
+    for c in checks:
+        if c.get("verdict") == "inconclusive" and c["passed"]:
+            console.print(f"[yellow]INCONCLUSIVE[/yellow] {c['artifact']} {c['key']}: {escape(c['message'])}; "
+                          f"{escape(check_outcome(c))} ({escape(c['source'])})")
     if checks and not broken:
         console.print(f"[green]all {len(checks)} checks hold[/green]")
+    if any(c.get("verdict") == "inconclusive" for c in checks):
+        v = doc.get("verdicts", {})
+        console.print(f"[dim]inconclusive = the 95% interval straddles the limit or a timing was measured busy; "
+                      f"counted as '{v.get('inconclusive')}' after up to {v.get('retries')} rerun(s) "
+                      "(--inconclusive, --retries)[/dim]")
     rec = doc["recommendation"]
     console.print(f"[bold]recommendation:[/bold] {escape(rec['why'])}")
     for name, reasons in rec["rejected"].items():

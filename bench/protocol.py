@@ -37,6 +37,7 @@ class Job:
     fidelity_dir: str | None = None  # the reference's stored log-probs
     is_reference: bool = False  # this job writes fidelity_dir
     env: dict[str, str] = field(default_factory=dict)  # what the parent set in the worker's environment
+    timing_only: bool = False  # serve only (latency, pp, tg, memory): no fidelity or accuracy pass (A/B rounds)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -45,7 +46,14 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        return cls(**{**data, "config": BenchConfig.from_dict(data["config"]), "target": Target(**data["target"])})
+        """The inverse of :meth:`to_dict`; keys this version does not know are left out (a job written by another
+        edgemed install, as in an A/B run with ``--ab-python``)."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(cls)}
+        target_keys = {f.name for f in fields(Target)}
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "config": BenchConfig.from_dict(data["config"]),
+                      "target": Target(**{k: v for k, v in data["target"].items() if k in target_keys})})
 
     def write(self, path: Path) -> Path:
         from edgemed.fsutil import atomic_write_json

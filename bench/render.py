@@ -172,13 +172,44 @@ def _md_table(results: list[ArtifactResult], ref: str | None) -> list[str]:
     return lines
 
 
+def check_interval(c: dict[str, Any]) -> str:
+    """A check's measured interval as text ('-' when it has none)."""
+    low, high = c.get("low"), c.get("high")
+    if low is None or high is None:
+        return "-"
+    return f"{low:.4g}" if low == high else f"[{low:.4g}, {high:.4g}]"
+
+
+def check_outcome(c: dict[str, Any]) -> str:
+    """'pass', 'FAIL', or 'inconclusive -> counted as fail (--inconclusive fail)', plus reruns."""
+    verdict = c.get("verdict") or ("pass" if c["passed"] else "fail")
+    text = verdict if verdict == "pass" else verdict.upper() if verdict == "fail" else \
+        f"inconclusive -> counted as {c['policy']} (--inconclusive {c['policy']})" if c.get("policy") else verdict
+    if c.get("reruns"):
+        text += f", after {c['reruns']} rerun(s)"
+    return text
+
+
 def _md_checks(checks: list[dict[str, Any]]) -> list[str]:
+    """Every check: limit, measured value and interval, verdict, reruns (the broken ones first)."""
     if not checks:
         return []
     broken = [c for c in checks if not c["passed"]]
-    status = "all budgets hold" if not broken else f"{len(broken)} of {len(checks)} checks broken"
-    lines = [f"**Checks: {status}.**"]
-    lines += [f"- :x: `{c['artifact']}` {c['key']}: {c['message']} ({c['source']})" for c in broken]
+    inconclusive = sum(1 for c in checks if c.get("verdict") == "inconclusive")
+    status = "all checks hold" if not broken else f"{len(broken)} of {len(checks)} checks broken"
+    if inconclusive:
+        status += f" ({inconclusive} inconclusive)"
+    lines = [f"**Checks: {status}.** Each budget is decided on its measured 95% interval: pass when the whole "
+             "interval is on the allowed side of the limit, fail when wholly beyond, inconclusive when it straddles "
+             "the limit or a timing was measured on a busy machine.", "",
+             _md_row(["artifact", "check", "limit", "measured", "95% interval", "verdict", "detail", "from"]),
+             _md_row(["---"] * 2 + ["---:"] * 3 + ["---"] * 3)]
+    for c in sorted(checks, key=lambda c: c["passed"]):
+        measured = "-" if c["measured"] is None else f"{c['measured']:.4g}"
+        limit = "-" if c["limit"] is None else f"{c['limit']:g}"
+        mark = "" if c["passed"] else ":x: "
+        lines.append(_md_row([f"`{c['artifact']}`", c["key"], limit, measured, check_interval(c),
+                              mark + check_outcome(c), c["message"], c["source"]]))
     return lines + [""]
 
 

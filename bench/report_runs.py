@@ -29,9 +29,8 @@ from edgemed.errors import EdgemedError
 
 # The per-run columns of the report, in METRICS' terms; their intervals and busy flags travel with them.
 REPORT_COLUMNS = ("accuracy", "kld", "answer_p95_ms", "ttft_ms", "prefill_tps", "decode_tps", "peak_rss_mb")
-# Metrics measured as time: a busy machine spoils them (the busy flag is kept on these cells).
-TIMING = frozenset({"answer_p50_ms", "answer_p95_ms", "answer_max_ms", "ttft_ms", "tpot_ms", "generate_p95_ms",
-                    "prefill_tps", "decode_tps", "bandwidth_gbps", "bandwidth_fraction"})
+# Metrics measured as time: a busy machine spoils them (the busy flag is kept on these cells); each Metric says so.
+TIMING = frozenset(key for key, metric in METRICS.items() if metric.timing)
 # What makes two runs the same machine (the rest of the fingerprint is shown, not matched).
 HARDWARE_KEYS = ("cpu", "isa", "cores_physical", "cores_logical", "ram_gb", "arch", "board", "emulated")
 DEFAULT_TOLERANCE = 0.10  # the bench's own --tolerance default

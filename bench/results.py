@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
-from edgemed.bench.stats import summarize
+from edgemed.bench.stats import mean_interval, quantile_interval, summarize
+
+SCHEMA = 2  # bench.json's schema: written by edgemed.bench.run, a newer one refused by its readers (compare_runs)
 
 
 @dataclass
@@ -148,6 +150,8 @@ class ArtifactResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     phases_s: dict[str, float] = field(default_factory=dict)  # the worker's wall seconds per phase (where time goes)
     weights: dict[str, Any] = field(default_factory=dict)  # sha256 of the weight files (artifacts.weights_record)
+    reruns: int = 0  # how often it was measured again because a timing budget was inconclusive
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)  # what those earlier measurements gave
 
     @property
     def ok(self) -> bool:
@@ -205,13 +209,21 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class Metric:
-    """One comparable number of a result: how to read it, which direction is better, how to show it, and the
-    budget key that limits it (``max_...``/``min_...`` in the budgets TOML), if any.
+    """One comparable number of a result: how to read it, which direction is better, how to show it, the budget key
+    that limits it (``max_...``/``min_...`` in the budgets TOML), if any, and how sure the bench is of it.
 
     Adding a metric is two places: the worker fills a typed field of its :class:`ArtifactResult` (a field of one of
     the records above, or a new record as a field of ArtifactResult) and one entry here (``get=lambda r: ...`` that
     reads it, with ``budget=`` to make it a budget key too). A number without a field of its own can go in
     ``result.extra["NAME"]`` (``get=lambda r: r.extra.get("NAME")``).
+
+    A budget check is decided on ``interval`` (95%, ``(low, high)`` or None when the run holds no spread for it,
+    e.g. one repetition), described by ``interval_rule``: the whole interval on the right side of the limit passes,
+    on the wrong side fails, across it is inconclusive. A metric without ``interval`` is a single measurement: its
+    point value decides, and ``interval_rule`` says so. ``timing``: the number moves between runs of the same
+    artifact and depends on the machine's load, so a budget it breaks on a busy machine is inconclusive (other
+    processes only slow it: a pass measured busy holds) and a rerun can settle it (accuracy and KLD are the same on
+    every run: a rerun cannot).
     """
 
     key: str
@@ -222,6 +234,10 @@ class Metric:
     budget: str | None = None  # the budgets TOML key: max_* (measured <= limit) or min_* (measured >= limit)
     what: str = ""  # how a budget check names it
     bounds: tuple[float, float | None] = (0.0, None)  # allowed budget values
+    interval: Callable[[ArtifactResult], tuple[float, float] | None] | None = None
+    interval_rule: str = "single measurement: the point value decides"
+    timing: bool = False
+    deprecated_budgets: tuple[str, ...] = ()  # earlier spellings of `budget`, accepted with a warning
 
 
 def _mb(v: int | None) -> float | None:
@@ -237,43 +253,96 @@ def _per_token_ms(r: ArtifactResult) -> float | None:
     return 1e3 / ts if ts else None
 
 
+def _ts_interval(test: str) -> Callable[[ArtifactResult], tuple[float, float] | None]:
+    return lambda r: mean_interval(getattr(r.throughput, test).get("samples_ts") or [])
+
+
+def _latency_interval(series: str, q: float) -> Callable[[ArtifactResult], tuple[float, float] | None]:
+    return lambda r: quantile_interval(r.latency.samples.get(series) or [], q)
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if isinstance(value, list | tuple) and len(value) == 2 \
+        and None not in value else None
+
+
+def _accuracy_drop(r: ArtifactResult) -> float | None:
+    return -r.accuracy.accuracy_diff if r.accuracy.accuracy_diff is not None else None
+
+
+def _accuracy_drop_interval(r: ArtifactResult) -> tuple[float, float] | None:
+    """Paired on the same questions, conditional on the discordant count m = b + c (b: only the reference right, c:
+    only this one): the Wilson interval of b/m mapped to (b - c)/n = (m/n)(2 b/m - 1), the interval that matches
+    the exact McNemar test the recommendation uses."""
+    from edgemed.evaluator.metrics import wilson_interval
+
+    vs = r.accuracy.metrics.get("vs_reference") or {}
+    b, c, n = vs.get("b_reference_only_correct"), vs.get("c_this_only_correct"), vs.get("n")
+    if b is None or c is None or not n:
+        return None
+    m = b + c
+    if m == 0:
+        return 0.0, 0.0
+    lo, hi = wilson_interval(b, m)
+    return m / n * (2 * lo - 1), m / n * (2 * hi - 1)
+
+
+_T_RULE = "95% t interval of the mean over the repetitions (samples_ts)"
+_Q_RULE = ("95% distribution-free order-statistic interval of the {what} over the latency samples (below 72 samples "
+           "the upper end of a p95 is the sample maximum, which covers less)")
+
+
 METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("size_mb", "size MB", lambda r: _mb(r.size_bytes), "min", ".1f"),
     Metric("load_s", "load s", lambda r: r.load_s, "min", ".2f"),
     Metric("accuracy", "accuracy", lambda r: r.accuracy.accuracy, "max", ".3f", "min_accuracy", "accuracy",
-           (0.0, 1.0)),
+           (0.0, 1.0), interval=lambda r: _pair([r.accuracy.ci_low, r.accuracy.ci_high]),
+           interval_rule="95% Wilson score interval over the scored questions"),
+    Metric("accuracy_drop", "acc drop", _accuracy_drop, "min", ".3f", "max_accuracy_drop",
+           "accuracy drop vs the reference", (0.0, 1.0), interval=_accuracy_drop_interval,
+           interval_rule="95% paired interval on the same questions: Wilson interval of the discordant split "
+                         "b/(b+c), times (b+c)/n"),
     Metric("accuracy_low", "acc low", lambda r: r.accuracy.ci_low, None, ".3f"),
     Metric("accuracy_high", "acc high", lambda r: r.accuracy.ci_high, None, ".3f"),
     Metric("agreement", "agree", lambda r: r.accuracy.agreement, "max", ".3f"),
-    Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f"),
+    Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f", timing=True),
     Metric("answer_p95_ms", "p95 ms", lambda r: r.latency.answer_ms.get("p95"), "min", ".1f",
-           "max_p95_latency_ms", "p95 answer latency (ms)"),
-    Metric("answer_max_ms", "max ms", lambda r: r.latency.answer_ms.get("max"), "min", ".1f"),
+           "max_p95_ms", "p95 answer latency (ms)", interval=_latency_interval("answer_ms", 0.95),
+           interval_rule=_Q_RULE.format(what="95th percentile"), timing=True,
+           deprecated_budgets=("max_p95_latency_ms",)),
+    Metric("answer_max_ms", "max ms", lambda r: r.latency.answer_ms.get("max"), "min", ".1f", timing=True),
     Metric("ttft_ms", "TTFT ms", lambda r: r.latency.ttft_ms.get("median"), "min", ".1f",
-           "max_ttft_ms", "median time to first token (ms)"),
-    Metric("tpot_ms", "TPOT ms", _per_token_ms, "min", ".2f"),
-    Metric("generate_p95_ms", "gen p95 ms", lambda r: r.latency.generate_ms.get("p95"), "min", ".1f"),
+           "max_ttft_ms", "median time to first token (ms)", interval=_latency_interval("ttft_ms", 0.5),
+           interval_rule=_Q_RULE.format(what="median"), timing=True),
+    Metric("tpot_ms", "TPOT ms", _per_token_ms, "min", ".2f", timing=True),
+    Metric("generate_p95_ms", "gen p95 ms", lambda r: r.latency.generate_ms.get("p95"), "min", ".1f", timing=True),
     Metric("prefill_tps", "pp t/s", lambda r: r.throughput.pp.get("avg_ts"), "max", ".0f",
-           "min_prefill_tokens_per_s", "pp tokens/s"),
+           "min_prefill_tokens_per_s", "pp tokens/s", interval=_ts_interval("pp"), interval_rule=_T_RULE,
+           timing=True),
     Metric("prefill_tps_sd", "pp sd", lambda r: r.throughput.pp.get("stddev_ts"), None, ".1f"),
     Metric("decode_tps", "tg t/s", lambda r: r.throughput.tg.get("avg_ts"), "max", ".1f",
-           "min_decode_tokens_per_s", "tg tokens/s"),
+           "min_decode_tokens_per_s", "tg tokens/s", interval=_ts_interval("tg"), interval_rule=_T_RULE,
+           timing=True),
     Metric("decode_tps_sd", "tg sd", lambda r: r.throughput.tg.get("stddev_ts"), None, ".2f"),
     Metric("kld", "KLD", _fid("kld_mean"), "min", ".5f", "max_kld",
-           "mean KL divergence from the reference (nats/token)"),
+           "mean KL divergence from the reference (nats/token)", interval=lambda r: _pair(_fid("kld_ci")(r)),
+           interval_rule="95% interval of the mean KLD, cluster-robust standard error over sequences"),
     Metric("kld_low", "KLD low", lambda r: ((r.fidelity or {}).get("kld_ci") or [None])[0], None, ".5f"),
     Metric("kld_high", "KLD high", lambda r: ((r.fidelity or {}).get("kld_ci") or [None, None])[1], None, ".5f"),
     Metric("kld_p99", "KLD p99", _fid("kld_p99"), "min", ".3f"),
     Metric("top1_agreement", "same top", _fid("top1_agreement"), "max", ".3f", "min_top1_agreement",
-           "top-1 token agreement with the reference", (0.0, 1.0)),
+           "top-1 token agreement with the reference", (0.0, 1.0),
+           interval=lambda r: _pair(_fid("top1_agreement_ci")(r)),
+           interval_rule="95% Wilson score interval over the scored tokens"),
     Metric("ppl_ratio", "PPL ratio", _fid("ppl_ratio"), None, ".4f"),
     Metric("other_cpu_cores", "others", lambda r: r.machine_load.get("other_cores_mean"), None, ".2f"),
     Metric("peak_rss_mb", "RSS MB", lambda r: _mb(r.memory.peak_rss_bytes), "min", ".0f", "max_peak_rss_mb",
-           "peak resident memory (MB)"),
+           "peak resident memory (MB)",
+           interval_rule="single measurement (the serving peak, VmHWM): the point value decides"),
     Metric("peak_rss_process_mb", "run RSS MB", lambda r: _mb(r.memory.peak_rss_process_bytes), None, ".0f"),
     Metric("peak_gpu_mb", "peak GPU MB", lambda r: _mb(r.memory.peak_gpu_bytes), "min", ".0f"),
-    Metric("bandwidth_gbps", "eff. GB/s", lambda r: r.bandwidth.effective_gbps, None, ".2f"),
-    Metric("bandwidth_fraction", "BW use", lambda r: r.bandwidth.fraction_of_copy, "max", ".0%"),
+    Metric("bandwidth_gbps", "eff. GB/s", lambda r: r.bandwidth.effective_gbps, None, ".2f", timing=True),
+    Metric("bandwidth_fraction", "BW use", lambda r: r.bandwidth.fraction_of_copy, "max", ".0%", timing=True),
 ]}
 
 # The columns of the terminal table, the markdown summary and the HTML page (the CSV and JSON have all metrics).

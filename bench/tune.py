@@ -319,8 +319,8 @@ def _bench(plan: Plan, s1, links: Path, benched: list[dict[str, Any]]) -> dict[s
                          repetitions=plan.config.repetitions,
                          latency_prompts=-(-20 // plan.config.repetitions),  # p95 from >= 20 samples
                          reference=ref, prefer="size" if plan.config.objective == "size" else "memory",
-                         max_memory=str(b["max_memory_bytes"]) if b.get("max_memory_bytes") else None,
-                         max_p95_ms=str(b["max_p95_ms"]) if b.get("max_p95_ms") else None,
+                         recommend_max_memory=str(b["max_memory_bytes"]) if b.get("max_memory_bytes") else None,
+                         recommend_max_p95_ms=str(b["max_p95_ms"]) if b.get("max_p95_ms") else None,
                          profile=[b["profile"]] if b.get("profile") else None, timeout=plan.config.timeout,
                          resume=True, out=plan.out / "bench")
     return run_bench(paths, config, show=False)

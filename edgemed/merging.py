@@ -129,7 +129,7 @@ def merge_adapter(
     from edgemed.prompts import get_style
 
     if not tolerance >= 0:
-        raise EdgemedError(f"--tolerance must be 0 or more, not {tolerance}")
+        raise EdgemedError(f"--max-logit-diff must be 0 or more, not {tolerance}")
     if prompts < 1:
         raise EdgemedError(f"--prompts must be at least 1, not {prompts}")
     out = Path(out)
@@ -258,6 +258,6 @@ def _merge_and_save(model: Any, tokenizer: Any, batch: dict[str, Any], out: Path
             raise CheckFailed(
                 f"merge verification failed: merged and adapter logits differ by up to {max_diff:.3g} "
                 f"(tolerance {tolerance:g}); nothing was written to {out}. Check the adapter/base pair, or raise "
-                "--tolerance if this precision is expected"
+                "--max-logit-diff if this precision is expected"
             )
         (tmp / MERGE_RECORD).write_text(json.dumps(record_out, indent=2) + "\n")

@@ -34,6 +34,34 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# What exit 1 means for each command (the other codes mean the same everywhere: exit_code_epilog).
+EXIT_1: dict[str, str] = {
+    "train": "not used (training has no check that fails: bad input is 2)",
+    "merge": "the merged model's logits differ from base+adapter by more than --max-logit-diff (nothing written)",
+    "export": "a format failed to export or failed its verification against the merged model (the others are "
+              "kept; export.json names each)",
+    "eval": "not used (an evaluation has no pass/fail check: bad input is 2)",
+    "bench": "an artifact failed to load or be measured, or a budget or --baseline check broke (an inconclusive "
+             "budget counts as --inconclusive says, fail by default)",
+    "report": "with --tolerance, a metric regressed beyond its noise band",
+    "pipeline": "a step's check broke: an export or its verification failed, or a bench budget or artifact failed",
+    "tune": "no candidate meets every budget",
+    "data check": "not used (bad rows are bad input: 2)",
+    "info": "not used",
+}
+
+
+def exit_code_epilog(command: str) -> str:
+    """The exit-code table printed under every command's --help."""
+    one = EXIT_1.get(command, "a budget or check you set was broken")
+    return ("exit codes:\n"
+            "  0    success\n"
+            f"  1    {one}\n"
+            "  2    bad usage or bad input (one line naming the problem and the fix)\n"
+            "  3    internal error, a bug (rerun with EDGEMED_DEBUG=1 for the traceback and report it)\n"
+            "  130  interrupted (Ctrl-C); 128+N stopped by signal N (finished work is kept)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -43,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edgemed",
         description="Fine-tune a small chat LLM on MedMCQA, export it to edge formats, benchmark them.",
+        epilog=exit_code_epilog(""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgemed {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -57,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                 gp = top.add_parser(group, help=f"{group} commands")
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
                 groups[group].required = True
-            p = groups[group].add_parser(sub, help=escaped, description=summary)
+            p = groups[group].add_parser(sub, help=escaped, description=summary, epilog=exit_code_epilog(name),
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
         else:
-            p = top.add_parser(name, help=escaped, description=summary)
+            p = top.add_parser(name, help=escaped, description=summary, epilog=exit_code_epilog(name),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         add_function(p, fn)
         p.set_defaults(_fn=fn)
     return parser

@@ -9,7 +9,7 @@ def merge(
     adapter: Path = Path("runs/train"),
     out: Path = Path("runs/merged"),
     base: str | None = None,
-    tolerance: float = 1e-3,
+    max_logit_diff: float = 1e-3,
     device: str = "cpu",
     prompts: int = 4,
     trust_remote_code: bool = False,
@@ -18,7 +18,7 @@ def merge(
     """Merge a LoRA adapter into its base (float32 safetensors + tokenizer) and verify merged vs adapter logits.
 
     The merged folder appears only when the merged model, reloaded from disk, gives the same logits as
-    base+adapter on real eval prompts (attention-masked positions, max abs diff <= --tolerance); otherwise
+    base+adapter on real eval prompts (attention-masked positions, max abs diff <= --max-logit-diff); otherwise
     the command exits 1 and writes nothing. edgemed-merge.json records the base, the adapter, the prompt
     style of the run and the verification.
 
@@ -26,7 +26,8 @@ def merge(
         adapter: the run folder of 'edgemed train' (or its adapter/ folder).
         out: folder for the merged model.
         base: base model (alias, folder or hub id); default: the base recorded in the run.
-        tolerance: largest accepted |merged - adapter| logit difference (float32).
+        max_logit_diff: largest accepted |merged - adapter| logit difference, in logits (float32); the
+            earlier spelling --tolerance still works for one release.
         device: device to merge and verify on: cpu, cuda, cuda:N, mps or auto.
         prompts: number of eval questions used for the verification.
         trust_remote_code: allow model code from the hub (off: safe by default).
@@ -43,7 +44,7 @@ def merge(
     from edgemed.merging import merge_adapter
 
     record = merge_adapter(
-        adapter, out, base=base, tolerance=tolerance, force=force, device=device, prompts=prompts,
+        adapter, out, base=base, tolerance=max_logit_diff, force=force, device=device, prompts=prompts,
         trust_remote_code=trust_remote_code,
     )
     v = record["verification"]

@@ -45,7 +45,12 @@ def report(runs: list[Path], out: Path | None = None, tolerance: str | None = No
     regressed = doc["regressions"]
     for c in regressed:
         console.print(f"[red]REGRESSED[/red] {escape(c['artifact'])}: {escape(c['message'])}")
-    if tol is not None and not regressed:
+    machines = {run["machine"]: run["machine_name"] for run in doc["runs"]}
+    if not doc["changes"] and len(doc["runs"]) > 1:  # runs of different machines are shown, never compared
+        console.print(f"[yellow]compared nothing[/yellow]: no two runs were made on the same machine "
+                      f"({escape('; '.join(f'{name} [{mid}]' for mid, name in machines.items()))}); timings of "
+                      "different machines are shown side by side, not compared, so no regression was checked")
+    elif tol is not None and not regressed:
         console.print(f"[green]no regression beyond the noise bands ({tol:.0%} or 2 standard errors)[/green]")
     if out is not None:
         from edgemed.bench.html_report import report_html

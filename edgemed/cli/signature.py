@@ -63,7 +63,8 @@ def comma_list(inner: type) -> Callable[[str], list[Any]]:
 
 # Flags renamed in a release keep working for one more as hidden aliases that print one warning line (users' CI
 # scripts call these commands): old flag -> new flag.
-DEPRECATED_FLAGS = {"--repeats": "--repetitions", "--omp-wait-policy": "--wait-policy"}
+DEPRECATED_FLAGS = {"--repeats": "--repetitions", "--omp-wait-policy": "--wait-policy",
+                    "--tolerance": "--max-logit-diff"}  # merge's: a logit difference, not bench's relative band
 
 
 class _DeprecatedAlias(argparse.Action):

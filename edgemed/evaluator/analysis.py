@@ -149,25 +149,30 @@ def failures(preds: list[dict], questions: dict[str, Any], bias: dict[str, Any],
 
 
 def legacy(preds: list[dict]) -> dict[str, Any] | None:
-    """The reference notebook's substring metric, with how often it calls a wrong letter right."""
+    """The reference notebook's substring metric, with how often it calls a wrong letter right (exact and partial
+    are exclusive, as the notebook counted them)."""
     rows = [p for p in preds if "legacy_exact" in p]
     if not rows:
         return None
     n = len(rows)
     wrong = [p for p in rows if not p["correct"]]
+    empty_exact = [p for p in rows if p["legacy_exact"] and not str(p.get("text") or "").strip()]
     return {
         "label": "LEGACY, UNRELIABLE: the notebook's substring judge of sampled text, kept only for comparison",
         "n": n,
         "exact_rate": sum(p["legacy_exact"] for p in rows) / n,
         "partial_rate": sum(p["legacy_partial"] for p in rows) / n,
+        "no_match_rate": sum(not p["legacy_exact"] and not p["legacy_partial"] for p in rows) / n,
+        "empty_judged_exact": len(empty_exact),
         "strict_letter_accuracy": sum(p["correct"] for p in rows) / n,
         "wrong_letter": len(wrong),
         "wrong_letter_judged_exact": sum(p["legacy_exact"] for p in wrong),
         "wrong_letter_judged_partial": sum(p["legacy_partial"] for p in wrong),
         "false_positive_rate_exact": sum(p["legacy_exact"] for p in wrong) / len(wrong) if wrong else 0.0,
         "false_positive_rate_partial": sum(p["legacy_partial"] for p in wrong) / len(wrong) if wrong else 0.0,
-        "exact_rule": "gold option text appears in the generated text (case-insensitive)",
-        "partial_rule": "exact, or any word of more than 3 characters of the gold option text appears",
+        "exact_rule": "lowercased and stripped, the gold option text is in the generated text or the generated text "
+                      "in the gold text (an empty answer is exact: see empty_judged_exact)",
+        "partial_rule": "not exact, and the whitespace-split word sets share at least half of the gold set's words",
     }
 
 

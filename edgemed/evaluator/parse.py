@@ -48,11 +48,13 @@ def parse_letter(text: str, options: Sequence[str] | None = None) -> str | None:
 def legacy_match(text: str, gold_text: str) -> tuple[bool, bool]:
     """(exact, partial) as the reference notebook judged: NOT a reliable accuracy measure.
 
-    exact: the gold option's text appears anywhere in the generated text (case-insensitive).
-    partial: any word longer than 3 characters of the gold option's text appears in the generated text.
+    Both texts are lowercased and stripped. exact: the gold option's text is a substring of the prediction, or
+    the prediction a substring of the gold text (so an empty prediction is exact, as in the notebook: counted
+    apart by :func:`edgemed.evaluator.analysis.legacy`). partial (only when not exact): the sets of
+    whitespace-split words of both share at least half as many words as the gold set holds. Otherwise neither.
     """
-    hay = text.casefold()
-    exact = gold_text.casefold() in hay
-    words = [w for w in re.findall(r"\w+", gold_text.casefold()) if len(w) > 3]
-    partial = exact or any(w in hay for w in words)
-    return exact, partial
+    pred, gold = text.lower().strip(), gold_text.lower().strip()
+    if gold in pred or pred in gold:
+        return True, False
+    gold_words = set(gold.split())
+    return False, len(gold_words & set(pred.split())) >= len(gold_words) / 2

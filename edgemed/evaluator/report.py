@@ -131,6 +131,9 @@ def legacy(results: dict[str, Any]) -> Table | None:
     t.add_column("")
     t.add_row("legacy exact", f"{_pct(lg['exact_rate'])}  ({lg['exact_rule']})")
     t.add_row("legacy partial", f"{_pct(lg['partial_rate'])}  ({lg['partial_rule']})")
+    if lg.get("empty_judged_exact"):
+        t.add_row("empty answers judged exact", f"{lg['empty_judged_exact']} (the notebook's rule: '' is in every "
+                  "gold text)")
     t.add_row("strict letter accuracy", _pct(lg["strict_letter_accuracy"]))
     t.add_row(
         "wrong letter judged right",

@@ -1,0 +1,156 @@
+"""What a CI job relies on, without running a bench: interval statistics, suggested budgets, A/B ratios, which
+runs can be compared, and every command's --help stating its exit codes and one meaning per flag."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from edgemed.bench.results import Accuracy, ArtifactResult, Latency, Memory, Throughput
+
+
+def test_t_quantiles_and_mean_interval():
+    from edgemed.bench.stats import mean_interval, t975
+
+    assert t975(1) == 12.706 and t975(4) == 2.776 and t975(30) == 2.042
+    assert t975(31) == pytest.approx(2.0395, abs=1e-3) and t975(120) == pytest.approx(1.9799, abs=1e-3)
+    low, high = mean_interval([10, 11, 12, 10.5, 11.5])
+    assert (low + high) / 2 == pytest.approx(11) and high - low == pytest.approx(2 * 2.776 * math.sqrt(0.625 / 5))
+    assert mean_interval([3.0]) is None
+
+
+def test_quantile_interval_by_order_statistics():
+    from edgemed.bench.stats import quantile_interval
+
+    xs = list(range(1, 21))
+    assert quantile_interval(xs, 0.5) == (6, 15)  # the textbook 95% ranks of a median of 20
+    assert quantile_interval(xs, 0.95) == (17, 20)  # too few samples for a 97.5% upper end: the maximum
+    rng = random.Random(0)  # coverage of the median's interval, checked by simulation
+    hits = 0
+    for _ in range(400):
+        s = [rng.gauss(0, 1) for _ in range(30)]
+        lo, hi = quantile_interval(s, 0.5)
+        hits += lo <= 0 <= hi
+    assert hits / 400 >= 0.93
+
+
+def _measured(name: str, fmt: str, tg: list[float], p95: float = 100.0, kld: tuple | None = None) -> ArtifactResult:
+    samples = [p95 * (0.95 + 0.05 * i / 19) for i in range(20)]
+    from edgemed.bench.stats import summarize
+
+    r = ArtifactResult(name=name, path=name, format=fmt, runtime="llama.cpp")
+    r.accuracy = Accuracy(accuracy=0.5, n=100, ci_low=0.40, ci_high=0.60)
+    r.latency = Latency(answer_ms=summarize(samples), ttft_ms=summarize(samples), samples={
+        "answer_ms": samples, "ttft_ms": samples})
+    r.throughput = Throughput(pp={"avg_ts": 500.0, "samples_ts": [490.0, 500.0, 510.0]},
+                              tg={"avg_ts": sum(tg) / len(tg), "samples_ts": tg})
+    r.memory = Memory(peak_rss_serving_bytes=200_000_000)
+    if kld is not None:
+        r.fidelity = {"kld_mean": kld[0], "kld_ci": [kld[1], kld[2]]}
+    return r
+
+
+def test_suggested_budgets_sit_outside_the_interval_and_say_why(tmp_path):
+    from edgemed.bench.budget import check_budgets, load_budgets, suggest_budgets
+
+    r = _measured("q8", "gguf-q8_0", [48.0, 50.0, 52.0, 49.0, 51.0], kld=(0.02, 0.015, 0.025))
+    text = suggest_budgets([r], 0.10, "hf", "runs/bench/bench.json")
+    lines = {ln.split(" = ")[0]: ln for ln in text.splitlines() if " = " in ln}
+    tg_limit = float(lines["min_decode_tokens_per_s"].split(" = ")[1].split()[0])
+    low = 50 - 2.776 * math.sqrt(2.5 / 5)
+    assert tg_limit == pytest.approx(low * 0.9, rel=1e-4)
+    assert "95% t interval of the mean" in lines["min_decode_tokens_per_s"] and "lower end -10%" in \
+        lines["min_decode_tokens_per_s"]
+    assert float(lines["max_kld"].split(" = ")[1].split()[0]) == pytest.approx(0.025 * 1.1)
+    assert "max_accuracy_drop" not in lines  # not compared with a reference in this run
+    path = tmp_path / "suggested.toml"
+    path.write_text(text)
+    budgets = load_budgets(path)  # it reads back as a budgets file, and the run it came from passes it
+    assert {c.verdict for c in check_budgets(budgets, [r], None)} == {"pass"}
+    slower = _measured("q8", "gguf-q8_0", [36.0, 37.5, 39.0, 36.8, 38.2])  # 25% slower decode
+    tg_check = next(c for c in check_budgets(budgets, [slower], None) if c.key == "min_decode_tokens_per_s")
+    assert tg_check.verdict == "fail"
+
+
+def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():
+    from edgemed.bench.ab import Pair, ab_checks, ratio_interval
+    from edgemed.bench.protocol import Target
+
+    ratio, low, high = ratio_interval([50.0, 52.0, 49.0], [37.0, 39.5, 36.5])
+    assert 0.72 < low < ratio < high < 0.8
+    assert ratio_interval([50.0], [40.0]) is None
+    a, b = Target("baseline-q8", "/a", "gguf-q8_0", "llama.cpp"), Target("q8", "/b", "gguf-q8_0", "llama.cpp")
+    slow = Pair(a, b, rounds=[(_measured("baseline-q8", "gguf-q8_0", [50.0 + d] * 3),
+                               _measured("q8", "gguf-q8_0", [37.5 + d] * 3)) for d in (0.0, 1.0, -0.8)])
+    checks = {c.key: c for c in ab_checks([slow], 0.05, "A/B")}
+    assert checks["ab:decode_tps"].verdict == "fail" and "slowdown +25" in checks["ab:decode_tps"].message
+    assert checks["ab:answer_p95_ms"].verdict == "pass" and checks["ab:answer_p95_ms"].limit == pytest.approx(1.05)
+    same = Pair(a, b, rounds=[(_measured("baseline-q8", "gguf-q8_0", [50.0 + d] * 3),
+                               _measured("q8", "gguf-q8_0", [50.0 + e] * 3)) for d, e in ((0, 0.4), (1, 0.6),
+                                                                                          (-0.8, -1.0))])
+    assert {c.key: c for c in ab_checks([same], 0.05, "A/B")}["ab:decode_tps"].verdict == "pass"
+
+
+def test_ab_pairs_by_format_and_refuses_an_unpaired_baseline():
+    from edgemed.bench.ab import baseline_targets, pair_targets
+    from edgemed.bench.protocol import Target
+    from edgemed.errors import EdgemedError
+
+    cand = [Target("hf", "/c/hf", "hf", "transformers"), Target("gguf-q8_0", "/c/q8", "gguf-q8_0", "llama.cpp")]
+    base = baseline_targets([Target("gguf-q8_0", "/b/q8", "gguf-q8_0", "llama.cpp")])
+    [pair] = pair_targets(base, cand)
+    assert pair.baseline.name == "baseline-gguf-q8_0" and pair.candidate.name == "gguf-q8_0"
+    with pytest.raises(EdgemedError, match="none of format onnx") as info:
+        pair_targets(baseline_targets([Target("onnx", "/b/onnx", "onnx", "onnxruntime")]), cand)
+    assert info.value.exit_code == 2
+
+
+def _doc(cpu: str = "Intel Xeon", threads: int = 2, ids: str = "abc", model: str = "SmolLM2") -> dict:
+    return {"environment": {"cpu": cpu, "cpu_features": ["avx2"], "cores_physical": 2, "cores_logical": 2,
+                            "ram_gb": 24.0, "machine": "x86_64"},
+            "settings": {"threads": threads, "question_ids_sha256": ids, "questions": 53},
+            "models": {"hf": model}}
+
+
+def test_a_baseline_from_another_machine_model_or_question_set_is_named():
+    from edgemed.bench.comparable import not_comparable
+
+    assert not_comparable(_doc(), _doc()) == []
+    [machine] = not_comparable(_doc(cpu="AMD EPYC"), _doc())
+    assert machine.startswith("another machine") and "AMD EPYC" in machine and "Intel Xeon" in machine
+    assert [d.split(" (")[0] for d in not_comparable(_doc(model="Qwen", ids="def", threads=1), _doc())] == [
+        "other threads", "another model", "another question set"]
+    old = _doc()
+    del old["models"]  # a run that did not record it is not held against it
+    assert not_comparable(old, _doc()) == []
+
+
+def test_every_command_help_states_its_exit_codes():
+    from edgemed.cli.main import COMMANDS, build_parser
+
+    parser = build_parser()
+    assert "exit codes:" in parser.format_help()
+    subs = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them only here
+    for name in COMMANDS:
+        group, _, sub = name.partition(" ")
+        p = subs[group]._subparsers._group_actions[0].choices[sub] if sub else subs[group]  # noqa: SLF001
+        text = p.format_help()
+        assert "exit codes:" in text and "  2    bad usage" in text and "  3    internal error" in text, name
+    assert "more than --max-logit-diff" in subs["merge"].format_help()
+    assert "inconclusive" in subs["bench"].format_help().split("exit codes:")[1]
+    assert "no candidate meets every budget" in subs["tune"].format_help()
+
+
+def test_one_meaning_per_flag(capsys):
+    from edgemed.cli.main import build_parser
+
+    parser = build_parser()
+    ns = parser.parse_args(["merge", "--tolerance", "0.01"])  # merge's old spelling: a logit difference
+    assert ns.max_logit_diff == 0.01 and "--tolerance is deprecated" in capsys.readouterr().err
+    bench = parser.parse_args(["bench", "x", "--max-p95-ms", "250", "--recommend-max-p95-ms", "900"])
+    tune = parser.parse_args(["tune", "x", "--max-p95-ms", "250"])
+    assert bench.max_p95_ms == tune.max_p95_ms == "250" and bench.recommend_max_p95_ms == "900"
+    assert "budget on every artifact's p95" in parser._subparsers._group_actions[0].choices[  # noqa: SLF001
+        "bench"].format_help().replace("\n", " ").replace("  ", " ")
