@@ -8,39 +8,12 @@ cancelled request (a client gone, a timeout) stops at the next token."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _special_tokens(runtime) -> tuple[str, str]:
-    """(bos, eos) texts the chat template may print: from the GGUF's token ids, else tokenizer_config.json."""
-    meta = getattr(runtime, "metadata", None)
-    if isinstance(meta, dict) and meta:
-        out = []
-        for key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
-            value = meta.get(key)
-            try:
-                out.append(runtime.detokenize([int(value)]) if value is not None else "")
-            except (ValueError, TypeError):
-                out.append("")
-        return out[0], out[1]
-    folder = runtime.path if runtime.path.is_dir() else runtime.path.parent
-    try:
-        config = json.loads((folder / "tokenizer_config.json").read_text())
-    except (OSError, ValueError):
-        return "", ""
-
-    def text(value: Any) -> str:
-        if isinstance(value, dict):
-            value = value.get("content")
-        return value if isinstance(value, str) else ""
-
-    return text(config.get("bos_token")), text(config.get("eos_token"))
 
 
 def _held_back(text: str, stops: list[str]) -> int:
@@ -77,7 +50,9 @@ class Worker:
         from edgemed.lineage import prompt_style_for
 
         self.style, self.style_source = prompt_style_for(runtime.path, runtime.chat_template)
-        self.bos, self.eos = _special_tokens(runtime)
+        special = runtime.template_tokens()  # the texts the chat template prints for BOS/EOS
+        self.bos, self.eos = special.get("bos_token") or "", special.get("eos_token") or ""
+        self.adds_bos = bool(special.get("adds_bos"))
 
     def info(self) -> dict[str, Any]:
         try:
@@ -97,8 +72,9 @@ class Worker:
                 self.stopping = True
 
     def tokens(self, text: str) -> list[int]:
-        add_special = not (self.bos and text.startswith(self.bos))  # the template printed BOS itself
-        return self.rt.tokenize(text, add_special=add_special)
+        if self.adds_bos and self.bos and text.startswith(self.bos):
+            text = text[len(self.bos):]  # the template printed BOS and the tokenizer adds it: once, not twice
+        return self.rt.tokenize(text)
 
     def generate(self, rid: str, req: dict[str, Any]) -> None:
         from edgemed.runtimes.base import cut_at_stop, log_softmax_rows
