@@ -14,7 +14,7 @@ from edgemed.errors import EdgemedError
 
 def name_artifacts(paths: list[Path]) -> list[Target]:
     """Every artifact under `paths`, each with a unique name (its folder or file stem)."""
-    from edgemed.manifest import check_known_format, detect_runtime, find_artifacts
+    from edgemed.manifest import check_artifact, detect_runtime, find_artifacts
 
     if not paths:
         raise EdgemedError("no artifacts given; pass artifact folders or a folder holding them")
@@ -23,7 +23,7 @@ def name_artifacts(paths: list[Path]) -> list[Target]:
         problem = None
         try:  # one artifact whose manifest is corrupt or unknown is recorded as failed; the others are measured
             fmt, runtime = detect_runtime(path)
-            check_known_format(path)
+            check_artifact(path)
         except EdgemedError as exc:
             fmt, runtime, problem = "unknown", "unknown", str(exc)
         name = path.stem if path.is_file() else path.name

@@ -56,7 +56,8 @@ class Axis:
 
 
 def axis_range(values: list[float], log: bool) -> tuple[float, float]:
-    """A padded range holding every value (log: decades around the positive values)."""
+    """A padded range holding every finite value (log: decades around the positive values)."""
+    values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)] or [0.0]
     if log:
         pos = [v for v in values if v > 0] or [1.0]
         return 10 ** math.floor(math.log10(min(pos))), 10 ** math.ceil(math.log10(max(pos)) + 1e-9)
@@ -69,6 +70,8 @@ def ticks(lo: float, hi: float, log: bool) -> list[float]:
     if log:
         return [10.0 ** e for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
     raw = (hi - lo) / 5
+    if not math.isfinite(raw):
+        return []
     mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     start = math.ceil(lo / step) * step

@@ -45,6 +45,7 @@ def _run_entry(run: Run) -> dict[str, Any]:
                      **{k: s.get(k) for k in ("split", "questions", "threads", "device", "n_prompt", "n_gen",
                                               "repetitions", "warmup", "wait_policy", "flash_attn")}},
         "profiles": [(p.get("profile") or {}).get("name") for p in run.doc.get("profiles") or []],
+        "not_measured": list(run.doc.get("not_measured") or []),  # values that were no finite number
     }
 
 

@@ -9,6 +9,11 @@ declared grid of formats and settings (edgemed.bench.tune_space), in two stages.
 2. **Stage 2**: the full bench (``run_bench``) on the survivors, in objective order; a candidate that cannot beat
    the best one found so far is not benched.
 
+A candidate that fails (its export, a measurement, its bench) is recorded as failed with the reason, never left
+out in silence: when one that survived stage 1 fails in stage 2, the best of the rest is named but the answer is
+not established (exit 1), since the failed one might have won. A damaged cache entry is built again and the run
+says so (``cache_rebuilt``).
+
 Every candidate and why it was dropped goes into OUT/tune.json (rewritten after each candidate: an interrupted tune
 loses nothing finished, and ``--resume`` goes on), with tune.md and pareto.png beside it; the chosen artifact is
 copied, manifest and all, into OUT/best/<format>.
@@ -33,7 +38,7 @@ class Plan:
     """Everything checked before any work: the merged model, the candidates, the questions, the folders."""
 
     def __init__(self, merged: Path, config: TuneConfig):
-        from edgemed.bench.tune_space import check_available, expand, load_space
+        from edgemed.bench.tune_space import check_space
         from edgemed.export.base import check_source
         from edgemed.fsutil import check_output_dir
         from edgemed.registry import require_train
@@ -44,13 +49,7 @@ class Plan:
         require_train("edgemed tune (it exports the merged model with transformers)")
         self.merged = resolve_merged(Path(merged))
         check_source(self.merged)
-        where = str(config.space) if config.space else "the bundled tune_space.toml"
-        self.space = load_space(config.space)
-        self.candidates: list[Candidate] = expand(self.space, config.runtimes, where)
-        if not self.candidates:
-            raise EdgemedError(f"--space {where} has no candidate for --runtimes {','.join(config.runtimes)}; add "
-                               "tables for them or choose other runtimes")
-        check_available(self.candidates)
+        self.space, self.candidates, _ = check_space(config.space, config.runtimes)
         self.out = Path(config.out)
         # absolute: llama.cpp's tools run inside the artifact's temp folder, so a relative path would miss
         self.cache = (Path(config.cache) if config.cache else self.merged.parent / "tune-cache").resolve()
@@ -91,6 +90,7 @@ def run_tune(merged: Path, config: TuneConfig, show: bool = True) -> dict[str, A
     state = State(plan)
     s1 = Stage1(plan.merged, plan.cache, plan.out / "logs", plan.threads, config.verify, config.timeout)
     state.doc["source_sha256"] = s1.sha
+    state.rebuilt = s1.rebuilt
     try:
         stage_one(plan, s1, state)
         stage_two(plan, s1, state)
@@ -126,6 +126,7 @@ class State:
             "budgets": plan.budgets, "threads": plan.threads, "questions": len(plan.questions),
             "question_selection": plan.selection, "space": plan.space, "candidates": [],
         }
+        self.rebuilt: dict[str, str] = {}  # the stage-1 cache's damaged entries, built again (Stage1.rebuilt)
         self.records: dict[str, dict[str, Any]] = {}
         for c in plan.candidates:
             self.records[c.id] = {"id": c.id, "format": c.format, "runtime": c.runtime, "settings": c.settings,
@@ -384,7 +385,9 @@ def finish(plan: Plan, state: State, seconds: float) -> None:
     doc["answer"] = answer(doc, best, list(state.records.values()), plan.budgets, plan.config.objective)
     doc["evaluated"] = sum(1 for r in state.records.values() if r.get("stage1"))
     doc["seconds"] = round(seconds, 1)
-    doc["exit_code"] = 0 if best is not None else 1
+    doc["cache_rebuilt"] = dict(state.rebuilt)
+    doc["established"] = not doc["answer"].get("failed_contenders")
+    doc["exit_code"] = 0 if best is not None and doc["established"] else 1
     doc["status"] = "complete"
     doc["outputs"] = write_reports(doc, plan.out)
     state.save()

@@ -89,9 +89,15 @@ class TuneConfig:
             raise EdgemedError(f"--min-top1-agreement is a share between 0 and 1, got {top1}")
         if self.min_tg is not None and not (math.isfinite(self.min_tg) and self.min_tg > 0):
             raise EdgemedError(f"--min-tg must be a positive number of tokens/s, got {self.min_tg}")
-        b["max_memory_bytes"] = parse_size(self.max_memory, "--max-memory") if self.max_memory else None
-        b["max_size_bytes"] = parse_size(self.max_size, "--max-size") if self.max_size else None
-        b["max_p95_ms"] = parse_ms(self.max_p95_ms, "--max-p95-ms") if self.max_p95_ms else None
+        b["max_memory_bytes"] = parse_size(self.max_memory, "--max-memory") if self.max_memory is not None else None
+        b["max_size_bytes"] = parse_size(self.max_size, "--max-size") if self.max_size is not None else None
+        b["max_p95_ms"] = parse_ms(self.max_p95_ms, "--max-p95-ms") if self.max_p95_ms is not None else None
+        for flag, raw, key, example in (("--max-memory", self.max_memory, "max_memory_bytes", "800MB"),
+                                        ("--max-size", self.max_size, "max_size_bytes", "100MB"),
+                                        ("--max-p95-ms", self.max_p95_ms, "max_p95_ms", "250ms")):
+            if b[key] is not None and not (math.isfinite(b[key]) and b[key] > 0):
+                raise EdgemedError(f"{flag} {raw}: a budget must be more than 0 (nothing fits in it); give e.g. "
+                                   f"{example}")
         if self.profile:
             from edgemed.bench.profiles import get_profile
 
@@ -124,7 +130,11 @@ class TuneConfig:
         if not (self.timeout >= 1 and math.isfinite(self.timeout)):
             raise EdgemedError(f"--timeout must be at least 1 second, got {self.timeout}")
         if self.space is not None and not Path(self.space).is_file():
-            raise EdgemedError(f"--space {self.space} is not a file; give a TOML grid like the bundled tune_space.toml")
+            what = "is a directory" if Path(self.space).is_dir() else "does not exist"
+            raise EdgemedError(f"--space {self.space} {what}; give a TOML grid like the bundled tune_space.toml")
+        from edgemed.bench.tune_space import check_space
+
+        check_space(self.space, self.runtimes)  # parsed, expanded and every value checked before any work
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -79,12 +79,26 @@ def answer(doc: dict[str, Any], best: dict[str, Any] | None, records: list[dict[
 
     met = [r for r in records if r["status"] in ("meets", "chosen")]
     evaluated = sum(1 for r in records if r.get("stage1"))
+    contenders = [r for r in records if r["status"] == "failed" and r.get("stage") == 2]
+    failed = [r for r in records if r["status"] == "failed" and r.get("stage") != 2]
+    notes = ""
+    if failed:
+        notes += (f" {len(failed)} candidate(s) failed before they could be compared: "
+                  f"{', '.join(r['id'] for r in failed)} (why: tune.md).")
+    rebuilt = doc.get("cache_rebuilt") or {}
+    if rebuilt:
+        notes += f" {len(rebuilt)} damaged cache entr{'y was' if len(rebuilt) == 1 else 'ies were'} built again."
+    failing = {"failed_contenders": [{"id": r["id"], "reason": r.get("reason", "")} for r in contenders]}
     if best is not None:
         others = sorted((r for r in met if r is not best), key=lambda r: r.get("size_bytes") or 0)
         runner = f"; next: {others[0]['id']} ({_numbers(others[0], {})})" if others else ""
         text = (f"{best['id']} meets every budget with the least {objective} of the {len(met)} candidate(s) that do "
                 f"(of {evaluated} measured): {_numbers(best, budgets)}{runner}.")
-        return {"met": True, "text": text, "nearest": []}
+        if contenders:
+            text = (f"NOT ESTABLISHED: {', '.join(r['id'] for r in contenders)} survived stage 1 but failed in stage 2 "
+                    f"({'; '.join(r.get('reason', '') for r in contenders)}), so it might have been the answer; of the "
+                    f"rest, " + text[0].lower() + text[1:] + " Fix the failure and re-run with --resume.")
+        return {"met": True, "text": text + notes, "nearest": [], **failing}
     measured = [r for r in records if r.get("stage1") or r.get("bench")]
     nearest = sorted(measured, key=lambda r: (len(r.get("breaks") or []) if r.get("bench") else 9,
                                               distance(r, budgets), r.get("size_bytes") or 0))[:3]
@@ -92,7 +106,10 @@ def answer(doc: dict[str, Any], best: dict[str, Any] | None, records: list[dict[
             for r in nearest]
     listed = "; ".join(f"{n['id']} ({n['numbers']}) breaks: {' / '.join(n['breaks'])}" for n in near)
     text = f"No candidate of the {evaluated} measured meets every budget. Nearest: {listed or 'none was measured'}."
-    return {"met": False, "text": text, "nearest": near}
+    if contenders:
+        text += (f" {', '.join(r['id'] for r in contenders)} survived stage 1 but failed in stage 2: "
+                 f"{'; '.join(r.get('reason', '') for r in contenders)}.")
+    return {"met": False, "text": text + notes, "nearest": near, **failing}
 
 
 def _ci(v: list[float] | None, digits: int = 4) -> str:

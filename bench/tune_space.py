@@ -196,29 +196,63 @@ def override_type(ftype: str, level: Any, ladder: list[str], where: str) -> str:
     return ladder[target]
 
 
-def check_available(cands: list[Candidate]) -> None:
-    """Set ``skip`` on each candidate this install cannot export or run (the exporter's own reason), and on those
-    whose settings the exporter refuses (unknown keys: named)."""
-    from edgemed.registry import can_run, get_format, install_message, load_object
+def check_space(path: Path | None, runtimes: list[str]) -> tuple[dict[str, Any], list[Candidate], str]:
+    """The grid of `path` (None: the bundled one) for `runtimes`, parsed, expanded and every value checked: (the
+    parsed TOML, its candidates with ``skip`` set where this install cannot make or run one, where it came from).
+    Bad input (a file that does not parse, an unknown key, table or format, a value the exporter refuses) raises
+    EdgemedError naming the table and the value: called by TuneConfig.validate, before any work."""
+    where = str(path) if path else "the bundled tune_space.toml"
+    space = load_space(path)
+    cands = expand(space, runtimes, where)
+    if not cands:
+        raise EdgemedError(f"--space {where} has no candidate for --runtimes {','.join(runtimes)}; add tables for "
+                           "them or choose other runtimes")
+    check_available(cands, where)
+    return space, cands, where
+
+
+def _unknown_format(name: str, exc: EdgemedError) -> str | None:
+    """None when `name` is a gguf-<type> that only a missing llama.cpp leaves unknown (skipped, with the install
+    message), else the error to raise (an unknown name, with the registry's did-you-mean)."""
+    from edgemed.export.gguf_types import FILE_TYPES, parse_format
+    from edgemed.registry import can_run, spec_of
+
+    gguf = parse_format(name)
+    if gguf is not None and gguf.ftype in FILE_TYPES and can_run(spec_of(name)):
+        return None
+    return str(exc)
+
+
+def check_available(cands: list[Candidate], where: str = "the bundled tune_space.toml") -> None:
+    """Set ``skip`` on each candidate this install cannot export or run (the exporter's own reason); raise
+    EdgemedError (exit 2) for a format no install knows (with a did-you-mean) and for settings the exporter refuses
+    (unknown keys, values out of range: its ``check``), whether or not it can run here."""
+    from edgemed.registry import can_run, get_format, install_message, load_object, spec_of
 
     for c in cands:
-        if c.skip:
-            continue
+        if c.skip and c.runtime == "gguf":
+            continue  # llama.cpp refuses the type (or the rung is off the ladder): recorded with the reason
         try:
             spec = get_format(c.format)
         except EdgemedError as exc:
-            c.skip = str(exc)
+            problem = _unknown_format(c.format, exc)
+            if problem:
+                raise EdgemedError(f"--space {where} [[{c.runtime}]]: {problem}") from None
+            c.skip = f"cannot be run with this install: {can_run(spec_of(c.format))}"
             continue
         if RUNTIMES[c.runtime] != spec.runtime:
             raise EdgemedError(f"--space: {c.format} is a {spec.runtime} format, listed under [[{c.runtime}]]; move it "
                                f"to the [[{next(k for k, v in RUNTIMES.items() if v == spec.runtime)}]] tables")
         try:
             exporter = load_object(spec.exporter)(c.format, **c.settings)
+            exporter.check()
         except ImportError as exc:
             c.skip = f"exporter not importable here ({exc}); {install_message([exc.name or str(exc)], spec.extra)}"
             continue
         except EdgemedError as exc:
-            raise EdgemedError(f"--space: {c.id}: {exc}") from None
+            raise EdgemedError(f"--space {where}: {c.id}: {exc}; fix the value in the grid") from None
+        if c.skip:
+            continue
         why = exporter.available()
         run = can_run(spec)
         if why:

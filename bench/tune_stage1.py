@@ -11,6 +11,11 @@ Cache layout (CACHE is shared by every tune of the same merged model, whatever i
 - ``<key>/<format>/`` one candidate, a normal verified artifact with its manifest (key: the merged model's sha256,
   the format and the settings), and ``<key>/kld-<reference key>.npz``: the per-token measurements of the
   sequences measured so far, so a later pass (or another tune) measures only the sequences it lacks.
+
+Nothing in the cache is trusted on its name alone: an artifact is reused only when it passes
+:func:`edgemed.manifest.check_artifact` (every file's recorded size and sha256, the GGUF header's type against the
+format); a damaged one is removed with its measurements and built again, and the run says so (``rebuilt`` in its
+record, a line on the console).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from edgemed.bench.tune_space import Candidate
 from edgemed.errors import EdgemedError
 from edgemed.export.gguf_types import parse_format
 from edgemed.fsutil import read_json
-from edgemed.manifest import try_manifest
+from edgemed.manifest import MANIFEST, check_artifact, try_manifest
 from edgemed.registry import RUNTIMES, reference_format
 
 MIN_SEQUENCES = 8  # a cluster-robust interval needs a few clusters
@@ -50,14 +56,17 @@ class Stage1:
         self.reference_dir: Path | None = None
         self.reference_key: str | None = None
         self._verify_reference = None
+        self.rebuilt: dict[str, str] = {}  # cache entry -> why it was damaged (it was built again)
+        self._checked: set[Path] = set()  # entries checked by this run (the base is reused by every candidate)
 
     # --- exports ------------------------------------------------------------------------------------------------
     def base_artifact(self, fmt: str) -> Path:
         """The merged model's `fmt` artifact in the base folder (exported and verified once)."""
         from edgemed.export.run import run_export
 
+        self.check_entry(self.base / fmt)
         results = run_export(self.merged, [fmt], self.base, verify=self.verify, threads=self.threads,
-                             show_progress=False, reference=self.verify_reference())
+                             show_progress=False, reference=self.verify_reference(), replace_stale=True)
         r = results[0]
         if r["status"] not in ("exported", "skipped"):
             raise EdgemedError(f"the {fmt} artifact every {fmt.split('-')[0]} candidate builds on could not be made: "
@@ -84,17 +93,58 @@ class Stage1:
             if donor is not None:
                 self._link(folder / SHARED_MATRIX, donor)
         settings = {cand.format: cand.settings} if cand.settings else None
+        damaged = self.check_entry(folder / cand.format)
         r = run_export(self.merged, [cand.format], folder, verify=self.verify, threads=self.threads,
-                       settings=settings, show_progress=False, reference=self.verify_reference())[0]
+                       settings=settings, show_progress=False, reference=self.verify_reference(),
+                       replace_stale=True)[0]
         if r["status"] not in ("exported", "skipped"):
-            return {"status": "failed", "reason": f"export {r['status']}: {r['reason']}", "key": key}
+            return {"status": "failed", "reason": f"export {r['status']}: {r['reason']}", "key": key,
+                    **({"rebuilt": damaged} if damaged else {})}
         path = folder / cand.format
+        try:
+            check_artifact(path)  # what stage 1 and 2 measure is what the manifest says
+        except EdgemedError as exc:
+            return {"status": "failed", "reason": f"the exported artifact does not check out: {exc}", "key": key}
+        self._checked.add(path)
         details = read_manifest(path).get("export", {})
         return {"status": "exported", "key": key, "path": str(path), "cached": r["status"] == "skipped",
+                **({"rebuilt": damaged} if damaged else {}),
                 "export_seconds": r.get("seconds"), "size_bytes": dir_size(path),
                 "weights_sha256": weights_record(path, cand.format).get("sha256"),
                 "bits_per_weight": details.get("bits_per_weight"),
                 "tensor_types": {k: v.get("tensors") for k, v in (details.get("types") or {}).items()}}
+
+    def check_entry(self, entry: Path) -> str | None:
+        """Check a cache entry (an artifact folder) before it is reused: None when it is absent or checks out against
+        its manifest (:func:`edgemed.manifest.check_artifact`); else it is removed, with the stage-1 measurements
+        made on it, so that it is built again, and the reason is returned (and said on the console)."""
+        entry = Path(entry)
+        if entry in self._checked or not (entry.exists() or entry.is_symlink()):
+            return None
+        try:
+            if entry.is_symlink() or not entry.is_dir():
+                raise EdgemedError(f"{entry} is not an artifact folder")
+            if not (entry / MANIFEST).is_file():
+                raise EdgemedError(f"{entry} has no {MANIFEST} (an export that never finished, or not edgemed's)")
+            manifest = check_artifact(entry)
+            if not (manifest or {}).get("files"):
+                raise EdgemedError(f"{entry / MANIFEST} lists no files with their sha256, so they cannot be checked")
+        except EdgemedError as exc:
+            why = str(exc)
+            from edgemed.console import err_console
+
+            err_console.print(f"tune: the cached {entry.name} in {entry.parent} is damaged ({why}): removing it "
+                              "and building it again", markup=False, highlight=False)
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            else:
+                shutil.rmtree(entry)
+            for rows in entry.parent.glob("kld-*.npz"):  # measured on the damaged file
+                rows.unlink(missing_ok=True)
+            self.rebuilt[str(entry)] = why
+            return why
+        self._checked.add(entry)
+        return None
 
     def verify_reference(self):
         """The merged model's answers on the verification prompts, computed once per tune (not once per candidate:
@@ -127,6 +177,10 @@ class Stage1:
             m = try_manifest(folder)
             if m is None:
                 continue
+            try:
+                check_artifact(folder)  # a damaged donor gives no matrix
+            except EdgemedError:
+                continue
             if m.get("status") == "verified" and (m.get("source") or {}).get("sha256") == self.sha:
                 return folder
         return None
@@ -140,6 +194,16 @@ class Stage1:
         ids = [q.id for q in questions]
         self.reference_key = hashlib.sha256(json.dumps([self.sha, ids, top_k]).encode()).hexdigest()[:16]
         self.reference_dir = self.cache / f"reference-{self.reference_key}"
+        damaged = _reference_damage(self.reference_dir) if (self.reference_dir / "self.json").is_file() else None
+        if damaged:
+            from edgemed.console import err_console
+
+            err_console.print(f"tune: the cached reference {self.reference_dir} is damaged ({damaged}): removing it "
+                              "and computing it again", markup=False, highlight=False)
+            shutil.rmtree(self.reference_dir)
+            for rows in self.cache.glob(f"*/kld-{self.reference_key}.npz"):
+                rows.unlink(missing_ok=True)
+            self.rebuilt[str(self.reference_dir)] = damaged
         if not (self.reference_dir / "self.json").is_file():
             job = {"mode": "store", "artifact": str(hf), "reference": str(self.reference_dir), "top_k": top_k,
                    "questions": [asdict(q) for q in questions], "threads": self.threads,
@@ -196,6 +260,23 @@ class Stage1:
                 "kld_mean": s["kld_mean"], "kld_ci": s["kld_ci"], "kld_p99": s["kld_p99"],
                 "top1": s["top1_agreement"], "top1_ci": [lo, hi], "ppl_ratio": s["ppl_ratio"],
                 "measured_now": len(missing)}
+
+
+def _reference_damage(folder: Path) -> str | None:
+    """What is wrong with a stored reference (None: its record and arrays read and agree on the row count)."""
+    from edgemed.bench.fidelity import load_reference
+
+    try:
+        meta, arrays = load_reference(folder)
+        rows = meta["rows"]
+        if not isinstance(meta.get("sequences"), list) or not isinstance(rows, int):
+            return "its meta.json lacks sequences or rows"
+        short = [name for name, a in arrays.items() if name != "tail_idx" and name != "tail_logp" and len(a) != rows]
+        if short:
+            return f"{', '.join(short)} hold(s) another number of rows than meta.json's {rows}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"it cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
 
 
 _ROW_KEYS = ("seq", "row", "kld", "bound", "same", "lq_target", "tail")

@@ -181,8 +181,36 @@ def outcome_of(status: int, timed_out: bool, start: float, log_path: Path | None
 
 
 def kill_group(pid: int) -> None:
+    """SIGKILL the process group `pid` leads and every other process of the session it leads: a child started in a
+    session of its own (``start_new_session``) may put its children in groups of their own (ninja and make run each
+    compiler in one), which a stop of the group alone would leave running."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    for other in session_members(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(other, signal.SIGKILL)
+
+
+def session_members(sid: int) -> list[int]:
+    """The processes (Linux: read from /proc) whose session is `sid`, this one excepted; [] elsewhere."""
+    me, found = os.getpid(), []
+    if sid <= 1:
+        return found
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(sid).encode():  # state, ppid, pgrp, session
+            found.append(int(name))
+    return found
 
 
 def tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:

@@ -115,6 +115,110 @@ def check_known_format(path: Path) -> None:
                            f"runtime '{m['runtime']}'; re-export the artifact")
 
 
+_VERIFIED: dict[tuple[Any, ...], bool] = {}  # artifacts whose files hashed right, by their files' size and mtime
+
+
+def check_artifact(path: Path) -> dict[str, Any] | None:
+    """The one check of an artifact against the manifest that describes it, before anything measures it: the
+    manifest reads and names a known format and its runtime; every file it lists is there with its size and sha256
+    (hashed once per process while the files are unchanged); and the files are that format: a GGUF's header
+    (general.file_type, general.architecture) against gguf-<type> and the source's model type (or the architecture
+    the export recorded), an ONNX or OpenVINO graph against the format's marks (the registry's), a transformers
+    folder against its quantization config. Exit 2 (EdgemedError) naming both sides; returns the manifest (None
+    for a folder or file without one: only its own files say what it is)."""
+    path = Path(path)
+    if not (path.is_dir() and (path / MANIFEST).exists()):
+        return None
+    check_known_format(path)
+    m = read_manifest(path)
+    _check_hashes(path, m)
+    from edgemed.registry import spec_of
+
+    spec = spec_of(m["format"])
+    if spec.runtime == "llama.cpp":
+        _check_gguf(path, m)
+    elif spec.marks is not None:
+        _check_marks(path, m["format"], spec.marks)
+    elif spec.runtime == "transformers" and spec.detect is not None and (path / "config.json").is_file() \
+            and not spec.detect(path):
+        from edgemed.registry import detect_format
+
+        seen = detect_format(path)
+        raise EdgemedError(f"{path}: the manifest says format {m['format']}, but its config.json is "
+                           f"{'a ' + seen.name if seen else 'another format'}'s (quantization_config); re-export the "
+                           f"artifact (edgemed export --formats {m['format']} --force)")
+    return m
+
+
+def _check_hashes(folder: Path, m: dict[str, Any]) -> None:
+    check_files(folder, m)  # sizes first: a cut-short file is named without reading it
+    entries = [e for e in m.get("files", []) if isinstance(e.get("sha256"), str)]
+    try:
+        key = (str(Path(folder).resolve()), *((e["path"], e["sha256"], (Path(folder) / e["path"]).stat().st_mtime_ns)
+                                              for e in entries))
+    except OSError:
+        key = None
+    if key is not None and _VERIFIED.get(key):
+        return
+    for entry in entries:
+        if sha256_file(Path(folder) / entry["path"]) != entry["sha256"]:
+            raise EdgemedError(f"artifact {folder} is corrupt: {entry['path']} is not the file the manifest records "
+                               f"(sha256 {entry['sha256'][:12]}...), it changed since export; re-export it")
+    if key is not None:
+        _VERIFIED[key] = True
+
+
+def _check_gguf(folder: Path, m: dict[str, Any]) -> None:
+    from edgemed.export.gguf_types import FILE_TYPES, expected_arch, format_name, parse_format
+    from edgemed.gguf_header import read_header
+
+    files = sorted(p for p in Path(folder).glob("*.gguf") if not p.name.startswith("."))
+    if len(files) != 1:
+        return  # the runtime names a folder with none or several
+    kv = read_header(files[0])["kv"]
+    fmt = m["format"]
+    gguf = parse_format(fmt)
+    got = kv.get("general.file_type")
+    if gguf is not None and gguf.ftype in FILE_TYPES and isinstance(got, int) and got != FILE_TYPES[gguf.ftype]:
+        names = [t for t, n in FILE_TYPES.items() if n == got]
+        said = format_name(names[0], gguf.calibrated) if names else f"llama.cpp file type {got}"
+        raise EdgemedError(f"{folder}: the manifest says format {fmt}, but {files[0].name}'s GGUF header says "
+                           f"{said} (general.file_type {got}); measuring it as {fmt} would put one format's numbers "
+                           f"under another's name: re-export it (edgemed export --formats {fmt} --force)")
+    arch = kv.get("general.architecture")
+    recorded = (m.get("export") or {}).get("architecture") if isinstance(m.get("export"), dict) else None
+    want = recorded if isinstance(recorded, str) else expected_arch((m.get("source") or {}).get("model_type")
+                                                                      if isinstance(m.get("source"), dict) else None)
+    if isinstance(arch, str) and want and arch != want:
+        raise EdgemedError(f"{folder}: the manifest's model is a {want} model, but {files[0].name}'s GGUF header "
+                           f"says general.architecture {arch}: the file is another model's; re-export the artifact")
+
+
+def _check_marks(folder: Path, fmt: str, marks: tuple[str, tuple[bytes, ...], tuple[bytes, ...]]) -> None:
+    import mmap
+
+    name, need, forbid = marks
+    graph = Path(folder) / name
+    if not graph.is_file():
+        raise EdgemedError(f"{folder}: the manifest says format {fmt}, but the folder has no {name}; re-export it")
+    try:
+        with open(graph, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            has = {mark: buf.find(mark) >= 0 for mark in (*need, *forbid)}
+    except (OSError, ValueError) as exc:
+        raise EdgemedError(f"{graph} cannot be read ({exc}); re-export the artifact") from None
+    found = [k.decode() for k in forbid if has[k]]
+    if (need and not any(has[k] for k in need)) or found:
+        from edgemed.registry import FORMATS
+
+        like = [f for f, s in FORMATS.items() if s.marks and s.marks[0] == name and f != fmt
+                and (not s.marks[1] or any(has.get(k, False) for k in s.marks[1]))
+                and not any(has.get(k, False) for k in s.marks[2])]
+        what = (f"it holds {', '.join(found)}" if found else f"it holds none of {', '.join(k.decode() for k in need)}")
+        raise EdgemedError(f"{folder}: the manifest says format {fmt}, but its {name} is not a {fmt} graph ({what}"
+                           f"{'; it looks like ' + ' or '.join(like) if like else ''}); re-export it (edgemed export "
+                           f"--formats {fmt} --force)")
+
+
 def check_files(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> None:
     """Raise EdgemedError when a file the manifest lists is missing, resized or (optionally) changed."""
     for entry in manifest.get("files", []):

@@ -70,6 +70,10 @@ class FormatSpec:
     # CPU). The pipeline's bench leaves such a format out there unless asked (--bench-formats), and says so: its CPU
     # timings would describe the fallback, not the format. It is still exported and verified.
     cpu_fallback: str = ""
+    # What its graph file must hold (any one of) and must not hold, as bytes of the file (an op type, an IR element
+    # type): (file, must hold one of, must hold none of). The manifest check reads it to refuse a folder whose files
+    # are another format's (an int8 graph under an int4 manifest); None: nothing to check beyond the hashes.
+    marks: tuple[str, tuple[bytes, ...], tuple[bytes, ...]] | None = None
 
 
 def has_file(pattern: str) -> Callable[[Path], bool]:
@@ -97,6 +101,8 @@ _BNB_ON_CPU = ("bitsandbytes is built for CUDA GPUs and runs on a CPU through it
                "Xeon bnb-int8 decoded at half the hf reference's speed, in more memory)")
 _ONNX = (".onnx", ".onnx_data", ".onnx.data")
 _OPENVINO = (".bin",)  # the IR's weights (the .xml is the graph)
+_OV_INT4 = (b'element_type="u4"', b'element_type="i4"')
+_OV_INT8 = (b'element_type="u8"', b'element_type="i8"')
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
@@ -110,10 +116,11 @@ FORMATS: dict[str, FormatSpec] = {
                    "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit"), needs=("bitsandbytes",),
                    detect_rank=40, export_memory=1.5, cpu_fallback=_BNB_ON_CPU),
         FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", "onnx", 1e-3,
-                   "ONNX with KV cache (Optimum)", _ONNX, has_file("model.onnx"), detect_rank=20, export_memory=3.2),
+                   "ONNX with KV cache (Optimum)", _ONNX, has_file("model.onnx"), detect_rank=20, export_memory=3.2,
+                   marks=("model.onnx", (), (b"MatMulNBits", b"MatMulInteger"))),
         FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
                    "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False,  # files: same as onnx
-                   export_memory=3.2),
+                   export_memory=3.2, marks=("model.onnx", (b"MatMulInteger",), (b"MatMulNBits",))),
         FormatSpec("gguf-f16", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
                    "GGUF f16 for llama.cpp", (".gguf",)),
         FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
@@ -122,15 +129,18 @@ FORMATS: dict[str, FormatSpec] = {
                    "GGUF q4_k_m for llama.cpp", (".gguf",)),
         # what edge engineers ship beside GGUF; exported when named (--formats), not by default
         FormatSpec("onnx-int4", "edgemed.export.onnx_int4:OnnxInt4Exporter", "onnxruntime", "onnx-export", "onnx",
-                   3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False, export_memory=3.2),
+                   3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False, export_memory=3.2,
+                   marks=("model.onnx", (b"MatMulNBits",), ())),
         FormatSpec("openvino-int8", "edgemed.export.openvino:OpenVinoInt8Exporter", "openvino", "openvino-export",
-                   "openvino", 0.4, "OpenVINO IR, NNCF int8 weights", _OPENVINO, default=False, export_memory=3.0),
+                   "openvino", 0.4, "OpenVINO IR, NNCF int8 weights", _OPENVINO, default=False, export_memory=3.0,
+                   marks=("openvino_model.xml", _OV_INT8, _OV_INT4)),
         FormatSpec("openvino-int4", "edgemed.export.openvino:OpenVinoInt4Exporter", "openvino", "openvino-export",
                    "openvino", 2.5, "OpenVINO IR, NNCF int4 weights (int8 embedding/lm_head)", _OPENVINO,
-                   default=False, export_memory=3.0),
+                   default=False, export_memory=3.0, marks=("openvino_model.xml", _OV_INT4, ())),
         FormatSpec("openvino-int4-awq", "edgemed.export.openvino:OpenVinoInt4AwqExporter", "openvino",
                    "openvino-export", "openvino", 2.5, "OpenVINO IR, NNCF int4, AWQ + scale estimation on the "
-                   "training text", _OPENVINO, default=False, export_memory=3.0),
+                   "training text", _OPENVINO, default=False, export_memory=3.0,
+                   marks=("openvino_model.xml", _OV_INT4, ())),
     ]
 }
 # Any other llama.cpp file type is a format too, ``gguf-<type>``, verified against a tolerance by type family.
@@ -203,6 +213,21 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def format_names() -> list[str]:
+    """Every format name a command accepts: the registered formats, ``gguf-<type>`` for every llama.cpp file type
+    (the installed llama.cpp's, else llama.h's table) and ``gguf-<type>-imatrix`` where the type takes a matrix, and
+    the named sets: what a did-you-mean chooses from."""
+    from edgemed.export.gguf_types import FILE_TYPES, FORMAT_SETS, TAKES_IMATRIX, format_name, matrix_use
+
+    try:
+        types = set(load_object("edgemed.export.gguf:ftypes")()) if importable("llama_cpp") else set(FILE_TYPES)
+    except ImportError:
+        types = set(FILE_TYPES)
+    gguf = [format_name(t, matrix_use(t) == "needs") for t in sorted(types)]
+    gguf += [format_name(t, True) for t in sorted(types & TAKES_IMATRIX) if matrix_use(t) == "benefits"]
+    return list(dict.fromkeys([*FORMATS, *gguf, *FORMAT_SETS]))
+
+
 def gguf_tolerance(ftype: str) -> float:
     return next((tol for prefix, tol in GGUF_TOLERANCE_BY_PREFIX if ftype.startswith(prefix)), 2.0)
 
@@ -226,7 +251,7 @@ def get_format(name: str) -> FormatSpec:
             what = f"GGUF {gguf.ftype}{' with an importance matrix' if gguf.calibrated else ''} for llama.cpp"
             return replace(FORMATS["gguf-q8_0"], name=name, tolerance=gguf_tolerance(gguf.ftype), description=what)
     raise EdgemedError(
-        f"unknown format '{name}'{_did_you_mean(name, list(FORMATS))} (known: {', '.join(FORMATS)}, "
+        f"unknown format '{name}'{_did_you_mean(name, format_names())} (known: {', '.join(FORMATS)}, "
         "gguf-<type> for another llama.cpp type, gguf-<type>-imatrix, or the set 'ladder')"
     )
 
@@ -328,7 +353,7 @@ def spec_of(fmt: str) -> FormatSpec:
         return replace(GGUF_ANY, name=fmt, tolerance=gguf_tolerance(gguf.ftype),
                        description=f"GGUF {fmt.removeprefix(PREFIX)}")
     raise EdgemedError(
-        f"unknown format '{fmt}'{_did_you_mean(fmt, list(FORMATS))} (known: {', '.join(FORMATS)}, or gguf-<type>)"
+        f"unknown format '{fmt}'{_did_you_mean(fmt, format_names())} (known: {', '.join(FORMATS)}, or gguf-<type>)"
     )
 
 

@@ -42,6 +42,11 @@ class Exporter(abc.ABC):
         self.settings: dict[str, Any] = {**self.defaults, **settings}
         self.source_sha256: str | None = None  # set by the orchestrator; lets `sibling` check provenance
 
+    def check(self, source: Path | None = None) -> None:
+        """Raise EdgemedError (exit 2) for a setting out of range, or one that does not fit the model `source` (when
+        given), before any work (the formats that take values check them here; the export checks them again)."""
+        return None
+
     def available(self) -> str | None:
         """None when this exporter can run here, else the reason it cannot."""
         from edgemed.registry import get_format, install_message, missing_modules

@@ -138,6 +138,14 @@ class GgufExporter(Exporter):
         self.settings = {k: v for k, v in self.settings.items() if v is not None and v != []}
         _check_settings(name, self.settings)
 
+    def check(self, source: Path | None = None) -> None:
+        """A given importance matrix made for another model is refused now, before any work."""
+        if source is not None and self.calibrated and self.settings.get("imatrix"):
+            from edgemed.export.gguf_imatrix import check_fits, read_imatrix
+
+            matrix = Path(self.settings["imatrix"])
+            check_fits(matrix, read_imatrix(matrix), source)
+
     @property
     def ftype(self) -> str:
         return _gguf_name(self.name).ftype

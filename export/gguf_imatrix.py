@@ -97,6 +97,8 @@ def read_imatrix(path: Path) -> dict[str, Any]:
 
     path = Path(path)
     require_regular_file(path, "--imatrix")
+    if path.is_dir():
+        raise EdgemedError(f"--imatrix {path} is a directory; give the file written by llama-imatrix (imatrix.gguf)")
     if not path.is_file():
         raise EdgemedError(f"--imatrix {path} does not exist; give a file written by llama-imatrix")
     bad = f"{path} is not a llama.cpp importance matrix"
@@ -105,9 +107,11 @@ def read_imatrix(path: Path) -> dict[str, Any]:
             magic = fh.read(4)
     except OSError as exc:
         raise EdgemedError(f"{path} cannot be read ({exc.strerror}); check the path") from None
+    if not magic:
+        raise EdgemedError(f"--imatrix {path} is empty (0 bytes); give a file written by llama-imatrix")
     if magic != MAGIC:
-        raise EdgemedError(f"{bad} (no GGUF header: the legacy .dat format is not read here; convert it with "
-                           f"llama-imatrix --in-file {path.name} -o imatrix.gguf)")
+        raise EdgemedError(f"{bad} (it has no GGUF header; if it is llama-imatrix's legacy .dat format, convert it "
+                           f"with llama-imatrix --in-file {path.name} -o imatrix.gguf)")
     header = read_header(path, keep_arrays=("imatrix.datasets",))  # truncated: refused naming the file
     kv = header["kv"]
     if kv.get("general.type") != "imatrix":

@@ -32,6 +32,31 @@ WEIGHTED_TENSOR_TYPES = frozenset({
 LADDER_TYPES = ("q2_k", "q3_k_m", "q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs", "q8_0")
 
 
+# llama.cpp's llama_ftype (llama.h), the number a GGUF header records as general.file_type: what the manifest check
+# compares a gguf-<type> artifact's file with, without loading llama.cpp (a test holds it to the installed one's).
+FILE_TYPES = {
+    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k_s": 11,
+    "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18, "iq2_xxs": 19,
+    "iq2_xs": 20, "q2_k_s": 21, "iq3_xs": 22, "iq3_xxs": 23, "iq1_s": 24, "iq4_nl": 25, "iq3_s": 26, "iq3_m": 27,
+    "iq2_s": 28, "iq2_m": 29, "iq4_xs": 30, "iq1_m": 31, "bf16": 32, "tq1_0": 36, "tq2_0": 37, "mxfp4_moe": 38,
+    "nvfp4": 39, "q1_0": 40, "q2_0": 41,
+}
+# transformers model_type -> the general.architecture llama.cpp's converter writes, where the two names differ (a
+# model_type not listed here and not equal to an architecture is not compared: the manifest's own record decides).
+GGUF_ARCH_OF = {"mistral": "llama", "gemma3_text": "gemma3", "phi": "phi2", "qwen2_moe": "qwen2moe",
+                "qwen3_moe": "qwen3moe"}
+GGUF_ARCHS = frozenset({"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "smollm3",
+                        "granite", "olmo", "olmo2", "stablelm", "starcoder2", "falcon", "gpt2", "bloom"})
+
+
+def expected_arch(model_type: str | None) -> str | None:
+    """The general.architecture a GGUF converted from a transformers `model_type` carries (None: not known here)."""
+    if not isinstance(model_type, str):
+        return None
+    arch = GGUF_ARCH_OF.get(model_type, model_type)
+    return arch if arch in GGUF_ARCHS else None
+
+
 class GgufName(NamedTuple):
     """A ``gguf-<type>[-imatrix]`` format name taken apart."""
 

@@ -41,6 +41,9 @@ class OnnxInt4Exporter(Exporter):
     defaults = {"bits": 4, "block_size": 32, "algorithm": "rtn", "symmetric": True, "accuracy_level": 4,
                 "tied_lm_head": "int4", "embedding": "fp32", "keep_fp32": [], "external_data": "auto"}
 
+    def check(self, source: Path | None = None) -> None:
+        check_settings(self.settings)
+
     def export(self, source: Path, dest: Path, settings: dict[str, Any]) -> dict[str, Any]:
         check_settings(settings)
         require_module("onnx_ir", get_format("onnx-int4").extra, "ONNX int4 export")
@@ -62,7 +65,7 @@ def check_settings(settings: dict[str, Any]) -> None:
     if settings["bits"] not in (4, 8):
         raise EdgemedError(f"onnx-int4: bits must be 4 or 8, not {settings['bits']!r}")
     block = settings["block_size"]
-    if not isinstance(block, int) or block < 16 or block & (block - 1):
+    if not isinstance(block, int) or isinstance(block, bool) or block < 16 or block & (block - 1):
         raise EdgemedError(f"onnx-int4: block_size must be a power of two >= 16 (32 as published), not {block!r}")
     if settings["accuracy_level"] not in (0, 1, 2, 3, 4):
         raise EdgemedError("onnx-int4: accuracy_level must be 0-4 (1 fp32, 2 fp16, 3 bf16, 4 int8 compute), not "

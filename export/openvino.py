@@ -69,9 +69,12 @@ class OpenVinoExporter(Exporter):
 class OpenVinoInt8Exporter(OpenVinoExporter):
     defaults = {"mode": "int8_asym"}
 
+    def check(self, source: Path | None = None) -> None:
+        if self.settings["mode"] not in ("int8_asym", "int8_sym"):
+            raise EdgemedError(f"openvino-int8: mode must be int8_asym or int8_sym, not {self.settings['mode']!r}")
+
     def compression(self, source: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        if settings["mode"] not in ("int8_asym", "int8_sym"):
-            raise EdgemedError(f"openvino-int8: mode must be int8_asym or int8_sym, not {settings['mode']!r}")
+        self.check()
         return {"mode": settings["mode"]}, {"mode": settings["mode"], "group_size": "per channel",
                                             "dataset": None}
 
@@ -81,21 +84,27 @@ class OpenVinoInt4Exporter(OpenVinoExporter):
                 "all_layers": False, "data_aware": False, "awq": True, "scale_estimation": True,
                 "calibration_questions": 32}  # 32: AWQ + scale estimation took 8 min on SmolLM2-135M, 2 shared cores
 
-    def compression(self, source: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        s = settings
+    def check(self, source: Path | None = None) -> None:
+        s = self.settings
         if s["mode"] not in INT4_MODES:
             raise EdgemedError(f"openvino-int4: mode must be one of {', '.join(INT4_MODES)}, not {s['mode']!r}")
         if s["group_size_fallback"] not in FALLBACKS:
             raise EdgemedError(f"openvino-int4: group_size_fallback must be one of {', '.join(FALLBACKS)}, not "
                                f"{s['group_size_fallback']!r}")
-        if not isinstance(s["group_size"], int) or (s["group_size"] < 1 and s["group_size"] != -1):
-            raise EdgemedError(f"openvino-int4: group_size must be a positive integer or -1 (per channel), not "
-                               f"{s['group_size']!r}")
-        if not isinstance(s["ratio"], int | float) or not 0 < s["ratio"] <= 1:
-            raise EdgemedError(f"openvino-int4: ratio must be in (0, 1], not {s['ratio']!r}")
+        group = s["group_size"]
+        if not isinstance(group, int) or isinstance(group, bool) or (group < 1 and group != -1):
+            raise EdgemedError(f"openvino-int4: group_size must be a positive integer (e.g. 32, 64, 128) or -1 (per "
+                               f"channel), not {group!r}")
+        if not isinstance(s["ratio"], int | float) or isinstance(s["ratio"], bool) or not 0 < s["ratio"] <= 1:
+            raise EdgemedError(f"openvino-int4: ratio (the share of layers in int4) must be in (0, 1], not "
+                               f"{s['ratio']!r}")
         if not isinstance(s["calibration_questions"], int) or s["calibration_questions"] < 1:
             raise EdgemedError("openvino-int4: calibration_questions must be a positive integer, not "
                                f"{s['calibration_questions']!r}")
+
+    def compression(self, source: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        s = settings
+        self.check()
         kwargs = {"mode": s["mode"], "group_size": s["group_size"], "ratio": float(s["ratio"]),
                   "all_layers": bool(s["all_layers"]), "group_size_fallback": s["group_size_fallback"]}
         if s["data_aware"]:

@@ -222,6 +222,8 @@ def run_export(
         s.name: load_object(s.exporter)(s.name, threads=threads, siblings=out, **(settings or {}).get(s.name, {}))
         for s in specs
     }
+    for exporter in exporters.values():
+        exporter.check(merged)  # a setting out of range, a matrix for another model: exit 2 before any work
     unavailable = {name: e.available() or architecture_limit(name, merged) for name, e in exporters.items()}
     if all(unavailable.values()):  # nothing can be written here: say what to install
         reasons = "; ".join(f"{name} {why}" for name, why in unavailable.items())

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from edgemed.errors import EdgemedError
+
 FAST = ["--limit", "6", "-r", "5", "--warmup", "1", "--latency-prompts", "4", "--gen-tokens", "8",
         "-p", "16", "-n", "8", "--threads", "1"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -222,6 +224,82 @@ def test_report_bad_input_exits_2(tmp_path, cli):
     bad.write_text("{not json")
     proc = cli("report", bad)
     assert proc.returncode == 2 and "is not JSON" in proc.stderr and "Traceback" not in proc.stderr
+BAD_VALUES = (float("nan"), float("inf"), "fast", None, [1.0], {"x": 1}, float("-inf"), True)
+RECORDS = ("size_bytes", "load_s", "accuracy", "latency", "throughput", "memory", "bandwidth", "fidelity",
+           "machine_load")
+
+
+def _leaves(node, path=()):
+    """Paths of every number (and list of numbers) under a bench.json artifact's measured records."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if path or k in RECORDS:
+                yield from _leaves(v, (*path, k))
+    elif (isinstance(node, list) and node and all(isinstance(v, int | float) for v in node)) or (
+            isinstance(node, int | float) and not isinstance(node, bool) and path):
+        yield path
+
+
+def _render(paths: list[Path]) -> dict:
+    """What `edgemed report --out` does with the runs, in this process: the document, markdown, page, console."""
+    import io
+
+    from rich.console import Console
+
+    from edgemed.bench.html_report import report_html
+    from edgemed.bench.report import build_report, rich_report, to_markdown
+
+    doc = build_report(paths, 0.1)
+    to_markdown(doc)
+    report_html(doc)
+    Console(file=io.StringIO(), width=250).print(rich_report(doc))
+    json.dumps(doc, allow_nan=False)  # report.json holds no NaN either
+    return doc
+
+
+def test_report_shows_bad_values_as_not_measured_and_never_crashes(run_a, tmp_path):
+    """Every number of a measured record replaced in turn by NaN, infinity, text, null, a list, an object or a
+    boolean: the report reads, renders and names the value as not measured; an entry it cannot place is exit 2."""
+    good = _write(_quiet(_doc(run_a)), tmp_path / "good")
+    base = _quiet(_doc(run_a))
+    leaves = [(n, path) for n, a in enumerate(base["artifacts"]) for path in _leaves(a)]
+    assert len(leaves) > 40
+    cases = [(n, path, BAD_VALUES[i % len(BAD_VALUES)]) for i, (n, path) in enumerate(leaves)]
+    cases += [(0, (rec,), bad) for rec in RECORDS for bad in ("x", [1], 3.5)]
+    for i, (n, path, bad) in enumerate(cases):
+        doc = copy.deepcopy(base)
+        node = doc["artifacts"][n]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = bad
+        broken = _write(doc, tmp_path / f"bad{i}")
+        try:
+            rep = _render([good, broken])
+        except EdgemedError as exc:  # refused naming the entry: exit 2, never 3
+            assert "artifacts[" in str(exc) or "malformed" in str(exc), (path, bad, exc)
+            continue
+        assert rep["runs"][1]["not_measured"] or bad is None or isinstance(bad, int | float) and not isinstance(
+            bad, bool) and bad == bad and abs(bad) != float("inf") or isinstance(bad, list | dict) and \
+            path[-1] in ("accuracy", "latency", "throughput", "memory", "bandwidth") or path[-1] == "fidelity" \
+            and bad is None, (path, bad)
+
+
+def test_report_refuses_a_newer_schema_by_name(run_a, tmp_path, cli):
+    newer = _doc(run_a)
+    newer["schema"] = 99
+    same_shape = _write(newer, tmp_path / "same")
+    reshaped = _write({"schema": 99, "runs": [{"artifacts": newer["artifacts"]}]}, tmp_path / "reshaped")
+    for path in (same_shape, reshaped):
+        proc = cli("report", path, "--out", tmp_path / "rep")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "bench.json schema 99 is newer than this edgemed reads" in proc.stderr
+        assert not (tmp_path / "rep").exists()
+    wrong = _doc(run_a)
+    wrong["artifacts"][0]["name"] = 7
+    proc = cli("report", _write(wrong, tmp_path / "wrong"))
+    assert proc.returncode == 2 and "artifacts[0].name is 7" in proc.stderr
+
+
 
 
 # --- the pages ----------------------------------------------------------------------------------------------

@@ -225,6 +225,30 @@ def test_second_tune_with_other_budgets_reuses_the_cache(first, tiny_model, spac
     assert not (root / "b" / "best").exists()
 
 
+def test_a_damaged_cache_is_rebuilt_and_gives_the_same_answer(first, tiny_model, space):
+    """A cut-short candidate and a base artifact without its manifest: both built again, the run says so, and the
+    choice is the one the intact cache gave."""
+    root, cache, _ = first
+    doc_a = _doc(root / "a")
+    by = {c["id"]: c for c in doc_a["candidates"]}
+    gguf = next(Path(by["gguf-q4_0"]["path"]).glob("*.gguf"))
+    with open(gguf, "r+b") as fh:
+        fh.truncate(gguf.stat().st_size - 4096)
+    base = next(cache.glob("base-*/gguf-f16"))
+    (base / "edgemed.json").unlink()
+    proc = _cli("tune", tiny_model, "--space", space, "--cache", cache, "--out", root / "d", "--max-kld", "1",
+                "--fractions", "0.5,1", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = _doc(root / "d")
+    assert doc["choice"]["id"] == doc_a["choice"]["id"]
+    assert set(doc["cache_rebuilt"]) == {str(gguf.parent), str(base)}
+    assert "is corrupt" in doc["cache_rebuilt"][str(gguf.parent)]
+    assert "damaged" in proc.stderr and "--force" not in proc.stdout + proc.stderr
+    assert "built again" in doc["answer"]["text"]
+    q4 = next(c for c in doc["candidates"] if c["id"] == "gguf-q4_0")
+    assert not q4["cached"] and q4["rebuilt"] and q4["stage1"][0]["measured_now"] > 0
+
+
 def test_straddling_interval_is_measured_further(first, tiny_model, space):
     root, cache, _ = first
     doc_a = _doc(root / "a")
@@ -244,7 +268,8 @@ def test_bad_input_exits_2_before_any_work(tiny_model, space, tmp_path):
         (["--max-size", "lots"], "--max-size"),
         (["--profile", "rpi9"], "unknown device profile"),
         (["--runtimes", "tflite"], "--runtimes: unknown runtime"),
-        (["--space", tmp_path / "none.toml"], "is not a file"),
+        (["--space", tmp_path / "none.toml"], "does not exist"),
+        (["--max-size", "0"], "--max-size 0: a budget must be more than 0"),
         (["--fractions", "0.5,0.25"], "increasing shares"),
     ]
     for extra, why in cases:

@@ -36,6 +36,10 @@ def report(runs: list[Path], out: Path | None = None, tolerance: str | None = No
     for run in doc["runs"]:
         console.print(f"[bold]{run['label']}[/bold] {escape(run['path'])}: {escape(run['machine_name'])} "
                       f"{escape('[' + run['machine'] + ']')}, commit {escape(str(run['commit'] or '?'))}")
+        if run["not_measured"]:
+            shown = "; ".join(run["not_measured"][:5]) + (" ..." if len(run["not_measured"]) > 5 else "")
+            console.print(f"[yellow]{run['label']}: {len(run['not_measured'])} value(s) are not finite numbers, "
+                          f"shown as not measured[/yellow]: {escape(shown)}")
     for c in doc["changes"]:
         console.print(escape(change_line(c)))
     for p in doc["profile_checks"]:

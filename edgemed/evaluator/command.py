@@ -26,9 +26,9 @@ def resolve_artifact(artifact: str) -> Path:
     """An artifact folder, model folder or .gguf file as given, else a model alias built into the cache."""
     path = Path(artifact).expanduser()
     if path.exists():
-        from edgemed.manifest import check_known_format
+        from edgemed.manifest import check_artifact
 
-        check_known_format(path)  # an unknown format or schema in edgemed.json: exit 2 before scoring
+        check_artifact(path)  # the manifest against its files (format, hashes, GGUF type): exit 2 before scoring
         return path
     from edgemed.models import resolve_model
 

@@ -16,6 +16,7 @@ torch, transformers or optimum (a test enforces it); exporting still needs ``onn
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,15 @@ class OnnxRuntime(Runtime):
             providers: list[Any] = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(model_file), so, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise EdgemedError(
-                f"onnxruntime could not load {model_file} ({type(exc).__name__}: {first}); "
-                "the file is truncated or corrupt, re-export it"
-            ) from None
+        with _engine_stderr() as said:
+            try:
+                self.session = ort.InferenceSession(str(model_file), so, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise EdgemedError(
+                    f"onnxruntime could not load {model_file} ({type(exc).__name__}: {first}); "
+                    f"the file is truncated or corrupt, re-export it{said.note()}"
+                ) from None
         self.provider = self.session.get_providers()[0]
         self._read_graph()
 
@@ -276,3 +278,50 @@ class OnnxRuntime(Runtime):
     def close(self) -> None:
         self._past = {}
         self.session = None
+
+
+class _Said:
+    """What an engine wrote to stderr while loading (see :func:`_engine_stderr`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def note(self) -> str:
+        try:
+            has = self.path.stat().st_size > 0
+        except OSError:
+            has = False
+        return f" (onnxruntime's own log: {self.path})" if has else ""
+
+
+@contextlib.contextmanager
+def _engine_stderr():
+    """Hold what onnxruntime's C++ logger writes to stderr (file descriptor 2) while a session loads: written out
+    as it was when the load succeeds; kept in a log file, named by edgemed's one error line, when it fails (its own
+    ``[E:onnxruntime:...]`` line would otherwise come before edgemed's)."""
+    import os
+    import sys
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="edgemed-onnxruntime-", suffix=".log")
+    said = _Said(Path(name))
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    failed = True
+    try:
+        yield said
+        failed = False
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        if not failed:
+            with contextlib.suppress(OSError):
+                text = said.path.read_bytes()
+                if text:
+                    os.write(2, text)
+                said.path.unlink()
+        elif not said.note():
+            said.path.unlink(missing_ok=True)

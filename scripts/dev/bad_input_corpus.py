@@ -150,7 +150,11 @@ FAST = (
     "train-usage-max-steps-0", "merge-usage-prompts-0", "export-usage-formats-gguf-q9", "eval-usage-limit-0",
     "bench-usage-t-0", "pipeline-usage-max-steps-0", "report-usage-tolerance-abc", "cli-unknown-command",
     # report inputs
-    "report-in-not-json", "report-ok",
+    "report-in-not-json", "report-ok", "report-in-nan-metrics", "report-in-newer-reshaped",
+    # tune and pipeline --tune: the grid checked before any work
+    "tune-space-onnx-block-33", "pipeline-tune-space-bad",
+    # a manifest that names another format than its file
+    "eval-art-gguf-type-mislabelled",
     # output paths: an existing file, a read-only and a full file system, no write permission, a device
     "out-is-file-bench", "out-readonly-fs-eval", "out-tmpfs-full-eval", "out-no-write-perm-data",
     "out-dev-full-eval",
@@ -645,6 +649,13 @@ def file_exists_check(rel: str) -> Callable[[Path, str, str], list[str]]:
     return check
 
 
+def absent_check(rel: str) -> Callable[[Path, str, str], list[str]]:
+    """Nothing was written at `rel` (a cache a refused command must not have started)."""
+    def check(cdir: Path, stdout: str, stderr: str) -> list[str]:
+        return [f"{rel} was written by a refused command"] if (cdir / rel).exists() else []
+    return check
+
+
 def mentions_check(*words: str) -> Callable[[Path, str, str], list[str]]:
     """The error line (else stderr) must mention one of `words` (e.g. the flag or the file it is about)."""
     def check(cdir: Path, stdout: str, stderr: str) -> list[str]:
@@ -845,6 +856,22 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
             patch_manifest(copy_art(ctx, fmt, "a"), **changes)
         return prep
 
+    def source_change(**changes: Any) -> Callable[[Ctx], None]:
+        def prep(ctx: Ctx) -> None:
+            d = copy_art(ctx, "gguf-q8_0", "a")
+            data = json.loads((d / "edgemed.json").read_text())
+            patch_manifest(d, source={**data["source"], **changes})
+        return prep
+
+    def flip_byte(fmt: str) -> Callable[[Ctx], None]:
+        def prep(ctx: Ctx) -> None:
+            d = copy_art(ctx, fmt, "a")
+            f = d / gguf_name(d)
+            data = bytearray(f.read_bytes())
+            data[-64] ^= 0xFF
+            f.write_bytes(bytes(data))
+        return prep
+
     def model_file(fmt: str, how: str, resync: bool, rel: str | None = None) -> Callable[[Ctx], None]:
         def prep(ctx: Ctx) -> None:
             d = copy_art(ctx, fmt, "a")
@@ -950,6 +977,12 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
         ("hf-no-manifest", f"{C}/a", no_manifest("hf"), 0, "evaluated a plain model folder (no edgemed.json)"),
         ("onnx-no-manifest", f"{C}/a", no_manifest("onnx"), (0, 2), "evaluated an onnx folder without edgemed.json"),
         ("gguf-file-ok", f"{C}/model.gguf", gguf_file("keep"), 0, "evaluated a bare good .gguf file"),
+        ("gguf-type-mislabelled", f"{C}/a", manifest_change(format="gguf-q4_k_m"), 2,
+         "edgemed.json of a q8_0 file says gguf-q4_k_m (its numbers would be another format's)"),
+        ("gguf-other-arch", f"{C}/a", source_change(model_type="qwen2"), 2,
+         "edgemed.json's source model is a qwen2, the .gguf's header says llama"),
+        ("gguf-byte-flipped", f"{C}/a", flip_byte("gguf-q8_0"), 2,
+         "one weight byte of the .gguf changed after export (same size, other sha256)"),
         ("unicode-path", f"{C}/m\u00f6dels \u7a7a \u00e9/gguf q8", unicode_art, 0,
          "evaluated a good artifact under a path with accents, CJK and spaces"),
     ]
@@ -1320,6 +1353,90 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
             out="{C}/rep")
     add("report-ok", "report", ["report", str(b / "bench1"), str(b / "bench1" / "bench.json"), "--out", "{C}/rep"],
         0, "compared a run with itself", out="{C}/rep", check=file_exists_check("rep/report.json"))
+
+    def bench_json(change: Callable[[dict[str, Any]], Any]) -> Callable[[Ctx], None]:
+        def prep(ctx: Ctx) -> None:
+            doc = json.loads((BASE / "bench1" / "bench.json").read_text())
+            doc = change(doc) or doc
+            (ctx.case_dir / "bench.json").write_text(json.dumps(doc))
+        return prep
+
+    def every_metric(value: Any) -> Callable[[dict[str, Any]], None]:
+        def change(doc: dict[str, Any]) -> None:
+            for a in doc["artifacts"]:
+                a["accuracy"]["accuracy"] = value
+                a["fidelity"] = {"kld_mean": value, "kld_ci": [value, value]}
+                for t in ("pp", "tg"):
+                    a["throughput"][t]["avg_ts"] = value
+                a["latency"]["answer_ms"]["p95"] = value
+                a["memory"]["peak_rss_serving_bytes"] = value
+        return change
+
+    for cid, change, expect, why in [
+        ("nan-metrics", every_metric(float("nan")), 0, "a bench.json whose metrics are NaN (a failed measurement)"),
+        ("inf-metrics", every_metric(float("inf")), 0, "a bench.json whose metrics are Infinity"),
+        ("str-metrics", every_metric("fast"), 0, "a bench.json edited by hand: text where the numbers go"),
+        ("newer-schema", lambda d: d.update(schema=99), 2, "a bench.json from a newer edgemed (schema 99)"),
+        ("newer-reshaped", lambda d: {"schema": 99, "runs": [d]}, 2,
+         "a bench.json from a newer edgemed whose shape changed"),
+        ("name-int", lambda d: d["artifacts"][0].update(name=7), 2, "a bench.json whose artifact name is a number"),
+    ]:
+        add(f"report-in-{cid}", "report", ["report", str(b / "bench1"), "{C}/bench.json", "--out", "{C}/rep"], expect,
+            why, prepare=bench_json(change), out="{C}/rep", needs=("artifacts",),
+            check=file_exists_check("rep/report.json") if expect == 0 else None)
+
+    # ---------------- tune and pipeline --tune: the grid and the budgets, before any work ----------------
+    def space_file(text: str) -> Callable[[Ctx], None]:
+        return lambda ctx: (ctx.case_dir / "space.toml").write_text(text) and None
+
+    for cid, text, why in [
+        ("ov-group-size-0", "[[openvino]]\nformat = 'openvino-int4'\ngroup_size = 0\n", "an OpenVINO group_size of 0"),
+        ("ov-group-size-str", "[[openvino]]\nformat = 'openvino-int4'\ngroup_size = '64'\n",
+         "an OpenVINO group_size written as text"),
+        ("ov-ratio-1-5", "[[openvino]]\nformat = 'openvino-int4'\nratio = 1.5\n", "an OpenVINO ratio of 1.5"),
+        ("ov-ratio-neg", "[[openvino]]\nformat = 'openvino-int4'\nratio = -0.5\n", "an OpenVINO ratio below 0"),
+        ("onnx-block-33", "[[onnx]]\nformat = 'onnx-int4'\nblock_size = 33\n", "an ONNX block_size of 33"),
+        ("onnx-int3", "[[onnx]]\nformat = 'onnx-int3'\n", "a format that does not exist in the grid"),
+        ("gguf-typo", "[[gguf]]\ntypes = ['q4_k_mm']\n", "a llama.cpp type with a typo in the grid"),
+    ]:
+        add(f"tune-space-{cid}", "tune", ["tune", str(b / "merged"), "--space", "{C}/space.toml", "--cache",
+                                          "{C}/cache", "--out", "{C}/t"], 2, f"gave tune {why}",
+            prepare=space_file(text), out="{C}/t", needs=("artifacts",), check=absent_check("cache"))
+    for flag, value in [("--max-size", "0"), ("--max-memory", "0"), ("--max-p95-ms", "0")]:
+        add(f"tune-usage-{slug(flag)}-{slug(value)}", "tune", ["tune", str(b / "merged"), flag, value, "--cache",
+                                                             "{C}/cache", "--out", "{C}/t"], 2,
+            f"gave tune {flag} {value}", out="{C}/t", needs=("artifacts",), check=absent_check("cache"))
+    add("pipeline-tune-space-bad", "tune", ["pipeline", "--model", "tiny-random", "--data", "sample", "--max-steps",
+                                            "1", "--out", "{C}/p", "--tune", "space={C}/space.toml"], 2,
+        "gave pipeline --tune a grid with an ONNX block_size of 33: refused before training",
+        prepare=space_file("[[onnx]]\nformat = 'onnx-int4'\nblock_size = 33\n"), out="{C}/p")
+    add("pipeline-tune-space-missing", "tune", ["pipeline", "--model", "tiny-random", "--data", "sample",
+                                                "--max-steps", "1", "--out", "{C}/p", "--tune", "space={C}/no.toml"],
+        2, "gave pipeline --tune a grid file with a typo in its name", out="{C}/p")
+
+    # ---------------- export --imatrix: files that are not an importance matrix for this model ----------------
+    def foreign_matrix(ctx: Ctx) -> None:
+        import numpy as np
+        from gguf import GGUFWriter
+
+        w = GGUFWriter(str(ctx.case_dir / "other.gguf"), arch="llama")
+        w.add_type("imatrix")
+        w.add_tensor("blk.39.attn_q.weight.in_sum2", np.ones(4096, dtype=np.float32))
+        w.add_tensor("blk.39.attn_q.weight.counts", np.ones(1, dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    for cid, matrix, prep, said, why in [
+        ("empty", "{C}/m.gguf", lambda ctx: (ctx.case_dir / "m.gguf").write_bytes(b""), "is empty",
+         "gave an empty --imatrix file"),
+        ("dir", "{C}/m", lambda ctx: (ctx.case_dir / "m").mkdir(), "is a directory", "gave a folder as --imatrix"),
+        ("foreign", "{C}/other.gguf", foreign_matrix, "another model", "gave an importance matrix of another model"),
+    ]:
+        add(f"export-imatrix-{cid}", "artifact-export", ["export", str(b / "merged"), "--formats",
+                                                        "gguf-q4_k_m-imatrix", "--imatrix", matrix, "--out", "{C}/x"],
+            2, why, prepare=prep, out="{C}/x", needs=("artifacts",), check=mentions_check(said))
 
     # ---------------- output paths ----------------
     out_cmds: dict[str, tuple[list[str], str, float]] = {
