@@ -343,6 +343,13 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("peak_gpu_mb", "peak GPU MB", lambda r: _mb(r.memory.peak_gpu_bytes), "min", ".0f"),
     Metric("bandwidth_gbps", "eff. GB/s", lambda r: r.bandwidth.effective_gbps, None, ".2f", timing=True),
     Metric("bandwidth_fraction", "BW use", lambda r: r.bandwidth.fraction_of_copy, "max", ".0%", timing=True),
+    Metric("ece", "ECE", lambda r: ((r.accuracy.metrics or {}).get("calibration") or {}).get("ece"), "min", ".3f"),
+    Metric("aurc", "AURC", lambda r: r.extra.get("aurc"), "min", ".4f"),
+    Metric("abstain_threshold", "abstain below p", lambda r: r.extra.get("abstain_threshold"), None, ".3f"),
+    Metric("answered_share", "answered", lambda r: r.extra.get("answered_share"), "max", ".0%"),
+    Metric("answered_error", "error answered", lambda r: r.extra.get("answered_error"), "min", ".3f",
+           interval=lambda r: _pair([r.extra.get("answered_error_low"), r.extra.get("answered_error_high")]),
+           interval_rule="95% Wilson score interval over the answered questions"),
 ]}
 
 # The columns of the terminal table, the markdown summary and the HTML page (the CSV and JSON have all metrics).

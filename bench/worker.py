@@ -152,17 +152,21 @@ def run(job: Job) -> ArtifactResult:
     info.update(prompt_style=style, prompt_style_source=style_source)
     latency, served = _serve(runtime, config, questions, style, phases)
     serving_peak = self_peak_rss_bytes()  # before scoring and fidelity buffers, which serving never needs
+    extra: dict = {}
     if job.timing_only:  # an A/B round: the scores come from the artifact's one full measurement
         fid, accuracy, predictions, eval_s = None, Accuracy(), [], None
     else:
         fid, evaluation, eval_s = _score(job, runtime, questions, style, phases)
         accuracy, predictions = Accuracy.from_evaluation(evaluation.to_dict()), list(evaluation.predictions)
+        from edgemed.evaluator.selective import bench_numbers
+
+        extra = bench_numbers(predictions)  # AURC and the abstention threshold, per artifact
     runtime.close()
     return ArtifactResult(
         name=target.name, path=path_from_run(path, Path(config.out)), format=target.format, runtime=target.runtime,
         load_s=phases.seconds["load"], eval_s=eval_s, accuracy=accuracy,
         latency=latency, throughput=served, fidelity=fid, runtime_info=info,
-        predictions=predictions, phases_s=phases.seconds,
+        predictions=predictions, phases_s=phases.seconds, extra=extra,
         memory=Memory(rss_before_load_bytes=rss_before, rss_after_load_bytes=rss_after,
                       peak_rss_serving_bytes=serving_peak, peak_rss_self_bytes=self_peak_rss_bytes(),
                       peak_gpu_bytes=_peak_gpu_bytes()),

@@ -151,3 +151,18 @@ def selective_block(predictions: list[dict[str, Any]], target_error: float | Non
     conf = [p.get("confidence") or 0.0 for p in rows]
     ok = [bool(p["correct"]) for p in rows]
     return {**calibrate(conf, ok, target_error, coverage, delta), **risk_coverage(conf, ok)}
+
+
+def bench_numbers(predictions: list[dict[str, Any]], target_error: float = DEFAULT_TARGET_ERROR) -> dict[str, Any]:
+    """The selective-prediction numbers bench reports per artifact (flat, for ``ArtifactResult.extra``): AURC,
+    the threshold certified at `target_error` (None: nothing certified), the share answered and the error among
+    answered calibration questions with its Wilson interval."""
+    block = selective_block(predictions, target_error=target_error)
+    if block is None:
+        return {}
+    cal = block["calibration"]
+    return {"aurc": block["aurc"], "aurc_optimal": block["aurc_optimal"], "abstain_threshold": block["threshold"],
+            "abstain_target_error": target_error, "answered_share": cal["coverage"],
+            "answered_error": cal["selective_error"],
+            "answered_error_low": (cal["selective_error_ci"] or [None])[0],
+            "answered_error_high": (cal["selective_error_ci"] or [None, None])[1]}
