@@ -48,6 +48,9 @@ EXIT_1: dict[str, str] = {
     "tune": "no candidate meets every budget",
     "data check": "not used (bad rows are bad input: 2)",
     "info": "not used",
+    "serve": "not used (bad input is 2; SIGTERM or Ctrl-C drains the requests in flight and exits 0)",
+    "loadtest": "a budget was broken at some concurrency level (--max-error-rate, --max-ttft-p95-ms, "
+                "--max-itl-p95-ms, --min-output-tokens-per-s)",
 }
 
 
