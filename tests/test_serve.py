@@ -366,3 +366,16 @@ def test_sigterm_drains_requests_in_flight_and_exits_0(gguf):
     assert len(results) == 3 and all(not isinstance(r, Exception) for r in results), results
     assert all(r.usage.completion_tokens >= 1 for r in results)
     assert "drained" in "".join(s.stderr)
+
+
+def test_per_request_timeout_stops_generation_with_504(gguf):
+    s = Server(f"a={gguf}", "--timeout", "1", "--max-tokens-cap", "2000", "--n-ctx", "2048", "--threads", "1")
+    try:
+        start = time.monotonic()
+        r = s.post("/v1/completions", {"model": "a", "prompt": "x", "max_tokens": 2000, "temperature": 0}, key=None)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
+        assert time.monotonic() - start < 10  # stopped at the deadline, not after 2000 tokens
+        assert s.metric("edgemed_cancelled_requests_total", model="a", reason="timeout") == 1
+        assert s.post("/v1/completions", {"model": "a", "prompt": "x", "max_tokens": 2}, key=None).status_code == 200
+    finally:
+        assert s.stop() == 0

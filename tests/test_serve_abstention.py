@@ -126,3 +126,17 @@ def test_eval_writes_the_threshold_and_serve_reads_it(gguf, tmp_path, cli):
     other.write_text(json.dumps(doc))
     proc = cli("serve", art, "--calibration", other, "--port", "0", timeout=60)
     assert proc.returncode == 2 and "calibrated on an artifact" in proc.stderr
+
+
+def test_bench_numbers_are_the_selective_block_flattened():
+    from edgemed.evaluator.selective import bench_numbers
+
+    rng = np.random.default_rng(2)
+    conf, ok = _calibrated_model(rng, 3000)
+    preds = [{"probs": {"A": c}, "confidence": float(c), "correct": bool(k)} for c, k in zip(conf, ok, strict=True)]
+    numbers = bench_numbers(preds)
+    block = calibrate(conf, ok, target_error=0.1)
+    assert numbers["abstain_threshold"] == block["threshold"] is not None
+    assert numbers["answered_share"] == block["calibration"]["coverage"]
+    assert numbers["answered_error_low"] <= numbers["answered_error"] <= numbers["answered_error_high"]
+    assert numbers["aurc"] == pytest.approx(risk_coverage(conf, ok)["aurc"]) and bench_numbers([]) == {}
