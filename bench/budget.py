@@ -245,9 +245,11 @@ def _table(table: dict[str, Any], name: str, where) -> dict[str, float]:
 
 def verdict(limit_kind: str, limit: float, low: float, high: float) -> str:
     """pass / fail / inconclusive of an interval [low, high] against a ``max`` (measured <= limit) or ``min``
-    (measured >= limit) budget."""
-    ok_low, ok_high = (high <= limit, low > limit) if limit_kind == "max" else (low >= limit, high < limit)
-    return "pass" if ok_low else "fail" if ok_high else "inconclusive"
+    (measured >= limit) budget: tune's rule (edgemed.bench.tune_rules), under the CI verdicts' names."""
+    from edgemed.bench.tune_rules import OUTSIDE, WITHIN, lower_budget, upper_budget
+
+    where = (upper_budget if limit_kind == "max" else lower_budget)((low, high), limit)
+    return "pass" if where == WITHIN else "fail" if where == OUTSIDE else "inconclusive"
 
 
 def check_budgets(budgets: Budgets, results: list[ArtifactResult], reference: ArtifactResult | None) -> list[Check]:
