@@ -413,6 +413,9 @@ class Family:
     rstrip: bool = False  # the added special tokens eat the whitespace after them (Phi-3's do, in llama.cpp too)
 
 
+# Hidden size 64, 4 heads. Where a family has one KV head per 4 query heads, the KV projection keeps 32 outputs
+# (head_dim 32; SmolLM3, whose head_dim is hidden / heads: hidden 128): bitsandbytes' CPU 4-bit kernel needs
+# output features in multiples of 32, as every real model of these families has.
 _SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
           "max_position_embeddings": 2048}
 FAMILIES: dict[str, Family] = {
@@ -429,8 +432,8 @@ FAMILIES: dict[str, Family] = {
         QWEN2_TEMPLATE, "q/k/v biases, GQA 2:1, tied head, default system prompt"),
     "gemma3": Family(
         "Gemma3TextConfig", "Gemma3ForCausalLM",
-        {**_SMALL, "num_hidden_layers": 6, "num_key_value_heads": 1, "tie_word_embeddings": True,
-         "query_pre_attn_scalar": 16, "sliding_window": 16, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        {**_SMALL, "num_hidden_layers": 6, "num_key_value_heads": 1, "head_dim": 32, "tie_word_embeddings": True,
+         "query_pre_attn_scalar": 32, "sliding_window": 16, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
          "layer_types": ["sliding_attention"] * 5 + ["full_attention"], "sliding_window_pattern": 6,
          "final_logit_softcapping": None, "attn_logit_softcapping": None},
         GEMMA3_TEMPLATE, "QK norm, MQA (1 KV head), tied head, 5 sliding-window layers (window 16) : 1 global, "
@@ -456,14 +459,16 @@ FAMILIES: dict[str, Family] = {
         added=("</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), end_of_turn="<|end|>", rstrip=True),
     "mistral": Family(
         "MistralConfig", "MistralForCausalLM",
-        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 1, "tie_word_embeddings": False,
+        {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 1, "head_dim": 32, "tie_word_embeddings": False,
          "rope_theta": 1000000.0, "sliding_window": None},
         MISTRAL_TEMPLATE, "GQA 4:1, untied head, [INST] template (system prepended to the last user turn)",
         special={"bos_token": "<s>", "eos_token": "</s>"}, added=("[INST]", "[/INST]")),
     "smollm3": Family(
         "SmolLM3Config", "SmolLM3ForCausalLM",
-        {**_SMALL, "num_hidden_layers": 4, "num_key_value_heads": 1, "tie_word_embeddings": True,
-         "rope_theta": 5000000.0, "no_rope_layer_interval": 4, "use_sliding_window": False},
+        {**_SMALL, "hidden_size": 128, "intermediate_size": 256, "head_dim": 32, "num_hidden_layers": 4,
+         "num_key_value_heads": 1,
+         "tie_word_embeddings": True, "rope_theta": 5000000.0, "no_rope_layer_interval": 4,
+         "use_sliding_window": False},
         SMOLLM3_TEMPLATE, "NoPE every 4th layer, GQA 4:1, tied head, thinking template (/no_think)",
         plain_added=("<think>", "</think>")),
 }

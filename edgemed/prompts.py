@@ -34,7 +34,7 @@ ANSWER_CUE = "Answer:"
 @dataclass(frozen=True)
 class PromptStyle:
     name: str
-    head: str  # before the user turn; {system} is filled in
+    head: str  # before the user turn; {system} is filled in (a template style holds the rendered text)
     user_end: str  # after the question block, up to the assistant's answer
     turn_end: str  # closes the assistant turn ("" = the tokenizer's eos is appended)
     facts: dict[str, Any] = field(default_factory=dict, compare=False)  # how a template style was derived

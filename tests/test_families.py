@@ -57,7 +57,8 @@ def test_config_keeps_the_family_quirks(family):
         return
     config = AutoConfig.from_pretrained(path)
     assert type(config).__name__ == FAMILIES[name].config_class and config.architectures == [FAMILIES[name].model_class]
-    assert config.hidden_size == 64 and config.num_attention_heads % config.num_key_value_heads == 0
+    assert config.hidden_size <= 128 and config.num_attention_heads % config.num_key_value_heads == 0
+    assert config.num_key_value_heads * getattr(config, "head_dim", 0) % 32 == 0  # bitsandbytes CPU kernels
     assert config.tie_word_embeddings is (name not in ("phi3", "mistral"))
     if name in ("gemma2", "gemma3"):
         kinds = config.layer_types
@@ -70,6 +71,18 @@ def test_config_keeps_the_family_quirks(family):
         with safe_open(str(Path(path) / "model.safetensors"), "np") as weights:
             names = weights.keys()  # a safetensors handle, not a dict
         assert any("q_norm" in k for k in names) is (name != "gemma2")  # QK norm: Qwen3, Gemma 3
+
+
+def test_lora_targets_are_read_from_the_model(family):
+    from edgemed.train.targets import lora_targets
+
+    name, path = family
+    targets, source = lora_targets(path, None)
+    fused = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}  # Phi-3's fused projections
+    split = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert len(targets) == len(set(targets)) and set(targets) == (fused if name == "phi3" else split), targets
+    assert "decoder blocks" in source
+    assert lora_targets(path, ("q_proj",)) == (("q_proj",), "--target-modules")
 
 
 def test_training_and_scoring_prompts_are_the_templates_own(family, questions):
