@@ -293,12 +293,13 @@ def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference:
     relation = {"pass": "<=" if spec.limit == "max" else ">=", "fail": ">" if spec.limit == "max" else "<",
                 "inconclusive": "straddles"}[decided]
     shown = f"{_show(spec.metric, value)} {_interval_text(spec.metric, low, high)}"
+    why = []
+    if bounds_unknown(low, high):
+        why.append("no spread measured (one repetition?); raise --repetitions")
     if busy:
-        text = f"{spec.what} {shown} vs {key} {limit:g}: measured on a busy machine ({r.machine_load.get('reason')})"
-    elif bounds_unknown(low, high):
-        text = f"{spec.what} {shown} vs {key} {limit:g}: no spread measured (one repetition?); raise --repetitions"
-    else:
-        text = f"{spec.what} {shown} {relation} {key} {limit:g}"
+        why.append(f"measured on a busy machine ({r.machine_load.get('reason')})")
+    text = f"{spec.what} {shown} vs {key} {limit:g}: {'; '.join(why)}" if why else \
+        f"{spec.what} {shown} {relation} {key} {limit:g}"
     return Check(r.name, r.format, key, limit, value, decided == "pass", text, source, verdict=decided,
                  low=None if math.isinf(low) else low, high=None if math.isinf(high) else high,
                  interval_rule=metric.interval_rule, busy=busy, rerunnable=metric.timing)

@@ -219,6 +219,31 @@ def test_ab_on_one_runner_and_suggested_budgets(artifacts, tmp_path, cli):
     assert load_budgets(suggested).formats["gguf-q8_0"]["min_decode_tokens_per_s"] > 0  # it reads back as budgets
 
 
+def test_an_inconclusive_budget_reruns_the_artifact_then_follows_the_policy(artifacts, tmp_path, cli):
+    """One repetition holds no spread, so a tg budget cannot be decided: measured again (--retries 1), still
+    inconclusive, counted as --inconclusive says (fail: exit 1), every output saying so."""
+    budget = tmp_path / "b.toml"
+    budget.write_text("[default]\nmin_decode_tokens_per_s = 0.001\n")
+    args = ["bench", artifacts / "gguf-q8_0", *FAST, "-r", "1", "--no-fidelity", "--budget", budget, "--retries", "1"]
+    proc = cli(*args, "--out", tmp_path / "out", "--junit", tmp_path / "j.xml")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err, said = " ".join(proc.stderr.split()), " ".join(proc.stdout.split())  # the console folds long lines
+    assert "min_decode_tokens_per_s inconclusive; measuring it again (1 of --retries 1)" in err
+    doc = json.loads((tmp_path / "out" / "bench.json").read_text())
+    [check] = doc["checks"]
+    assert check["verdict"] == "inconclusive" and check["policy"] == "fail" and check["reruns"] == 1
+    assert check["low"] is None and "no spread measured" in check["message"]
+    [art] = doc["artifacts"]
+    assert art["reruns"] == 1 and art["earlier_attempts"][0]["verdicts"] == {"min_decode_tokens_per_s": "inconclusive"}
+    assert doc["verdicts"]["inconclusive"] == "fail" and doc["summary"]["reruns"] == {"gguf-q8_0": 1}
+    assert "inconclusive -> counted as fail (--inconclusive fail), after 1 rerun(s)" in said
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "j.xml").getroot().iter("property")}
+    assert props["verdict"] == "inconclusive" and props["reruns"] == "1" and props["inconclusive_policy"] == "fail"
+    lenient = cli(*args, "--retries", "0", "--inconclusive", "pass", "--out", tmp_path / "lenient")
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    assert "INCONCLUSIVE gguf-q8_0 min_decode_tokens_per_s" in " ".join(lenient.stdout.split())
+
+
 def test_report_compares_two_runs(bench_ok, tmp_path, cli):
     out = bench_ok[0]
     same = cli("report", out, out / "bench.json", "--tolerance", "5%", "--out", tmp_path / "same")
