@@ -379,3 +379,21 @@ def test_per_request_timeout_stops_generation_with_504(gguf):
         assert s.post("/v1/completions", {"model": "a", "prompt": "x", "max_tokens": 2}, key=None).status_code == 200
     finally:
         assert s.stop() == 0
+
+
+def test_a_dead_engine_is_answered_503_and_started_again(gguf):
+    s = Server(f"a={gguf}", "--threads", "1")
+    try:
+        pid = s.get("/v1/models", key=None).json()["data"][0]["edgemed"]["engine_pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = s.post("/v1/completions", {"model": "a", "prompt": "x", "max_tokens": 2}, key=None)
+            assert r.status_code in (200, 503), r.text  # never a 500 or a hang
+            if r.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200 and s.get("/health", key=None).status_code == 200
+        assert s.get("/v1/models", key=None).json()["data"][0]["edgemed"]["engine_pid"] != pid
+    finally:
+        assert s.stop() == 0

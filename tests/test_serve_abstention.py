@@ -126,6 +126,11 @@ def test_eval_writes_the_threshold_and_serve_reads_it(gguf, tmp_path, cli):
     other.write_text(json.dumps(doc))
     proc = cli("serve", art, "--calibration", other, "--port", "0", timeout=60)
     assert proc.returncode == 2 and "calibrated on an artifact" in proc.stderr
+    doc = json.loads((out / "results.json").read_text())
+    doc["selective"]["calibrated_on"]["trained_questions_included"] = {"a": 3}
+    other.write_text(json.dumps(doc))
+    proc = cli("serve", art, "--calibration", other, "--port", "0", timeout=60)
+    assert proc.returncode == 2 and "trained on" in proc.stderr
 
 
 def test_bench_numbers_are_the_selective_block_flattened():

@@ -93,8 +93,9 @@ def _selective(path: Path, predictions: list[dict[str, Any]], config: EvalConfig
     block = selective_block(predictions, config.target_error, config.target_coverage)
     if block is None:
         return None
-    return {"artifact_sha256": artifact_sha256(path), "calibrated_on": {k: data_info.get(k) for k in (
-        "source", "split", "selection", "questions")}, **block}
+    calibrated_on = {k: data_info.get(k) for k in ("source", "split", "selection", "questions",
+                                                   "trained_questions_included")}
+    return {"artifact_sha256": artifact_sha256(path), "calibrated_on": calibrated_on, **block}
 
 
 def _score(path: Path, questions, config: EvalConfig, where: dict[str, Any]):

@@ -49,6 +49,9 @@ def read_calibrations(files: list[Path]) -> dict[str, tuple[dict[str, Any], Path
         if not isinstance(block, dict) or not block.get("artifact_sha256"):
             raise EdgemedError(f"{file} has no calibrated threshold (no 'selective' block with the artifact's sha256)"
                                "; re-run 'edgemed eval ARTIFACT --out DIR' with this edgemed")
+        if (block.get("calibrated_on") or {}).get("trained_questions_included"):
+            raise EdgemedError(f"{file} was calibrated on questions the model trained on (--include-trained): its "
+                               "threshold would not hold on new questions; re-run eval on the recorded evaluation side")
         out[block["artifact_sha256"]] = (block, file)
     return out
 

@@ -22,6 +22,7 @@ from edgemed.serve.errors import APIError
 from edgemed.serve.identity import ArtifactSpec
 
 _IDS = itertools.count(1)
+RESTARTS, RESTART_WINDOW_S = 3, 300.0
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Engine:
         self.state = "stopped"
         self.active: Job | None = None
         self.service_s = 1.0  # moving average of one request's time in the engine (for Retry-After)
+        self.load_timeout = 600.0
+        self.restarts: list[float] = []
         self._on_depth = on_depth or (lambda engine: None)
         self._on_done = on_done or (lambda engine, job, result: None)  # every result, the cancelled ones too
         self._queue: asyncio.Queue[Job] | None = None
@@ -60,6 +63,8 @@ class Engine:
     def start(self, timeout_s: float = 600.0) -> None:
         """Spawn the engine process and wait for its model to load (EdgemedError naming why when it cannot)."""
         from edgemed.serve.worker import engine_main
+
+        self.load_timeout = timeout_s
 
         ctx = mp.get_context("spawn")  # a fresh interpreter: no event loop, threads or locks inherited
         child_in, self._inbox = ctx.Pipe(duplex=False)
@@ -90,8 +95,26 @@ class Engine:
         """Start routing events into `loop` and taking requests from the queue (called inside the server's loop)."""
         self._loop = loop
         self._queue = asyncio.Queue()
-        threading.Thread(target=self._read, name=f"edgemed-events-{self.spec.id}", daemon=True).start()
+        self._listen()
         self._worker = loop.create_task(self._work())
+
+    def _listen(self) -> None:
+        threading.Thread(target=self._read, args=(self._outbox,), name=f"edgemed-events-{self.spec.id}",
+                         daemon=True).start()
+
+    async def _restart(self) -> None:
+        """A dead engine is started again (at most RESTARTS times in RESTART_WINDOW_S; then it stays down and
+        /health says so). The requests it held were answered 503; the queue takes new ones once it is back."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(self.restarts) > RESTARTS:
+            return
+        try:
+            await asyncio.to_thread(self.start, self.load_timeout)
+        except EdgemedError:
+            self.state = "failed"
+            return
+        self._listen()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the engine to exit (after the request it runs), then make sure it has."""
@@ -111,6 +134,10 @@ class Engine:
     @property
     def alive(self) -> bool:
         return self.state == "ready" and self._proc is not None and self._proc.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def depth(self) -> int:
@@ -176,11 +203,11 @@ class Engine:
         if done is not None:
             done.set()
 
-    def _read(self) -> None:
+    def _read(self, outbox) -> None:
         """Engine events -> the event loop (a thread: the pipe's reads block)."""
         while True:
             try:
-                msg = self._outbox.recv()
+                msg = outbox.recv()
             except (EOFError, OSError):
                 self._loop.call_soon_threadsafe(self._died)
                 return
@@ -208,3 +235,5 @@ class Engine:
         while self._queue is not None and not self._queue.empty():
             job = self._queue.get_nowait()
             self._finish(job, ("fail", job.rid, 503, f"the engine of '{self.spec.id}' died", "engine_died"))
+        self.active = None
+        self._loop.create_task(self._restart())

@@ -241,7 +241,7 @@ class Service:
     def models(self) -> dict[str, Any]:
         data = []
         for engine in self.engines.values():
-            meta = {**engine.spec.metadata(), "state": engine.state,
+            meta = {**engine.spec.metadata(), "state": engine.state, "engine_pid": engine.pid,
                     "context_length": engine.info.get("context_length"),
                     "prompt_style": engine.info.get("prompt_style"),
                     "mcq_threshold": self.thresholds[engine.spec.id].describe()}
