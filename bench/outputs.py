@@ -89,8 +89,10 @@ def print_summary(doc: dict[str, Any], results: list[ArtifactResult], broken: li
                           "comparable with a quiet run")
     for line in int8_notes(results):
         console.print(f"[yellow]INT8[/yellow] {escape(line)}")
-    from edgemed.bench.render import check_outcome
+    from edgemed.bench.render import check_outcome, checks_table
 
+    if doc.get("checks"):
+        wide.print(checks_table(doc["checks"]))
     for c in broken:
         console.print(f"[red]BROKEN[/red] {c.artifact} {c.key}: {escape(c.message)}; "
                       f"{escape(check_outcome(c.to_dict()))} ({escape(c.source)})")

@@ -190,6 +190,24 @@ def check_outcome(c: dict[str, Any]) -> str:
     return text
 
 
+def checks_table(checks: list[dict[str, Any]]):
+    """The checks as a rich table for the console: limit, measured value, its 95% interval, verdict and reruns."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="checks (each decided on its measured 95% interval)", title_justify="left")
+    for name, justify in (("artifact", "left"), ("check", "left"), ("limit", "right"), ("measured", "right"),
+                          ("95% interval", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify)
+    for c in checks:
+        outcome = check_outcome(c)
+        style = "green" if c["passed"] and c.get("verdict") == "pass" else "red" if not c["passed"] else "yellow"
+        table.add_row(escape(c["artifact"]), c["key"], "-" if c["limit"] is None else f"{c['limit']:g}",
+                      "-" if c["measured"] is None else f"{c['measured']:.4g}", escape(check_interval(c)),
+                      f"[{style}]{escape(outcome)}[/{style}]")
+    return table
+
+
 def _md_checks(checks: list[dict[str, Any]]) -> list[str]:
     """Every check: limit, measured value and interval, verdict, reruns (the broken ones first)."""
     if not checks:

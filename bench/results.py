@@ -14,6 +14,7 @@ Latencies are milliseconds, sizes bytes, throughputs tokens per second. Each sum
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -163,7 +164,17 @@ class ArtifactResult:
         return bool(self.machine_load.get("busy"))
 
     def metric(self, key: str) -> float | None:
-        return METRICS[key].get(self) if key in METRICS else None
+        """The metric's value; None where it was not measured, and where the record holds no finite number there
+        (a bench.json edited by hand or written by another version: shown as not measured, never as a figure)."""
+        if key not in METRICS:
+            return None
+        try:
+            value = METRICS[key].get(self)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError, ZeroDivisionError):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        return value
 
     def row(self) -> dict[str, Any]:
         """A flat row: identity plus every metric of :data:`METRICS`."""
@@ -288,8 +299,8 @@ def _accuracy_drop_interval(r: ArtifactResult) -> tuple[float, float] | None:
 
 
 _T_RULE = "95% t interval of the mean over the repetitions (samples_ts)"
-_Q_RULE = ("95% distribution-free order-statistic interval of the {what} over the latency samples (below 72 samples "
-           "the upper end of a p95 is the sample maximum, which covers less)")
+_Q_RULE = "95% distribution-free order-statistic interval of the {what} over the latency samples"
+_P95_NOTE = " (below 72 samples its upper end is the sample maximum, which covers less)"
 
 
 METRICS: dict[str, Metric] = {m.key: m for m in [
@@ -308,7 +319,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f", timing=True),
     Metric("answer_p95_ms", "p95 ms", lambda r: r.latency.answer_ms.get("p95"), "min", ".1f",
            "max_p95_ms", "p95 answer latency (ms)", interval=_latency_interval("answer_ms", 0.95),
-           interval_rule=_Q_RULE.format(what="95th percentile"), timing=True,
+           interval_rule=_Q_RULE.format(what="95th percentile") + _P95_NOTE, timing=True,
            deprecated_budgets=("max_p95_latency_ms",)),
     Metric("answer_max_ms", "max ms", lambda r: r.latency.answer_ms.get("max"), "min", ".1f", timing=True),
     Metric("ttft_ms", "TTFT ms", lambda r: r.latency.ttft_ms.get("median"), "min", ".1f",
