@@ -129,6 +129,10 @@ def clean_numbers(entry: dict[str, Any], cls: type, where: str = "") -> list[str
             found.append(f"{here} ({value!r}, not a list of samples)")
         elif kinds and not numeric:
             continue  # a name, a list of records: not a measured number
+        elif not kinds and key.endswith("_ci"):
+            if not (isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value)):
+                entry[key] = None
+                found.append(f"{here} ({value!r}, not an interval of two numbers)")
         elif isinstance(value, dict) and not numeric:
             found += clean_numbers(value, dict, f"{here}.")
         elif isinstance(value, list) and not numeric:
