@@ -1,18 +1,20 @@
-"""A/B on one runner: a baseline set of artifacts and the candidate set measured interleaved (A B A B ...) in the
-same job, gated on the candidate/baseline ratio of each timing and its interval.
+"""A/B on one runner: a baseline set of artifacts and the candidate set measured interleaved in the same job, gated
+on the candidate/baseline ratio of each timing and its interval.
 
 Hosted CI runners change CPU from run to run, so a stored baseline from another job compares two machines. Here
-both sides run on this machine, each round A then B (``--ab-rounds``), so a drift of the machine's speed within
-the job reaches both. Each round gives one ratio per metric (candidate / baseline of the round's value); the gate
-reads their geometric mean and its 95% t interval over the rounds (log ratios). KLD is measured once per side,
-against the same reference (the candidate run's); its ratio's interval comes from the two KLD intervals.
+both sides run on this machine, round after round (``--ab-rounds``), in the order A B, B A, A B ... so that a
+drift of the machine's speed within the job reaches both and cancels. Each round gives one ratio per metric
+(candidate / baseline of the round's value); the gate reads their geometric mean and its 95% t interval over the
+rounds (log ratios). KLD is measured once per side, against the same reference (the candidate run's); its ratio's
+interval comes from the two KLD intervals.
 
 A metric is **slower** when the ratio goes the bad way (tokens/s down, milliseconds or memory up). The check fails
-when the whole interval lies beyond ``--max-slowdown`` (a slowdown the interval confirms), passes when it lies
-within, and is inconclusive when it straddles: then one more round pair runs, up to ``--retries`` times, and an
-inconclusive check counts as ``--inconclusive`` says. The baseline may run from a second install (``--ab-python``:
-the python of another venv holding edgemed and its engines), for a change of engine or edgemed version;
-llama.cpp's compare-llama-bench.py compares stored runs, this compares them live.
+when the whole interval lies beyond ``--max-slowdown`` (a slowdown the interval confirms, on rounds none of which
+was measured on a busy machine), passes when it lies within, and is inconclusive when it straddles (or a busy round
+could explain the slowdown): then one more round runs, up to ``--retries`` times, and an inconclusive check counts
+as ``--inconclusive`` says. The baseline may run from a second install (``--ab-python``: the python of another venv
+holding edgemed and its engines), for a change of engine or edgemed version; llama.cpp's compare-llama-bench.py
+compares stored runs, this compares them live.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def ab_checks(pairs: list[Pair], max_slowdown: float, source: str) -> list[Check
             slowdown = (1 - ratio) if higher_better else (ratio - 1)
             text = (f"{m.label} candidate/baseline {ratio:.3f} [{low:.3f}, {high:.3f}] (slowdown {slowdown:+.1%}, "
                     f"--max-slowdown {max_slowdown:.0%}) vs {p.baseline.name}")
-            if busy and decided != "pass":
+            if busy and decided == "fail":  # other processes slow either side: not a confirmed slowdown
+                decided = "inconclusive"
                 text += "; a round was measured on a busy machine"
             checks.append(Check(p.candidate.name, p.candidate.format, name, limit, ratio, decided == "pass", text,
                                 source, verdict=decided, low=low, high=high, interval_rule=rule, busy=busy,
@@ -158,10 +161,14 @@ def run_rounds(plan, results: list[ArtifactResult], measure) -> list[Pair]:
 
     def one_round(p: Pair) -> None:
         first = not p.rounds
-        a = measure(p.baseline, not first, True)
+        if len(p.rounds) % 2 == 0:  # A B, then B A: a drift of the machine within a round pair cancels
+            a = measure(p.baseline, not first, True)
+            b = measure(p.candidate, True, False)
+        else:
+            b = measure(p.candidate, True, False)
+            a = measure(p.baseline, True, True)
         if first:
             p.baseline_full = a
-        b = measure(p.candidate, True, False)
         p.rounds.append((a, b))
 
     for _ in range(config.ab_rounds):

@@ -77,9 +77,9 @@ class BenchConfig:
         suggest_margin: how far outside the measured interval a suggested limit lies, e.g. 10% (the drift between
             runs that one run's interval does not hold).
         ab_baseline: baseline artifacts (folders, comma-separated) measured on this runner interleaved with the
-            candidates (A B A B ...), each paired with the candidate of its format; the run fails when a candidate's
-            tg, pp, p95, TTFT, RSS or KLD ratio to its baseline shows a slowdown beyond --max-slowdown that the
-            interval confirms.
+            candidates (A B, B A, ...), each paired with the candidate of its name or format; the run fails when a
+            candidate's tg, pp, p95, TTFT, RSS or KLD ratio to its baseline shows a slowdown beyond --max-slowdown
+            that the interval confirms.
         ab_python: the python of a second install (another venv with edgemed and its engines) that measures the
             --ab-baseline artifacts, for a change of engine or edgemed version (default: this install).
         ab_threads: CPU threads of the --ab-baseline side (default: --threads), to gate a change of thread count.

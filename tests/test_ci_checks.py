@@ -93,6 +93,16 @@ def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():
     assert {c.key: c for c in ab_checks([same], 0.05, "A/B")}["ab:decode_tps"].verdict == "pass"
 
 
+def test_ab_kld_ratio_comes_from_both_intervals():
+    from edgemed.bench.ab import kld_ratio
+
+    a = _measured("baseline-q4", "gguf-q4_k_m", [50.0] * 3, kld=(0.10, 0.09, 0.11))
+    b = _measured("q4", "gguf-q4_k_m", [50.0] * 3, kld=(0.20, 0.18, 0.22))
+    ratio, low, high = kld_ratio(a, b)
+    assert ratio == pytest.approx(2.0) and 1.6 < low < 2.0 < high < 2.5
+    assert kld_ratio(_measured("ref", "hf", [50.0] * 3, kld=(0.0, 0.0, 0.0)), b) is None  # no ratio to zero
+
+
 def test_ab_pairs_by_format_and_refuses_an_unpaired_baseline():
     from edgemed.bench.ab import baseline_targets, pair_targets
     from edgemed.bench.protocol import Target
