@@ -325,4 +325,4 @@ def test_a_new_metric_is_one_metrics_entry_plus_the_workers_typed_field(restore_
     (tmp_path / "b.toml").write_text("[default]\nmax_joules = 5\n")
     checks = check_budgets(load_budgets(tmp_path / "b.toml"), [got, other], None)
     assert [(c.artifact, c.passed) for c in checks] == [("q4", True), ("q8", False)]
-    assert checks[1].message == "energy per answer (J) 6.00 > max_joules 5"
+    assert checks[1].message == "energy per answer (J) 6.00 (single value) > max_joules 5"
