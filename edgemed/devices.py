@@ -78,16 +78,20 @@ def _cuda_index(device: str) -> int:
 
 
 def cuda_native_bf16(device: str = "cuda") -> bool:
-    """True where the GPU computes bfloat16 natively (Ampere, compute capability 8.0, and later).
+    """True where the GPU `device` computes bfloat16 natively (Ampere, compute capability 8.0, and later).
 
     ``torch.cuda.is_bf16_supported()`` answers True on older GPUs too (emulated bf16, many times slower), unless
-    asked without emulation; torch versions without that argument only answer for native support."""
+    asked without emulation (torch versions without that argument only answer for native support), and answers for
+    the current GPU only: the capability of `device` decides too. ROCm builds answer for themselves."""
     import torch
 
     try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        native = bool(torch.cuda.is_bf16_supported(including_emulation=False))
     except TypeError:
-        return bool(torch.cuda.is_bf16_supported())
+        native = bool(torch.cuda.is_bf16_supported())
+    if getattr(torch.version, "hip", None):
+        return native
+    return native and tuple(torch.cuda.get_device_capability(_cuda_index(device))) >= (8, 0)
 
 
 def gpu_facts(device: str) -> dict[str, Any] | None:

@@ -286,3 +286,14 @@ def test_inference_load_of_every_runtime_resolves_auto(monkeypatch):
         fake_device(monkeypatch, kind)
         assert pick_device("auto", "auto").dtype == want
         assert devices.pick_device("auto", "float32").dtype == "float32"
+
+
+def test_native_bf16_is_asked_of_the_gpu_the_run_uses(monkeypatch):
+    fake_device(monkeypatch, "cuda-bf16")  # cuda:0 an A100, cuda:1 a T4
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (7, 5) if index == 1 else (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Tesla T4" if index == 1 else "A100")
+    assert pick_device("cuda:0", "auto", "train").dtype == "bfloat16"
+    assert pick_device("cuda:1", "auto", "train").dtype == "float16"
+    with pytest.raises(EdgemedError, match="Tesla T4"):
+        pick_device("cuda:1", "bfloat16", "infer")
