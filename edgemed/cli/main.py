@@ -52,6 +52,8 @@ EXIT_1: dict[str, str] = {
     "loadtest": "a budget was broken at some concurrency level (--max-error-rate, --max-ttft-p95-ms, "
                 "--max-itl-p95-ms, --min-output-tokens-per-s)",
 }
+# How a command ends on a signal, where it is not the usual 130 / 128+N.
+SIGNALS: dict[str, str] = {"serve": "SIGTERM or Ctrl-C: drains the requests in flight, then exits 0"}
 
 
 def exit_code_epilog(command: str) -> str:
@@ -62,7 +64,8 @@ def exit_code_epilog(command: str) -> str:
             f"  1    {one}\n"
             "  2    bad usage or bad input (one line naming the problem and the fix)\n"
             "  3    internal error, a bug (rerun with EDGEMED_DEBUG=1 for the traceback and report it)\n"
-            "  130  interrupted (Ctrl-C); 128+N stopped by signal N (finished work is kept)")
+            + (f"  0    {SIGNALS[command]}" if command in SIGNALS else
+               "  130  interrupted (Ctrl-C); 128+N stopped by signal N (finished work is kept)"))
 
 
 class _Parser(argparse.ArgumentParser):
