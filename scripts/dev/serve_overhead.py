@@ -2,8 +2,8 @@
 """Serving overhead at concurrency 1: edgemed serve against the bench's own measurement of the same file.
 
 Each pair, in alternating order (interleaved A/B on a noisy shared CPU):
-- bench: a fresh process opens the artifact with the runtime the bench uses and times ``Runtime.generate`` on a
-  MedMCQA prompt (the bench's TTFT) and the bench's tg (``bench.throughput.text_generation``, llama-bench's tg);
+- bench: a fresh process opens the artifact with the runtime the bench uses and times ``Runtime.generate`` on the
+  prompt (the bench's TTFT measurement) and the bench's tg (``bench.throughput.text_generation``, llama-bench's tg);
 - serve: one streamed /v1/completions request with the same prompt text, greedy, to an ``edgemed serve`` of the
   same file with the same threads; TTFT = request sent -> first text chunk, tg = (chunks - 1) / (last - first).
 Optionally the same request to ``python -m llama_cpp.server`` (llama-cpp-python[server]) on the same file.
@@ -79,14 +79,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--llama-cpp-server", action="store_true", help="also time llama-cpp-python[server]")
+    ap.add_argument("--prompt", default="The history of medicine begins with",
+                    help="raw text both sides continue (a MedMCQA chat prompt ends after a few tokens)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    from edgemed.data import load_questions
-    from edgemed.lineage import prompt_style_for
-    from edgemed.prompts import get_style
-
-    style = prompt_style_for(Path(args.artifact), lambda: None)[0]
-    prompt = get_style(style).prompt(load_questions("sample")[0][0])
+    prompt = args.prompt
     proc, line = start_server([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port",
                                "0", "--threads", str(args.threads)], "listening on")
     base = line.split("listening on ")[1].split()[0]
@@ -98,6 +95,8 @@ def main() -> int:
         lproc, _ = start_server([sys.executable, "-m", "llama_cpp.server", "--model", model_file, "--port", "8765",
                                  "--n_threads", str(args.threads), "--n_ctx", "2048"], "Uvicorn running")
         others.append(lproc)
+    import httpx
+
     rows = {"bench": [], "serve": [], "llama_cpp_server": []}
     try:
         serve_once(base, "m", prompt, 4)  # warm-up
@@ -108,8 +107,14 @@ def main() -> int:
                     rows["bench"].append(bench_once(args.artifact, args.threads, prompt, args.tokens))
                 else:
                     rows["serve"].append(serve_once(base, "m", prompt, args.tokens))
-            if others:
-                rows["llama_cpp_server"].append(serve_once("http://127.0.0.1:8765/v1", "m", prompt, args.tokens))
+            if others and others[0].poll() is None:
+                try:
+                    rows["llama_cpp_server"].append(serve_once("http://127.0.0.1:8765/v1", "m", prompt, args.tokens))
+                except httpx.HTTPError as exc:  # its process died under the request: say how
+                    code = others[0].wait(30)
+                    print(f"llama-cpp-python's server failed ({type(exc).__name__}); its process exited {code}"
+                          " (-11: SIGSEGV, llama.cpp's weight repacking on an AMX CPU with a quantized file, which "
+                          "edgemed's runtime turns off)", flush=True)
             print(f"pair {i + 1}: " + json.dumps({k: v[-1] for k, v in rows.items() if v}), flush=True)
     finally:
         for p in [proc, *others]:
@@ -129,7 +134,8 @@ def main() -> int:
         summary["ratios"]["serve_decode_over_bench_tg"] = summary["serve"]["decode_tps"] / summary["bench"]["tg_tps"]
     from edgemed.sysinfo import cpu_model
 
-    summary.update(pairs=args.pairs, tokens=args.tokens, threads=args.threads, cpu=cpu_model(), raw=rows)
+    summary.update(pairs=args.pairs, tokens=args.tokens, threads=args.threads, cpu=cpu_model(),
+                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset"), load_avg=os.getloadavg(), raw=rows)
     print(json.dumps({k: v for k, v in summary.items() if k != "raw"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
