@@ -135,6 +135,20 @@ def test_logprobs_in_openai_format(server):
     assert all(len(t) <= 2 for t in lp.top_logprobs)
 
 
+def test_stop_strings_seed_and_sampling(server):
+    c = server.client()
+    free = c.completions.create(model="a", prompt="x", max_tokens=24, temperature=0).choices[0].text
+    stop = free[2:5]  # a piece of what greedy decoding writes: generation must end before it
+    cut = c.completions.create(model="a", prompt="x", max_tokens=24, temperature=0, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop" and cut.choices[0].text == free[: free.find(stop)]
+    streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+        model="a", prompt="x", max_tokens=24, temperature=0, stop=[stop], stream=True))
+    assert streamed == cut.choices[0].text  # held-back text that turned out to be the stop string is never sent
+    sampled = [c.completions.create(model="a", prompt="Tell me", max_tokens=12, temperature=1.5, top_p=0.95,
+                                    seed=seed).choices[0].text for seed in (7, 7, 8)]
+    assert sampled[0] == sampled[1] and sampled[0] != sampled[2]  # the seed fixes a sampled answer
+
+
 def test_models_list_names_each_artifact_with_its_sha256(server, gguf):
     models = {m.id: m for m in server.client().models.list().data}
     assert {"a", "b", "medqa", "split"} <= set(models)

@@ -46,13 +46,19 @@ def bench_once(artifact: str, threads: int, prompt: str, n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+_CLIENT = None
+
+
 def serve_once(base: str, model: str, prompt: str, n: int) -> dict:
+    """One streamed request on a kept-alive client (a new httpx client per request would time its SSL context)."""
+    global _CLIENT
     import httpx
 
-    start = time.perf_counter()
+    _CLIENT = _CLIENT or httpx.Client(timeout=300)
     stamps = []
-    with httpx.stream("POST", f"{base}/completions", json={"model": model, "prompt": prompt, "max_tokens": n,
-                                                           "temperature": 0, "stream": True}, timeout=300) as r:
+    start = time.perf_counter()
+    with _CLIENT.stream("POST", f"{base}/completions", json={"model": model, "prompt": prompt, "max_tokens": n,
+                                                             "temperature": 0, "stream": True}) as r:
         for line in r.iter_lines():
             if not line.startswith("data:") or line.strip() == "data: [DONE]":
                 continue
