@@ -20,7 +20,8 @@ class ServeConfig:
         host: address to bind (default loopback; any other needs --api-key).
         port: TCP port (0: any free port, printed at start).
         api_key: key clients send as 'Authorization: Bearer KEY' (default: $EDGEMED_API_KEY); required off loopback.
-        threads: CPU threads of each engine (default: physical cores, as in edgemed bench).
+        threads: CPU threads of each engine (default: physical cores minus one, at least 1: the HTTP server and
+            its clients need a core; on a 2-core box, 2 engine threads decoded 4x slower than 1 when serving).
         device: auto, cpu, cuda, cuda:N or mps.
         n_ctx: llama.cpp context length in tokens (default: the runtime's, 2048).
         queue_size: requests each engine holds waiting besides the one it runs; one more gets 429 + Retry-After.

@@ -69,6 +69,10 @@ def serve(artifacts: list[str], config: ServeConfig) -> int:
     specs, thresholds, routes = prepare(artifacts, config)
     sock = bind(config.host, config.port)  # before minutes of loading: a taken port is refused at once
     where = resolved(config.threads, config.device)
+    if config.threads is None:  # leave the HTTP side a core: see ServeConfig.threads
+        from edgemed.resources import physical_cores
+
+        where["threads"] = max(1, physical_cores() - 1)
     metrics = Metrics()
     engines: dict[str, Engine] = {}
 
