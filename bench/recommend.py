@@ -1,6 +1,7 @@
 """Pick the artifact to ship, on differences the bench's own statistics call real.
 
-1. Out: an artifact that failed, breaks a constraint (peak memory, p95 latency, mean KL divergence), or
+1. Out: an artifact that failed, did not pass a check of the run (a budget, --baseline, the A/B gate), breaks a
+   constraint (peak memory, p95 latency, mean KL divergence), or
    answers significantly worse than the reference (exact McNemar test, paired on the same questions, p < 0.05,
    accuracy lower). An accuracy difference the test calls noise decides nothing.
 2. Among the rest, minimise the declared objective (``prefer``): memory (peak RSS, then latency), latency
@@ -113,11 +114,14 @@ def decide(a: ArtifactResult, b: ArtifactResult, prefer: str) -> tuple[int, str]
     return (-1 if a.name < b.name else 1), "; ".join([*notes, "tied on every measure: by name"])
 
 
-def recommend(results: list[ArtifactResult], ref: ArtifactResult | None, c: Constraints) -> dict[str, Any]:
+def recommend(results: list[ArtifactResult], ref: ArtifactResult | None, c: Constraints,
+              broken: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The artifact to ship (module doc). `broken`: per artifact, the checks it did not pass (budgets, --baseline,
+    A/B): such an artifact is never the choice, as it fails the run."""
     rejected: dict[str, list[str]] = {}
     fits: list[ArtifactResult] = []
     for r in results:
-        reasons = _excluded(r, ref, c)
+        reasons = _excluded(r, ref, c) + [f"did not pass {why}" for why in (broken or {}).get(r.name, [])]
         if reasons:
             rejected[r.name] = reasons
         else:

@@ -302,7 +302,7 @@ def _conclude(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult], s
                           "straddles the limit or a timing was measured on a busy machine; an inconclusive timing "
                           f"reruns its artifact up to {config.retries} time(s), then counts as "
                           f"'{config.inconclusive}' (--inconclusive)"},
-        recommendation=recommend(results, ref, constraints),
+        recommendation=recommend(results, ref, constraints, _broken_by_artifact(checks)),
         profiles=[estimate(b, results) for b in plan.boards],
         busy_artifacts=busy,
     )
@@ -326,6 +326,15 @@ def _conclude(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult], s
     if show:
         print_summary(doc, results, broken)
     return doc
+
+
+def _broken_by_artifact(checks: list[Check]) -> dict[str, list[str]]:
+    """Per artifact, the checks that did not pass, each named with its verdict (what keeps it from the choice)."""
+    out: dict[str, list[str]] = {}
+    for c in checks:
+        if not c.passed:
+            out.setdefault(c.artifact, []).append(f"{c.key} ({c.verdict}{', counted as failed' if c.policy else ''})")
+    return out
 
 
 def _derive(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> ArtifactResult | None:

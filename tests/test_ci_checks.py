@@ -117,6 +117,17 @@ def test_ab_pairs_by_format_and_refuses_an_unpaired_baseline():
     assert info.value.exit_code == 2
 
 
+def test_an_artifact_that_fails_a_check_is_never_the_recommendation():
+    from edgemed.bench.recommend import Constraints, recommend
+
+    small = _measured("q4", "gguf-q4_k_m", [50.0] * 3)
+    big = _measured("q8", "gguf-q8_0", [50.0] * 3)
+    big.memory.peak_rss_serving_bytes = 400_000_000
+    assert recommend([small, big], None, Constraints())["choice"] == "q4"
+    rec = recommend([small, big], None, Constraints(), {"q4": ["min_decode_tokens_per_s (fail)"]})
+    assert rec["choice"] == "q8" and rec["rejected"]["q4"] == ["did not pass min_decode_tokens_per_s (fail)"]
+
+
 def _doc(cpu: str = "Intel Xeon", threads: int = 2, ids: str = "abc", model: str = "SmolLM2") -> dict:
     return {"environment": {"cpu": cpu, "cpu_features": ["avx2"], "cores_physical": 2, "cores_logical": 2,
                             "ram_gb": 24.0, "machine": "x86_64"},
