@@ -162,6 +162,10 @@ def test_every_command_help_states_its_exit_codes():
     assert "more than --max-logit-diff" in subs["merge"].format_help()
     assert "inconclusive" in subs["bench"].format_help().split("exit codes:")[1]
     assert "no candidate meets every budget" in subs["tune"].format_help()
+    one = {name: [ln for ln in subs[name].format_help().splitlines() if ln.startswith("  1    ")][0]
+           for name in ("bench", "export")}  # exit 1 for an artifact that failed, said where it applies
+    assert "an artifact failed to load or be measured" in one["bench"]
+    assert "failed its verification" in one["export"]
 
 
 def test_one_meaning_per_flag(capsys):
