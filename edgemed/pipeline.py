@@ -31,6 +31,19 @@ STATE = "pipeline.json"
 TORCH_STACK = ("torch", "transformers", "transformers.trainer", "peft")
 
 
+def torch_stack() -> tuple[str, ...]:
+    """What the parent imports before forking the train and merge steps: TORCH_STACK, less peft and the Trainer where
+    torch is a CUDA (or ROCm) build. peft imports bitsandbytes, whose import reads every GPU's capability and so
+    initialises CUDA, and a process forked from one that has initialised CUDA cannot use it."""
+    try:
+        import torch
+    except ImportError:
+        return TORCH_STACK
+    if torch.version.cuda or getattr(torch.version, "hip", None):
+        return ("torch", "transformers")
+    return TORCH_STACK
+
+
 @dataclass
 class PipelineConfig:
     """The settings of one pipeline run (``edgemed pipeline``'s flags; see its help for each)."""
@@ -216,8 +229,8 @@ def pipeline_steps(c: PipelineConfig, bench_config, tune_config=None) -> list[St
     steps = [
         Step("train", c.run_dir / "metrics.json",
              {**common, "max_steps": c.max_steps, "eval_data": c.eval_data, **asdict(c.training)},
-             lambda: train_step(c), preload=TORCH_STACK),
-        Step("merge", c.merged_dir / "edgemed-merge.json", common, lambda: merge_step(c), preload=TORCH_STACK),
+             lambda: train_step(c), preload=torch_stack()),
+        Step("merge", c.merged_dir / "edgemed-merge.json", common, lambda: merge_step(c), preload=torch_stack()),
     ]
     if tune_config is not None:
         return [*steps, Step("tune", c.out / "tune" / "tune.json", {**common, **tune_config.to_dict()},

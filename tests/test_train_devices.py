@@ -297,3 +297,21 @@ def test_native_bf16_is_asked_of_the_gpu_the_run_uses(monkeypatch):
     assert pick_device("cuda:1", "auto", "train").dtype == "float16"
     with pytest.raises(EdgemedError, match="Tesla T4"):
         pick_device("cuda:1", "bfloat16", "infer")
+
+
+def test_a_cuda_builds_pipeline_parent_never_imports_bitsandbytes(monkeypatch):
+    """bitsandbytes' import reads every GPU's capability (CUDA initialised): the pipeline's parent, which forks its
+    steps, must not import it where torch is a CUDA build."""
+    import subprocess
+    import sys
+
+    from edgemed.pipeline import TORCH_STACK, torch_stack
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert torch_stack() == TORCH_STACK
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    stack = torch_stack()
+    code = (f"import importlib, sys\nfor m in {stack!r}: importlib.import_module(m)\n"
+            "print('bitsandbytes' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False", r.stderr
