@@ -77,10 +77,13 @@ class PipelineConfig:
                            **asdict(self.training))
 
     def check_training(self) -> None:
-        """The training options and the device and dtype they ask for (exit 2 where they cannot train here)."""
+        """The training options and the device and dtype they ask for (exit 2 where they cannot train here, or where
+        this install lacks the train extra)."""
         from edgemed.devices import pick_device_unforked
+        from edgemed.registry import require_train
 
         config = self.train_config()
+        require_train("edgemed pipeline (its first step trains)")
         pick_device_unforked(config.device, config.dtype, "train", qlora=config.qlora)
 
     @property
