@@ -40,8 +40,12 @@ class PromptStyle:
     facts: dict[str, Any] = field(default_factory=dict, compare=False)  # how a template style was derived
 
     def prompt(self, q: Question) -> str:
+        return self.prompt_around(question_block(q))
+
+    def prompt_around(self, text: str) -> str:
+        """The prompt with `text` as the user's message, up to ``Answer:``."""
         head = self.head if self.name.startswith(TEMPLATE_PREFIX) else self.head.format(system=SYSTEM)
-        return head + question_block(q) + self.user_end + ANSWER_CUE
+        return head + text + self.user_end + ANSWER_CUE
 
     def target(self, q: Question) -> str:
         """What follows the prompt in training: the answer letter first."""

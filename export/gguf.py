@@ -66,9 +66,22 @@ def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None 
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1",
            "NO_LOCAL_GGUF": "1"}
     cmd = [sys.executable, str(script), str(source), "--outfile", str(outfile), "--outtype", outtype]
+    name = base_model_name(source)
+    if name:
+        cmd += ["--model-name", name]
     outcome, why = run_tool(cmd, log, env=env, cwd=outfile.parent)
     if not outcome.ok or not outfile.is_file():
         raise EdgemedError(f"llama.cpp's converter failed on {source} ({outcome.describe()}): {why}")
+
+
+def base_model_name(source: Path) -> str | None:
+    """general.name of the GGUF: the base model's name (from the lineage), not the merged folder's. llama.cpp keys
+    some vocabulary rules on it (Phi-3's chat markers strip the whitespace after them, as in transformers)."""
+    from edgemed.lineage import read_lineage
+
+    lineage = read_lineage(source)
+    given = (lineage.base_model or {}).get("given") if lineage is not None else None
+    return Path(str(given)).name if given else None
 
 
 def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: Path | None = None) -> None:

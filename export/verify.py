@@ -80,7 +80,7 @@ def probe_texts(style: str) -> list[str]:
     from edgemed.prompts import get_style
 
     s = get_style(style)
-    return [PROBE, s.head.format(system="sys") + PROBE + s.user_end + "Answer: C" + s.turn_end]
+    return [PROBE, s.prompt_around(PROBE) + " C" + s.turn_end]
 
 
 @dataclass
