@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -14,11 +12,9 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 
 @pytest.fixture(scope="module")
 def served(request):
-    from tests.test_serve import Server
+    from tests.test_serve import Server, tiny_gguf
 
-    given = os.environ.get("EDGEMED_TEST_SERVE_GGUF")
-    art = Path(given) if given else request.getfixturevalue("tiny_hf_gguf") / "gguf-q8_0"
-    s = Server(f"tiny={art}", "--queue-size", "1", "--threads", "1")
+    s = Server(f"tiny={tiny_gguf(request)}", "--queue-size", "1", "--threads", "1")
     yield s
     assert s.stop() == 0
 

@@ -64,12 +64,32 @@ class Server:
         return self.proc.wait(60)
 
 
+def tiny_gguf(request) -> Path:
+    """The tiny model's gguf-q8_0 artifact: from the shared session export (conftest's tiny_hf_gguf) where there is
+    one, else exported once for these tests; EDGEMED_TEST_SERVE_GGUF names an existing artifact folder instead, to
+    iterate on these tests without exporting again."""
+    given = os.environ.get("EDGEMED_TEST_SERVE_GGUF")
+    if given:
+        return Path(given)
+    try:
+        return request.getfixturevalue("tiny_hf_gguf") / "gguf-q8_0"
+    except pytest.FixtureLookupError:
+        pass
+    made = getattr(request.config, "_edgemed_serve_gguf", None)  # once per session, whichever module asks first
+    if made is None:
+        from conftest import run_cli
+
+        model = request.getfixturevalue("tiny_model")
+        out = request.getfixturevalue("tmp_path_factory").mktemp("serve-gguf") / "exports"
+        proc = run_cli("export", model, "--formats", "gguf-q8_0", "--no-verify", "--out", out, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        made = request.config._edgemed_serve_gguf = out / "gguf-q8_0"
+    return made
+
+
 @pytest.fixture(scope="module")
 def gguf(request) -> Path:
-    """The tiny model's gguf-q8_0 artifact from the shared export fixture (EDGEMED_TEST_SERVE_GGUF: an existing
-    artifact folder instead, to iterate on these tests without exporting again)."""
-    given = os.environ.get("EDGEMED_TEST_SERVE_GGUF")
-    return Path(given) if given else request.getfixturevalue("tiny_hf_gguf") / "gguf-q8_0"
+    return tiny_gguf(request)
 
 
 @pytest.fixture(scope="module")

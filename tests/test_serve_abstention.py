@@ -4,7 +4,6 @@ reads it by the artifact's sha256, and the shipped non-medical questions are mea
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +31,11 @@ def test_risk_coverage_and_aurc_by_hand():
 
 @pytest.fixture(scope="module")
 def gguf(request) -> Path:
-    """The tiny model's gguf-q8_0 from the shared export fixture (EDGEMED_TEST_SERVE_GGUF: an existing one)."""
-    given = os.environ.get("EDGEMED_TEST_SERVE_GGUF")
-    return Path(given) if given else request.getfixturevalue("tiny_hf_gguf") / "gguf-q8_0"
+    """The tiny model's gguf-q8_0 (tests.test_serve.tiny_gguf: the shared export, or one made once)."""
+    pytest.importorskip("httpx", reason="the serve extra is not installed (pip install edgemed[serve])")
+    from tests.test_serve import tiny_gguf
+
+    return tiny_gguf(request)
 
 
 def _calibrated_model(rng, n):
