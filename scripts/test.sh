@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+# --durations=15: the 15 slowest tests (setup included) after the run, so a test that grows shows.
+.venv/bin/python -m pytest -q --durations=15 "$@"

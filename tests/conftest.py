@@ -1,10 +1,11 @@
-"""Shared fixtures: an isolated model cache, the tiny random model, the real MedMCQA sample, the CLI, a memory
-cgroup to be killed in."""
+"""Shared fixtures: an isolated model cache, the tiny random model, its training run, merge and exports (built once
+per session, read-only), the real MedMCQA sample, the CLI, a memory cgroup to be killed in."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMCQA = REPO.parent / "shared" / "data" / "medmcqa"
+
+
+# Fixtures that take more than ~20 s to build on 2 cores (a training run, an export, a pipeline, a bench, tune or
+# scale-check run, a wheel, the bad-input corpus's fixtures). Every test that uses one, directly or through another
+# fixture, is marked slow, so that `-m "not slow"` (the quick loop) never builds them; the whole suite runs them all.
+SLOW_FIXTURES = frozenset({
+    "tiny_training", "tiny_exports", "tiny_hf_gguf",  # and what is built on them (tiny_run, tiny_merged, ...)
+    "corpus_env", "chain", "wheel", "pipeline_run", "onnx_dir", "ggufs", "scale_run", "first",
+})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,6 +63,67 @@ def smollm2_model(edgemed_cache) -> Path:
     from edgemed.models import resolve_model
 
     return Path(resolve_model("smollm2-135m"))
+
+
+# --- expensive artifacts, built once per session and shared READ-ONLY -----------------------------------------------
+# A test that changes one copies it first (shutil.copytree into its tmp_path); a module that needs other settings
+# builds its own.
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
+    """(run folder, train_lora's metrics) of a LoRA run of tiny-random on the bundled sample: 4 steps of batch 4 at
+    lr 5e-3, evaluated at steps 0, 2 and 4, one thread, the default split (seed 0, fraction 0.2), chatml."""
+    from edgemed.train.recipe import train_lora
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    metrics = train_lora("tiny-random", "sample", out, max_steps=4, batch_size=4, lr=5e-3, eval_steps=2, threads=1)
+    return out, metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_training) -> Path:
+    """The run folder of :func:`tiny_training` (adapter/, checkpoints/, edgemed-run.json, lineage.json, metrics)."""
+    return tiny_training[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_merged(tiny_run, tmp_path_factory) -> Path:
+    """:func:`tiny_run` merged into a plain model folder (edgemed-merge.json carries its lineage)."""
+    from edgemed.merging import merge_adapter
+
+    out = tmp_path_factory.mktemp("tiny-merged") / "merged"
+    merge_adapter(adapter=tiny_run, out=out, force=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_model, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """(folder, results) of run_export of the untrained tiny model to every default format, verified, the GGUF
+    chain overlapped with the ONNX one as the pipeline does: one artifact folder per format and export.json."""
+    from edgemed.export.run import run_export
+
+    out = tmp_path_factory.mktemp("tiny-exports")
+    results = run_export(tiny_model, None, out, threads=2, show_progress=False, overlap=True)
+    return out, results
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_gguf(tiny_model, tmp_path_factory) -> Path:
+    """hf + gguf-q8_0 of the tiny model written by the real `edgemed export --no-verify` (a folder of two artifact
+    folders and export.json), what a bench or report test measures."""
+    out = tmp_path_factory.mktemp("tiny-hf-gguf") / "exports"
+    proc = run_cli("export", tiny_model, "--formats", "hf,gguf-q8_0", "--no-verify", "--out", out, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def copy_artifacts(src: Path, dest: Path, names: list[str]) -> Path:
+    """The artifact folders `names` of export folder `src` copied into `dest` (made), to export beside or change."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copytree(src / name, dest / name)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -21,12 +21,17 @@ ALL = [name for name, spec in FORMATS.items() if spec.default]  # what export ma
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model, tmp_path_factory):
-    from edgemed.export.run import run_export
+def exported(tiny_exports):
+    """Every default format, overlapped as the pipeline does: the session's shared export (conftest), read-only."""
+    return tiny_exports
 
-    out = tmp_path_factory.mktemp("exports")
-    results = run_export(tiny_model, None, out, threads=2, show_progress=False, overlap=True)  # as the pipeline
-    return out, results
+
+@pytest.fixture
+def exported_copy(tiny_exports, tmp_path):
+    """A private copy of the shared export, for a test that exports into it again."""
+    out, results = tiny_exports
+    shutil.copytree(out, tmp_path / "exports")
+    return tmp_path / "exports", results
 
 
 def test_all_formats_export_and_verify(exported):
@@ -105,10 +110,10 @@ def test_gguf_manifest_has_effective_type_mix(exported):
     assert int8["fp32_nodes_kept"] == 2 and int8["quantized_nodes"] > 0  # the 2 layers' down_proj stay fp32
 
 
-def test_rerun_skips_unchanged_and_refuses_changed_settings(exported, tiny_model):
+def test_rerun_skips_unchanged_and_refuses_changed_settings(exported_copy, tiny_model):
     from edgemed.export.run import exit_code, run_export
 
-    out, _ = exported
+    out, _ = exported_copy
     before = (out / "bnb-int8" / "edgemed.json").read_text()
     again = run_export(tiny_model, None, out, threads=2, show_progress=False)
     assert {r["status"] for r in again} == {"skipped"}

@@ -1,7 +1,7 @@
 """Calibrated GGUF (gguf-<type>-imatrix) and the llama.cpp type ladder, on the tiny model with real tools.
 
 llama-imatrix and llama-quantize are llama.cpp's own, built once from the installed llama-cpp-python's sources
-(edgemed.llama_tools; the first test that needs them builds all four tools, then they are cached beside the venv).
+(edgemed.llama_tools; the first test that needs them builds all four tools, then they are cached per machine).
 """
 
 from __future__ import annotations
@@ -32,18 +32,10 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def merged(tiny_model, tmp_path_factory) -> Path:
-    """tiny-random trained one step on the bundled sample (lineage: train/eval ids, chatml style) and merged."""
-    from edgemed.merging import merge_adapter
-    try:
-        from edgemed.train.recipe import train_lora
-    except ImportError:  # before training moved into the edgemed.train package
-        from edgemed.training import train_lora
-
-    root = tmp_path_factory.mktemp("imatrix")
-    train_lora("tiny-random", "sample", root / "run", max_steps=1, batch_size=4, eval_limit=4, threads=1, seed=3)
-    merge_adapter(adapter=root / "run", out=root / "merged", force=True)
-    return root / "merged"
+def merged(tiny_merged) -> Path:
+    """tiny-random trained on the bundled sample (lineage: train/eval ids, chatml style) and merged: the session's
+    shared merge (conftest), read-only."""
+    return tiny_merged
 
 
 @pytest.fixture(scope="module")

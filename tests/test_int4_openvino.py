@@ -1,4 +1,4 @@
-"""Issue 19's ONNX int4 and OpenVINO formats on the tiny model: export, verify, eval, bench, bad files, the
+"""The ONNX int4 and OpenVINO formats on the tiny model: export, verify, eval, bench, bad files, the
 torch-free OpenVINO runtime and the data-aware (AWQ) calibration text; the real SmolLM2 under the slow mark."""
 
 from __future__ import annotations
@@ -21,10 +21,14 @@ pytest.importorskip("onnx_ir")
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model, tmp_path_factory):
+def exported(tiny_model, tiny_exports, tmp_path_factory):
+    """hf, onnx and the new formats in one export folder: hf and onnx copied from the session's shared export (the
+    run skips them as unchanged), the new formats built on that onnx artifact."""
+    from conftest import copy_artifacts
+
     from edgemed.export.run import run_export
 
-    out = tmp_path_factory.mktemp("exports19")
+    out = copy_artifacts(tiny_exports[0], tmp_path_factory.mktemp("exports-int4") / "out", ["hf", "onnx"])
     results = run_export(tiny_model, ["hf", "onnx", *NEW], out, threads=2, show_progress=False)
     return out, {r["format"]: r for r in results}
 

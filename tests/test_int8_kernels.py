@@ -51,13 +51,14 @@ def test_risk_is_named_for_full_range_weights_on_a_cpu_without_vnni():
 
 
 @pytest.fixture(scope="module")
-def onnx_sibling(tiny_model, tmp_path_factory):
-    from edgemed.export.run import run_export
+def onnx_sibling(tiny_exports, tmp_path_factory):
+    """An export folder holding the tiny model's onnx artifact (copied from the session's shared export)."""
+    from conftest import copy_artifacts
 
-    out = tmp_path_factory.mktemp("int8")
-    (r,) = run_export(tiny_model, ["onnx"], out, threads=2, show_progress=False)
+    out, results = tiny_exports
+    (r,) = [r for r in results if r["format"] == "onnx"]
     assert r["status"] == "exported", r["reason"]
-    return out
+    return copy_artifacts(out, tmp_path_factory.mktemp("int8") / "out", ["onnx"])
 
 
 def test_the_avx2_scheme_verifies_with_this_machines_kernels(tiny_model, onnx_sibling):

@@ -12,12 +12,9 @@ from edgemed.errors import CheckFailed, EdgemedError
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model, tmp_path_factory) -> Path:
-    from edgemed.train.recipe import train_lora
-
-    out = tmp_path_factory.mktemp("merge") / "run"
-    train_lora("tiny-random", "sample", out, max_steps=3, batch_size=4, lr=5e-3, eval_limit=8, threads=1)
-    return out
+def run(tiny_run) -> Path:
+    """The session's shared LoRA run of tiny-random (conftest; lr 5e-3 moves it): read-only."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -32,15 +32,13 @@ PI5 = {"cpu": "Raspberry Pi 5 Model B Rev 1.0 (4x Cortex-A76)", "board": "Raspbe
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory, tiny_model) -> Path:
-    """A real bench run (folder) of hf + gguf-q8_0 of the tiny model, with the rpi5 profile's estimates."""
+def run_a(tmp_path_factory, tiny_hf_gguf) -> Path:
+    """A real bench run (folder) of hf + gguf-q8_0 of the tiny model (the session's shared export), with the rpi5
+    profile's estimates."""
     from conftest import run_cli
 
     root = tmp_path_factory.mktemp("report")
-    proc = run_cli("export", tiny_model, "--formats", "hf,gguf-q8_0", "--no-verify", "--out", root / "arts",
-                   timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    proc = run_cli("bench", root / "arts", *FAST, "--profile", "rpi5", "--out", root / "a", timeout=900)
+    proc = run_cli("bench", tiny_hf_gguf, *FAST, "--profile", "rpi5", "--out", root / "a", timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root / "a"
 

@@ -80,12 +80,9 @@ TINY = ["--model", "tiny-random", "--data", "sample", "--batch-size", "4", "--th
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
-    from edgemed.train.recipe import train_lora
-
-    out = tmp_path_factory.mktemp("train") / "run"
-    metrics = train_lora("tiny-random", "sample", out, max_steps=4, batch_size=4, lr=5e-3, eval_steps=2, threads=1)
-    return out, metrics
+def run(tiny_training) -> tuple[Path, dict]:
+    """The session's shared run (conftest: 4 steps, batch 4, lr 5e-3, eval every 2 steps, one thread): read-only."""
+    return tiny_training
 
 
 def test_run_writes_adapter_config_metrics_and_ids(run):
@@ -245,7 +242,7 @@ def test_skip_bad_rows_with_separate_eval_data(tmp_path, tiny_model):
     assert len(train_ids) == 27 and not set(train_ids) & set(lineage["eval_ids"])
 
 
-# --- throughput levers (issue 12) ---------------------------------------------------------------
+# --- throughput levers ----------------------------------------------------------------------
 
 
 def test_length_grouping_is_deterministic_loses_nothing_and_cuts_padding():
