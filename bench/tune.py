@@ -382,10 +382,10 @@ def finish(plan: Plan, state: State, seconds: float) -> None:
                          "path": str(_copy_best(Path(best["path"]), plan.out / "best" / best["format"])),
                          "cache_path": best["path"]}
     doc["pareto"] = pareto(list(state.records.values()))
+    doc["cache_rebuilt"] = dict(state.rebuilt)
     doc["answer"] = answer(doc, best, list(state.records.values()), plan.budgets, plan.config.objective)
     doc["evaluated"] = sum(1 for r in state.records.values() if r.get("stage1"))
     doc["seconds"] = round(seconds, 1)
-    doc["cache_rebuilt"] = dict(state.rebuilt)
     doc["established"] = not doc["answer"].get("failed_contenders")
     doc["exit_code"] = 0 if best is not None and doc["established"] else 1
     doc["status"] = "complete"
