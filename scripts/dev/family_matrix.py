@@ -43,16 +43,22 @@ def alias(family: str) -> str:
     return "tiny-random" if family == "llama" else f"tiny-random-{family}"
 
 
-def run_family(family: str, formats: list[str], out: Path, limit: int, threads: int, bench: str) -> dict:
+def run_family(family: str, formats: list[str], out: Path, limit: int, threads: int, bench: str,
+               rerun: bool = True, previous: dict | None = None) -> dict:
     """One pipeline run; its exit code, time, the tail of its stderr and the per-format cells."""
     folder = out / family
     cmd = [sys.executable, "-m", "edgemed.cli.main", "pipeline", "--model", alias(family), "--max-steps", "2",
            "--out", str(folder), "--formats", ",".join(formats), "--bench-formats", bench, "--limit", str(limit),
            "--repetitions", "1", "--n-gen", "8", "--threads", str(threads)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    seconds = time.perf_counter() - start
-    (out / f"{family}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if rerun:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        (out / f"{family}.log").write_text(f"{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    else:  # the earlier run's records, log and exit code (matrix.json)
+        log = (out / f"{family}.log").read_text() if (out / f"{family}.log").is_file() else ""
+        proc = subprocess.CompletedProcess(cmd, (previous or {}).get("exit_code", 1), "",
+                                           log.split("--- stderr ---")[-1])
+    seconds = (previous or {}).get("seconds", 0.0) if not rerun else time.perf_counter() - start
     exports = _read(folder / "artifacts" / "export.json")
     bench = _read(folder / "bench" / "bench.json")
     artifacts = [a for a in (bench or {}).get("artifacts", []) if isinstance(a, dict)]
@@ -76,12 +82,18 @@ def run_family(family: str, formats: list[str], out: Path, limit: int, threads: 
 
 def cell(r: dict, benched: set, left_out: dict) -> dict:
     v = r.get("verification") or {}
+    if r.get("status") == "skipped":  # up to date from an earlier run of the same source: its manifest's check
+        manifest = _read(Path(r["path"]) / "edgemed.json") or {}
+        v = manifest.get("verification") or {}
+        r = {**r, "status": "exported" if manifest.get("status") == "verified" else r["status"]}
     delta = v.get("max_abs_delta")
     if r.get("status") == "exported" and v.get("passed"):
         if r["format"] in benched:
             return {"kind": "ok", "delta": delta, "text": f"ok {delta:.2g}"}
+        if str(left_out.get(r["format"], "")).startswith("bench failed"):
+            return {"kind": "failed", "text": f"FAILED: {left_out[r['format']]}"}
         return {"kind": "verified", "delta": delta, "text": f"verified {delta:.2g}",
-                "note": left_out.get(r["format"], "not benched")}
+                "note": left_out.get(r["format"])}
     if r.get("status") == "unavailable":
         return {"kind": "refused", "text": f"refused: {r.get('reason')}"}
     return {"kind": "failed", "text": f"FAILED: {r.get('status')}: {str(r.get('reason'))[:300]}"}
@@ -107,13 +119,16 @@ def versions() -> dict:
 
 
 def cpu_name() -> str:
+    """The CPU's model name and the instruction sets the engines' kernels pick by (AVX2, AVX-512, VNNI, AMX)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    known = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "AVX512-BF16"),
+             ("amx_tile", "AMX")]
+    return f"{name} ({', '.join(label for flag, label in known if flag in flags)})"
 
 
 def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]) -> None:
@@ -123,14 +138,17 @@ def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]
     lines = ["# Model families", "",
              "Which model families go through which format, measured by `scripts/dev/family_matrix.py` (rerun it to",
              "refresh this page). Each row is the family's tiny random alias (`tiny-random-<family>`: the family's",
-             "real transformers config class, shrunk to hidden size 64 with its quirks kept, random weights, seed 0,",
+             "real transformers config class, shrunk to hidden size 64 (SmolLM3: 128) with its quirks kept, random",
+             "weights, seed 0,",
              "SmolLM2's tokenizer with the family's special tokens and chat template) through the real",
              "`edgemed pipeline --max-steps 2`: LoRA training, merge, export, verification against the merged model",
              "(max |delta log p| of the answer letters), evaluation and bench. Random models score at chance, so the",
              "verification's delta log p decides whether an artifact is right.", "",
              "Cells: `ok <delta>` exported, verified, evaluated and benched; `verified <delta>` exported and verified,",
-             "left out of the bench (why: below); `refused: <engine> <version>: ...` refused before any work with the",
-             "engine's limit named; `FAILED` a bug (none should remain).", "",
+             "not benched (the script benches every artifact of the families in `--bench-all`, Qwen3 and Gemma 3 by",
+             "default, and `--bench-formats` of the others, to keep a run near an hour on 2 cores); `refused (n)`",
+             "refused before any work with the engine's limit named (listed below); `FAILED` a bug (none should",
+             "remain). The pipeline column is its exit code and wall time on a shared, busy CPU.", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {_commit()}, CPU: {cpu_name()} "
              f"({os.cpu_count()} cores, shared with other jobs: times are noisy).",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
@@ -168,7 +186,20 @@ def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]
               "tokenizer adds BOS itself keeps one BOS. `tests/test_families.py` checks, per family, that the training",
               "ids and the scoring prompt in every runtime's tokenizer equal `apply_chat_template`'s ids.",
               "SmolLM3's template writes today's date into its system block: the date of training is recorded with",
-              "the prompt and scoring uses it, as trained.", ""]
+              "the prompt and scoring uses it, as trained.", "",
+              "## What edgemed does for the engines", "",
+              "- Refusals come from the registry (`edgemed.registry.ARCHITECTURE_LIMITS`), checked before any work:",
+              "  llama.cpp's converter reads Gemma 2's vocabulary only from a SentencePiece `tokenizer.model`. Real",
+              "  Gemma 2 checkpoints ship one, so they convert; the tiny model (a BPE tokenizer.json) is refused.",
+              "- GGUF `general.name` is the base model's name (from the lineage), never the merged folder's: llama.cpp",
+              "  applies Phi-3's vocabulary rule (its chat markers strip the whitespace after them, as transformers'",
+              "  tokenizer does) by that name; a merged Phi-3 named `merged` tokenized differently, failing the check.",
+              "- llama.cpp has Gemma 3's layer pattern built in (5 sliding-window layers, then 1 global; the converter",
+              "  writes none): the tiny Gemma 3 keeps the real pattern (6 layers, window 16, crossed by every prompt).",
+              "- bitsandbytes' CPU 4-bit kernel needs output features in multiples of 32, as every real model of these",
+              "  families has: the tiny models with one KV head keep 32 KV-projection outputs (head_dim 32).",
+              "- LoRA targets are the linear layers of the decoder blocks (`edgemed/train/targets.py`), Phi-3's fused",
+              "  `qkv_proj` and `gate_up_proj` included; `--target-modules` overrides.", ""]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -193,14 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-all", default="qwen3,gemma3", help="families whose every artifact is benched")
     ap.add_argument("--docs", type=Path, default=REPO / "docs" / "families.md")
     ap.add_argument("--no-docs", action="store_true", help="print the results only")
+    ap.add_argument("--no-run", action="store_true",
+                    help="rebuild the rows from the runs already in --out (their records, logs and times)")
     args = ap.parse_args(argv)
     names = families() if args.families == "all" else args.families.split(",")
     formats = args.formats.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    earlier = {r["family"]: r for r in (_read(args.out / "matrix.json") or [])}
     for name in names:
         bench = "all" if name in args.bench_all.split(",") else args.bench_formats
-        row = run_family(name, formats, args.out, args.limit, args.threads, bench)
+        row = run_family(name, formats, args.out, args.limit, args.threads, bench, rerun=not args.no_run,
+                         previous=earlier.get(name))
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("family", "exit_code", "seconds", "traceback")}),
               {f: c["text"][:60] for f, c in row["cells"].items()}, flush=True)
