@@ -27,14 +27,10 @@ max_accuracy_drop = 1.0
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, tiny_model) -> Path:
-    """hf + gguf-q8_0 of the tiny model, exported by the real exporter (folders with edgemed.json)."""
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("arts") / "exports"
-    proc = run_cli("export", tiny_model, "--formats", "hf,gguf-q8_0", "--no-verify", "--out", out, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def artifacts(tiny_hf_gguf) -> Path:
+    """hf + gguf-q8_0 of the tiny model, exported by the real exporter (folders with edgemed.json): the session's
+    shared export (conftest), read-only."""
+    return tiny_hf_gguf
 
 
 @pytest.fixture(scope="module")
