@@ -132,6 +132,12 @@ def test_eval_writes_the_threshold_and_serve_reads_it(gguf, tmp_path, cli):
     other.write_text(json.dumps(doc))
     proc = cli("serve", art, "--calibration", other, "--port", "0", timeout=60)
     assert proc.returncode == 2 and "trained on" in proc.stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["selective"]["prompt_style"] == doc["prompt_style"]
+    doc["selective"]["prompt_style"] = "plain"  # as if eval had been given another --prompt-style
+    other.write_text(json.dumps(doc))
+    proc = cli("serve", art, "--calibration", other, "--port", "0", "--threads", "1", timeout=120)
+    assert proc.returncode == 2 and "prompt style" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bench_numbers_are_the_selective_block_flattened():

@@ -73,7 +73,7 @@ def run_eval(artifact: str, config: EvalConfig) -> EvalOutcome:
         results["metrics"]["test_size"] = test_size_plan(result.accuracy, cmp["discordant_rate"])
     if int8 is not None:
         results["int8_kernel_check"] = int8
-    selective = _selective(path, result.predictions, config, data_info)
+    selective = _selective(path, result.predictions, config, data_info, result.config.get("prompt_style"))
     if selective is not None:
         results["selective"] = selective
     from edgemed.sysinfo import environment
@@ -85,8 +85,9 @@ def run_eval(artifact: str, config: EvalConfig) -> EvalOutcome:
 
 
 def _selective(path: Path, predictions: list[dict[str, Any]], config: EvalConfig,
-               data_info: dict[str, Any]) -> dict[str, Any] | None:
-    """The abstention threshold calibrated on these (evaluation-side) questions, tied to the artifact's sha256."""
+               data_info: dict[str, Any], prompt_style: str | None) -> dict[str, Any] | None:
+    """The abstention threshold calibrated on these (evaluation-side) questions, tied to the artifact's sha256 and
+    to the prompt style its probabilities were read with."""
     from edgemed.artifact_digest import artifact_sha256
     from edgemed.evaluator.selective import selective_block
 
@@ -95,7 +96,8 @@ def _selective(path: Path, predictions: list[dict[str, Any]], config: EvalConfig
         return None
     calibrated_on = {k: data_info.get(k) for k in ("source", "split", "selection", "questions",
                                                    "trained_questions_included")}
-    return {"artifact_sha256": artifact_sha256(path), "calibrated_on": calibrated_on, **block}
+    return {"artifact_sha256": artifact_sha256(path), "prompt_style": prompt_style, "calibrated_on": calibrated_on,
+            **block}
 
 
 def _score(path: Path, questions, config: EvalConfig, where: dict[str, Any]):

@@ -88,6 +88,12 @@ def serve(artifacts: list[str], config: ServeConfig) -> int:
             engine.start(config.load_timeout)
         for spec in specs:
             t = thresholds[spec.id]
+            calibrated_style = (t.calibration or {}).get("prompt_style")
+            served_style = engines[spec.id].info.get("prompt_style")
+            if calibrated_style and calibrated_style != served_style:
+                raise EdgemedError(f"{t.source}: the threshold of {spec.id} was calibrated with prompt style "
+                                   f"'{calibrated_style}', but the artifact is served with '{served_style}' (its "
+                                   "lineage); re-run eval without --prompt-style")
             if t.value is None:
                 err_console.print(f"[yellow]{spec.id}: /v1/mcq abstains on every question ({t.source})[/yellow]")
         service = Service(config, engines, routes, thresholds, metrics)
