@@ -29,21 +29,23 @@ def reference(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tiny_model, tmp_path_factory):
-    from edgemed.export.onnx import OnnxExporter, export_onnx
-
-    dest = tmp_path_factory.mktemp("onnx")
-    export_onnx(tiny_model, dest, OnnxExporter.defaults)
+def onnx_dir(tiny_exports, tmp_path_factory):
+    """What export_onnx(tiny_model, dest, OnnxExporter.defaults) writes: the shared export's onnx artifact (made by
+    that call) without its edgemed.json."""
+    out, _ = tiny_exports
+    dest = tmp_path_factory.mktemp("onnx") / "onnx"
+    shutil.copytree(out / "onnx", dest, ignore=shutil.ignore_patterns("edgemed.json"))
     return dest
 
 
 @pytest.fixture(scope="module")
-def ggufs(tiny_model, tmp_path_factory):
-    from edgemed.export.gguf import convert, quantize
-
+def ggufs(tiny_exports, tmp_path_factory):
+    """f16.gguf (llama.cpp's converter) and q4_k_m.gguf (llama_model_quantize of it on 2 threads) of the tiny model:
+    the files of the shared export's gguf-f16 and gguf-q4_k_m artifacts, made by those calls."""
+    out, _ = tiny_exports
     dest = tmp_path_factory.mktemp("gguf")
-    convert(tiny_model, dest / "f16.gguf", "f16")
-    quantize(dest / "f16.gguf", dest / "q4_k_m.gguf", "q4_k_m", threads=2)
+    shutil.copy(next((out / "gguf-f16").glob("*.gguf")), dest / "f16.gguf")
+    shutil.copy(next((out / "gguf-q4_k_m").glob("*.gguf")), dest / "q4_k_m.gguf")
     return dest
 
 
