@@ -140,8 +140,10 @@ def budgets(levels: list[dict[str, Any]], config: LoadtestConfig) -> list[dict[s
 
 def run_loadtest(url: str, config: LoadtestConfig) -> dict[str, Any]:
     from edgemed.evaluator.run import tick_bar
+    from edgemed.serve.server import require
     from edgemed.sysinfo import environment
 
+    require(("httpx",), "edgemed loadtest")
     config.validate()
     total = sum(config.requests_at(c) for c in config.concurrency)
     with tick_bar(config.progress, "loadtest", total) as tick:

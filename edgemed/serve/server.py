@@ -14,6 +14,20 @@ from edgemed.errors import EdgemedError
 from edgemed.serve.config import ServeConfig
 
 
+def require(packages: tuple[str, ...], what: str) -> None:
+    """Refuse (exit 2, naming the extra) when the serve extra's packages are not installed."""
+    import importlib.util
+
+    from edgemed.errors import MissingDependency
+
+    for module, package in (p.split(":") if ":" in p else (p, p) for p in packages):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependency(package, "serve", what)
+
+
+SERVER_PACKAGES = ("fastapi", "uvicorn", "prometheus_client:prometheus-client", "jinja2")
+
+
 def prepare(artifacts: list[str], config: ServeConfig):
     """Everything that can be refused before a model loads: the config, each artifact (manifest, digest), the
     calibration files (each must match a served artifact's sha256), the routes file. Returns (specs, thresholds,
@@ -22,6 +36,7 @@ def prepare(artifacts: list[str], config: ServeConfig):
     from edgemed.serve.identity import identify
     from edgemed.serve.routing import load_routes
 
+    require(SERVER_PACKAGES, "edgemed serve")
     config.validate()
     if not artifacts:
         raise EdgemedError("give at least one artifact to serve")
