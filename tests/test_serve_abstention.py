@@ -98,6 +98,7 @@ def test_eval_writes_the_threshold_and_serve_reads_it(gguf, tmp_path, cli):
     proc = cli("eval", art, "--data", "sample", "--target-coverage", "0.5", "--out", out, "--no-progress",
                "--threads", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "abstention threshold (coverage 0.5): answer when p >=" in proc.stdout
     block = json.loads((out / "results.json").read_text())["selective"]
     assert block["rule"] == "coverage" and block["threshold"] is not None and block["aurc"] is not None
     import hashlib

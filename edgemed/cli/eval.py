@@ -28,6 +28,10 @@ def evaluate(artifact: str, config: EvalConfig) -> int:
     render(outcome.results, console, config.examples)
     if outcome.sweep is not None:
         console.print(sweep_table(outcome.sweep))
+    from edgemed.evaluator.selective import describe
+
+    if outcome.results.get("selective"):
+        console.print(describe(outcome.results["selective"]), markup=False)
     if config.out is None:
         err_console.print("[dim]nothing written: pass --out DIR to keep results.json and predictions.jsonl[/dim]")
         return 0

@@ -166,3 +166,21 @@ def bench_numbers(predictions: list[dict[str, Any]], target_error: float = DEFAU
             "answered_error": cal["selective_error"],
             "answered_error_low": (cal["selective_error_ci"] or [None])[0],
             "answered_error_high": (cal["selective_error_ci"] or [None, None])[1]}
+
+
+def describe(block: dict[str, Any]) -> str:
+    """One line for the console: the threshold, its rule, what it does on the calibration questions, AURC."""
+    cal = block["calibration"]
+    if block["rule"] == "target_error":
+        rule = f"error <= {block['target_error']:g} certified at {1 - block['delta']:.0%}"
+    else:
+        rule = f"coverage {block['coverage_asked']:g}"
+    if block["threshold"] is None:
+        head = f"abstention threshold ({rule}): none certified, /v1/mcq would abstain on every question"
+    else:
+        err = cal["selective_error"]
+        lo, hi = cal["selective_error_ci"] or (None, None)
+        head = (f"abstention threshold ({rule}): answer when p >= {block['threshold']:.3f}: "
+                f"{cal['answered']}/{cal['n']} answered, error {err:.3f} (95% {lo:.3f}-{hi:.3f})")
+    return f"{head}; AURC {block['aurc']:.4f} (best possible {block['aurc_optimal']:.4f})"
+
