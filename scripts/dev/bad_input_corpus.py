@@ -99,7 +99,7 @@ train-usage-eval-limit-0 train-usage-max-length-neg1 train-usage-lora-alpha-nan 
 train-usage-eval-steps-0 train-usage-save-steps-0 train-usage-logging-steps-0 train-usage-threads-neg1
 train-usage-target-modules-no-such-proj train-usage-device-banana train-usage-seed-abc train-usage-grad-accum-0
 train-usage-warmup-ratio-2 train-usage-max-length-0 merge-usage-tolerance-neg1 merge-usage-prompts-neg1
-merge-usage-device-banana export-usage-threads-neg1 export-usage-formats-space export-usage-formats-onnx-int4
+merge-usage-device-banana export-usage-threads-neg1 export-usage-formats-space export-usage-formats-onnx-int3
 eval-usage-limit-neg1 eval-usage-batch-size-neg1 eval-usage-threads-neg1 eval-usage-max-new-tokens-neg1
 eval-usage-temperature-neg1 eval-usage-top-p-0 eval-usage-top-p-nan eval-usage-sweep-repeats-neg1
 eval-usage-sweep-temperatures-neg1 eval-usage-sweep-max-new-tokens-0 eval-usage-device-banana
@@ -1219,7 +1219,7 @@ def build_cases(env: Env) -> list[Case]:  # noqa: C901 - a flat list of cases re
         ("--formats", ",", "--formats , (a stray comma)"), ("--formats", "", "--formats ''"),
         ("--formats", " ", "--formats ' '"),
         ("--formats", "gguf-q9", "an unknown GGUF type"), ("--formats", "hf,nonsense", "one unknown format"),
-        ("--formats", "onnx-int4", "a format edgemed does not have"),
+        ("--formats", "onnx-int3", "a format edgemed does not have (did you mean onnx-int4?)"),
     ]:
         usage("export", ex, flag, value, why, out="{C}/x", needs=("artifacts",), timeout=180)
 
