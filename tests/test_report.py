@@ -220,10 +220,10 @@ def test_busy_rerun_keeps_the_flag_on_every_change(run_a, tmp_path, cli):
 def test_report_bad_input_exits_2(tmp_path, cli):
     bad = tmp_path / "bench.json"
     bad.write_text("{not json")
-
-
     proc = cli("report", bad)
     assert proc.returncode == 2 and "is not JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
 BAD_VALUES = (float("nan"), float("inf"), "fast", None, [1.0], {"x": 1}, float("-inf"), True)
 RECORDS = ("size_bytes", "load_s", "accuracy", "latency", "throughput", "memory", "bandwidth", "fidelity",
            "machine_load")
@@ -262,10 +262,10 @@ def test_report_shows_bad_values_as_not_measured_and_never_crashes(run_a, tmp_pa
     boolean: the report reads and renders (no NaN in report.json); an entry it cannot place is exit 2 naming it."""
     good = _write(_quiet(_doc(run_a)), tmp_path / "good")
     base = _quiet(_doc(run_a))
-    leaves = [(n, path) for n, a in enumerate(base["artifacts"]) for path in _leaves(a)]
+    leaves = [(0, path) for path in _leaves(base["artifacts"][0])]  # the others have the same records
     assert len(leaves) > 40
     cases = [(n, path, BAD_VALUES[i % len(BAD_VALUES)]) for i, (n, path) in enumerate(leaves)]
-    cases += [(0, (rec,), bad) for rec in RECORDS for bad in ("x", [1], 3.5, None)]
+    cases += [(1, (rec,), bad) for rec in RECORDS for bad in ("x", [1], 3.5, None)]
     for i, (n, path, bad) in enumerate(cases):
         doc = copy.deepcopy(base)
         node = doc["artifacts"][n]
