@@ -151,3 +151,21 @@ def test_hf_and_gguf_export_and_verify(family, questions, tmp_path):
             example = encode_question(tok, style, q)
             n_prompt = example["labels"].count(IGNORE)
             assert rt.tokenize(style.prompt(q)) == example["input_ids"][:n_prompt], name
+
+
+def test_shipped_matrix_covers_every_family_and_info_shows_installed_columns():
+    """edgemed info's family rows come from the matrix scripts/dev/family_matrix.py measured: every family, every
+    cell exported+verified or refused with the engine named (never a failure), limited to installed formats."""
+    from edgemed.families import installed_rows, load_matrix
+
+    matrix = load_matrix()
+    assert matrix is not None, "edgemed/data/family_matrix.json is missing: run scripts/dev/family_matrix.py"
+    assert {r["family"] for r in matrix["rows"]} == set(ALL)
+    for row in matrix["rows"]:
+        for fmt, cell in row["cells"].items():
+            assert cell["kind"] in ("ok", "verified", "refused"), (row["family"], fmt, cell["text"])
+            if cell["kind"] == "refused":
+                assert " (" in cell["text"] and "): " in cell["text"]  # "<engine> (<package> <version>): ..."
+    formats, rows = installed_rows({"hf", "gguf-q8_0"})
+    assert formats == ["hf", "gguf-q8_0"] and len(rows) == len(ALL)
+    assert all(set(r["cells"]) == {"hf", "gguf-q8_0"} for r in rows)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+HAND_WRITTEN = "<!-- written by hand below: kept when the script rewrites the page -->"
 DEFAULT_COLUMNS = ["hf", "bnb-int8", "bnb-nf4", "onnx", "onnx-int8", "onnx-int4", "openvino-int8", "openvino-int4",
                    "openvino-int4-awq", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_k_m-imatrix"]
 
@@ -168,6 +169,8 @@ def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]
                 notes.append(f"- {row['family']}, {c}: not benched: {got['note']}")
             cells.append(text.replace("|", "\\|"))
         exit_text = f"exit {row['exit_code']}, {row['seconds']:.0f} s"
+        if row.get("note"):
+            notes.append(f"- {row['family']}: {row['note']}")
         lines.append(f"| {row['family']} | " + " | ".join(cells) + f" | {exit_text} |")
     if notes:
         lines += ["", "Refusals and notes (numbered as in the table):", "", *notes]
@@ -200,7 +203,8 @@ def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]
               "  families has: the tiny models with one KV head keep 32 KV-projection outputs (head_dim 32).",
               "- LoRA targets are the linear layers of the decoder blocks (`edgemed/train/targets.py`), Phi-3's fused",
               "  `qkv_proj` and `gate_up_proj` included; `--target-modules` overrides.", ""]
-    path.write_text("\n".join(lines) + "\n")
+    kept = path.read_text().partition(HAND_WRITTEN)[2] if path.is_file() else ""
+    path.write_text("\n".join(lines) + "\n" + HAND_WRITTEN + (kept or "\n"))
 
 
 def _commit() -> str:
@@ -236,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         bench = "all" if name in args.bench_all.split(",") else args.bench_formats
         row = run_family(name, formats, args.out, args.limit, args.threads, bench, rerun=not args.no_run,
                          previous=earlier.get(name))
+        if not args.no_run or not earlier.get(name, {}).get("note"):
+            row.pop("note", None)
+        else:
+            row["note"] = earlier[name]["note"]
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("family", "exit_code", "seconds", "traceback")}),
               {f: c["text"][:60] for f, c in row["cells"].items()}, flush=True)
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(rows, formats, args.docs, argv)
         matrix = {"measured": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit(), "cpu": cpu_name(),
                   "versions": versions(), "formats": formats,
-                  "rows": [{k: r[k] for k in ("family", "alias", "exit_code", "cells")} for r in rows]}
+                  "rows": [{k: r[k] for k in ("family", "alias", "exit_code", "cells") if k in r} for r in rows]}
         (REPO / "edgemed" / "data" / "family_matrix.json").write_text(json.dumps(matrix, indent=1) + "\n")
     return 1 if any(r["traceback"] or any(c["kind"] == "failed" for c in r["cells"].values()) for r in rows) else 0
 
