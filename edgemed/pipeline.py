@@ -252,8 +252,11 @@ def run_pipeline(c: PipelineConfig) -> int:
     bench_config, tune_config = c.validate()
     state = run_steps(c.out, pipeline_steps(c, bench_config, tune_config), force=c.force)
     if tune_config is not None:
-        if state["steps"]["tune"]["result"].get("exit_code", 0) == 1:
-            raise BudgetBroken(f"no candidate meets the tune's budgets; see {c.out / 'tune' / 'tune.md'}")
+        result = state["steps"]["tune"]["result"]
+        if result.get("exit_code", 0) == 1:
+            said = "no candidate meets the tune's budgets" if not result.get("choice") else \
+                "the tune's answer is not established (a contender failed)"
+            raise BudgetBroken(f"{said}; see {c.out / 'tune' / 'tune.md'}")
         return 0
     code = state["steps"]["bench"]["result"].get("exit_code", 0)
     if code == 1:
