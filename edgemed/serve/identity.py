@@ -52,16 +52,13 @@ def identify(arg: str) -> ArtifactSpec:
     from edgemed.artifact_digest import artifact_sha256
     from edgemed.evaluator.command import resolve_artifact
     from edgemed.lineage import read_lineage
-    from edgemed.manifest import MANIFEST, check_files, detect_runtime, read_manifest
+    from edgemed.manifest import check_artifact, detect_runtime
 
     name, raw = parse_artifact_arg(arg)
-    path = resolve_artifact(raw)
+    path = resolve_artifact(raw)  # checked against its manifest (sizes, sha256, format): a changed file is refused
     if name is not None and not _ID.match(name):
         raise EdgemedError(f"'{name}' is not a usable model id; use letters, digits, '.', '_', ':' or '-'")
-    manifest: dict[str, Any] = {}
-    if path.is_dir() and (path / MANIFEST).exists():
-        manifest = read_manifest(path)
-        check_files(path, manifest, hashes=True)  # a changed file is refused before it is served
+    manifest = check_artifact(path) or {}  # the same check, memoised: its manifest without hashing again
     fmt, runtime = detect_runtime(path)
     lineage = read_lineage(path)
     return ArtifactSpec(id=name or default_id(path), path=path, format=fmt, runtime=runtime,
