@@ -164,6 +164,7 @@ def _read_run(out: Path) -> tuple[dict, list[dict]]:
     return results, preds
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_cli_eval_end_to_end_schema_and_determinism(cli, tiny_model, tmp_path):
     out1, out2 = tmp_path / "a", tmp_path / "b"
     r1 = cli("eval", "tiny-random", "--limit", "24", "--no-progress", "--out", out1)
@@ -255,6 +256,7 @@ def _write_rows(path: Path, base: int, n: int = 24, bad_row: bool = False) -> Pa
     return path
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_label_convention_mismatch_is_refused(cli, tiny_model, tmp_path):
     one_based = _write_rows(tmp_path / "one.jsonl", base=1, bad_row=True)
     zero_based = _write_rows(tmp_path / "zero.jsonl", base=0)
@@ -309,6 +311,7 @@ def test_bad_inputs_exit_2(cli, tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_reference_from_other_questions_is_refused(cli, tiny_model, tmp_path):
     ref = tmp_path / "ref.jsonl"
     ref.write_text(json.dumps({"id": "elsewhere", "gold": "A", "predicted": "A", "correct": True}) + "\n")
@@ -342,6 +345,7 @@ def test_manifest_with_unknown_format_or_schema_exits_2(cli, tmp_path, manifest,
     assert str(art / "edgemed.json") in r.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_binary_or_nested_reference_names_the_file(cli, tiny_model, tmp_path):
     for name, content in (("ref.jsonl", bytes(range(256)) * 4), ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000)):
         ref = tmp_path / name
@@ -378,6 +382,7 @@ def test_question_longer_than_the_context_is_skipped_and_counted(tiny_model):
             evaluate(rt, [long_q], show_progress=False)
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_a_model_folder_transformers_cannot_read_exits_2(cli, tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()

@@ -210,6 +210,7 @@ def test_unknown_format_is_refused_with_a_suggestion(tiny_model, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_any_llama_cpp_type_exports_as_gguf_type(tiny_model, tmp_path):
     from edgemed.export.run import run_export
     from edgemed.manifest import read_manifest
@@ -231,6 +232,7 @@ def test_missing_converter_is_reported_with_the_fix(monkeypatch, tmp_path):
     assert reason and "scripts/setup.sh" in reason and "EDGEMED_HF2GGUF" in reason
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_killed_export_leaves_nothing_that_looks_complete(tiny_model, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "edgemed.cli.main", "export", str(tiny_model), "--out", str(out),

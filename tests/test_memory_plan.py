@@ -69,6 +69,7 @@ def test_refusal_names_the_estimate_and_a_batch_size_that_fits():
     assert "--gradient-checkpointing" in text and "--max-length" in text
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_train_export_and_pipeline_refuse_before_any_work(cli, huge_model, tmp_path):
     train = cli("train", "--model", huge_model, "--max-steps", "1", "--out", tmp_path / "t")
     assert train.returncode == 2, train.stderr

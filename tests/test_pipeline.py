@@ -88,6 +88,7 @@ def test_bad_settings_exit_2_before_training(cli, tmp_path, args, needle):
     assert not out.exists()
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_cpu_bench_leaves_out_bitsandbytes_and_says_so_unless_asked(cli, tmp_path):
     """Without a CUDA GPU the bitsandbytes formats are exported and verified but not benched (their CPU timings
     would describe bitsandbytes' fallback): bench.json, bench.md and the console say so; --bench-formats all

@@ -431,6 +431,7 @@ def test_a_float32_run_after_a_bf16_run_in_one_process_is_float32(tmp_path, tiny
     assert before("c", "float32") == first  # not silently under the previous run's bf16 autocast
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_bench_train_speed_script_runs_every_setup(tmp_path, tiny_model):
     """scripts/dev/bench_train_speed.py end to end on tiny-random: every lever timed, the default row named, and the
     float32/bf16/seed runs trained in processes of their own and scored."""

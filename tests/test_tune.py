@@ -287,6 +287,7 @@ def test_bad_input_exits_2_before_any_work(tiny_model, space, tmp_path):
     assert proc.returncode == 2 and "imatrix takes true/false" in _last_line(proc)
 
 
+@pytest.mark.slow  # over ~20 s on 2 cores
 def test_resume_after_an_interrupt(tiny_model, tmp_path):
     out = tmp_path / "r"
     one = tmp_path / "one.toml"
