@@ -97,6 +97,11 @@ def test_logprob_scoring_bookkeeping_is_exact():
     json.dumps(d)  # serialisable
 
 
+# A ChatML chat template as SmolLM2 ships it: the runtime's prompt style is read from a rendering of it.
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
 def test_generate_counts_unparseable_apart_and_never_correct():
     qs = [_q(0, 0), _q(1, 1), _q(2, 2), _q(3, 3)]
     rt = ScriptedRuntime({
@@ -104,7 +109,7 @@ def test_generate_counts_unparseable_apart_and_never_correct():
         "question 1?": ([0.25] * 4, "beta"),  # exact option text
         "question 2?": ([0.25] * 4, "I would say gamma"),  # unparseable even though it names the gold
         "question 3?": ([0.25] * 4, " C"),
-    }, template="<|im_start|>")
+    }, template=CHATML)
     res = evaluate(rt, qs, scoring="generate", show_progress=False)
     assert [p["predicted"] for p in res.predictions] == ["A", "B", None, "C"]
     assert [p["correct"] for p in res.predictions] == [True, True, False, False]

@@ -175,6 +175,8 @@ class LlamaCppRuntime(Runtime):
         self.metadata: dict[str, str] = dict(self.llm.metadata or {})
         self.vocab = lib.llama_model_get_vocab(self.llm.model)
         self.n_vocab = self.llm.n_vocab()
+        self._template_tokens: dict[str, Any] | None = None
+        self.template_tokens()
 
     # --- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
@@ -188,13 +190,17 @@ class LlamaCppRuntime(Runtime):
         return self.metadata.get("tokenizer.chat_template")
 
     def template_tokens(self) -> dict[str, Any]:
-        def text(key: str) -> str | None:
-            value = self.metadata.get(key)
-            return self.detokenize([int(value)]) if value is not None and str(value).isdigit() else None
+        """BOS/EOS texts and whether the tokenizer adds BOS, read once while the model is loaded (a closed runtime
+        still answers its prompt style)."""
+        if self._template_tokens is None:
+            def text(key: str) -> str | None:
+                value = self.metadata.get(key)
+                return self.detokenize([int(value)]) if value is not None and str(value).isdigit() else None
 
-        adds_bos = str(self.metadata.get("tokenizer.ggml.add_bos_token", "")).lower() == "true"
-        return {"bos_token": text("tokenizer.ggml.bos_token_id"), "eos_token": text("tokenizer.ggml.eos_token_id"),
-                "adds_bos": adds_bos}
+            adds_bos = str(self.metadata.get("tokenizer.ggml.add_bos_token", "")).lower() == "true"
+            self._template_tokens = {"bos_token": text("tokenizer.ggml.bos_token_id"),
+                                     "eos_token": text("tokenizer.ggml.eos_token_id"), "adds_bos": adds_bos}
+        return self._template_tokens
 
     # --- model ----------------------------------------------------------------------------------
     def _decode(self, token: int) -> np.ndarray:
