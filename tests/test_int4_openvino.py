@@ -214,14 +214,16 @@ def test_onnx_int4_corrupt_external_data_is_refused(tiny_model, exported, cli, t
 
 
 def test_bad_settings_are_refused_before_work(tiny_model, tmp_path):
+    from edgemed.errors import EdgemedError
     from edgemed.export.run import run_export
 
-    results = run_export(tiny_model, ["onnx-int4", "openvino-int4"], tmp_path, verify=False, show_progress=False,
-                         settings={"onnx-int4": {"block_size": 24}, "openvino-int4": {"mode": "int3"}})
-    by = {r["format"]: r for r in results}
-    assert by["onnx-int4"]["status"] == "failed" and "block_size" in by["onnx-int4"]["reason"]
-    assert by["openvino-int4"]["status"] == "failed" and "mode" in by["openvino-int4"]["reason"]
-    assert all(r["exit_code"] == 2 for r in results)
+    for fmt, setting, word in (("onnx-int4", {"block_size": 24}, "block_size"), ("openvino-int4", {"mode": "int3"},
+                                                                                 "mode")):
+        out = tmp_path / fmt
+        with pytest.raises(EdgemedError, match=word):
+            run_export(tiny_model, ["onnx-int4", "openvino-int4"], out, verify=False, show_progress=False,
+                       settings={fmt: setting})
+        assert not out.exists() or not any(out.iterdir())  # refused before any work: nothing written
 
 
 # --- data-aware compression: the training text, never an evaluation question -------------------------------
