@@ -33,7 +33,7 @@ class Profile:
 
 
 def load_profiles() -> dict[str, Profile]:
-    from edgemed.bench.budget import tomllib_module
+    from edgemed.bench.gate.budget import tomllib_module
 
     tomllib = tomllib_module()
     text = resources.files("edgemed.bench").joinpath("profiles.toml").read_text(encoding="utf-8")

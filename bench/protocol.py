@@ -1,7 +1,7 @@
 """The bench's parent/worker protocol: one :class:`Job` in (JSON), one result document out (JSON).
 
 The parent writes ``work/NAME.job.json`` and runs ``python -m edgemed.bench.worker JOB RESULT`` through
-:func:`edgemed.bench.isolate.run_child`; the worker writes RESULT atomically when it is done. The job carries
+:func:`edgemed.process.isolate.run_child`; the worker writes RESULT atomically when it is done. The job carries
 the :class:`~edgemed.bench.config.BenchConfig` whole, the artifact, the questions, and where the reference's
 fidelity data lives (written by the reference's own job, read by every other).
 """

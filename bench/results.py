@@ -9,7 +9,7 @@ Adding a metric is a typed field that the worker fills (on one of these classes)
 (:func:`add_metric` for one that is registered later, e.g. by a plugin or a test).
 
 Latencies are milliseconds, sizes bytes, throughputs tokens per second. Each summary is a dict from
-:func:`edgemed.bench.stats.summarize` (count, mean, median, p90, p95, min, max, stdev); raw samples are kept.
+:func:`edgemed.bench.measure.stats.summarize` (count, mean, median, p90, p95, min, max, stdev); raw samples are kept.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
-from edgemed.bench.stats import mean_interval, quantile_interval, summarize
+from edgemed.bench.measure.stats import mean_interval, quantile_interval, summarize
 
 SCHEMA = 2  # bench.json's schema: written by edgemed.bench.run, a newer one refused by its readers (compare_runs)
 
@@ -45,7 +45,7 @@ class Latency:
 
 @dataclass
 class Throughput:
-    """llama-bench's two tests at fixed lengths (see :mod:`edgemed.bench.throughput`), under its field names."""
+    """llama-bench's two tests at fixed lengths (see :mod:`edgemed.bench.measure.throughput`), under its field names."""
 
     pp: dict[str, Any] = field(default_factory=dict)  # n_prompt, n_gen=0, avg_ts, stddev_ts, samples_ts, ...
     tg: dict[str, Any] = field(default_factory=dict)  # n_prompt=0, n_gen, avg_ts, stddev_ts, samples_ts, ...
@@ -80,7 +80,7 @@ class Memory:
 @dataclass
 class Accuracy:
     """Accuracy with its interval (the worker's evaluation), and agreement with the reference (filled in by
-    :func:`edgemed.bench.derive.fill_derived` once every artifact ran)."""
+    :func:`edgemed.bench.measure.derive.fill_derived` once every artifact ran)."""
 
     accuracy: float | None = None
     n: int = 0
@@ -143,7 +143,7 @@ class ArtifactResult:
     throughput: Throughput = field(default_factory=Throughput)
     memory: Memory = field(default_factory=Memory)
     bandwidth: Bandwidth = field(default_factory=Bandwidth)
-    fidelity: dict[str, Any] | None = None  # KL divergence etc. against the reference (see bench/fidelity.py)
+    fidelity: dict[str, Any] | None = None  # KL divergence etc. against the reference (see bench/measure/fidelity.py)
     machine_load: dict[str, Any] = field(default_factory=dict)  # other processes' CPU use while it ran
     extra: dict[str, Any] = field(default_factory=dict)  # any further number the worker reports under its name
     runtime_info: dict[str, Any] = field(default_factory=dict)

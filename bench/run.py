@@ -23,18 +23,18 @@ from edgemed.bench.artifacts import (
     weights_record,
 )
 from edgemed.bench.config import BenchConfig
-from edgemed.bench.isolate import MeasuredOutcome, measure_child, tail
-from edgemed.bench.outputs import BENCH_JSON, print_summary, write_outputs
 from edgemed.bench.protocol import Job, Target, worker_env
+from edgemed.bench.render.outputs import BENCH_JSON, print_summary, write_outputs
 from edgemed.bench.results import SCHEMA, ArtifactResult, Failure
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
-from edgemed.child import python_module
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_write_json, dir_size
+from edgemed.process.child import python_module
+from edgemed.process.isolate import MeasuredOutcome, measure_child, tail
 
 if TYPE_CHECKING:
-    from edgemed.bench.ab import Pair
-    from edgemed.bench.budget import Budgets, Check
+    from edgemed.bench.gate.ab import Pair
+    from edgemed.bench.gate.budget import Budgets, Check
     from edgemed.bench.profiles import Profile
     from edgemed.data.medmcqa import Question
 
@@ -83,9 +83,9 @@ class _Plan:
 
 def _validate(artifacts: list[Path], config: BenchConfig) -> _Plan:
     """Everything checked first: a usage error must not cost a bench run."""
-    from edgemed.bench.budget import load_budgets
-    from edgemed.bench.compare_runs import load_run
+    from edgemed.bench.gate.budget import load_budgets
     from edgemed.bench.profiles import get_profile
+    from edgemed.bench.report.compare import load_run
     from edgemed.fsutil import check_output_dir, check_output_file
     from edgemed.resources import resolved
 
@@ -123,15 +123,15 @@ def _ab_plan(config: BenchConfig, targets: list[Target]) -> tuple[list[Pair], fl
         if config.ab_python is not None:
             raise EdgemedError("--ab-python runs the --ab-baseline artifacts; give --ab-baseline too")
         return [], slowdown
-    from edgemed.bench.ab import ab_python, baseline_targets, pair_targets
+    from edgemed.bench.gate.ab import ab_python, baseline_targets, pair_targets
 
     ab_python(config.ab_python)
     return pair_targets(baseline_targets(name_artifacts(config.ab_baseline)), targets), slowdown
 
 
 def _ab_rounds(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> None:
-    """The A/B rounds (edgemed.bench.ab), each measurement in its own worker like any artifact."""
-    from edgemed.bench.ab import run_rounds
+    """The A/B rounds (edgemed.bench.gate.ab), each measurement in its own worker like any artifact."""
+    from edgemed.bench.gate.ab import run_rounds
     from edgemed.console import err_console, progress
 
     work = plan.out / "work"
@@ -174,7 +174,7 @@ def _budgets(config: BenchConfig, budgets: Budgets | None) -> Budgets | None:
     """The --budget file with the --max-* flags on top: a flag's limit applies to every format."""
     import sys
 
-    from edgemed.bench.budget import Budgets
+    from edgemed.bench.gate.budget import Budgets
 
     given = [(name, flag, key) for name, flag, key in BUDGET_FLAGS if getattr(config, name) is not None]
     if not given:
@@ -206,7 +206,7 @@ def _constraints(config: BenchConfig, boards: list[Profile]) -> dict[str, Any]:
 
 def _new_doc(plan: _Plan) -> dict[str, Any]:
     """bench.json as it starts: settings, environment, the machine's copy bandwidth, the questions."""
-    from edgemed.bench.probes import copy_bandwidth
+    from edgemed.process.probes import copy_bandwidth
     from edgemed.sysinfo import environment
 
     config, questions = plan.config, plan.questions
@@ -283,9 +283,9 @@ def _measure_target(plan: _Plan, target: Target, key: str, prior: ArtifactResult
 def _conclude(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult], show: bool) -> dict[str, Any]:
     """Compare with the reference, check budgets and the baseline (rerunning artifacts whose timing budgets are
     inconclusive, up to --retries), recommend, write every output."""
-    from edgemed.bench.plot import front_of
     from edgemed.bench.profiles import estimate
     from edgemed.bench.recommend import Constraints, recommend
+    from edgemed.bench.render.plot import front_of
 
     config = plan.config
     ref, checks = _settle(plan, doc, results)
@@ -315,7 +315,7 @@ def _conclude(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult], s
     doc["pareto_front"], doc["pareto_quality"] = front_of(results)
     doc["outputs"] = write_outputs(doc, results, plan.out, config.junit, checks)
     if config.suggest_budgets is not None:
-        from edgemed.bench.budget import suggest_budgets
+        from edgemed.bench.gate.budget import suggest_budgets
         from edgemed.fsutil import atomic_write_text
 
         run = (f"{plan.out / BENCH_JSON} ({doc['created']}, {doc['environment'].get('cpu')}, "
@@ -339,7 +339,7 @@ def _broken_by_artifact(checks: list[Check]) -> dict[str, list[str]]:
 
 def _derive(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> ArtifactResult | None:
     """Agreement, accuracy difference and bandwidth against the reference; returns the reference's result."""
-    from edgemed.bench.derive import fill_derived
+    from edgemed.bench.measure.derive import fill_derived
 
     ref = next((r for r in results if r.name == plan.reference.name and r.ok), None)
     fill_derived(results, ref, doc["machine"]["copy_bandwidth"]["gbps"])
@@ -403,19 +403,19 @@ def _checks(plan: _Plan, doc: dict[str, Any], results: list[ArtifactResult],
     """Budget checks and regressions against --baseline (each recorded in `doc`)."""
     checks: list[Check] = []
     if plan.budgets:
-        from edgemed.bench.budget import check_budgets
+        from edgemed.bench.gate.budget import check_budgets
 
         checks += check_budgets(plan.budgets, results, ref)
         doc["budgets"] = plan.budgets.to_dict()
     if plan.ab_pairs and any(p.rounds for p in plan.ab_pairs):
-        from edgemed.bench.ab import ab_checks
+        from edgemed.bench.gate.ab import ab_checks
 
         checks += ab_checks(plan.ab_pairs, plan.max_slowdown,
                             f"A/B vs {', '.join(str(x) for x in plan.config.ab_baseline or [])}")
         doc["ab"] = _ab_record(plan)
     baseline = plan.config.baseline
     if baseline:
-        from edgemed.bench.compare_runs import regressions
+        from edgemed.bench.report.compare import regressions
 
         if not plan.not_comparable:
             checks += regressions(plan.baseline_results, results, plan.tolerance, f"baseline {baseline}")
@@ -443,7 +443,7 @@ def _comparable(config: BenchConfig, base_doc: dict[str, Any], questions, models
     --strict, else one warning line; the baseline checks are then left out."""
     import sys
 
-    from edgemed.bench.comparable import not_comparable
+    from edgemed.bench.report.comparable import not_comparable
     from edgemed.sysinfo import environment
 
     current = {"environment": environment(with_accelerator=False), "settings": {
@@ -476,7 +476,7 @@ def _measure(job: Job, key: str, work: Path, bar, task, python: Path | None = No
     res_path.unlink(missing_ok=True)
     cmd = python_module("edgemed.bench.worker", str(job_path), str(res_path))
     if python is not None:  # any Python version: the bootstrap instead of -P (3.11+)
-        from edgemed.child import _NO_CWD_BOOTSTRAP
+        from edgemed.process.child import _NO_CWD_BOOTSTRAP
 
         cmd = [str(python), "-c", _NO_CWD_BOOTSTRAP, "edgemed.bench.worker", str(job_path), str(res_path)]
 

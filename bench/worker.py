@@ -127,8 +127,8 @@ def run(job: Job) -> ArtifactResult:
     """Load the artifact, time serving it (latency, pp, tg), then score it (fidelity and accuracy in one pass).
     The result holds what this process measured; what only the parent can see stays at its defaults."""
     from edgemed.bench.artifacts import path_from_run
-    from edgemed.bench.probes import rss_bytes, self_peak_rss_bytes
     from edgemed.data.medmcqa import Question
+    from edgemed.process.probes import rss_bytes, self_peak_rss_bytes
     from edgemed.runtimes.base import open_runtime
 
     config, target = job.config, job.target
@@ -175,7 +175,7 @@ def run(job: Job) -> ArtifactResult:
 
 def _serve(runtime, config, questions, style: str, phases: Phases) -> tuple[Latency, Throughput]:
     """Answer latency and TTFT on MedMCQA prompts, then llama-bench's pp and tg."""
-    from edgemed.bench import throughput
+    from edgemed.bench.measure import throughput
     from edgemed.prompts import get_style
 
     ctx = runtime.context_length
@@ -223,7 +223,7 @@ def _fidelity(job: Job, runtime, questions, style: str, letters: dict[str, Any])
     """Store the reference's log-probs (reference job; its own summary comes from that pass), else compare this
     runtime with them. Each question's letter log-probs are read from its sequence into `letters` (by id), so that
     accuracy needs no second forward pass."""
-    from edgemed.bench import fidelity
+    from edgemed.bench.measure import fidelity
 
     if not job.config.fidelity or job.fidelity_dir is None:
         return None

@@ -100,7 +100,7 @@ def check_known_format(path: Path) -> None:
     path = Path(path)
     if not (path.is_dir() and (path / MANIFEST).exists()):
         return
-    from edgemed.export.gguf_types import parse_format
+    from edgemed.export.gguf.types import parse_format
     from edgemed.registry import FORMATS, can_run, get_format, spec_of
 
     m = read_manifest(path)
@@ -169,7 +169,7 @@ def _check_hashes(folder: Path, m: dict[str, Any]) -> None:
 
 
 def _check_gguf(folder: Path, m: dict[str, Any]) -> None:
-    from edgemed.export.gguf_types import FILE_TYPES, expected_arch, format_name, parse_format
+    from edgemed.export.gguf.types import FILE_TYPES, expected_arch, format_name, parse_format
     from edgemed.gguf_header import read_header
 
     files = sorted(p for p in Path(folder).glob("*.gguf") if not p.name.startswith("."))

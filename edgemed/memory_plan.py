@@ -5,7 +5,7 @@ The estimates are sums of parts a user can check: the weights as the step holds 
 largest batch. Their constants come from measured peaks (docs/measurements.md, the 1B-shape scale check:
 ``scripts/check_1b_scale.sh``); a step is refused only when its estimate is above the machine's memory (RAM, or a
 lower memory-cgroup limit), never on a guess near the line. Models whose shape cannot be read (a hub id not cached
-here) are not estimated: the step runs, and a kill for memory is reported as such (:mod:`edgemed.oom`).
+here) are not estimated: the step runs, and a kill for memory is reported as such (:mod:`edgemed.process.oom`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Need:
 
 def machine_bytes() -> int | None:
     """The memory this process may use: the machine's RAM, or its memory cgroup's limit where that is lower."""
-    from edgemed.oom import cgroup_limit_bytes, machine_memory_bytes
+    from edgemed.process.oom import cgroup_limit_bytes, machine_memory_bytes
 
     total = machine_memory_bytes()
     limit = cgroup_limit_bytes()

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.child import call_in_child
 from edgemed.console import err_console
 from edgemed.errors import BudgetBroken, CheckFailed, EdgemedError
 from edgemed.fsutil import atomic_write_json, try_json
 from edgemed.models import DEFAULT_MODEL
+from edgemed.process.child import call_in_child
 from edgemed.train.config import TrainingFlags
 
 STATE = "pipeline.json"
@@ -115,7 +115,7 @@ class PipelineConfig:
         """The tune step's config (None without --tune), checked now."""
         if not self.tune:
             return None
-        from edgemed.bench.tune_config import TuneConfig
+        from edgemed.bench.tune.config import TuneConfig
 
         if self.formats:
             raise EdgemedError("--tune searches the formats itself; drop --formats (or --tune)")
@@ -131,7 +131,7 @@ class PipelineConfig:
         self.check_training()
         bench = self.bench_config()
         if self.budget is not None:
-            from edgemed.bench.budget import load_budgets
+            from edgemed.bench.gate.budget import load_budgets
 
             load_budgets(self.budget)
         from edgemed.registry import FORMATS, expand_formats, get_format
@@ -219,7 +219,7 @@ def bench_scope(c: PipelineConfig, made: list[str], device: str) -> tuple[list[s
 
 
 def tune_step(c: PipelineConfig, tune_config) -> dict[str, Any]:
-    from edgemed.bench.tune import run_tune
+    from edgemed.bench.tune.run import run_tune
 
     doc = run_tune(c.merged_dir, tune_config)
     return {"exit_code": doc["exit_code"], "choice": doc.get("choice"), "answer": doc["answer"]["text"]}
@@ -340,8 +340,8 @@ def run_steps(out: Path, steps: list[Step], force: bool = False) -> dict[str, An
 
 
 def preload(modules: tuple[str, ...]) -> None:
-    """Import `modules` in this (the parent) process, from which each step is forked (edgemed.child.call_in_child);
-    one that is not installed is left to the step, which says what to install."""
+    """Import `modules` in this (the parent) process, from which each step is forked
+    (edgemed.process.child.call_in_child); one that is not installed is left to the step, which says what to install."""
     import importlib
     import sys
 

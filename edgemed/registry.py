@@ -8,7 +8,7 @@ it, the engine it drives. ``register_runtime`` / ``register_format`` add entries
 Also here, once each: whether a module is importable (:func:`importable`), ``"module:attr"`` loading
 (:func:`load_object`), the "install the extra" message (:func:`install_message`, defined beside the errors in
 :mod:`edgemed.errors` and re-exported here), and the ``gguf-<type>`` names
-(:func:`edgemed.export.gguf_types.parse_format`, used by :func:`get_format` and :func:`spec_of`).
+(:func:`edgemed.export.gguf.types.parse_format`, used by :func:`get_format` and :func:`spec_of`).
 """
 
 from __future__ import annotations
@@ -121,11 +121,11 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
                    "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False,  # files: same as onnx
                    export_memory=3.2, marks=("model.onnx", (b"MatMulInteger",), (b"MatMulNBits",))),
-        FormatSpec("gguf-f16", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
+        FormatSpec("gguf-f16", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
                    "GGUF f16 for llama.cpp", (".gguf",)),
-        FormatSpec("gguf-q8_0", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
+        FormatSpec("gguf-q8_0", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
                    "GGUF q8_0 for llama.cpp", (".gguf",)),
-        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
+        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
                    "GGUF q4_k_m for llama.cpp", (".gguf",)),
         # what edge engineers ship beside GGUF; exported when named (--formats), not by default
         FormatSpec("onnx-int4", "edgemed.export.onnx_int4:OnnxInt4Exporter", "onnxruntime", "onnx-export", "onnx",
@@ -149,7 +149,7 @@ GGUF_TOLERANCE_BY_PREFIX = (
     ("iq4", 2.0), ("q3", 3.0), ("iq3", 3.0), ("q2", 4.0), ("iq2", 4.0), ("iq1", 6.0), ("tq", 6.0),
 )
 # A folder or file without a manifest whose llama.cpp type is unknown is the generic "gguf" format.
-GGUF_ANY = FormatSpec("gguf", "edgemed.export.gguf:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
+GGUF_ANY = FormatSpec("gguf", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
                       "GGUF for llama.cpp (type not recorded)", (".gguf",), has_file("*.gguf"), detect_rank=10)
 
 # Every runtime (a board with only a runtime's extra installed can evaluate and benchmark its formats).
@@ -217,10 +217,11 @@ def format_names() -> list[str]:
     """Every format name a command accepts: the registered formats, ``gguf-<type>`` for every llama.cpp file type
     (the installed llama.cpp's, else llama.h's table) and ``gguf-<type>-imatrix`` where the type takes a matrix, and
     the named sets: what a did-you-mean chooses from."""
-    from edgemed.export.gguf_types import FILE_TYPES, FORMAT_SETS, TAKES_IMATRIX, format_name, matrix_use
+    from edgemed.export.gguf.types import FILE_TYPES, FORMAT_SETS, TAKES_IMATRIX, format_name, matrix_use
 
     try:
-        types = set(load_object("edgemed.export.gguf:ftypes")()) if importable("llama_cpp") else set(FILE_TYPES)
+        ftypes = load_object("edgemed.export.gguf.exporter:ftypes")
+        types = set(ftypes()) if importable("llama_cpp") else set(FILE_TYPES)
     except ImportError:
         types = set(FILE_TYPES)
     gguf = [format_name(t, matrix_use(t) == "needs") for t in sorted(types)]
@@ -236,12 +237,12 @@ def get_format(name: str) -> FormatSpec:
     """A registered format, or ``gguf-<type>`` for any type the installed llama.cpp can quantize to."""
     if name in FORMATS:
         return FORMATS[name]
-    from edgemed.export.gguf_types import parse_format, refusal
+    from edgemed.export.gguf.types import parse_format, refusal
 
     gguf = parse_format(name)  # gguf-<type>-imatrix: calibrated with an importance matrix
     if gguf is not None:
         try:
-            known = load_object("edgemed.export.gguf:ftypes")()
+            known = load_object("edgemed.export.gguf.exporter:ftypes")()
         except ImportError:
             known = {}
         if gguf.ftype in known:
@@ -258,10 +259,10 @@ def get_format(name: str) -> FormatSpec:
 
 def expand_formats(names: list[str] | None) -> list[str] | None:
     """Format names with named sets expanded (``ladder``: gguf-f16 and llama.cpp's type ladder, plain and
-    calibrated; see edgemed.export.gguf_types), duplicates dropped, order kept; None stays None."""
+    calibrated; see edgemed.export.gguf.types), duplicates dropped, order kept; None stays None."""
     if names is None:
         return None
-    from edgemed.export.gguf_types import FORMAT_SETS
+    from edgemed.export.gguf.types import FORMAT_SETS
 
     out: list[str] = []
     for name in names:
@@ -346,7 +347,7 @@ def spec_of(fmt: str) -> FormatSpec:
         return FORMATS[fmt]
     if fmt == GGUF_ANY.name:
         return GGUF_ANY
-    from edgemed.export.gguf_types import PREFIX, parse_format
+    from edgemed.export.gguf.types import PREFIX, parse_format
 
     gguf = parse_format(fmt)  # gguf-<type>-imatrix: the same runtime, calibrated weights
     if gguf is not None:

@@ -237,7 +237,7 @@ def run_export(
     with contextlib.ExitStack() as workers, progress() as bar:
         run.workers = workers.enter_context(_workers(verify, forked))
         task = bar.add_task("export", total=len(specs), visible=show_progress)
-        from edgemed.child import STOP
+        from edgemed.process.child import STOP
 
         def one(spec: FormatSpec) -> None:
             if STOP.is_set():  # the run was interrupted in the other chain's thread

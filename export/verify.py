@@ -3,7 +3,7 @@
 The artifact is loaded by ITS OWN runtime (``open_runtime``) in a subprocess, so a native crash (llama.cpp,
 onnxruntime, bitsandbytes kernels) fails that format's verification instead of the whole export. During an export
 run the subprocesses of transformers artifacts are forked by one server that imported torch, transformers and
-bitsandbytes once (``edgemed.forkserver``: 2-3 s per format instead of 11-13 s on 2 cores). Checks:
+bitsandbytes once (``edgemed.process.forkserver``: 2-3 s per format instead of 11-13 s on 2 cores). Checks:
 
 1. token parity: the verification prompts and a probe with digits, punctuation, non-ASCII text and the
    prompt style's special markers tokenize to the SAME ids as in transformers, and ' A'..' D' are the same
@@ -125,7 +125,7 @@ def transformers_workers(folder: Path):
     """A fork server for the workers of transformers artifacts (hf, bnb-*): it imports torch, transformers and
     bitsandbytes once (starting now, beside the caller's work) instead of each worker importing them afresh.
     Pass it to :func:`verify` for those artifacts only: every other runtime's worker stays a fresh process."""
-    from edgemed.forkserver import ForkServer
+    from edgemed.process.forkserver import ForkServer
 
     return ForkServer(TRANSFORMERS_PRELOAD, Path(folder) / "forkserver.log", env=_worker_env())
 
@@ -133,7 +133,7 @@ def transformers_workers(folder: Path):
 def run_worker(artifact: Path, texts: dict[str, Any], threads: int | None, server=None) -> dict[str, Any]:
     """Load `artifact` with its runtime in a child process (forked by `server`, a :func:`transformers_workers`,
     when given and able) and collect what verification compares."""
-    from edgemed.child import python_module, run_child
+    from edgemed.process.child import python_module, run_child
 
     with tempfile.TemporaryDirectory(prefix="edgemed-verify-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"

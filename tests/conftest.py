@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 def edgemed_cache(tmp_path_factory) -> Path:
     """Build aliases into a per-session cache so tests never read or write the user's model cache. llama.cpp's tools
     stay in the machine's cache (built once per machine, verified by their stamp's sha256 before use)."""
-    from edgemed.llama_tools import CACHE_ENV, cache_base
+    from edgemed.export.gguf.tools import CACHE_ENV, cache_base
 
     os.environ.setdefault(CACHE_ENV, str(cache_base()))  # where they live with the user's EDGEMED_CACHE
     cache = Path(os.environ.get("EDGEMED_TEST_CACHE") or tmp_path_factory.mktemp("edgemed-cache"))
@@ -158,7 +158,7 @@ def memory_cgroup() -> Iterator[Callable[[int], Path]]:
     """``make(mb)``: a new memory cgroup under this process's own, limited to `mb` MiB (swap included), so that the
     kernel OOM-kills what outgrows it; a process joins by writing its pid to ``FOLDER/cgroup.procs``. Skipped
     where no writable memory cgroup exists (root on cgroup v1, or a delegated v2 subtree); removed afterwards."""
-    from edgemed.oom import memory_cgroups
+    from edgemed.process.oom import memory_cgroups
 
     made: list[Path] = []
 

@@ -108,8 +108,8 @@ def test_onnx_and_transformers_graphs_are_checked_against_the_format(tiny_export
 
 
 def test_gguf_file_type_table_is_llama_cpps():
-    from edgemed.export.gguf import ftypes
-    from edgemed.export.gguf_types import FILE_TYPES
+    from edgemed.export.gguf.exporter import ftypes
+    from edgemed.export.gguf.types import FILE_TYPES
 
     known = ftypes()
     assert {k: known[k] for k in FILE_TYPES if k in known} == {k: v for k, v in FILE_TYPES.items() if k in known}
@@ -148,7 +148,7 @@ def test_export_suggests_the_llama_cpp_type(tiny_model, tmp_path):
     ("[[gguf]]\ntypes = ['q4_k_mm']\n", "did you mean 'gguf-q4_k_m'"),
 ])
 def test_grid_values_are_refused_up_front(tmp_path, table, why):
-    from edgemed.bench.tune_config import TuneConfig
+    from edgemed.bench.tune.config import TuneConfig
 
     space = tmp_path / "space.toml"
     space.write_text(table)
@@ -159,7 +159,7 @@ def test_grid_values_are_refused_up_front(tmp_path, table, why):
 @pytest.mark.parametrize("flag, value", [("max_size", "0"), ("max_memory", "0MB"), ("max_p95_ms", "0"),
                                          ("min_tg", 0.0), ("max_kld", float("nan"))])
 def test_every_budget_bound_is_checked(flag, value):
-    from edgemed.bench.tune_config import TuneConfig
+    from edgemed.bench.tune.config import TuneConfig
 
     with pytest.raises(EdgemedError, match=f"--{flag.replace('_', '-')}"):
         TuneConfig(**{flag: value}).validate()
@@ -180,7 +180,7 @@ def test_tune_and_pipeline_refuse_a_bad_grid_with_nothing_written(tiny_model, tm
 
 
 def test_a_contender_failing_in_stage_two_is_never_replaced_in_silence():
-    from edgemed.bench.tune_report import answer
+    from edgemed.bench.tune.report import answer
 
     def rec(name, status, stage, size):
         return {"id": name, "status": status, "stage": stage, "size_bytes": size, "reason": f"{name} why",
@@ -197,7 +197,7 @@ def test_a_contender_failing_in_stage_two_is_never_replaced_in_silence():
 
 # --- importance matrices ----------------------------------------------------------------------------------------------
 def test_imatrix_files_that_are_not_one_are_named_for_what_they_are(tmp_path):
-    from edgemed.export.gguf_imatrix import read_imatrix
+    from edgemed.export.gguf.imatrix import read_imatrix
 
     empty = tmp_path / "empty.gguf"
     empty.write_bytes(b"")
@@ -263,7 +263,7 @@ def test_truncated_onnx_weights_give_one_edgemed_line(tiny_exports, tmp_path):
 # --- a stop reaches every process -------------------------------------------------------------------------------------
 def _session(sid: int) -> list[int]:
     """Live processes of session `sid` (zombies, already dead, left out)."""
-    from edgemed.child import session_members
+    from edgemed.process.child import session_members
 
     alive = []
     for pid in session_members(sid):
@@ -302,7 +302,7 @@ def test_a_stop_kills_compilers_in_groups_of_their_own(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import signal, subprocess, sys
         from pathlib import Path
-        from edgemed.child import run_child
+        from edgemed.process.child import run_child
         from edgemed.errors import Terminated
         def stop(signum, frame):
             raise Terminated(signum)

@@ -217,7 +217,7 @@ def test_ab_on_one_runner_and_suggested_budgets(artifacts, tmp_path, cli):
         assert c["verdict"] == ("pass" if good else "inconclusive" if c["busy"] or not bad else "fail"), c
     text = suggested.read_text()
     assert "[format.gguf-q8_0]" in text and "min_decode_tokens_per_s = " in text and "# gguf-q8_0: measured" in text
-    from edgemed.bench.budget import load_budgets
+    from edgemed.bench.gate.budget import load_budgets
 
     assert load_budgets(suggested).formats["gguf-q8_0"]["min_decode_tokens_per_s"] > 0  # it reads back as budgets
 

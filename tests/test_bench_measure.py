@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgemed.bench.config import BenchConfig
-from edgemed.bench.fidelity import (
+from edgemed.bench.measure.fidelity import (
     Sequence,
     _tail_draws,
     _top_k,
@@ -19,7 +19,7 @@ from edgemed.bench.fidelity import (
     text_sequences,
     token_divergence,
 )
-from edgemed.bench.isolate import measure_child
+from edgemed.process.isolate import measure_child
 
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end:\n    pass\n"
 
@@ -100,7 +100,7 @@ def test_fidelity_text_is_chunked_like_llama_perplexity():
 
 
 def test_pp_and_tg_on_a_real_runtime(tiny_model):
-    from edgemed.bench.throughput import prompt_processing, text_generation
+    from edgemed.bench.measure.throughput import prompt_processing, text_generation
     from edgemed.runtimes.hf import TransformersRuntime
 
     with TransformersRuntime(tiny_model, threads=1, device="cpu", dtype="float32") as rt:
@@ -149,7 +149,7 @@ def test_one_pass_scores_letters_and_fidelity_as_the_two_passes_did(tiny_model, 
     """The bench reads each question's letter log-probs from its fidelity sequence (prompt + answer) instead of a
     second forward pass: the predictions are those of eval's own pass, and every fidelity figure is the one the
     separate passes gave (the reference's own summary included, now read from its storing pass)."""
-    from edgemed.bench.fidelity import compare_with_reference, question_sequences, save_reference
+    from edgemed.bench.measure.fidelity import compare_with_reference, question_sequences, save_reference
     from edgemed.bench.worker import letter_tap
     from edgemed.data import load_questions
     from edgemed.evaluator.run import evaluate

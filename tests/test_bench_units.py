@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from edgemed.bench.compare_runs import pair, regressions
-from edgemed.bench.isolate import measure_child
-from edgemed.bench.junit import to_junit
-from edgemed.bench.plot import pareto_front
+from edgemed.bench.measure.stats import percentile, stdev, summarize
 from edgemed.bench.profiles import estimate, get_profile, load_profiles
 from edgemed.bench.recommend import Constraints, recommend
+from edgemed.bench.render.junit import to_junit
+from edgemed.bench.render.plot import pareto_front
+from edgemed.bench.report.compare import pair, regressions
 from edgemed.bench.results import Accuracy, ArtifactResult, Bandwidth, Failure, Latency, Memory, Throughput
-from edgemed.bench.stats import percentile, stdev, summarize
 from edgemed.bench.units import parse_ms, parse_ratio, parse_size
 from edgemed.errors import EdgemedError
+from edgemed.process.isolate import measure_child
 
 
 def make(name: str, fmt: str = "hf", acc: float = 0.5, p95: float = 100.0, rss_mb: float = 500.0,
@@ -204,7 +204,7 @@ def test_child_exit_code_and_peak_memory(tmp_path):
 
 def test_a_plot_that_fails_is_a_skipped_output_not_a_lost_run(tmp_path, monkeypatch):
     """The numbers are written whatever matplotlib does; the figure's failure is recorded as a skipped output."""
-    from edgemed.bench import outputs, plot
+    from edgemed.bench.render import outputs, plot
 
     def broken(results, path, caption):
         raise ValueError("'yerr' must not contain negative values")
@@ -246,9 +246,9 @@ def worker_result(name: str = "q8") -> ArtifactResult:
 
 
 def test_the_worker_result_crosses_as_json_and_the_parent_only_adds_what_it_measured(tmp_path):
-    from edgemed.bench.isolate import MeasuredOutcome
     from edgemed.bench.protocol import Target
     from edgemed.bench.run import add_outside
+    from edgemed.process.isolate import MeasuredOutcome
 
     sent = json.loads(json.dumps(worker_result().to_dict()))  # what the worker writes to RESULT.json
     got = ArtifactResult.from_dict(sent)
@@ -298,9 +298,9 @@ def restore_metrics():
 
 
 def test_a_new_metric_is_one_metrics_entry_plus_the_workers_typed_field(restore_metrics, tmp_path):
-    from edgemed.bench.budget import check_budgets, load_budgets
-    from edgemed.bench.html import bench_html
-    from edgemed.bench.render import rich_table, to_csv, to_markdown
+    from edgemed.bench.gate.budget import check_budgets, load_budgets
+    from edgemed.bench.render.html import bench_html
+    from edgemed.bench.render.tables import rich_table, to_csv, to_markdown
     from edgemed.bench.results import Metric, add_metric
 
     # the worker's typed field...

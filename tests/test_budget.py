@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgemed.bench.budget import check_budgets, load_budgets
+from edgemed.bench.gate.budget import check_budgets, load_budgets
 from edgemed.bench.results import Accuracy, ArtifactResult, Failure, Latency, Memory
 from edgemed.errors import EdgemedError
 
@@ -26,7 +26,7 @@ def result(name: str, fmt: str, acc: float, p95: float, rss_mb: float, n: int = 
            spread: float = 0.02) -> ArtifactResult:
     """A measured result: `n` questions (Wilson interval), 20 latency samples around `p95` (spread: relative),
     drop = (b, c) discordant counts against the reference."""
-    from edgemed.bench.stats import summarize
+    from edgemed.bench.measure.stats import summarize
     from edgemed.evaluator.metrics import wilson_interval
 
     r = ArtifactResult(name=name, path=name, format=fmt, runtime="x")
@@ -121,7 +121,7 @@ def test_checks_name_value_interval_limit_and_source(tmp_path):
 
 def test_a_point_check_and_an_interval_check_disagree_where_the_noise_is():
     """A tg budget 2% under the mean: the old point check passes it; five noisy repetitions cannot tell."""
-    from edgemed.bench.budget import check_one
+    from edgemed.bench.gate.budget import check_one
 
     r = result("q8", "gguf-q8_0", 0.5, 100, 100)
     r.throughput.tg = {"avg_ts": 50.0, "samples_ts": [44.0, 56.0, 47.0, 53.0, 50.0]}
@@ -135,7 +135,7 @@ def test_a_point_check_and_an_interval_check_disagree_where_the_noise_is():
 
 
 def test_a_busy_machine_makes_a_broken_timing_inconclusive_but_not_a_held_one():
-    from edgemed.bench.budget import check_one
+    from edgemed.bench.gate.budget import check_one
 
     r = result("q8", "gguf-q8_0", 0.5, 100, 100)
     r.machine_load = {"busy": True, "reason": "other processes used 0.9 cores"}
@@ -146,7 +146,7 @@ def test_a_busy_machine_makes_a_broken_timing_inconclusive_but_not_a_held_one():
 
 
 def test_budget_flags_apply_to_every_format_and_name_the_flag(tmp_path):
-    from edgemed.bench.budget import Budgets
+    from edgemed.bench.gate.budget import Budgets
 
     b = load_budgets(write(tmp_path, VALID))
     b.flags["max_p95_ms"] = (250.0, "--max-p95-ms")
@@ -165,7 +165,7 @@ def test_the_example_budgets_file_is_valid_and_uses_the_fidelity_keys():
 
 def test_a_new_metric_with_a_budget_is_one_metrics_entry_plus_the_worker_number(tmp_path, monkeypatch):
     from edgemed.bench import results
-    from edgemed.bench.render import to_csv
+    from edgemed.bench.render.tables import to_csv
 
     monkeypatch.setitem(results.METRICS, "joules", results.Metric(
         "joules", "J/answer", lambda r: r.extra.get("joules"), "min", ".2f", "max_joules", "energy per answer (J)"))

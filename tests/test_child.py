@@ -1,4 +1,4 @@
-"""edgemed.child: the one child-process runner of bench, export verification and GGUF conversion/quantization."""
+"""edgemed.process.child: the one child-process runner of bench, export verification and GGUF conversion."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgemed.child import run_child
+from edgemed.process.child import run_child
 
 
 def test_exit_code_and_last_log_line(tmp_path):
@@ -64,14 +64,14 @@ def _allocate_and_report(mb: int) -> dict:
     import numpy as np
 
     block = np.ones(mb * 2**20, dtype=np.uint8)  # touched: resident in the child
-    from edgemed.bench.probes import self_peak_rss_bytes
+    from edgemed.process.probes import self_peak_rss_bytes
 
     return {"pid": os.getpid(), "peak": self_peak_rss_bytes(), "sum": int(block[:1000].sum())}
 
 
 def test_call_in_child_returns_the_value_and_keeps_the_memory_out_of_the_parent():
-    from edgemed.bench.probes import rss_bytes
-    from edgemed.child import call_in_child
+    from edgemed.process.child import call_in_child
+    from edgemed.process.probes import rss_bytes
 
     before = rss_bytes()
     got = call_in_child(lambda: _allocate_and_report(300), "the test step")
@@ -83,8 +83,8 @@ def test_call_in_child_returns_the_value_and_keeps_the_memory_out_of_the_parent(
 def test_call_in_child_raises_the_childs_error_with_its_class_and_exit_code():
     import pytest
 
-    from edgemed.child import call_in_child
     from edgemed.errors import CheckFailed, EdgemedError, MissingDependency
+    from edgemed.process.child import call_in_child
 
     def fails():
         raise CheckFailed("export failed for onnx-int8")
@@ -105,8 +105,8 @@ def test_call_in_child_says_how_a_child_died_without_an_answer():
 
     import pytest
 
-    from edgemed.child import call_in_child
     from edgemed.errors import EdgemedError
+    from edgemed.process.child import call_in_child
 
     with pytest.raises(EdgemedError, match=r"the merge step ended without a result \(killed by SIGKILL\)"):
         call_in_child(lambda: os.kill(os.getpid(), signal.SIGKILL), "the merge step")
@@ -119,7 +119,7 @@ def test_stop_set_by_another_thread_ends_the_child_at_once(tmp_path):
 
     import pytest
 
-    from edgemed import child
+    from edgemed.process import child
 
     pidfile = tmp_path / "child.pid"
     code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"

@@ -12,7 +12,7 @@ from edgemed.bench.results import Accuracy, ArtifactResult, Latency, Memory, Thr
 
 
 def test_t_quantiles_and_mean_interval():
-    from edgemed.bench.stats import mean_interval, t975
+    from edgemed.bench.measure.stats import mean_interval, t975
 
     assert t975(1) == 12.706 and t975(4) == 2.776 and t975(30) == 2.042
     assert t975(31) == pytest.approx(2.0395, abs=1e-3) and t975(120) == pytest.approx(1.9799, abs=1e-3)
@@ -22,7 +22,7 @@ def test_t_quantiles_and_mean_interval():
 
 
 def test_quantile_interval_by_order_statistics():
-    from edgemed.bench.stats import quantile_interval
+    from edgemed.bench.measure.stats import quantile_interval
 
     xs = list(range(1, 21))
     assert quantile_interval(xs, 0.5) == (6, 15)  # the textbook 95% ranks of a median of 20
@@ -38,7 +38,7 @@ def test_quantile_interval_by_order_statistics():
 
 def _measured(name: str, fmt: str, tg: list[float], p95: float = 100.0, kld: tuple | None = None) -> ArtifactResult:
     samples = [p95 * (0.95 + 0.05 * i / 19) for i in range(20)]
-    from edgemed.bench.stats import summarize
+    from edgemed.bench.measure.stats import summarize
 
     r = ArtifactResult(name=name, path=name, format=fmt, runtime="llama.cpp")
     r.accuracy = Accuracy(accuracy=0.5, n=100, ci_low=0.40, ci_high=0.60)
@@ -53,7 +53,7 @@ def _measured(name: str, fmt: str, tg: list[float], p95: float = 100.0, kld: tup
 
 
 def test_suggested_budgets_sit_outside_the_interval_and_say_why(tmp_path):
-    from edgemed.bench.budget import check_budgets, load_budgets, suggest_budgets
+    from edgemed.bench.gate.budget import check_budgets, load_budgets, suggest_budgets
 
     r = _measured("q8", "gguf-q8_0", [48.0, 50.0, 52.0, 49.0, 51.0], kld=(0.02, 0.015, 0.025))
     text = suggest_budgets([r], 0.10, "hf", "runs/bench/bench.json")
@@ -75,7 +75,7 @@ def test_suggested_budgets_sit_outside_the_interval_and_say_why(tmp_path):
 
 
 def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():
-    from edgemed.bench.ab import Pair, ab_checks, ratio_interval
+    from edgemed.bench.gate.ab import Pair, ab_checks, ratio_interval
     from edgemed.bench.protocol import Target
 
     ratio, low, high = ratio_interval([50.0, 52.0, 49.0], [37.0, 39.5, 36.5])
@@ -94,7 +94,7 @@ def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():
 
 
 def test_ab_kld_ratio_comes_from_both_intervals():
-    from edgemed.bench.ab import kld_ratio
+    from edgemed.bench.gate.ab import kld_ratio
 
     a = _measured("baseline-q4", "gguf-q4_k_m", [50.0] * 3, kld=(0.10, 0.09, 0.11))
     b = _measured("q4", "gguf-q4_k_m", [50.0] * 3, kld=(0.20, 0.18, 0.22))
@@ -104,7 +104,7 @@ def test_ab_kld_ratio_comes_from_both_intervals():
 
 
 def test_ab_pairs_by_format_and_refuses_an_unpaired_baseline():
-    from edgemed.bench.ab import baseline_targets, pair_targets
+    from edgemed.bench.gate.ab import baseline_targets, pair_targets
     from edgemed.bench.protocol import Target
     from edgemed.errors import EdgemedError
 
@@ -136,7 +136,7 @@ def _doc(cpu: str = "Intel Xeon", threads: int = 2, ids: str = "abc", model: str
 
 
 def test_a_baseline_from_another_machine_model_or_question_set_is_named():
-    from edgemed.bench.comparable import not_comparable
+    from edgemed.bench.report.comparable import not_comparable
 
     assert not_comparable(_doc(), _doc()) == []
     [machine] = not_comparable(_doc(cpu="AMD EPYC"), _doc())

@@ -225,7 +225,7 @@ def test_any_llama_cpp_type_exports_as_gguf_type(tiny_model, tmp_path):
 
 
 def test_missing_converter_is_reported_with_the_fix(monkeypatch, tmp_path):
-    from edgemed.export.gguf import GgufExporter
+    from edgemed.export.gguf.exporter import GgufExporter
 
     monkeypatch.setenv("EDGEMED_HF2GGUF", str(tmp_path / "nowhere"))
     reason = GgufExporter("gguf-f16").available()
@@ -273,7 +273,7 @@ def test_gguf_converter_takes_relative_paths(tiny_model, tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from edgemed.export.gguf import convert
+    from edgemed.export.gguf.exporter import convert
 
     shutil.copytree(tiny_model, tmp_path / "model")
     (tmp_path / "out").mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgemed.forkserver import ForkServer
+from edgemed.process.forkserver import ForkServer
 
 HELPER = textwrap.dedent("""
     import os, sys, time

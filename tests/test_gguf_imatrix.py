@@ -1,7 +1,7 @@
 """Calibrated GGUF (gguf-<type>-imatrix) and the llama.cpp type ladder, on the tiny model with real tools.
 
 llama-imatrix and llama-quantize are llama.cpp's own, built once from the installed llama-cpp-python's sources
-(edgemed.llama_tools; the first test that needs them builds all four tools, then they are cached per machine).
+(edgemed.export.gguf.tools; the first test that needs them builds all four tools, then they are cached per machine).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def calibrated(merged, tmp_path_factory) -> tuple[Path, list[dict]]:
 
 
 def test_ladder_and_calibrated_names_resolve():
-    from edgemed.export.gguf_types import LADDER_TYPES
+    from edgemed.export.gguf.types import LADDER_TYPES
     from edgemed.registry import expand_formats, get_format, gguf_tolerance, spec_of
 
     ladder = expand_formats(["ladder"])
@@ -86,7 +86,7 @@ def test_pipeline_accepts_the_ladder_and_refuses_a_bad_name_before_training(tmp_
 
 def test_matrix_text_is_the_training_side_with_answers(merged):
     from edgemed.data import load_questions
-    from edgemed.export.gguf_imatrix import training_text
+    from edgemed.export.gguf.imatrix import training_text
     from edgemed.lineage import read_lineage
     from edgemed.prompts import get_style, question_block
 
@@ -146,7 +146,7 @@ def test_calibrated_file_differs_from_plain_and_runs(calibrated, merged, tmp_pat
 
 
 def test_given_matrix_and_tensor_type_overrides(calibrated, merged, tmp_path):
-    from edgemed.export.gguf import tensor_types
+    from edgemed.export.gguf.exporter import tensor_types
 
     out, _ = calibrated
     given = out / "gguf-q4_k_m-imatrix" / "model-q4_k_m.imatrix"
@@ -185,7 +185,7 @@ def test_truncated_or_foreign_matrix_is_refused_before_any_work(calibrated, merg
 
 
 def test_matrix_of_another_model_is_refused(calibrated, tmp_path):
-    from edgemed.export.gguf_imatrix import check_fits, read_imatrix
+    from edgemed.export.gguf.imatrix import check_fits, read_imatrix
 
     out, _ = calibrated
     matrix = out / "gguf-q4_k_m-imatrix" / "model-q4_k_m.imatrix"
@@ -226,7 +226,7 @@ def test_malformed_gguf_header_is_refused_naming_the_file(calibrated, tmp_path):
 
 
 def test_build_without_cmake_or_compiler_says_what_to_install(monkeypatch, tmp_path):
-    from edgemed import llama_tools
+    from edgemed.export.gguf import tools as llama_tools
 
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no cmake, no cc, no c++
     monkeypatch.delenv("CC", raising=False)

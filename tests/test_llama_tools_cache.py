@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edgemed import llama_tools
+from edgemed.export.gguf import tools as llama_tools
 
 VERSION = "0.0.0+edgemed.test"
 CMAKE = """cmake_minimum_required(VERSION 3.14)
@@ -112,7 +112,7 @@ def test_a_failed_build_leaves_no_entry_and_names_its_log(standin):
 
 
 def test_concurrent_builders_build_once_and_agree(standin):
-    script = (f"import sys, edgemed.llama_tools as t; t.llama_cpp_version = lambda: {VERSION!r}; "
+    script = (f"import sys, edgemed.export.gguf.tools as t; t.llama_cpp_version = lambda: {VERSION!r}; "
               "p = t.ensure_tools(say=lambda s: print('SAID', s, file=sys.stderr)); print(p['llama-bench'])")
     env = {**os.environ, llama_tools.CACHE_ENV: str(standin)}
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

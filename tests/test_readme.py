@@ -207,7 +207,7 @@ def _scratch(tmp_path: Path) -> Path:
 def test_info_lists_the_board_profiles(tmp_path):
     """`edgemed info` shows every profile of the bundled profiles.toml (the 4 GB Pi 5 too) with its board and
     memory, on the console and in info.json, and says that its figures are estimates."""
-    from edgemed.bench.budget import tomllib_module
+    from edgemed.bench.gate.budget import tomllib_module
 
     toml = tomllib_module().loads((REPO / "bench" / "profiles.toml").read_text(encoding="utf-8"))
     proc = run_cli("info", "--out", tmp_path, timeout=300)

@@ -200,9 +200,9 @@ def test_adding_a_runtime_is_one_module_and_one_entry(tmp_path, monkeypatch, scr
 
 def test_runtime_facts_live_in_the_registry():
     """Engines, extras, tune names and the reference format: one table each, the registry's."""
-    from edgemed.bench.tune_space import RUNTIMES as TUNE_RUNTIMES
-    from edgemed.bench.tune_stage1 import BASE_OF
-    from edgemed.export.gguf_types import format_name, parse_format
+    from edgemed.bench.tune.space import RUNTIMES as TUNE_RUNTIMES
+    from edgemed.bench.tune.stage1 import BASE_OF
+    from edgemed.export.gguf.types import format_name, parse_format
     from edgemed.registry import RUNTIMES, engine_of, is_reference, reference_format
 
     assert {n: s.engine for n, s in RUNTIMES.items()} == {

@@ -246,8 +246,8 @@ def _render(paths: list[Path]) -> dict:
 
     from rich.console import Console
 
-    from edgemed.bench.html_report import report_html
-    from edgemed.bench.report import build_report, rich_report, to_markdown
+    from edgemed.bench.report.document import build_report, rich_report, to_markdown
+    from edgemed.bench.report.html import report_html
 
     doc = build_report(paths, 0.1)
     to_markdown(doc)
@@ -361,7 +361,7 @@ def _flipped(doc: dict) -> dict:
 
 
 def test_bench_html_content(run_a):
-    from edgemed.bench.html import bench_html
+    from edgemed.bench.render.html import bench_html
     from edgemed.bench.results import ArtifactResult
 
     page = (run_a / "bench.html").read_text()
@@ -438,7 +438,7 @@ def _ten_artifacts(doc: dict) -> dict:
 
 @needs_chromium
 def test_plot_labels_do_not_overlap_at_ten_artifacts(run_a, tmp_path):
-    from edgemed.bench.html import bench_html
+    from edgemed.bench.render.html import bench_html
     from edgemed.bench.results import ArtifactResult
 
     doc = _ten_artifacts(_doc(run_a))
@@ -451,7 +451,7 @@ def test_plot_labels_do_not_overlap_at_ten_artifacts(run_a, tmp_path):
 
 
 def test_label_placement_avoids_markers_and_labels():
-    from edgemed.bench.html_svg import label_box, place_labels
+    from edgemed.bench.render.svg import label_box, place_labels
 
     pts = [(100 + 3 * i, 100 + 2 * i, f"gguf-q4_k_m-{i}") for i in range(10)]  # a tight cluster
     placed = place_labels(pts, (0, 0, 600, 400))

@@ -276,7 +276,7 @@ def test_gguf_package_and_converter_coexist(ggufs, tiny_model):
     import gguf
     from transformers import AutoModelForCausalLM
 
-    from edgemed.export.gguf import converter_path
+    from edgemed.export.gguf.exporter import converter_path
 
     assert Path(gguf.__file__).resolve().parent.parent != converter_path().parent.resolve()
     model = AutoModelForCausalLM.from_pretrained(str(ggufs), gguf_file="f16.gguf")
@@ -287,7 +287,7 @@ def test_gguf_package_and_converter_coexist(ggufs, tiny_model):
 def test_smollm2_q4_k_m_has_real_k_quants_and_decodes(smollm2_model, tmp_path):
     """The tiny model's widths all fall back to legacy types; SmolLM2's FFN (1536) gets real Q4_K/Q6_K blocks,
     the kernels the repacking crash was in. Decode with them, out of process."""
-    from edgemed.export.gguf import convert, quantize, tensor_types
+    from edgemed.export.gguf.exporter import convert, quantize, tensor_types
 
     convert(smollm2_model, tmp_path / "f16.gguf", "f16")
     quantize(tmp_path / "f16.gguf", tmp_path / "q4_k_m.gguf", "q4_k_m", threads=2)

@@ -40,7 +40,7 @@ def _last_line(proc: subprocess.CompletedProcess) -> str:
 
 # --- the grid -----------------------------------------------------------------------------------------------------
 def test_bundled_grid_expands_every_family_without_hand_listing():
-    from edgemed.bench.tune_space import expand, load_space
+    from edgemed.bench.tune.space import expand, load_space
 
     cands = expand(load_space(None), ["gguf", "onnx", "openvino"])
     ids = [c.id for c in cands]
@@ -55,7 +55,7 @@ def test_bundled_grid_expands_every_family_without_hand_listing():
 
 
 def test_grid_levels_types_and_refusals(tmp_path):
-    from edgemed.bench.tune_space import expand, load_space
+    from edgemed.bench.tune.space import expand, load_space
 
     path = tmp_path / "s.toml"
     path.write_text('ladder = ["q4_0", "q4_1", "q5_0", "q8_0", "f16"]\n[[gguf]]\ntypes = ["q4_1", "q4_k_m", '
@@ -84,7 +84,7 @@ def test_grid_levels_types_and_refusals(tmp_path):
     ("[[gguf\n", "not valid TOML"),
 ])
 def test_bad_space_files_are_refused(tmp_path, text, why):
-    from edgemed.bench.tune_space import check_available, expand, load_space
+    from edgemed.bench.tune.space import check_available, expand, load_space
 
     path = tmp_path / "s.toml"
     path.write_text(text)
@@ -93,7 +93,7 @@ def test_bad_space_files_are_refused(tmp_path, text, why):
 
 
 def test_unknown_exporter_setting_is_refused():
-    from edgemed.bench.tune_space import Candidate, check_available
+    from edgemed.bench.tune.space import Candidate, check_available
 
     with pytest.raises(EdgemedError, match="unknown setting"):
         check_available([Candidate(id="x", format="onnx-int4", runtime="onnx", settings={"block": 32})])
@@ -107,7 +107,7 @@ def _rec(name, size, lo, hi, runtime="gguf"):
 
 
 def test_interval_verdicts():
-    from edgemed.bench.tune_rules import OUTSIDE, STRADDLES, WITHIN, lower_budget, upper_budget
+    from edgemed.bench.tune.rules import OUTSIDE, STRADDLES, WITHIN, lower_budget, upper_budget
 
     assert upper_budget((0.1, 0.2), 0.2) == WITHIN
     assert upper_budget((0.21, 0.3), 0.2) == OUTSIDE
@@ -118,7 +118,7 @@ def test_interval_verdicts():
 
 
 def test_prune_outside_straddling_and_dominated():
-    from edgemed.bench.tune import prune
+    from edgemed.bench.tune.run import prune
 
     budgets = {"max_kld": 0.2}
     recs = [_rec("small-good", 80, 0.10, 0.12), _rec("big-worse", 90, 0.14, 0.16), _rec("outside", 70, 0.25, 0.3),
@@ -139,7 +139,7 @@ def test_prune_outside_straddling_and_dominated():
 
 
 def test_prune_keeps_everything_for_latency_and_tg():
-    from edgemed.bench.tune import prune
+    from edgemed.bench.tune.run import prune
 
     recs = [_rec("a", 80, 0.10, 0.12), _rec("b", 90, 0.14, 0.16)]
     for objective in ("latency", "tg"):
@@ -150,7 +150,7 @@ def test_prune_keeps_everything_for_latency_and_tg():
 def test_cluster_interval_widens_with_correlated_tokens():
     import numpy as np
 
-    from edgemed.bench.tune_rules import cluster_interval
+    from edgemed.bench.tune.rules import cluster_interval
 
     values = np.repeat([0.0, 1.0] * 5, 20)  # ten sequences, each all 0 or all 1
     lo, hi = cluster_interval(values, np.repeat(np.arange(10), 20))
@@ -159,7 +159,7 @@ def test_cluster_interval_widens_with_correlated_tokens():
 
 
 def test_stage_two_stops_for_what_cannot_win():
-    from edgemed.bench.tune_rules import cannot_beat
+    from edgemed.bench.tune.rules import cannot_beat
 
     assert cannot_beat(110e6, 100e6, "size") and not cannot_beat(101e6, 100e6, "size")  # 2% is a tie
     assert not cannot_beat(500e6, 100e6, "tg") and not cannot_beat(500e6, 100e6, "latency")

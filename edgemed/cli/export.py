@@ -57,7 +57,7 @@ def export(
     settings = None
     if int8_isa != "auto" and (formats is None or "onnx-int8" in formats):
         settings = {"onnx-int8": {"kernel": int8_isa}}
-    from edgemed.export.gguf import gguf_settings
+    from edgemed.export.gguf.exporter import gguf_settings
     from edgemed.registry import FORMATS, expand_formats
 
     gguf = gguf_settings(expand_formats(formats) or [n for n, s in FORMATS.items() if s.default], imatrix=imatrix,

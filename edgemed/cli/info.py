@@ -82,10 +82,10 @@ def _gguf_types_table(console) -> list[dict]:
     """The llama.cpp types as gguf-<type> formats: which need, benefit from or ignore an importance matrix."""
     from rich.table import Table
 
-    from edgemed.export.gguf_types import type_rows
+    from edgemed.export.gguf.types import type_rows
 
     try:
-        from edgemed.export.gguf import ftypes
+        from edgemed.export.gguf.exporter import ftypes
 
         known: list[str] | None = list(ftypes())
     except ImportError:  # no llama-cpp-python: the types edgemed's tables know
@@ -105,7 +105,7 @@ def profile_rows() -> list[dict]:
     """One row per board profile of the bundled profiles.toml: its name and aliases, the board, its RAM (the name's
     size suffix) and the usable memory, threads and copy bandwidth the bench's estimates assume."""
     from edgemed.bench.profiles import load_profiles
-    from edgemed.bench.report_profiles import _family_and_gb
+    from edgemed.bench.report.profiles import _family_and_gb
 
     return [{"profile": p.name, "aliases": list(p.aliases), "board": p.description.partition(" (")[0],
              "ram_gb": _family_and_gb(p.name)[1], "memory_ceiling_gb": p.memory_ceiling_gb, "threads": p.threads,

@@ -21,7 +21,7 @@ def report(runs: list[Path], out: Path | None = None, tolerance: str | None = No
     from rich.console import Console
     from rich.markup import escape
 
-    from edgemed.bench.report import build_report, change_line, rich_report, to_markdown
+    from edgemed.bench.report.document import build_report, change_line, rich_report, to_markdown
     from edgemed.bench.units import parse_ratio
     from edgemed.console import console
 
@@ -57,7 +57,7 @@ def report(runs: list[Path], out: Path | None = None, tolerance: str | None = No
     elif tol is not None and not regressed:
         console.print(f"[green]no regression beyond the noise bands ({tol:.0%} or 2 standard errors)[/green]")
     if out is not None:
-        from edgemed.bench.html_report import report_html
+        from edgemed.bench.report.html import report_html
         from edgemed.fsutil import atomic_write_json, atomic_write_text
 
         out = Path(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgemed.bench.tune_config import TuneConfig
+from edgemed.bench.tune.config import TuneConfig
 
 
 def tune(merged: Path, config: TuneConfig) -> int:
@@ -13,6 +13,6 @@ def tune(merged: Path, config: TuneConfig) -> int:
     Args:
         merged: the merged model folder (edgemed merge), or a pipeline run folder (its merged/ inside).
     """
-    from edgemed.bench.tune import run_tune
+    from edgemed.bench.tune.run import run_tune
 
     return int(run_tune(merged, config)["exit_code"])

@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.machine_load import BUSY_CORES, machine_cpu_seconds  # the bench's own threshold
 from edgemed.fsutil import atomic_write_text
+from edgemed.process.machine_load import BUSY_CORES, machine_cpu_seconds  # the bench's own threshold
 from edgemed.sysinfo import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]  # scripts/dev/ -> the repo

@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N sequences")
     args = ap.parse_args()
 
-    from edgemed.bench.fidelity import reference_sequences
+    from edgemed.bench.measure.fidelity import reference_sequences
     from edgemed.runtimes.base import log_softmax_rows, open_runtime
     from edgemed.sysinfo import cpu_flags
 

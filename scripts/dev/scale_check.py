@@ -39,8 +39,8 @@ from typing import Any, TextIO
 
 import psutil
 
-from edgemed.bench.probes import TreeSampler, self_peak_rss_bytes
 from edgemed.fsutil import atomic_write_json, atomic_write_text, try_json
+from edgemed.process.probes import TreeSampler, self_peak_rss_bytes
 
 SCHEMA = 1
 STEPS = ["train", "merge", "export", "bench"]
@@ -75,7 +75,7 @@ def short_name(cmdline: list[str]) -> str:
             return _module_name(args[i + 1], args[i + 2:])
         if arg == "-c":
             code, rest = (args[i + 1] if i + 1 < len(args) else ""), args[i + 2:]
-            if "runpy.run_module" in code and rest:  # edgemed.child.python_module's bootstrap before Python 3.11
+            if "runpy.run_module" in code and rest:  # child.python_module's bootstrap before Python 3.11
                 return _module_name(rest[0], rest[1:])
             return "python (multiprocessing)" if "multiprocessing" in code else "python -c"
         if arg in ("-X", "-W"):
@@ -96,7 +96,7 @@ def _module_name(module: str, rest: list[str]) -> str:
 
 
 class TreeMonitor:
-    """RSS of a process and each of its descendants, read by edgemed.bench.probes.TreeSampler (the bench's own
+    """RSS of a process and each of its descendants, read by edgemed.process.probes.TreeSampler (the bench's own
     sampler), kept per process with each one's name; the descendant list (and the names) are refreshed every
     `refresh_s`."""
 
@@ -505,7 +505,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
-    from edgemed.child import python_module
+    from edgemed.process.child import python_module
 
     args.out.mkdir(parents=True, exist_ok=True)
     earlier: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,1 @@
+"""Many bench runs read back and compared: ``edgemed report``, run-to-run deltas and comparability."""

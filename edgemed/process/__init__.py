@@ -1,0 +1,1 @@
+"""Child processes: running and isolating work, the fork server, OOM detection, probes and machine load."""
