@@ -49,11 +49,11 @@ class ScriptedRuntime(Runtime):
         return Generation(text=text, prompt_tokens=len(prompt), new_tokens=3, ttft_s=0.001, total_s=0.002)
 
     # answers are scripted whole by generate() above, so the per-token primitives are never reached
-    def _prefill(self, ids):
+    def prefill(self, ids):
         raise AssertionError("scripted runtime: generate() is scripted whole")
 
-    _decode = _prefill
-    sequence_logprobs = _prefill
+    decode = prefill
+    sequence_logprobs = prefill
     vocab_size = 5  # the four letters and the rest
 
     def detokenize(self, ids) -> str:

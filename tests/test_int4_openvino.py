@@ -149,11 +149,11 @@ def test_generation_matches_between_runtimes(exported):
     prompt = "<|im_start|>user\nName a beta blocker.<|im_end|>\n<|im_start|>assistant\n"
     with OnnxRuntime(out / "onnx", threads=1) as rt:
         ids = rt.tokenize(prompt)
-        a = rt._prefill(ids)
-        a2 = rt._decode(int(np.argmax(a)))
+        a = rt.prefill(ids)
+        a2 = rt.decode(int(np.argmax(a)))
     with OpenVinoRuntime(out / "openvino-int8", threads=1) as rt:
-        b = rt._prefill(ids)
-        b2 = rt._decode(int(np.argmax(a)))
+        b = rt.prefill(ids)
+        b2 = rt.decode(int(np.argmax(a)))
     assert np.argmax(a) == np.argmax(b) and np.abs(a - b).max() < 0.5 and np.abs(a2 - b2).max() < 0.5
 
 

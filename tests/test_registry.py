@@ -115,10 +115,10 @@ TOY_RUNTIME = textwrap.dedent(r'''
         def sequence_logprobs(self, ids):
             return log_softmax_rows(np.tile(self.logits, (len(ids), 1)))
 
-        def _prefill(self, ids):
+        def prefill(self, ids):
             return self.logits
 
-        def _decode(self, token):
+        def decode(self, token):
             return self.logits
 
         def is_end(self, token):

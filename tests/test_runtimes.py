@@ -97,8 +97,8 @@ def test_onnx_sequence_logprobs_match_transformers(onnx_dir, tiny_model):
         assert rt.vocab_size == got.shape[1]
         # the last row is what next_token_logprobs and a fresh prefill see
         assert np.abs(got[-1] - rt.next_token_logprobs([PROMPTS[2]])[0]).max() < 1e-4
-        first = rt._prefill(ids)
-        assert first.dtype == np.float32 and rt._decode(ids[0]).dtype == np.float32
+        first = rt.prefill(ids)
+        assert first.dtype == np.float32 and rt.decode(ids[0]).dtype == np.float32
     assert got.dtype == np.float32 and got.shape == (len(ids), rt.vocab_size)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).eval()
     with torch.inference_mode():

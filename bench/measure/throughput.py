@@ -38,7 +38,7 @@ def prompt_processing(runtime, n_prompt: int, repetitions: int, warmup: int, see
     seconds = []
     for rep in range(warmup + repetitions):
         start = time.perf_counter()
-        runtime._prefill(ids)
+        runtime.prefill(ids)
         elapsed = time.perf_counter() - start
         if rep >= warmup:
             seconds.append(elapsed)
@@ -48,13 +48,13 @@ def prompt_processing(runtime, n_prompt: int, repetitions: int, warmup: int, see
 def text_generation(runtime, n_gen: int, repetitions: int, warmup: int, seed: int = 1) -> dict[str, Any]:
     ids = random_tokens(runtime.vocab_size, n_gen, seed)
     for _ in range(warmup):
-        runtime._prefill(ids[:1])
-        runtime._decode(ids[1])
+        runtime.prefill(ids[:1])
+        runtime.decode(ids[1])
     seconds = []
     for _ in range(repetitions):
         start = time.perf_counter()
-        runtime._prefill(ids[:1])
+        runtime.prefill(ids[:1])
         for token in ids[1:]:
-            runtime._decode(token)
+            runtime.decode(token)
         seconds.append(time.perf_counter() - start)
     return _result(0, n_gen, n_gen, seconds)

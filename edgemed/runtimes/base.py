@@ -71,11 +71,11 @@ class Runtime(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def _prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int]) -> np.ndarray:
         """Start a fresh sequence with `ids`; return the float32 logits of the next token (no float64 copy)."""
 
     @abc.abstractmethod
-    def _decode(self, token: int) -> np.ndarray:
+    def decode(self, token: int) -> np.ndarray:
         """Append one token to the current sequence; return the float32 logits of the next token."""
 
     @abc.abstractmethod
@@ -151,13 +151,13 @@ class Runtime(abc.ABC):
         yielded too and ends the stream; a consumer may stop early (a stop string, a client gone) by not asking
         for more, and no further token is computed."""
         rng = np.random.default_rng(seed)
-        logits = self._prefill(ids)
+        logits = self.prefill(ids)
         for step in range(max_new_tokens):
             token = pick_token(logits, temperature, top_p, rng)
             yield token, logits
             if self.is_end(token) or step == max_new_tokens - 1:
                 return
-            logits = self._decode(token)
+            logits = self.decode(token)
 
     @property
     def manifest(self) -> dict[str, Any]:

@@ -90,13 +90,13 @@ class TransformersRuntime(Runtime):
                 self.model.forward).parameters else {}
         return self._keep
 
-    def _prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int]) -> np.ndarray:
         from transformers import DynamicCache
 
         self._cache = DynamicCache()
         return self._logits_after(ids)
 
-    def _decode(self, token: int) -> np.ndarray:
+    def decode(self, token: int) -> np.ndarray:
         return self._logits_after([token])
 
     def detokenize(self, ids: list[int]) -> str:

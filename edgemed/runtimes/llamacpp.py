@@ -203,7 +203,7 @@ class LlamaCppRuntime(Runtime):
         return self._template_tokens
 
     # --- model ----------------------------------------------------------------------------------
-    def _decode(self, token: int) -> np.ndarray:
+    def decode(self, token: int) -> np.ndarray:
         return self._eval([token])
 
     def _check_room(self, n: int) -> None:
@@ -250,14 +250,14 @@ class LlamaCppRuntime(Runtime):
         self._clear_cache()  # what is cached no longer matches llm.input_ids
         return log_softmax_rows(rows, out=rows)
 
-    def _prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()  # the next eval drops every cached position from 0 on
         if not ids:
             raise EdgemedError("empty prompt: llama.cpp needs at least one token")
         return self._eval(ids)
 
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
-        rows = [np.array(self._prefill(self.tokenize(prompt)), dtype=np.float32) for prompt in prompts]
+        rows = [np.array(self.prefill(self.tokenize(prompt)), dtype=np.float32) for prompt in prompts]
         return log_softmax_rows(np.stack(rows)).astype(np.float64) if rows else np.zeros((0, self.n_vocab))
 
     def is_end(self, token: int) -> bool:

@@ -223,13 +223,13 @@ class OnnxRuntime(Runtime):
         logits = out[0][0, -1]
         return logits if logits.dtype == np.float32 else logits.astype(np.float32)
 
-    def _prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int]) -> np.ndarray:
         if not ids:
             raise EdgemedError("empty prompt: onnxruntime needs at least one token")
         self._past, self._length = self._empty_past(1), 0
         return self._step(ids)
 
-    def _decode(self, token: int) -> np.ndarray:
+    def decode(self, token: int) -> np.ndarray:
         return self._step([token])
 
     # --- reporting --------------------------------------------------------------------------------

@@ -198,12 +198,12 @@ class OpenVinoRuntime(Runtime):
         logits = self._run(np.asarray([ids], dtype=np.int64), self._ones(self._length), fresh)[0, -1]
         return logits.astype(np.float32)  # a copy: the output tensor is reused by the next infer
 
-    def _prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int]) -> np.ndarray:
         if not ids:
             raise EdgemedError("empty prompt: OpenVINO needs at least one token")
         return self._step(ids, fresh=True)
 
-    def _decode(self, token: int) -> np.ndarray:
+    def decode(self, token: int) -> np.ndarray:
         return self._step([token], fresh=False)
 
     # --- reporting --------------------------------------------------------------------------------
