@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from edgemed.errors import EdgemedError
+from edgemed.gguf_header import read_header
 from edgemed.registry import runtime_module
 from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
 
-GGUF_MAGIC = b"GGUF"
 _PARAMS_LOCK = threading.Lock()
 _OMP_POLICY: str | None = None  # OMP_WAIT_POLICY in force when llama.cpp was loaded in this process
 
@@ -48,7 +48,13 @@ def _load_llama_cpp():
 
 
 def gguf_file(path: Path) -> Path:
-    """The .gguf file of an artifact (the file itself, or the single .gguf in its folder)."""
+    """The .gguf file of an artifact (the file itself, or the single .gguf in its folder), its header checked."""
+    return open_gguf(path)[0]
+
+
+def open_gguf(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The .gguf file of an artifact and its header (:func:`edgemed.gguf_header.read_header`): a malformed header
+    (bad magic, cut short, counts past the end) is refused naming the file, before llama.cpp reads it."""
     path = Path(path)
     if path.is_file():
         found = path
@@ -60,51 +66,16 @@ def gguf_file(path: Path) -> Path:
                 if files else f"{path} has no .gguf file; export one with 'edgemed export --formats gguf-q4_k_m'"
             )
         found = files[0]
-    from edgemed.gguf_header import read_header
-
-    read_header(found)  # a malformed header (bad magic, cut short, counts past the end) is refused naming the file
-    return found
+    return found, read_header(found)
 
 
 FLOAT_FILE_TYPES = (0, 1, 32)  # llama_ftype ALL_F32, MOSTLY_F16, MOSTLY_BF16
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
 
-def gguf_file_type(path: Path) -> int | None:
-    """``general.file_type`` from a GGUF header (None when absent or unreadable), without loading the model."""
-    import struct
-
-    def read(fh, fmt):
-        size = struct.calcsize(fmt)
-        return struct.unpack(fmt, fh.read(size))[0]
-
-    def skip(fh, vtype):
-        if vtype == 8:
-            fh.seek(read(fh, "<Q"), 1)
-        elif vtype == 9:
-            etype, count = read(fh, "<I"), read(fh, "<Q")
-            if etype in _GGUF_SCALARS:
-                fh.seek(struct.calcsize(_GGUF_SCALARS[etype]) * count, 1)
-            else:
-                for _ in range(count):
-                    skip(fh, etype)
-        else:
-            fh.seek(struct.calcsize(_GGUF_SCALARS[vtype]), 1)
-
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(4) != GGUF_MAGIC or read(fh, "<I") < 2:
-                return None
-            read(fh, "<Q")  # tensors
-            for _ in range(read(fh, "<Q")):
-                key = fh.read(read(fh, "<Q")).decode("utf-8", errors="replace")
-                vtype = read(fh, "<I")
-                if key == "general.file_type" and vtype in _GGUF_SCALARS:
-                    return int(read(fh, _GGUF_SCALARS[vtype]))
-                skip(fh, vtype)
-    except (OSError, struct.error, KeyError, ValueError):
-        return None
-    return None
+def file_type_of(header: dict[str, Any]) -> int | None:
+    """``general.file_type`` of a GGUF header (None when the file does not say)."""
+    value = header["kv"].get("general.file_type")
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def cpu_has_amx() -> bool:
@@ -141,10 +112,10 @@ class LlamaCppRuntime(Runtime):
         import llama_cpp.llama_cpp as lib
 
         self.lib = lib
-        self.file = gguf_file(self.path)
+        self.file, header = open_gguf(self.path)
         repack = options.get("repack")
         self.amx = cpu_has_amx()
-        self.file_type = gguf_file_type(self.file)
+        self.file_type = file_type_of(header)
         quantized = self.file_type not in FLOAT_FILE_TYPES
         self.repack = not (self.amx and quantized) if repack is None else bool(repack)
         self.flash_attn = str(options.get("flash_attn", "auto"))
