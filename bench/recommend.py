@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgemed.bench.results import ArtifactResult, tail_latency
-from edgemed.bench.units import fmt_bytes
+from edgemed.fsutil import fmt_bytes
 
 ALPHA = 0.05
 SIZE_TIE = 0.02

@@ -49,13 +49,3 @@ def parse_ratio(text: str | int | float, what: str = "tolerance") -> float:
         raise EdgemedError(f"{what} '{text}' must be a finite ratio of 0 or more; write it like 10% or 0.1")
     return value
 
-
-def fmt_bytes(n: float | None) -> str:
-    """``123.4 MB`` style (decimal units, like file managers and the size constraints)."""
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} GB"  # pragma: no cover

@@ -188,6 +188,18 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def fmt_bytes(n: float | None, missing: str = "-") -> str:
+    """A byte count as people read it: ``123.4 MB`` (decimal units, like file managers and the size budgets);
+    `missing` for None."""
+    if n is None:
+        return missing
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
 MIN_FREE_BYTES = 1 << 20  # an output folder with less free space than this is refused before the work starts
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.units import fmt_bytes
-from edgemed.fsutil import atomic_write_text
+from edgemed.fsutil import atomic_write_text, fmt_bytes
 from edgemed.registry import PLOT_EXTRA, install_message
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemed.fsutil import fmt_bytes
+
 WITHIN, OUTSIDE, STRADDLES = "within", "outside", "straddles"
 SIZE_TIE = 0.02  # as bench.recommend: sizes and memory within 2% are a tie
 
@@ -64,8 +66,6 @@ def stage1_verdicts(m: dict[str, Any], budgets: dict[str, Any]) -> dict[str, str
 
 def describe_break(name: str, m: dict[str, Any], budgets: dict[str, Any]) -> str:
     """One phrase naming the budget and the number that broke (or did not clear) it."""
-    from edgemed.bench.units import fmt_bytes
-
     if name == "max_kld":
         lo, hi = m["kld_ci"]
         return f"mean KLD {m['kld_mean']:.4f} [{lo:.4f}-{hi:.4f}] vs budget {budgets['max_kld']:g}"
@@ -95,8 +95,6 @@ def dominator(c: dict[str, Any], others: list[dict[str, Any]], objective: str) -
 def stage2_breaks(r: dict[str, Any], budgets: dict[str, Any], rejected: list[str]) -> list[str]:
     """The budgets a fully benched candidate breaks or does not clear: the bench's own exclusions (`rejected`, from
     edgemed.bench.recommend) plus the interval rules, the size budget and tg."""
-    from edgemed.bench.units import fmt_bytes
-
     out = [why for why in rejected if not why.startswith("fits, but")]
     fid = r.get("fidelity") or {}
     if budgets.get("max_kld") is not None:

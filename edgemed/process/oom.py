@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgemed.fsutil import fmt_bytes
+
 VMSTAT = Path("/proc/vmstat")
 
 
@@ -37,17 +39,17 @@ def describe(peak_rss_sampled: int | None = None, peak_rss_kernel: int | None = 
     parts = ["the kernel's OOM killer"]
     peaks = []
     if peak_rss_sampled:
-        peaks.append(f"{_size(peak_rss_sampled)} sampled")
+        peaks.append(f"{fmt_bytes(peak_rss_sampled)} sampled")
     if peak_rss_kernel:
-        peaks.append(f"{_size(peak_rss_kernel)} by the kernel's count")
+        peaks.append(f"{fmt_bytes(peak_rss_kernel)} by the kernel's count")
     if peaks:
         parts.append("peak RSS " + ", ".join(peaks))
     total = machine_memory_bytes()
     if total:
-        where = f"this machine has {_size(total)}"
+        where = f"this machine has {fmt_bytes(total)}"
         limit = cgroup_limit_bytes()
         if limit and limit < total:
-            where += f", its memory cgroup allows {_size(limit)}"
+            where += f", its memory cgroup allows {fmt_bytes(limit)}"
         parts.append(where)
     return f"killed: out of memory ({'; '.join(parts)})"
 
@@ -79,10 +81,6 @@ def cgroup_limit_bytes() -> int | None:
 
 def _plausible(limit: int | None) -> int | None:
     return limit if limit is not None and limit < 1 << 60 else None  # v1 writes "unlimited" as ~2**63
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def _field(path: Path, key: str) -> int | None:
