@@ -85,7 +85,8 @@ class BenchConfig:
         ab_threads: CPU threads of the --ab-baseline side (default: --threads), to gate a change of thread count.
         ab_rounds: A/B round pairs (A then B) per pair of artifacts, at least 2 (more narrow the ratio's interval).
         max_slowdown: the A/B slowdown a candidate may show, relative to its baseline, e.g. 5% or 0.05.
-        baseline: an earlier bench.json; latency up, throughput down or accuracy down beyond --tolerance fails.
+        baseline: an earlier bench.json; latency up, throughput down or accuracy down beyond --tolerance and beyond
+            the noise of the two runs' 95% intervals fails (beyond --tolerance, within the noise: inconclusive).
         tolerance: allowed relative regression against --baseline, e.g. 10% or 0.1.
         strict: exit 2 when --baseline cannot be compared with this run (measured on another machine, of another
             base model or on another question set) instead of a warning that leaves the baseline checks out.

@@ -11,9 +11,9 @@ import math
 from html import escape
 from typing import Any
 
+from edgemed.bench.metrics import METRICS, TABLE_COLUMNS, cell, format_value
 from edgemed.bench.render.svg import Point, agreement_svg, kld_svg, scatter_svg, style_of
-from edgemed.bench.report.runs import cell
-from edgemed.bench.results import METRICS, TABLE_COLUMNS, ArtifactResult, format_value, tail_latency
+from edgemed.bench.results import ArtifactResult, tail_latency
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 CSS = """
@@ -118,24 +118,16 @@ def kv(items: list[tuple[str, Any]]) -> str:
 
 # --- bench.html -------------------------------------------------------------------------------------------
 def _metric_cell(r: ArtifactResult, key: str, best: dict[str, float]) -> dict[str, Any]:
-    if key == "other_cpu_cores":
-        v = r.metric(key)
-        badge = '<span class="badge">BUSY</span>' if r.busy else ""
-        return td(escape(format_value(key, v)) + badge, v, "num busy" if r.busy else "num",
-                  str(r.machine_load.get("reason") or ""))
-    c = cell(r, key) or {}
-    v = c.get("value")
-    text = escape(format_value(key, v) if c.get("stand_in") is None else c["text"])
-    if c.get("interval"):
-        lo, hi = c["interval"]
-        text += f' <span class="ci">[{lo:.2f}-{hi:.2f}]</span>' if key == "accuracy" else \
-            f' <span class="ci">[{lo:.3g} to {hi:.3g}]</span>'
-    elif c.get("sd") is not None:
-        text += f' <span class="ci">±{c["sd"]:.1f}</span>'
-    cls = "num" + (" best" if key in best and v == best[key] else "") + (" busy" if c.get("busy") else "")
-    if c.get("busy"):
+    """A bench.html cell from the one cell rule (:func:`edgemed.bench.metrics.cell`): the spread in grey, the BUSY
+    mark as a badge, the value sorted on and marked where it is the column's best."""
+    c = cell(r, key)
+    text = escape(c.shown) + (f' <span class="ci">{escape(c.spread.strip())}</span>' if c.spread else "")
+    cls = "num" + (" best" if key in best and c.value == best[key] else "") + (" busy" if c.busy else "")
+    title = ""
+    if c.busy:
         text += '<span class="badge">BUSY</span>'
-    return td(text, v, cls, "measured while other processes used the CPU" if c.get("busy") else "")
+        title = f"measured while other processes used the CPU ({r.machine_load.get('reason') or 'busy'})"
+    return td(text, c.value, cls, title)
 
 
 def bench_table(results: list[ArtifactResult], ref: str | None) -> str:

@@ -7,7 +7,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from edgemed.bench.results import METRICS, TABLE_COLUMNS, ArtifactResult, format_value
+from edgemed.bench.metrics import METRICS, TABLE_COLUMNS, cell
+from edgemed.bench.results import ArtifactResult
 
 
 def best_per_column(results: list[ArtifactResult], columns: Sequence[str] = TABLE_COLUMNS) -> dict[str, float]:
@@ -19,23 +20,6 @@ def best_per_column(results: list[ArtifactResult], columns: Sequence[str] = TABL
         if better and len(values) > 1:
             best[key] = min(values) if better == "min" else max(values)
     return best
-
-
-def _cell(r: ArtifactResult, key: str) -> str:
-    value = r.metric(key)
-    text = format_value(key, value)
-    if key == "accuracy" and value is not None and r.accuracy.ci_low is not None:
-        text += f" [{r.accuracy.ci_low:.2f}-{r.accuracy.ci_high:.2f}]"
-    elif key == "kld" and value is not None and r.metric("kld_low") is not None:
-        text += f" ±{(r.metric('kld_high') - r.metric('kld_low')) / 2:.5f}"
-    elif key == "answer_p95_ms" and value is None and r.metric("answer_max_ms") is not None:
-        text = f"max {format_value('answer_max_ms', r.metric('answer_max_ms'))}"  # too few samples for a p95
-    elif key in ("prefill_tps", "decode_tps") and value is not None:
-        sd = r.metric(f"{key}_sd")
-        text += f" ±{sd:.1f}" if sd is not None else ""
-    elif key == "other_cpu_cores" and r.machine_load:
-        text = ("BUSY " if r.busy else "") + text
-    return text
 
 
 def rich_table(results: list[ArtifactResult], title: str = "edgemed bench", reference: str | None = None):
@@ -55,7 +39,7 @@ def rich_table(results: list[ArtifactResult], title: str = "edgemed bench", refe
             continue
         cells = []
         for key in TABLE_COLUMNS:
-            text = _cell(r, key)
+            text = cell(r, key).text
             value = r.metric(key)
             cells.append(f"[bold green]{text}[/bold green]" if key in best and value == best[key] else text)
         table.add_row(name, r.format, *cells)
@@ -166,7 +150,7 @@ def _md_table(results: list[ArtifactResult], ref: str | None) -> list[str]:
             continue
         cells = []
         for key in TABLE_COLUMNS:
-            text = _cell(r, key)
+            text = cell(r, key).text
             cells.append(f"**{text}**" if key in best and r.metric(key) == best[key] else text)
         lines.append(_md_row([name, r.format, *cells]))
     return lines

@@ -3,23 +3,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from edgemed.bench.gate.budget import Check
-from edgemed.bench.results import METRICS, ArtifactResult, format_value
+from edgemed.bench.metrics import METRICS, format_value, regression_metrics
+from edgemed.bench.results import ArtifactResult
 from edgemed.errors import EdgemedError
 
-# metric -> the direction that is a regression
-REGRESSION_METRICS: dict[str, str] = {
-    "answer_p95_ms": "up",
-    "ttft_ms": "up",
-    "tpot_ms": "up",
-    "decode_tps": "down",
-    "prefill_tps": "down",
-    "peak_rss_mb": "up",
-    "accuracy": "down",
-}
+Z95 = 1.959963984540054
+NOISE_Z = 2.0  # a change within twice the standard error of the difference is noise
 
 
 def load_run(path: Path, flag: str = "") -> tuple[dict[str, Any], list[ArtifactResult]]:
@@ -87,8 +81,6 @@ _SKIP_KEYS = frozenset({"predictions", "earlier_attempts", "runtime_info", "weig
 
 
 def _number(v: Any) -> bool:
-    import math
-
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -177,28 +169,72 @@ def deltas(before: ArtifactResult | None, after: ArtifactResult | None,
     return out
 
 
+def standard_error(r: ArtifactResult, key: str) -> float | None:
+    """A metric's standard error from its 95% interval (:attr:`Metric.interval`, the one the budgets are decided
+    on): half its width over 1.96; None where the run holds no spread for it (or the metric has no interval)."""
+    metric = METRICS[key]
+    try:
+        ci = metric.interval(r) if metric.interval is not None and r.ok else None
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, ZeroDivisionError):
+        return None
+    return (ci[1] - ci[0]) / (2 * Z95) if ci is not None and all(math.isfinite(x) for x in ci) else None
+
+
+def noise_band(before: ArtifactResult, after: ArtifactResult, key: str, tolerance: float) -> float | None:
+    """How far a metric may move between two runs and still count as unchanged: the larger of `tolerance` times the
+    earlier value and :data:`NOISE_Z` standard errors of the difference (both runs' intervals); None where either
+    run did not measure it."""
+    b = before.metric(key) if before.ok else None
+    if b is None or (after.metric(key) if after.ok else None) is None:
+        return None
+    ses = [standard_error(x, key) for x in (before, after)]
+    return max(tolerance * abs(b), NOISE_Z * math.sqrt(sum(s * s for s in ses if s is not None)))
+
+
 def regressions(before: list[ArtifactResult], after: list[ArtifactResult], tolerance: float,
                 source: str) -> list[Check]:
-    """A Check per artifact x regression metric: fails when the change goes the bad way by more than `tolerance`."""
+    """A Check per artifact x regression metric (:func:`edgemed.bench.metrics.regression_metrics`), decided on the
+    runs' intervals: ``fail`` (regressed) when the change goes the bad way beyond the tolerance and beyond the noise
+    band (:func:`noise_band`), ``inconclusive`` when it is beyond the tolerance but within the noise (a timing can
+    then be measured again), ``pass`` when it stays within the tolerance."""
     checks: list[Check] = []
     for b, a in pair(before, after):
-        if a is None:
-            continue
-        if b is None:
-            continue  # new artifact: nothing to regress from
+        if a is None or b is None:
+            continue  # a new artifact has nothing to regress from
         if not a.ok:
             reason = a.failure.message if a.failure else "failed"
             checks.append(Check(a.name, a.format, "baseline", None, None, False, f"not measured: {reason}", source))
             continue
-        for key, bad in REGRESSION_METRICS.items():
+        for key in regression_metrics():
             d = deltas(b, a, (key,))[key]
-            if d["relative"] is None:
-                continue
-            worse = d["relative"] > tolerance if bad == "up" else d["relative"] < -tolerance
-            limit = d["before"] * (1 + tolerance if bad == "up" else 1 - tolerance)
-            label = METRICS[key].label
-            text = (f"{label} {format_value(key, d['before'])} -> {format_value(key, d['after'])} "
-                    f"({d['relative']:+.1%}, tolerance {tolerance:.0%})")
-            checks.append(Check(a.name, a.format, f"baseline:{key}", limit, d["after"], not worse,
-                                ("regressed: " if worse else "") + text, source))
+            if d["relative"] is not None:
+                checks.append(_regression(b, a, key, d, tolerance, source))
     return checks
+
+
+def _regression(b: ArtifactResult, a: ArtifactResult, key: str, d: dict[str, Any], tolerance: float,
+                source: str) -> Check:
+    metric = METRICS[key]
+    up_is_bad = metric.better == "min"
+    worse_by = d["change"] if up_is_bad else -d["change"]
+    band = noise_band(b, a, key, tolerance)
+    verdict = "pass" if worse_by <= tolerance * abs(d["before"]) else "fail" if worse_by > band else "inconclusive"
+    busy = metric.timing and (a.busy or b.busy)
+    text = (f"{metric.label} {format_value(key, d['before'])} -> {format_value(key, d['after'])} "
+            f"({d['relative']:+.1%}, tolerance {tolerance:.0%}, noise band ±{format_value(key, band)})")
+    if verdict == "fail":
+        text = "regressed: " + text
+    elif verdict == "inconclusive":
+        text += ": beyond the tolerance, within the noise of the two runs' 95% intervals"
+    if busy:
+        text += "; measured on a busy machine: not comparable with a quiet run"
+    try:
+        ci = metric.interval(a) if metric.interval is not None else None
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, ZeroDivisionError):
+        ci = None
+    limit = d["before"] * (1 + tolerance if up_is_bad else 1 - tolerance)
+    return Check(a.name, a.format, f"baseline:{key}", limit, d["after"], verdict == "pass", text, source,
+                 verdict=verdict, low=ci[0] if ci else None, high=ci[1] if ci else None,
+                 interval_rule=f"a change beyond the tolerance and beyond {NOISE_Z:g} standard errors of the "
+                               f"difference regresses; each run's from its {metric.interval_rule}",
+                 busy=busy, rerunnable=metric.timing)

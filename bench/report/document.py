@@ -10,23 +10,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.report.compare import deltas
+from edgemed.bench.metrics import METRICS, cell, report_columns
+from edgemed.bench.report.compare import NOISE_Z, deltas
 from edgemed.bench.report.profiles import OFF_BY, profile_checks
 from edgemed.bench.report.runs import (
     DEFAULT_TOLERANCE,
-    NOISE_Z,
-    REPORT_COLUMNS,
-    TIMING,
     Row,
     Run,
-    cell,
     changes,
     load_runs,
     machine_name,
     merge_rows,
     regressions_of,
 )
-from edgemed.bench.results import METRICS
+from edgemed.bench.results import ArtifactResult
 
 SCHEMA = 1
 KLD_KEYS = ("kld_median", "kld_p90", "kld_p99", "kld_max", "kld_mean")
@@ -58,6 +55,11 @@ def _machines(runs: list[Run]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+def _cell(r: ArtifactResult | None, key: str) -> dict[str, Any] | None:
+    """A report cell (:func:`edgemed.bench.metrics.cell`); None where the run did not measure the artifact."""
+    return cell(r, key).to_dict() if r is not None else None
+
+
 def _row_entry(row: Row, runs: list[Run]) -> dict[str, Any]:
     present = [run for run in runs if run.label in row.cells]
     first, last = row.cells[present[0].label], row.cells[present[-1].label]
@@ -67,7 +69,7 @@ def _row_entry(row: Row, runs: list[Run]) -> dict[str, Any]:
         "names": {label: r.name for label, r in row.cells.items()},
         "paths": {label: r.path for label, r in row.cells.items()},
         "status": {label: r.status for label, r in row.cells.items()},
-        "cells": {run.label: {k: cell(row.cells.get(run.label), k) for k in REPORT_COLUMNS} for run in runs},
+        "cells": {run.label: {k: _cell(row.cells.get(run.label), k) for k in report_columns()} for run in runs},
         "kld_distribution": {label: {k: (r.fidelity or {}).get(k) for k in KLD_KEYS}
                              for label, r in row.cells.items() if r.ok and r.fidelity},
         # the first run that has it -> the last
@@ -84,8 +86,8 @@ def build_report(paths: list[Path], tolerance: float | None = None) -> dict[str,
     return {
         "tool": "edgemed report", "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tolerance": tol, "tolerance_given": tolerance is not None, "noise_z": NOISE_Z,
-        "columns": [{"key": k, "label": METRICS[k].label, "better": METRICS[k].better, "timing": k in TIMING}
-                    for k in REPORT_COLUMNS],
+        "columns": [{"key": k, "label": METRICS[k].label, "better": METRICS[k].better, "timing": METRICS[k].timing}
+                    for k in report_columns()],
         "runs": [_run_entry(r) for r in runs],
         "machines": _machines(runs),
         "artifacts": [_row_entry(row, runs) for row in rows],

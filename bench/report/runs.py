@@ -5,8 +5,9 @@ artifact recognised by its weights' sha256 whatever its path, one column group p
   measured copy bandwidth, llama.cpp's system info, OS and the commit. Runs whose hardware part is the same
   (:data:`HARDWARE_KEYS`) are the same machine.
 - Runs of one machine, in the order they were made, are compared each with the one before
-  (:func:`compare_pair`): a change counts only beyond its noise band, the larger of the relative tolerance (the
-  bench's ``--tolerance`` logic) and twice the standard error of the difference from the runs' own samples; a
+  (:func:`compare_pair`) on the report's columns (the metrics' ``report_column``): a change counts only beyond its
+  noise band (:func:`edgemed.bench.report.compare.noise_band`, the rule ``bench --baseline`` decides on: the larger
+  of the relative tolerance and twice the standard error of the difference, from each run's 95% interval); a
   timing measured on a busy machine keeps its busy flag on the change (flagged, not hidden).
 - A board profile's estimates (``--profile`` on one machine) are put beside the board's own measurement where
   that board is in the report (:mod:`edgemed.bench.report.profiles`).
@@ -18,24 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.report.compare import deltas, load_run
-from edgemed.bench.results import METRICS, ArtifactResult, format_value
+from edgemed.bench.metrics import METRICS, format_value, report_columns
+from edgemed.bench.report.compare import deltas, load_run, noise_band
+from edgemed.bench.results import ArtifactResult
 from edgemed.errors import EdgemedError
 
-# The per-run columns of the report, in METRICS' terms; their intervals and busy flags travel with them.
-REPORT_COLUMNS = ("accuracy", "kld", "answer_p95_ms", "ttft_ms", "prefill_tps", "decode_tps", "peak_rss_mb")
-# Metrics measured as time: a busy machine spoils them (the busy flag is kept on these cells); each Metric says so.
-TIMING = frozenset(key for key, metric in METRICS.items() if metric.timing)
 # What makes two runs the same machine (the rest of the fingerprint is shown, not matched).
 HARDWARE_KEYS = ("cpu", "isa", "cores_physical", "cores_logical", "ram_gb", "arch", "board", "emulated")
 DEFAULT_TOLERANCE = 0.10  # the bench's own --tolerance default
-NOISE_Z = 2.0  # a change within twice the standard error of the difference is noise
-Z95 = 1.959963984540054
 
 
 @dataclass
@@ -150,59 +145,6 @@ def merge_rows(runs: list[Run]) -> list[Row]:
     return list(rows.values())
 
 
-def interval(r: ArtifactResult, key: str) -> tuple[float, float] | None:
-    """The 95% interval a metric comes with (accuracy: Wilson; KLD: cluster-robust), else None."""
-    if key == "accuracy" and r.accuracy.ci_low is not None and r.accuracy.ci_high is not None:
-        return r.accuracy.ci_low, r.accuracy.ci_high
-    if key == "kld":
-        ci = (r.fidelity or {}).get("kld_ci")
-        if isinstance(ci, list | tuple) and len(ci) == 2 and None not in ci:
-            return float(ci[0]), float(ci[1])
-    return None
-
-
-def standard_error(r: ArtifactResult, key: str) -> float | None:
-    """The standard error of a metric from the run's own samples (None: no spread recorded)."""
-    ci = interval(r, key)
-    if ci is not None:
-        return (ci[1] - ci[0]) / (2 * Z95)
-    summary = {"answer_p95_ms": r.latency.answer_ms, "answer_p50_ms": r.latency.answer_ms,
-               "ttft_ms": r.latency.ttft_ms}.get(key)
-    if summary is not None:
-        sd, n = summary.get("stdev"), summary.get("count")
-        return sd / math.sqrt(n) if sd is not None and n else None
-    test = {"prefill_tps": r.throughput.pp, "decode_tps": r.throughput.tg}.get(key)
-    if test:
-        sd, n = test.get("stddev_ts"), len(test.get("samples_ts") or [])
-        return sd / math.sqrt(n) if sd is not None and n else None
-    return None
-
-
-def cell(r: ArtifactResult | None, key: str) -> dict[str, Any] | None:
-    """One report cell: value, its interval or spread, the busy flag where it concerns the metric, the text."""
-    if r is None:
-        return None
-    if not r.ok:
-        return {"value": None, "failed": True, "text": "FAILED", "busy": False}
-    value = r.metric(key)
-    out: dict[str, Any] = {"value": value, "busy": key in TIMING and r.busy}
-    ci = interval(r, key)
-    text = format_value(key, value)
-    if ci is not None and value is not None:
-        out["interval"] = list(ci)
-        text += f" [{ci[0]:.2f}-{ci[1]:.2f}]" if key == "accuracy" else f" ±{(ci[1] - ci[0]) / 2:.5f}"
-    if key in ("prefill_tps", "decode_tps") and value is not None:
-        sd = r.metric(f"{key}_sd")
-        if sd is not None:
-            out["sd"] = sd
-            text += f" ±{sd:.1f}"
-    if key == "answer_p95_ms" and value is None and r.metric("answer_max_ms") is not None:
-        out["value"], out["stand_in"] = r.metric("answer_max_ms"), "max (fewer than 20 samples)"
-        text = f"max {format_value('answer_max_ms', out['value'])}"
-    out["text"] = text + (" BUSY" if out["busy"] else "")
-    return out
-
-
 # --- changes between runs of one machine ---------------------------------------------------------------------
 def change(before: ArtifactResult | None, after: ArtifactResult | None, key: str, tol: float) -> dict[str, Any]:
     """before/after/change/relative, the noise band, a verdict (same, better, worse, not measured) and whether a
@@ -210,16 +152,13 @@ def change(before: ArtifactResult | None, after: ArtifactResult | None, key: str
     d = deltas(before, after, (key,))[key]
     if d["change"] is None:
         return {**d, "band": None, "verdict": "not measured", "busy": False}
-    b = d["before"]
-    ses = [standard_error(x, key) for x in (before, after)]
-    se = math.sqrt(sum(s * s for s in ses if s is not None))
-    band = max(tol * abs(b), NOISE_Z * se)
+    band = noise_band(before, after, key, tol)
     if abs(d["change"]) <= band or METRICS[key].better is None:
         verdict = "same"
     else:
         up_is_better = METRICS[key].better == "max"
         verdict = "better" if (d["change"] > 0) == up_is_better else "worse"
-    return {**d, "band": band, "verdict": verdict, "busy": key in TIMING and (before.busy or after.busy)}
+    return {**d, "band": band, "verdict": verdict, "busy": METRICS[key].timing and (before.busy or after.busy)}
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], keys: list[str]) -> dict[str, list[Any]]:
@@ -239,7 +178,7 @@ def compare_pair(earlier: Run, later: Run, rows: list[Row], tol: float) -> dict[
             continue
         items.append({"key": row.key, "name": row.name, "format": row.format,
                       "status": [b.status, a.status],
-                      "metrics": {k: change(b, a, k, tol) for k in REPORT_COLUMNS}})
+                      "metrics": {k: change(b, a, k, tol) for k in report_columns()}})
     verdicts = [m["verdict"] for it in items for m in it["metrics"].values()]
     busy = sum(m["busy"] for it in items for m in it["metrics"].values())
     fp_keys = ["cpu", "isa", "ram_gb", "os", "llama_cpp_system_info", "commit", "commit_dirty"]
