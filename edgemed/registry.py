@@ -1,32 +1,47 @@
 """Format and runtime registry: a name maps to ``"module:Class"``, imported only when used.
 
 Adding a format is one exporter module, one runtime (or an existing one) and one entry here: the entry holds
-every per-format fact (exporter, runtime, extras, verification tolerance, weight files, detection rule). Adding a
-runtime is one runtime module and one :class:`RuntimeSpec` here: its class, what it imports, the extra that installs
-it, the engine it drives. ``register_runtime`` / ``register_format`` add entries from outside (a plugin, a test).
+every per-format fact (exporter, runtime, extras, verification tolerance and route, export chain, weight files,
+detection rule, whether it is exported by default). Adding a runtime is one runtime module and one
+:class:`RuntimeSpec` here: its class, what it imports, the extra that installs it, the engine it drives and how to
+ask that engine for a CUDA GPU. ``register_runtime`` / ``register_format`` add entries from outside (a plugin, a
+test).
 
-Also here, once each: whether a module is importable (:func:`importable`), ``"module:attr"`` loading
-(:func:`load_object`), the "install the extra" message (:func:`install_message`, defined beside the errors in
-:mod:`edgemed.errors` and re-exported here), and the ``gguf-<type>`` names
-(:func:`edgemed.export.gguf.types.parse_format`, used by :func:`get_format` and :func:`spec_of`).
+Also here: the ``gguf-<type>`` names (:func:`edgemed.export.gguf.types.parse_format`, used by :func:`get_format` and
+:func:`spec_of`) and what an engine cannot do for a model architecture (:data:`ARCHITECTURE_LIMITS`). Whether a
+module is importable, ``"module:attr"`` loading and the `train` extra live in :mod:`edgemed.optional` (re-exported
+here), the "install the extra" message beside the errors (:func:`edgemed.errors.install_message`).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
-from collections.abc import Callable, Iterable
+import importlib.metadata
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
-from edgemed.errors import EdgemedError, MissingDependency, install_message  # noqa: F401 (re-exported)
+from edgemed.errors import EdgemedError, install_message
+from edgemed.fsutil import read_json
+from edgemed.optional import (  # noqa: F401 (re-exported: the registry's callers import them from here)
+    DATA_EXTRA,
+    PLOT_EXTRA,
+    TRAIN_EXTRA,
+    TRAIN_NEEDS,
+    importable,
+    load_object,
+    missing_modules,
+    require_module,
+    require_train,
+)
 
 
 @dataclass(frozen=True)
 class RuntimeSpec:
     """Every per-runtime fact: its class, what it imports, the extra that installs it alone (a board install), the
-    engine whose GPU support decides the device, and how edgemed tune names it."""
+    engine whose GPU support decides the device and how to ask it, and how edgemed tune names it."""
 
     name: str  # what manifests record as "runtime"
     runtime: str  # "module:Class", a edgemed.runtimes.base.Runtime
@@ -36,6 +51,9 @@ class RuntimeSpec:
     cuda_fix: str = ""  # how to get a build of the engine that uses a CUDA GPU ("": it runs on the CPU here)
     tune_name: str = ""  # its name in edgemed tune's --runtimes and --space tables ("": not tuned)
     builds_on: str = ""  # the format every tune candidate of this runtime is built from (its exporter's sibling)
+    # "module:function" -> bool: whether the engine sees a CUDA GPU here, called only where `needs` import (cheap:
+    # no model is loaded). "": the engine never uses one (edgemed.resources.gpus asks every runtime's probe).
+    gpu_probe: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,15 @@ class FormatSpec:
     # type): (file, must hold one of, must hold none of). The manifest check reads it to refuse a folder whose files
     # are another format's (an int8 graph under an int4 manifest); None: nothing to check beyond the hashes.
     marks: tuple[str, tuple[bytes, ...], tuple[bytes, ...]] | None = None
+    # Where edgemed export runs it (edgemed.export.run): "first" before the others, in the export process (the
+    # transformers formats: they read the merged model as it is and share one fork server for their verification);
+    # "beside" in a second thread beside the "main" chain where the memory plan allows (llama.cpp's converter and
+    # quantizer: subprocesses of mostly one core each, while ONNX holds one core for long stretches).
+    export_chain: Literal["first", "beside", "main"] = "main"
+    # How its verification worker starts: "forkserver" forked from a server that imported torch, transformers and
+    # bitsandbytes once (edgemed.export.verify.transformers_workers: 2-3 s instead of 11-13 s per format on 2 cores);
+    # "process" a fresh process (its runtime imports what it needs itself).
+    verify_route: Literal["forkserver", "process"] = "process"
 
 
 def has_file(pattern: str) -> Callable[[Path], bool]:
@@ -85,8 +112,6 @@ def _quantized(key: str | None) -> Callable[[Path], bool]:
     """A transformers folder whose config.json quantization_config sets `key` (None: no quantization)."""
 
     def rule(path: Path) -> bool:
-        from edgemed.fsutil import read_json
-
         config = path / "config.json"
         if not config.is_file():
             return False
@@ -103,43 +128,48 @@ _ONNX = (".onnx", ".onnx_data", ".onnx.data")
 _OPENVINO = (".bin",)  # the IR's weights (the .xml is the graph)
 _OV_INT4 = (b'element_type="u4"', b'element_type="i4"')
 _OV_INT8 = (b'element_type="u8"', b'element_type="i8"')
+_TRANSFORMERS = {"runtime": "transformers", "export_chain": "first", "verify_route": "forkserver",
+                 "weight_suffixes": (".safetensors",)}
+_BNB = {**_TRANSFORMERS, "extra": "bnb", "run_extra": "bnb", "needs": ("bitsandbytes",), "export_memory": 1.5,
+        "cpu_fallback": _BNB_ON_CPU}
+_ONNX_EXPORT = {"runtime": "onnxruntime", "extra": "onnx-export", "run_extra": "onnx", "weight_suffixes": _ONNX,
+                "export_memory": 3.2}
+_GGUF = {"exporter": "edgemed.export.gguf.exporter:GgufExporter", "runtime": "llama.cpp", "extra": "gguf",
+         "run_extra": "gguf", "weight_suffixes": (".gguf",), "export_chain": "beside"}
+_OV = {"runtime": "openvino", "extra": "openvino-export", "run_extra": "openvino", "weight_suffixes": _OPENVINO,
+       "default": False, "export_memory": 3.0}
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in [
-        FormatSpec("hf", "edgemed.export.hf:HFExporter", "transformers", "train", "train", 1e-4,
-                   "merged model, safetensors (reference)", (".safetensors",), _quantized(None), reference=True,
-                   detect_rank=90),  # any transformers folder: tried last
-        FormatSpec("bnb-int8", "edgemed.export.bnb:BnbInt8Exporter", "transformers", "bnb", "bnb", 0.75,
-                   "bitsandbytes LLM.int8", (".safetensors",), _quantized("load_in_8bit"), rows_independent=False,
-                   needs=("bitsandbytes",), detect_rank=30, export_memory=1.5, cpu_fallback=_BNB_ON_CPU),
-        FormatSpec("bnb-nf4", "edgemed.export.bnb:BnbNf4Exporter", "transformers", "bnb", "bnb", 2.5,
-                   "bitsandbytes 4-bit NF4", (".safetensors",), _quantized("load_in_4bit"), needs=("bitsandbytes",),
-                   detect_rank=40, export_memory=1.5, cpu_fallback=_BNB_ON_CPU),
-        FormatSpec("onnx", "edgemed.export.onnx:OnnxExporter", "onnxruntime", "onnx-export", "onnx", 1e-3,
-                   "ONNX with KV cache (Optimum)", _ONNX, has_file("model.onnx"), detect_rank=20, export_memory=3.2,
+        FormatSpec(name="hf", exporter="edgemed.export.hf:HFExporter", **_TRANSFORMERS, extra="train",
+                   run_extra="train", tolerance=1e-4, description="merged model, safetensors (reference)",
+                   detect=_quantized(None), reference=True, detect_rank=90),  # any transformers folder: tried last
+        FormatSpec(name="bnb-int8", exporter="edgemed.export.bnb:BnbInt8Exporter", **_BNB, tolerance=0.75,
+                   description="bitsandbytes LLM.int8", detect=_quantized("load_in_8bit"), rows_independent=False,
+                   detect_rank=30),
+        FormatSpec(name="bnb-nf4", exporter="edgemed.export.bnb:BnbNf4Exporter", **_BNB, tolerance=2.5,
+                   description="bitsandbytes 4-bit NF4", detect=_quantized("load_in_4bit"), detect_rank=40),
+        FormatSpec(name="onnx", exporter="edgemed.export.onnx:OnnxExporter", **_ONNX_EXPORT, tolerance=1e-3,
+                   description="ONNX with KV cache (Optimum)", detect=has_file("model.onnx"), detect_rank=20,
                    marks=("model.onnx", (), (b"MatMulNBits", b"MatMulInteger"))),
-        FormatSpec("onnx-int8", "edgemed.export.onnx:OnnxInt8Exporter", "onnxruntime", "onnx-export", "onnx", 1.0,
-                   "ONNX, onnxruntime dynamic int8", _ONNX, rows_independent=False,  # files: same as onnx
-                   export_memory=3.2, marks=("model.onnx", (b"MatMulInteger",), (b"MatMulNBits",))),
-        FormatSpec("gguf-f16", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 0.05,
-                   "GGUF f16 for llama.cpp", (".gguf",)),
-        FormatSpec("gguf-q8_0", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 0.2,
-                   "GGUF q8_0 for llama.cpp", (".gguf",)),
-        FormatSpec("gguf-q4_k_m", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
-                   "GGUF q4_k_m for llama.cpp", (".gguf",)),
+        FormatSpec(name="onnx-int8", exporter="edgemed.export.onnx:OnnxInt8Exporter", **_ONNX_EXPORT, tolerance=1.0,
+                   description="ONNX, onnxruntime dynamic int8", rows_independent=False,  # files: same as onnx
+                   marks=("model.onnx", (b"MatMulInteger",), (b"MatMulNBits",))),
+        FormatSpec(name="gguf-f16", **_GGUF, tolerance=0.05, description="GGUF f16 for llama.cpp"),
+        FormatSpec(name="gguf-q8_0", **_GGUF, tolerance=0.2, description="GGUF q8_0 for llama.cpp"),
+        FormatSpec(name="gguf-q4_k_m", **_GGUF, tolerance=2.0, description="GGUF q4_k_m for llama.cpp"),
         # what edge engineers ship beside GGUF; exported when named (--formats), not by default
-        FormatSpec("onnx-int4", "edgemed.export.onnx_int4:OnnxInt4Exporter", "onnxruntime", "onnx-export", "onnx",
-                   3.0, "ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", _ONNX, default=False, export_memory=3.2,
+        FormatSpec(name="onnx-int4", exporter="edgemed.export.onnx_int4:OnnxInt4Exporter", **_ONNX_EXPORT,
+                   tolerance=3.0, description="ONNX, MatMulNBits int4 (onnxruntime RTN, block 32)", default=False,
                    marks=("model.onnx", (b"MatMulNBits",), ())),
-        FormatSpec("openvino-int8", "edgemed.export.openvino:OpenVinoInt8Exporter", "openvino", "openvino-export",
-                   "openvino", 0.4, "OpenVINO IR, NNCF int8 weights", _OPENVINO, default=False, export_memory=3.0,
+        FormatSpec(name="openvino-int8", exporter="edgemed.export.openvino:OpenVinoInt8Exporter", **_OV,
+                   tolerance=0.4, description="OpenVINO IR, NNCF int8 weights",
                    marks=("openvino_model.xml", _OV_INT8, _OV_INT4)),
-        FormatSpec("openvino-int4", "edgemed.export.openvino:OpenVinoInt4Exporter", "openvino", "openvino-export",
-                   "openvino", 2.5, "OpenVINO IR, NNCF int4 weights (int8 embedding/lm_head)", _OPENVINO,
-                   default=False, export_memory=3.0, marks=("openvino_model.xml", _OV_INT4, ())),
-        FormatSpec("openvino-int4-awq", "edgemed.export.openvino:OpenVinoInt4AwqExporter", "openvino",
-                   "openvino-export", "openvino", 2.5, "OpenVINO IR, NNCF int4, AWQ + scale estimation on the "
-                   "training text", _OPENVINO, default=False, export_memory=3.0,
+        FormatSpec(name="openvino-int4", exporter="edgemed.export.openvino:OpenVinoInt4Exporter", **_OV,
+                   tolerance=2.5, description="OpenVINO IR, NNCF int4 weights (int8 embedding/lm_head)",
+                   marks=("openvino_model.xml", _OV_INT4, ())),
+        FormatSpec(name="openvino-int4-awq", exporter="edgemed.export.openvino:OpenVinoInt4AwqExporter", **_OV,
+                   tolerance=2.5, description="OpenVINO IR, NNCF int4, AWQ + scale estimation on the training text",
                    marks=("openvino_model.xml", _OV_INT4, ())),
     ]
 }
@@ -149,22 +179,26 @@ GGUF_TOLERANCE_BY_PREFIX = (
     ("iq4", 2.0), ("q3", 3.0), ("iq3", 3.0), ("q2", 4.0), ("iq2", 4.0), ("iq1", 6.0), ("tq", 6.0),
 )
 # A folder or file without a manifest whose llama.cpp type is unknown is the generic "gguf" format.
-GGUF_ANY = FormatSpec("gguf", "edgemed.export.gguf.exporter:GgufExporter", "llama.cpp", "gguf", "gguf", 2.0,
-                      "GGUF for llama.cpp (type not recorded)", (".gguf",), has_file("*.gguf"), detect_rank=10)
+GGUF_ANY = FormatSpec(name="gguf", **_GGUF, tolerance=2.0, description="GGUF for llama.cpp (type not recorded)",
+                      detect=has_file("*.gguf"), detect_rank=10)
 
 # Every runtime (a board with only a runtime's extra installed can evaluate and benchmark its formats).
 RUNTIMES: dict[str, RuntimeSpec] = {
     s.name: s
     for s in [
-        RuntimeSpec("transformers", "edgemed.runtimes.hf:TransformersRuntime", "train", ("torch", "transformers"),
-                    "torch", cuda_fix="install a CUDA build of torch"),
-        RuntimeSpec("llama.cpp", "edgemed.runtimes.llamacpp:LlamaCppRuntime", "gguf", ("llama_cpp",), "llama.cpp",
+        RuntimeSpec(name="transformers", runtime="edgemed.runtimes.hf:TransformersRuntime", extra="train",
+                    needs=("torch", "transformers"), engine="torch", cuda_fix="install a CUDA build of torch",
+                    gpu_probe="edgemed.resources:torch_sees_cuda"),
+        RuntimeSpec(name="llama.cpp", runtime="edgemed.runtimes.llamacpp:LlamaCppRuntime", extra="gguf",
+                    needs=("llama_cpp",), engine="llama.cpp",
                     cuda_fix="install a CUDA build of llama-cpp-python (CMAKE_ARGS=-DGGML_CUDA=on)",
-                    tune_name="gguf", builds_on="gguf-f16"),
-        RuntimeSpec("onnxruntime", "edgemed.runtimes.onnx:OnnxRuntime", "onnx", ("onnxruntime", "tokenizers"),
-                    "onnxruntime", cuda_fix="install onnxruntime-gpu", tune_name="onnx", builds_on="onnx"),
-        RuntimeSpec("openvino", "edgemed.runtimes.openvino:OpenVinoRuntime", "openvino", ("openvino", "tokenizers"),
-                    "openvino", tune_name="openvino", builds_on="onnx"),  # its CPU plugin only here (auto -> cpu)
+                    tune_name="gguf", builds_on="gguf-f16", gpu_probe="edgemed.resources:llamacpp_offloads"),
+        RuntimeSpec(name="onnxruntime", runtime="edgemed.runtimes.onnx:OnnxRuntime", extra="onnx",
+                    needs=("onnxruntime", "tokenizers"), engine="onnxruntime", cuda_fix="install onnxruntime-gpu",
+                    tune_name="onnx", builds_on="onnx", gpu_probe="edgemed.resources:onnxruntime_sees_cuda"),
+        RuntimeSpec(name="openvino", runtime="edgemed.runtimes.openvino:OpenVinoRuntime", extra="openvino",
+                    needs=("openvino", "tokenizers"), engine="openvino", tune_name="openvino",
+                    builds_on="onnx"),  # its CPU plugin only here (auto -> cpu)
     ]
 }
 
@@ -200,6 +234,11 @@ def engine_of(runtime: str) -> str | None:
 def reference_format() -> str:
     """The name of the reference format (the unquantized one every other format is compared with)."""
     return next(s.name for s in FORMATS.values() if s.reference)
+
+
+def default_formats() -> list[str]:
+    """The formats exported when none is named (export, pipeline), in registry order; the others only by name."""
+    return [name for name, spec in FORMATS.items() if spec.default]
 
 
 def is_reference(fmt: str | None) -> bool:
@@ -277,34 +316,6 @@ def detect_format(path: Path) -> FormatSpec | None:
     return next((s for s in specs if s.detect(Path(path))), None)
 
 
-def load_object(target: str):
-    """Import ``"module:attr"`` lazily (the one loader: registry entries and the CLI's command table)."""
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def importable(module: str) -> bool:
-    """Whether `module` can be imported here, found without importing it (a dotted name whose parent package is
-    missing, or a finder that refuses it, is not importable)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def missing_modules(modules: Iterable[str]) -> list[str]:
-    """The modules of `modules` that cannot be imported here (found without importing them)."""
-    return [m for m in modules if not importable(m)]
-
-
-def require_module(module: str, extra: str, what: str):
-    """Import an optional module, or raise MissingDependency (exit 2): `what` needs it, and which extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency(module.split(".")[0], extra, what) from exc
-
-
 def runtime_module(runtime: str, module: str):
     """Import a module a runtime needs, or exit 2 naming the runtime's extra (the registry's)."""
     return require_module(module, runtime_spec(runtime).extra, f"the {runtime} runtime")
@@ -322,22 +333,6 @@ def can_run(spec: FormatSpec) -> str | None:
     runtime = RUNTIMES.get(spec.runtime)
     missing = missing_modules([*(runtime.needs if runtime else ()), *spec.needs])
     return install_message(missing, spec.run_extra) if missing else None
-
-
-# What the commands that load a model with transformers import (train, merge, export's reference, building an
-# alias): the `train` extra. A board install (one run extra) lacks it; those commands then exit 2 naming it.
-TRAIN_EXTRA = "train"
-TRAIN_NEEDS = ("torch", "transformers", "peft", "accelerate", "safetensors")
-# Extras that belong to no runtime or format, named in install_message by the code that needs them.
-DATA_EXTRA = "data"  # datasets (hub sources) and pyarrow (.parquet files)
-PLOT_EXTRA = "plot"  # matplotlib (pareto.png of edgemed bench and edgemed tune)
-
-
-def require_train(what: str) -> None:
-    """Raise EdgemedError (exit 2) naming the `train` extra when a package it brings is missing."""
-    missing = missing_modules(TRAIN_NEEDS)
-    if missing:
-        raise EdgemedError(f"{what} {install_message(missing, TRAIN_EXTRA)} (this install lacks them)")
 
 
 def spec_of(fmt: str) -> FormatSpec:
@@ -375,7 +370,8 @@ def require_runtime(fmt: str, runtime: str, what: str) -> None:
         if runtime not in RUNTIMES:
             return  # an unknown runtime: runtime_class says so
         known = RUNTIMES[runtime]
-        spec = FormatSpec(fmt, "", runtime, known.extra, known.extra, 0.0, "")
+        spec = FormatSpec(name=fmt, exporter="", runtime=runtime, extra=known.extra, run_extra=known.extra,
+                          tolerance=0.0, description="")
     reason = can_run(spec)
     if reason:
         raise EdgemedError(f"{what} is an artifact of format {fmt}; running it {reason}")
@@ -427,8 +423,6 @@ ARCHITECTURE_LIMITS: list[ArchitectureLimit] = [
 
 
 def _architecture(source: Path) -> str | None:
-    import json
-
     try:
         archs = json.loads((Path(source) / "config.json").read_text()).get("architectures") or []
     except (OSError, ValueError, AttributeError):
@@ -439,8 +433,7 @@ def _architecture(source: Path) -> str | None:
 def architecture_limit(fmt: str, source: Path) -> str | None:
     """Why `fmt` cannot be exported from the model folder `source` ("<engine> <version>: <what is missing> for
     <architecture>"), or None."""
-    import importlib.metadata as md
-
+    md = importlib.metadata
     arch = _architecture(source)
     for limit in ARCHITECTURE_LIMITS:
         if limit.architecture != arch or not (fmt == limit.formats or fmt.startswith(limit.formats + "-")):

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from edgemed.errors import EdgemedError
-from edgemed.registry import RUNTIMES, importable
+from edgemed.registry import RUNTIMES, importable, load_object, missing_modules
 
 
 def physical_cores() -> int:
@@ -40,29 +40,47 @@ def max_threads() -> int:
 
 
 def gpus() -> dict[str, Any]:
-    """What each installed engine can use here: {'cuda': bool, 'mps': bool, 'seen_by': [...]}."""
+    """What each installed engine can use here: {'cuda': bool, 'mps': bool, 'seen_by': [...]}: every registered
+    runtime's GPU probe (the registry's RuntimeSpec.gpu_probe) where its modules import, each engine named once."""
     seen: list[str] = []
-    mps = False
-    if importable("torch"):
-        import torch
+    for spec in RUNTIMES.values():
+        if spec.gpu_probe and spec.engine not in seen and not missing_modules(spec.needs[:1]) \
+                and load_object(spec.gpu_probe)():
+            seen.append(spec.engine)
+    return {"cuda": bool(seen), "mps": torch_sees_mps(), "seen_by": seen}
 
-        if torch.cuda.is_available():
-            seen.append("torch")
-        mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    if importable("onnxruntime"):
-        import onnxruntime
 
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            seen.append("onnxruntime")
-    if importable("llama_cpp") and sys.platform != "darwin":  # on macOS llama.cpp's GPU offload is Metal (mps)
-        try:
-            import llama_cpp
+def torch_sees_cuda() -> bool:
+    import torch
 
-            if llama_cpp.llama_supports_gpu_offload():
-                seen.append("llama.cpp")
-        except (ImportError, OSError, AttributeError):  # a broken native library: no GPU from it
-            pass
-    return {"cuda": bool(seen), "mps": mps, "seen_by": seen}
+    return torch.cuda.is_available()
+
+
+def torch_sees_mps() -> bool:
+    """An Apple GPU torch can use (only torch's probe: llama.cpp's Metal offload is not asked for here)."""
+    if not importable("torch"):
+        return False
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def onnxruntime_sees_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def llamacpp_offloads() -> bool:
+    """Whether llama.cpp offloads to a CUDA GPU (on macOS its offload is Metal, counted as mps, not here)."""
+    if sys.platform == "darwin":
+        return False
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except (ImportError, OSError, AttributeError):  # a broken native library: no GPU from it
+        return False
 
 
 def device_for_runtime(runtime: str, device: str, requested: str | None = None) -> str:
