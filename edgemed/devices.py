@@ -194,7 +194,7 @@ def pick_device_unforked(device: str = "auto", dtype: str = "auto", purpose: Pur
 
     if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
         return pick_device(device, dtype, purpose, qlora)
-    from edgemed.process.child import call_in_child
+    from edgemed.process.call import call_in_child
 
     return call_in_child(lambda: pick_device(device, dtype, purpose, qlora), "device check")
 

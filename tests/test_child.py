@@ -70,7 +70,7 @@ def _allocate_and_report(mb: int) -> dict:
 
 
 def test_call_in_child_returns_the_value_and_keeps_the_memory_out_of_the_parent():
-    from edgemed.process.child import call_in_child
+    from edgemed.process.call import call_in_child
     from edgemed.process.probes import rss_bytes
 
     before = rss_bytes()
@@ -84,7 +84,7 @@ def test_call_in_child_raises_the_childs_error_with_its_class_and_exit_code():
     import pytest
 
     from edgemed.errors import CheckFailed, EdgemedError, MissingDependency
-    from edgemed.process.child import call_in_child
+    from edgemed.process.call import call_in_child
 
     def fails():
         raise CheckFailed("export failed for onnx-int8")
@@ -106,7 +106,7 @@ def test_call_in_child_says_how_a_child_died_without_an_answer():
     import pytest
 
     from edgemed.errors import EdgemedError
-    from edgemed.process.child import call_in_child
+    from edgemed.process.call import call_in_child
 
     with pytest.raises(EdgemedError, match=r"the merge step ended without a result \(killed by SIGKILL\)"):
         call_in_child(lambda: os.kill(os.getpid(), signal.SIGKILL), "the merge step")

@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from edgemed.fsutil import DISK_FULL_TEXT, free_bytes
+from edgemed.process import oom
 
 FULL_BYTES = 1 << 20  # a failed child whose log folder has less free space than this ran out of disk
 # For Python 3.10 (no -P): drop the current directory from sys.path, then run the module as -m would.
@@ -76,8 +78,6 @@ class ChildOutcome:
         if self.timed_out:
             return f"timed out after {self.wall_s:.0f} s and was killed"
         if self.oom_killed:
-            from edgemed.process import oom
-
             return oom.describe(*self.peak_rss())
         if self.signal is not None:
             hint = (" (no OOM-kill counter was readable to tell whether the kernel killed it for memory)"
@@ -93,8 +93,6 @@ class ChildOutcome:
         """How it ended, with the log's last line when it merely exited non-zero (usually the error)."""
         if self.timed_out or self.signal is not None or self.log_path is None:
             return self.describe()
-        from edgemed.fsutil import DISK_FULL_TEXT, free_bytes
-
         text = tail(self.log_path, 200, 65536)
         if any(mark in text for mark in DISK_FULL_TEXT):
             return "no space left on the device (see the log)"
@@ -123,8 +121,6 @@ def run_child(
     `on_tick` is called every `tick_s` (progress). The process group is killed at the end, so nothing the
     child started outlives it.
     """
-    from edgemed.process import oom
-
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     oom_before = oom.kill_counts()  # the counters rise before the kernel sends its SIGKILL
@@ -170,8 +166,6 @@ def outcome_of(status: int, timed_out: bool, start: float, log_path: Path | None
                oom_before: dict[str, int]) -> ChildOutcome:
     """The ChildOutcome of a child reaped with wait status `status`, started at monotonic time `start`; a SIGKILL
     while an OOM-kill counter rose since `oom_before` (``edgemed.process.oom.kill_counts()``) reads as out of memory."""
-    from edgemed.process import oom
-
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     oom_killed = oom.killed_for_memory(oom_before, oom.kill_counts()) if sig == signal.SIGKILL and not timed_out \
@@ -224,85 +218,3 @@ def tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def call_in_child(fn: Callable[[], Any], what: str) -> Any:
-    """``fn()`` in a forked child process, its return value (or its exception) sent back: a step's memory (a 1B
-    model's weights, the allocator's leftovers, mapped files) goes back to the OS when the step ends, instead of
-    staying in this process under every later step and its children. The child inherits this process's modules,
-    output and signals; an exception raised in it is raised here, with its class and message. A child that dies
-    without an answer is an :class:`edgemed.errors.EdgemedError` saying how (out of memory: with the OOM wording).
-    Off Linux (no fork there, or not a safe one) fn runs in this process.
-
-    The caller must not have run a multi-threaded torch operation before: GNU OpenMP's thread pool does not survive
-    a fork, and the child's first parallel operation would wait for threads it does not have. (The pipeline's
-    process only imports torch, for the meta-device shape of the memory check.)"""
-    import multiprocessing
-    import pickle
-
-    from edgemed.process import oom
-
-    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
-        return fn()
-    ctx = multiprocessing.get_context("fork")
-    reader, writer = ctx.Pipe(duplex=False)
-
-    def target() -> None:
-        reader.close()
-        try:
-            payload: tuple[str, Any] = ("ok", fn())
-        except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the parent
-            import traceback
-
-            if hasattr(exc, "add_note"):  # the child's frames, for EDGEMED_DEBUG=1 in the parent
-                exc.add_note(f"in the {what} child process:\n{traceback.format_exc()}")
-            payload = ("error", _portable(exc))
-        try:
-            writer.send(payload)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # an unpicklable result
-            writer.send(("error", RuntimeError(f"{what}: its result cannot be sent back ({exc})")))
-        writer.close()
-
-    before = oom.kill_counts()
-    proc = ctx.Process(target=target, name=f"edgemed {what}")
-    proc.start()
-    writer.close()
-    try:
-        payload = reader.recv()
-    except EOFError:  # died without an answer
-        payload = None
-    except BaseException:  # interrupted: never leave the child running
-        proc.kill()
-        proc.join()
-        raise
-    proc.join()
-    if payload is None:
-        from edgemed.errors import EdgemedError
-
-        code = proc.exitcode
-        if code == -signal.SIGKILL and oom.killed_for_memory(before, oom.kill_counts()):
-            raise EdgemedError(f"{what} was {oom.describe()}; lower what it holds (a smaller --limit, fewer "
-                               "--formats) or run it on a larger machine")
-        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        raise EdgemedError(f"{what} ended without a result ({how})")
-    kind, value = payload
-    if kind == "error":
-        raise value
-    return value
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """`exc` if it survives pickling both ways, else the same message in a class that does (an EdgemedError keeps
-    its exit code: CheckFailed for 1, EdgemedError for 2)."""
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any failure to round-trip
-        pass
-    from edgemed.errors import CheckFailed, EdgemedError
-
-    if isinstance(exc, EdgemedError):
-        return (CheckFailed if exc.exit_code == 1 else EdgemedError)(str(exc))
-    return RuntimeError(f"{type(exc).__name__}: {exc}")
