@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import hashlib
 import json
@@ -14,7 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgemed.errors import EdgemedError
+from edgemed.errors import (  # noqa: F401 (the environment errors are re-exported: fsutil's callers import them)
+    DISK_FULL_TEXT,
+    WRITE_ERRNOS,
+    EdgemedError,
+    describe_os_error,
+    environment_error,
+)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -263,42 +268,6 @@ def check_output_file(path: Path, flag: str) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     check_output_dir(parent, f"{flag} {path}: its folder")
     return path
-
-
-# errno values that mean "this environment cannot take the write", not a bug: the CLI answers them with exit 2.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR,
-                errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
-
-
-# how a full disk reads in an exception or a child process's log
-DISK_FULL_TEXT = ("No space left on device", "os error 28", "[Errno 28]", "Disk quota exceeded", "file write failed")
-
-
-def environment_error(exc: BaseException) -> OSError | None:
-    """The environment write error behind `exc` (full disk, read-only, permissions), else None. Native libraries
-    (tokenizers, safetensors, torch.save) report a full disk as a plain Exception/RuntimeError: matched by text."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-            return exc
-        if any(t in str(exc) for t in DISK_FULL_TEXT):
-            return OSError(errno.ENOSPC, "No space left on device")
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
-
-
-def describe_os_error(exc: OSError, where: str | None = None) -> str:
-    """One line for an environment error (full disk, read-only, permissions): what, where, what was kept, the fix."""
-    target = exc.filename or where or "the output folder"
-    kept = "finished outputs are kept and nothing half-written is left (partial files go under temporary names)"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (f"no space left on the device while writing {target}; {kept}; free some space (or choose an --out "
-                "on another disk) and re-run")
-    if exc.errno == errno.EROFS:
-        return f"{target} is on a read-only file system; {kept}; choose a writable --out"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied: {target}; {kept}; check its permissions or choose paths you can read and write"
-    return f"{exc.strerror or exc}: {target}; check the path"
 
 
 def require_regular_file(path: Path, what: str) -> Path:
