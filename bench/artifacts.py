@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.protocol import Target
 from edgemed.bench.results import ArtifactResult
 from edgemed.errors import EdgemedError
+
+
+@dataclass
+class Target:
+    """One artifact to measure."""
+
+    name: str
+    path: str
+    format: str
+    runtime: str
+    problem: str | None = None  # why it cannot be measured (e.g. a corrupt manifest): recorded as failed, not run
 
 
 def name_artifacts(paths: list[Path]) -> list[Target]:

@@ -246,8 +246,7 @@ def worker_result(name: str = "q8") -> ArtifactResult:
 
 
 def test_the_worker_result_crosses_as_json_and_the_parent_only_adds_what_it_measured(tmp_path):
-    from edgemed.bench.protocol import Target
-    from edgemed.bench.run import add_outside
+    from edgemed.bench.protocol import Target, add_outside
     from edgemed.process.isolate import MeasuredOutcome
 
     sent = json.loads(json.dumps(worker_result().to_dict()))  # what the worker writes to RESULT.json
