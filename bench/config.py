@@ -95,6 +95,13 @@ class BenchConfig:
         recommend_max_memory: recommendation constraint only (never fails the run) on peak memory, e.g. 4GB.
         recommend_max_p95_ms: recommendation constraint only (never fails the run) on p95 answer latency, e.g. 800.
         recommend_max_kld: recommendation constraint only (never fails the run) on mean KL divergence (nats/token).
+        recommend_min_coverage: recommendation constraint only: the artifact must answer at least this share of the
+            questions at the threshold certified for --target-error (selective prediction), shown by the 95%
+            interval of its coverage (an interval across the limit is not established, and counts against it).
+        target_error: selective prediction: each artifact's abstention threshold is the lowest whose error among
+            answered questions is certified at most this (default 0.10; bench.json rows, read by edgemed serve).
+        target_coverage: selective prediction: the threshold answers this share of the questions instead (its
+            error is measured, not bounded).
         profile: edge-board profiles, comma-separated (rpi4, rpi5, rpi5-4gb, jetson-orin-nano-8gb, ...): fit and
             tokens/s estimates; the first one's memory ceiling also constrains the recommendation unless
             --recommend-max-memory or --max-memory is given.
@@ -146,6 +153,9 @@ class BenchConfig:
     recommend_max_memory: str | None = None
     recommend_max_p95_ms: str | None = None
     recommend_max_kld: float | None = None
+    recommend_min_coverage: float | None = None
+    target_error: float | None = None
+    target_coverage: float | None = None
     profile: list[str] | None = None
     timeout: float = 1800.0
     junit: Path | None = None
@@ -168,6 +178,7 @@ class BenchConfig:
         for flag, kld in (("--max-kld", self.max_kld), ("--recommend-max-kld", self.recommend_max_kld)):
             if kld is not None and not (kld >= 0 and math.isfinite(kld)):
                 raise EdgemedError(f"{flag} must be a non-negative number of nats, got {kld}")
+        self._check_selective()
         if self.fidelity_text is not None:
             path = Path(self.fidelity_text)
             if not path.is_file():
@@ -183,12 +194,25 @@ class BenchConfig:
             raise EdgemedError(f"--device must be auto, cpu, cuda[:N] or mps, got '{self.device}'")
         return self
 
+    def _check_selective(self) -> None:
+        if self.target_error is not None and not 0 < self.target_error < 1:
+            raise EdgemedError(f"--target-error is a share in (0, 1), got {self.target_error}")
+        for flag, share in (("--target-coverage", self.target_coverage),
+                            ("--recommend-min-coverage", self.recommend_min_coverage)):
+            if share is not None and not 0 < share <= 1:
+                raise EdgemedError(f"{flag} is a share in (0, 1], got {share}")
+        if self.target_error is not None and self.target_coverage is not None:
+            raise EdgemedError("--target-error and --target-coverage are two ways to set one threshold; give one")
+        if self.recommend_min_coverage is not None and self.target_coverage is not None:
+            raise EdgemedError("--recommend-min-coverage asks for a coverage at the error --target-error certifies; "
+                               "--target-coverage fixes the coverage instead: drop one of them")
+
     @property
     def measured(self) -> dict[str, Any]:
         """The settings that change what is measured (the resume key): outputs, limits and checks excluded."""
         skip = {"timeout", "junit", "resume", "out", "budget", "baseline", "tolerance", "prefer", "max_memory",
                 "max_p95_ms", "max_kld", "profile", "retries", "inconclusive", "recommend_max_memory",
-                "recommend_max_p95_ms", "recommend_max_kld", "strict",
+                "recommend_max_p95_ms", "recommend_max_kld", "recommend_min_coverage", "strict",
                 "suggest_budgets", "suggest_margin", "ab_baseline", "ab_python", "ab_threads", "ab_rounds",
                 "max_slowdown"}
         return {k: _plain(v) for k, v in asdict(self).items() if k not in skip}

@@ -1,7 +1,8 @@
 """Pick the artifact to ship, on differences the bench's own statistics call real.
 
 1. Out: an artifact that failed, did not pass a check of the run (a budget, --baseline, the A/B gate), breaks a
-   constraint (peak memory, p95 latency, mean KL divergence), or
+   constraint (peak memory, p95 latency, mean KL divergence, a minimum coverage at the certified error, decided
+   on its interval), or
    answers significantly worse than the reference (exact McNemar test, paired on the same questions, p < 0.05,
    accuracy lower). An accuracy difference the test calls noise decides nothing.
 2. Among the rest, minimise the declared objective (``prefer``): memory (peak RSS, then latency), latency
@@ -30,6 +31,7 @@ class Constraints:
     max_memory_bytes: int | None = None
     max_p95_ms: float | None = None
     max_kld: float | None = None
+    min_coverage: float | None = None  # share answered at the certified error (selective prediction)
     prefer: str = "memory"
 
 
@@ -53,6 +55,11 @@ def _excluded(r: ArtifactResult, ref: ArtifactResult | None, c: Constraints) -> 
     if c.max_kld is not None and (kld is None or kld > c.max_kld):
         shown = "not measured" if kld is None else f"{kld:.4f}"
         reasons.append(f"mean KL divergence {shown} > limit {c.max_kld:g}")
+    if c.min_coverage is not None:
+        from edgemed.evaluator.selective import coverage_shortfall
+
+        short = coverage_shortfall(r.extra, c.min_coverage)
+        reasons += [short] if short else []
     acc = r.accuracy
     if ref is not None and r.name != ref.name and acc.mcnemar_p is not None and acc.mcnemar_p < ALPHA \
             and (acc.accuracy_diff or 0) < 0:
@@ -142,6 +149,9 @@ def recommend(results: list[ArtifactResult], ref: ArtifactResult | None, c: Cons
     busy = [r.name for r in ranked if r.busy]
     if busy:
         note += f"; measured on a busy machine: {', '.join(busy)} (timings not comparable)"
+    if c.min_coverage is not None:  # it passed the constraint: both numbers are there
+        note = (f"; answers {best.extra['answered_share']:.0%} of the questions at error <= "
+                f"{best.extra['abstain_target_error']:g} (minimum {c.min_coverage:g})") + note
     kld = (best.fidelity or {}).get("kld_mean")
     why = (f"{best.name} ({best.format}): least {c.prefer} among the artifacts not significantly less accurate "
            f"than {ref.name if ref else 'the reference'} within the constraints: peak memory "

@@ -160,7 +160,7 @@ def run(job: Job) -> ArtifactResult:
         accuracy, predictions = Accuracy.from_evaluation(evaluation.to_dict()), list(evaluation.predictions)
         from edgemed.evaluator.selective import bench_numbers
 
-        extra = bench_numbers(predictions)  # AURC and the abstention threshold, per artifact
+        extra = bench_numbers(predictions, config.target_error, config.target_coverage, path)  # AURC, threshold, sha256
     runtime.close()
     return ArtifactResult(
         name=target.name, path=path_from_run(path, Path(config.out)), format=target.format, runtime=target.runtime,

@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from edgemed.bench.metrics import METRICS, TABLE_COLUMNS, cell, format_value
+from edgemed.bench.render.selective import selective_html
 from edgemed.bench.render.svg import Point, agreement_svg, kld_svg, scatter_svg, style_of
 from edgemed.bench.results import ArtifactResult, tail_latency
 
@@ -275,7 +276,7 @@ def bench_html(doc: dict[str, Any], results: list[ArtifactResult]) -> str:
     return page("edgemed bench", [intro, "<h2>Results</h2>", bench_table(results, doc.get("reference")),
                                   recommendation_html(doc.get("recommendation")), checks_html(doc),
                                   pareto_plots(results, front), agreement_html(doc, results), kld_html(results),
-                                  machine_html(doc, results)])
+                                  selective_html(results, sortable_table, td), machine_html(doc, results)])
 
 
 def write_bench_html(doc: dict[str, Any], results: list[ArtifactResult], path) -> tuple[Any, str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,19 +154,50 @@ def selective_block(predictions: list[dict[str, Any]], target_error: float | Non
     return {**calibrate(conf, ok, target_error, coverage, delta), **risk_coverage(conf, ok)}
 
 
-def bench_numbers(predictions: list[dict[str, Any]], target_error: float = DEFAULT_TARGET_ERROR) -> dict[str, Any]:
-    """The selective-prediction numbers bench reports per artifact (flat, for ``ArtifactResult.extra``): AURC,
-    the threshold certified at `target_error` (None: nothing certified), the share answered and the error among
-    answered calibration questions with its Wilson interval."""
-    block = selective_block(predictions, target_error=target_error)
+def bench_numbers(predictions: list[dict[str, Any]], target_error: float | None = None,
+                  coverage: float | None = None, path: Path | None = None) -> dict[str, Any]:
+    """The selective-prediction numbers bench reports per artifact (flat, for ``ArtifactResult.extra``): AURC and
+    the risk-coverage curve, the threshold by the rule asked (`target_error`, default 0.10, or `coverage`; None:
+    nothing certified), the share answered and the error among answered calibration questions with its Wilson
+    interval, and, given `path`, the artifact's sha256 (what ``edgemed serve`` matches a threshold to)."""
+    block = selective_block(predictions, target_error=target_error, coverage=coverage)
     if block is None:
         return {}
     cal = block["calibration"]
-    return {"aurc": block["aurc"], "aurc_optimal": block["aurc_optimal"], "abstain_threshold": block["threshold"],
-            "abstain_target_error": target_error, "answered_share": cal["coverage"],
-            "answered_error": cal["selective_error"],
-            "answered_error_low": (cal["selective_error_ci"] or [None])[0],
-            "answered_error_high": (cal["selective_error_ci"] or [None, None])[1]}
+    out = {"aurc": block["aurc"], "aurc_optimal": block["aurc_optimal"], "abstain_threshold": block["threshold"],
+           "abstain_rule": block["rule"], "abstain_target_error": block.get("target_error"),
+           "abstain_coverage_asked": block.get("coverage_asked"), "abstain_delta": block.get("delta"),
+           "answered_share": cal["coverage"], "answered_error": cal["selective_error"],
+           "answered_error_low": (cal["selective_error_ci"] or [None])[0],
+           "answered_error_high": (cal["selective_error_ci"] or [None, None])[1],
+           "answered_error_upper": cal["selective_error_upper"], "calibration_questions": cal["n"],
+           "risk_coverage": [{"coverage": p["coverage"], "risk": p["risk"]} for p in block["curve"]]}
+    if path is not None:
+        from edgemed.artifact_digest import artifact_sha256
+
+        out["artifact_sha256"] = artifact_sha256(path)
+    return out
+
+
+def coverage_shortfall(numbers: dict[str, Any], min_coverage: float) -> str | None:
+    """Why an artifact's bench numbers (:func:`bench_numbers`) do not show that it answers at least `min_coverage`
+    of the questions at the error its threshold certifies; None when they do. Decided on the 95% Wilson interval of
+    the coverage: shown when its lower end reaches the minimum, short when its upper end is below it, and not
+    established (also against it) when the interval holds the minimum: the difference is noise."""
+    share, n = numbers.get("answered_share"), numbers.get("calibration_questions")
+    target = numbers.get("abstain_target_error")
+    at = f"at error <= {target:g}" if target is not None else "at its threshold"
+    if share is None or not n:
+        return f"coverage {at} not measured (minimum {min_coverage:g})"
+    if numbers.get("abstain_threshold") is None:
+        return f"no threshold is certified {at}: it answers no question (minimum coverage {min_coverage:g})"
+    lo, hi = wilson_interval(round(share * n), n)
+    if lo >= min_coverage:
+        return None
+    shown = f"coverage {share:.2f} (95% {lo:.2f}-{hi:.2f}, {n} questions) {at}"
+    if hi < min_coverage:
+        return f"{shown} < minimum {min_coverage:g}"
+    return f"{shown} is not established >= {min_coverage:g}: the interval holds the minimum"
 
 
 def describe(block: dict[str, Any]) -> str:

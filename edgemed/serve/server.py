@@ -30,9 +30,9 @@ SERVER_PACKAGES = ("fastapi", "uvicorn", "prometheus_client:prometheus-client", 
 
 def prepare(artifacts: list[str], config: ServeConfig):
     """Everything that can be refused before a model loads: the config, each artifact (manifest, digest), the
-    calibration files (each must match a served artifact's sha256), the routes file. Returns (specs, thresholds,
-    routes)."""
-    from edgemed.serve.abstain import read_calibrations, threshold_for
+    calibration files (results.json or bench.json: each must hold a served artifact's sha256, calibrated on its
+    evaluation side), the routes file. Returns (specs, thresholds, routes)."""
+    from edgemed.serve.abstain import match_calibrations, read_calibrations, threshold_for
     from edgemed.serve.identity import identify
     from edgemed.serve.routing import load_routes
 
@@ -45,15 +45,28 @@ def prepare(artifacts: list[str], config: ServeConfig):
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise EdgemedError(f"two artifacts share the model id {', '.join(dupes)}; name them: NAME=PATH")
-    calibrations = read_calibrations(list(config.calibration or []))
-    digests = {s.sha256 for s in specs}
-    for sha, (_, file) in calibrations.items():
-        if sha not in digests:
-            raise EdgemedError(f"{file} was calibrated on an artifact with sha256 {sha[:12]}..., which is not among "
-                               "those served; give the results.json of an eval of one of these artifacts")
-    thresholds = {s.id: threshold_for(s.sha256, s.id, calibrations, config.threshold) for s in specs}
+    calibrations = match_calibrations(specs, read_calibrations(list(config.calibration or [])))
+    thresholds = {s.id: threshold_for(s.id, calibrations, config.threshold) for s in specs}
     routes = load_routes(Path(config.routes) if config.routes else None, set(ids))
     return specs, thresholds, routes
+
+
+def check_styles(thresholds: dict, engines: dict) -> None:
+    """Refuse a threshold calibrated under another prompt style than the one the engine serves with (the
+    probabilities would not be the same numbers); say where each threshold came from."""
+    for artifact_id, t in thresholds.items():
+        served_style = engines[artifact_id].info.get("prompt_style")
+        if t.prompt_style and t.prompt_style != served_style:
+            raise EdgemedError(f"{t.source}: the threshold of {artifact_id} was calibrated with prompt style "
+                               f"'{t.prompt_style}', but the artifact is served with '{served_style}' (its "
+                               "lineage); re-run eval/bench without --prompt-style")
+        if t.value is not None:
+            line = f"/v1/mcq threshold {t.value:.4f} from {t.source}"
+        elif t.origin == "none":
+            line = f"/v1/mcq abstains on every question: {t.source}"
+        else:
+            line = f"/v1/mcq abstains on every question: no threshold is certified in {t.source}"
+        print(f"edgemed serve: {artifact_id}: {line}", file=sys.stderr, flush=True)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,16 +114,7 @@ def serve(artifacts: list[str], config: ServeConfig) -> int:
                             on_depth=depth, on_done=metrics.engine_done)
             engines[spec.id] = engine
             engine.start(config.load_timeout)
-        for spec in specs:
-            t = thresholds[spec.id]
-            calibrated_style = (t.calibration or {}).get("prompt_style")
-            served_style = engines[spec.id].info.get("prompt_style")
-            if calibrated_style and calibrated_style != served_style:
-                raise EdgemedError(f"{t.source}: the threshold of {spec.id} was calibrated with prompt style "
-                                   f"'{calibrated_style}', but the artifact is served with '{served_style}' (its "
-                                   "lineage); re-run eval without --prompt-style")
-            if t.value is None:
-                err_console.print(f"[yellow]{spec.id}: /v1/mcq abstains on every question ({t.source})[/yellow]")
+        check_styles(thresholds, engines)
         service = Service(config, engines, routes, thresholds, metrics)
         app = build_app(service)
         uv_config = uvicorn.Config(app, log_level=config.log_level, timeout_graceful_shutdown=config.drain_timeout,
