@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemed.bench.config import BenchConfig
+from edgemed.bench.protocol import runtime_options
 from edgemed.bench.tune.space import Candidate
 from edgemed.errors import EdgemedError
 from edgemed.export.gguf.types import parse_format
@@ -40,6 +42,7 @@ from edgemed.registry import RUNTIMES, reference_format
 MIN_SEQUENCES = 8  # a cluster-robust interval needs a few clusters
 # the artifact each runtime's formats build on (the registry's RuntimeSpec.builds_on), by tune's runtime names
 BASE_OF = {s.tune_name: s.builds_on for s in RUNTIMES.values() if s.tune_name and s.builds_on}
+OPTIONS = runtime_options(BenchConfig())  # the stage-2 bench's default runtime options (llama.cpp decides FA)
 SHARED_MATRIX = "gguf-shared-imatrix"  # a calibrated artifact linked in, so its importance matrix is reused
 
 
@@ -207,7 +210,7 @@ class Stage1:
         if not (self.reference_dir / "self.json").is_file():
             job = {"mode": "store", "artifact": str(hf), "reference": str(self.reference_dir), "top_k": top_k,
                    "questions": [asdict(q) for q in questions], "threads": self.threads,
-                   "options": _runtime_options()}
+                   "options": OPTIONS}
             self._child(job, "reference")
         meta = read_json(self.reference_dir / "meta.json", "reference record",
                          f"delete {self.reference_dir} and re-run edgemed tune", want_object=True)
@@ -243,7 +246,7 @@ class Stage1:
         if missing:
             part = rows_path.with_name(f".{rows_path.stem}.part.npz")
             job = {"mode": "compare", "artifact": str(path), "reference": str(self.reference_dir),
-                   "sequences": missing, "rows": str(part), "threads": self.threads, "options": _runtime_options()}
+                   "sequences": missing, "rows": str(part), "threads": self.threads, "options": OPTIONS}
             self._child(job, cand.id)
             new = _load_rows(part)
             have = {k: np.concatenate([have[k], new[k]]) for k in have}
@@ -291,11 +294,3 @@ def _load_rows(path: Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in _ROW_KEYS}
     except (OSError, ValueError, KeyError):  # a damaged file is measured again
         return {k: empty.get(k, np.zeros(0)) for k in _ROW_KEYS}
-
-
-def _runtime_options() -> dict[str, Any]:
-    """The runtime options the stage-2 bench uses by default (llama.cpp flash attention as llama.cpp decides)."""
-    from edgemed.bench.config import BenchConfig
-    from edgemed.bench.protocol import runtime_options
-
-    return runtime_options(BenchConfig())
