@@ -19,6 +19,9 @@ from edgemed.serve.service import Service
 
 
 def build_app(service: Service) -> FastAPI:
+    """The FastAPI app of `service`: its lifespan (engines attached to the running loop; stopped at shutdown), the
+    error handlers, the OpenAI routes and the operational ones."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
@@ -31,6 +34,15 @@ def build_app(service: Service) -> FastAPI:
         await asyncio.gather(*(asyncio.to_thread(e.stop) for e in service.engines.values()))
 
     app = FastAPI(title="edgemed serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    add_error_handlers(app, service)
+    add_openai_routes(app, service)
+    add_operations_routes(app, service)
+    return app
+
+
+def add_error_handlers(app: FastAPI, service: Service) -> None:
+    """Every error the framework raises itself (unknown route 404, method 405, validation) and any bug (500), in
+    OpenAI's error shape, counted; the server goes on."""
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -49,21 +61,26 @@ def build_app(service: Service) -> FastAPI:
         service.metrics.answered("other", NO_MODEL, 500)
         return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status_code=500)
 
-    def guarded(endpoint: str):
-        """Run a handler that may raise APIError; answer it in OpenAI's shape."""
-        def wrap(fn):
-            async def handler(request: Request) -> Response:
-                try:
-                    return await fn(request)
-                except APIError as exc:
-                    service.metrics.answered(endpoint, NO_MODEL, exc.status)
-                    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-            handler.__name__ = fn.__name__
-            return handler
-        return wrap
+
+def guarded(service: Service, endpoint: str):
+    """Run a handler that may raise APIError; answer it in OpenAI's shape."""
+    def wrap(fn):
+        async def handler(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except APIError as exc:
+                service.metrics.answered(endpoint, NO_MODEL, exc.status)
+                return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        handler.__name__ = fn.__name__
+        return handler
+    return wrap
+
+
+def add_openai_routes(app: FastAPI, service: Service) -> None:
+    """GET /v1/models[/ID], POST /v1/chat/completions, /v1/completions and /v1/mcq."""
 
     @app.get("/v1/models")
-    @guarded("models")
+    @guarded(service, "models")
     async def models(request: Request) -> Response:
         service.authorize(request)
         return JSONResponse(service.models())
@@ -92,6 +109,10 @@ def build_app(service: Service) -> FastAPI:
     async def mcq(request: Request) -> Response:
         return await service.mcq(request)
 
+
+def add_operations_routes(app: FastAPI, service: Service) -> None:
+    """GET /health, /ready, /metrics; POST /admin/reload."""
+
     @app.get("/health")
     async def health() -> Response:
         code, body = service.health()
@@ -103,7 +124,7 @@ def build_app(service: Service) -> FastAPI:
         return JSONResponse(body, status_code=code)
 
     @app.get("/metrics")
-    @guarded("metrics")
+    @guarded(service, "metrics")
     async def metrics(request: Request) -> Response:
         service.authorize(request)
         for engine in service.engines.values():
@@ -113,7 +134,7 @@ def build_app(service: Service) -> FastAPI:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload")
-    @guarded("admin")
+    @guarded(service, "admin")
     async def reload(request: Request) -> Response:
         service.authorize(request)
         try:
@@ -122,5 +143,3 @@ def build_app(service: Service) -> FastAPI:
             raise APIError(400, f"reload refused, the old routes keep serving: {exc}", code="reload_failed") from None
         body: dict[str, Any] = {"reloaded": True, **routes.describe()}
         return JSONResponse(body)
-
-    return app

@@ -31,8 +31,9 @@ class ServeConfig:
         max_question_chars: longest /v1/mcq question accepted.
         routes: TOML file of aliases ([aliases] medqa = {v1 = 0.9, v2 = 0.1}); reloaded on SIGHUP or
             POST /admin/reload.
-        calibration: results.json of 'edgemed eval' runs holding each artifact's calibrated threshold (matched by
-            sha256); comma-separated or repeated.
+        calibration: results.json of 'edgemed eval' or bench.json of 'edgemed bench' holding each artifact's
+            calibrated threshold, used only for the same bytes (sha256) and the evaluation side its lineage records;
+            comma-separated or repeated.
         threshold: answer /v1/mcq when the letter's probability reaches this (overrides --calibration).
         disclaimer: text returned with every /v1/mcq answer.
         drain_timeout: seconds SIGTERM waits for requests in flight before closing.
