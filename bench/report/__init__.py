@@ -1,1 +1,2 @@
-"""Many bench runs read back and compared: ``edgemed report``, run-to-run deltas and comparability."""
+"""Many bench runs read back and compared: ``edgemed report`` (run_report), run-to-run deltas, ``bench --baseline``'s
+regressions and comparability."""
