@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
-from edgemed.fsutil import read_json, try_json
+from edgemed.fsutil import read_json, sha256_file, try_json
+from edgemed.registry import get_format, install_message, missing_modules
 
 # Files that describe a model but are not the weights: copied beside every artifact that needs a tokenizer.
 TOKENIZER_FILES = (
@@ -49,7 +50,6 @@ class Exporter(abc.ABC):
 
     def available(self) -> str | None:
         """None when this exporter can run here, else the reason it cannot."""
-        from edgemed.registry import get_format, install_message, missing_modules
 
         missing = missing_modules(self.requires)
         return install_message(missing, get_format(self.name).extra) if missing else None
@@ -142,7 +142,6 @@ def check_source(merged: Path) -> list[Path]:
 
 def source_fingerprint(merged: Path) -> dict[str, Any]:
     """What the artifacts are made from: the merged folder's files and one sha256 over all of them."""
-    from edgemed.fsutil import sha256_file
 
     merged = Path(merged)
     files = {

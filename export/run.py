@@ -4,24 +4,33 @@ For every format: check the exporter can run here, skip it when ``DIR/<format>``
 export of the same source (sha256 over the merged folder's files) with the same settings, else export into
 a temp folder beside it, write ``edgemed.json``, verify it with its own runtime, and rename it into place.
 A format that fails is recorded and the others go on; ``export.json`` in DIR lists every outcome.
+
+:func:`run_export` checks the request before any work (:mod:`edgemed.export.plan`), then runs the formats in
+their export chains (the registry's ``FormatSpec.export_chain``; :func:`_run_chains`). The rendering of the
+results is :mod:`edgemed.export.table`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgemed.console import progress
 from edgemed.errors import EdgemedError
-from edgemed.export.base import Exporter, check_source, source_fingerprint, source_lineage
+from edgemed.export.base import Exporter, source_fingerprint, source_lineage
+from edgemed.export.config import ExportConfig
+from edgemed.export.plan import cleanup_partials, existing, order, overlap_plan, prepare
 from edgemed.fsutil import atomic_dir, atomic_write_json, dir_size
 from edgemed.manifest import MANIFEST, file_entries, new_manifest, try_manifest
-from edgemed.registry import FORMATS, FormatSpec, architecture_limit, expand_formats, get_format, load_object
+from edgemed.registry import FormatSpec, architecture_limit
 
 SUMMARY = "export.json"
 
@@ -32,34 +41,6 @@ class VerificationFailed(EdgemedError):
     def __init__(self, message: str, verification: dict[str, Any]):
         super().__init__(message)
         self.verification = verification
-
-
-def _order(name: str) -> int:
-    names = list(FORMATS)
-    return names.index(name) if name in names else len(names)
-
-
-def _existing(m: dict[str, Any] | None, final: Path, source_sha: str, settings: dict[str, Any],
-              verify: bool) -> tuple[bool, str]:
-    """(up to date?, why not) for an artifact folder already at `final`, whose manifest is `m` (None: none that
-    reads)."""
-    if m is None:
-        return False, f"{final} exists but is not an edgemed artifact"
-    source = m.get("source")
-    if not isinstance(source, dict) or source.get("sha256") != source_sha:
-        return False, f"{final} was exported from another source"
-    if m.get("settings") != json.loads(json.dumps(settings)):
-        return False, f"{final} was exported with other settings"
-    if verify and m.get("status") != "verified":
-        return False, f"{final} was not verified"
-    return True, "up to date (same source and settings)"
-
-
-def _cleanup_partials(out: Path, name: str) -> None:
-    """Temp folders left by a killed run (SIGKILL, power loss) never have the final name; remove them."""
-    for stale in list(out.glob(f".{name}.*.partial")) + [out / f".{name}.old"]:
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 class _Run:
@@ -89,10 +70,14 @@ class _Run:
                   "seconds": None, "size_bytes": None, "verification": None, "exit_code": 0, **extra}
         with self._lock:
             self.results.append(result)
-            self.results.sort(key=lambda r: _order(r["format"]))  # format order, whichever chain finished first
-            atomic_write_json(self.out / SUMMARY, {"source": self.fingerprint, "prompt_style": self.style,
-                                                   "overlap": self.overlap, "results": self.results})
+            self.results.sort(key=lambda r: order(r["format"]))  # format order, whichever chain finished first
+            atomic_write_json(self.out / SUMMARY, self.document())
         return result
+
+    def document(self) -> dict[str, Any]:
+        """What export.json holds."""
+        return {"source": self.fingerprint, "prompt_style": self.style, "overlap": self.overlap,
+                "results": self.results}
 
     def precheck(self, spec: FormatSpec, exporter: Exporter, explicit: bool, force: bool,
                  replace_stale: bool = False) -> bool:
@@ -103,11 +88,11 @@ class _Run:
             self.record(spec, "unavailable", reason, exit_code=2 if explicit else 0)
             return False
         final = self.out / spec.name
-        _cleanup_partials(self.out, spec.name)
+        cleanup_partials(self.out, spec.name)
         if not final.exists() or force:
             return True
         manifest = try_manifest(final)
-        fresh, why = _existing(manifest, final, self.fingerprint["sha256"], exporter.settings, self.verify)
+        fresh, why = existing(manifest, final, self.fingerprint["sha256"], exporter.settings, self.verify)
         if fresh:
             verification = manifest.get("verification")
             self.record(spec, "skipped", why, size_bytes=dir_size(final), verification=verification)
@@ -157,7 +142,7 @@ class _Run:
 
         reference = self.reference()
         t0 = time.perf_counter()
-        server = self.workers if spec.runtime == "transformers" else None
+        server = self.workers if spec.verify_route == "forkserver" else None
         verification = verify(tmp, reference, spec.tolerance, self.threads, server)
         verification["seconds"] = round(time.perf_counter() - t0, 3)
         if not verification["passed"]:
@@ -167,8 +152,8 @@ class _Run:
 
 def run_export(
     merged: Path,
-    formats: list[str] | None,
-    out: Path,
+    formats: ExportConfig | list[str] | None,
+    out: Path | None = None,
     force: bool = False,
     verify: bool = True,
     threads: int | None = None,
@@ -177,67 +162,70 @@ def run_export(
     reference=None,
     replace_stale: bool = False,
     overlap: bool = False,
-) -> list[dict[str, Any]]:
-    """Export `merged` to each format into ``out/<format>``; one result dict per format (see module doc).
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Export `merged` to each format into ``out/<format>`` (see module doc).
+
+    Called with an :class:`ExportConfig` (``run_export(merged, config)``: edgemed export, the pipeline), it reads
+    everything from the config, its format flags included, and returns the document it wrote (export.json).
+    Called with a list of format names (None: the default set) and `out`, it returns the list of results.
 
     reference: `merged`'s verification reference (``export.verify.Reference``) when the caller already holds it
     (edgemed tune verifies dozens of candidates of one source); computed here, once per call, otherwise.
     replace_stale: rebuild an edgemed artifact already in `out` that was exported from another source or with
     other settings (the pipeline, which owns its folder, after it trained again) instead of failing that format;
     `force` rebuilds even up-to-date ones.
-    overlap: once the transformers formats are done, export the GGUF formats (llama.cpp's converter, llama-quantize
-    and the verification: subprocesses, mostly one core each) in a second thread while the others (ONNX: one core
-    for long stretches) export here, where the memory plan says both chains' peaks fit this machine together
-    (export.json's ``overlap`` says whether they did and why). Each artifact and its verification are the same.
+    overlap: once the "first" chain's formats are done (transformers), export the "beside" chain (GGUF: llama.cpp's
+    converter, llama-quantize and the verification: subprocesses, mostly one core each) in a second thread while
+    the "main" chain (ONNX: one core for long stretches) exports here, where the memory plan says both chains'
+    peaks fit this machine together (export.json's ``overlap`` says whether they did and why). Each artifact and
+    its verification are the same.
 
-    Each dict: format, path, status (exported|skipped|unavailable|failed), reason, seconds, export_seconds,
+    Each result: format, path, status (exported|skipped|unavailable|failed), reason, seconds, export_seconds,
     size_bytes, verification (see edgemed.export.verify), exit_code (0, or what this format alone would exit).
     Bad input (source, format names, settings) raises EdgemedError before anything is written.
     """
-    from edgemed.console import progress
+    if isinstance(formats, ExportConfig):
+        c = formats
+        settings = c.settings()  # the format flags: a flag no requested format takes is refused first
+        run = _export(Path(merged), c.formats or None, c.out_for(merged), c.force, c.verify, c.threads, settings,
+                      c.show_progress, reference, c.replace_stale, c.overlap)
+        return run.document()
+    if out is None:
+        raise TypeError("run_export(merged, formats, out): give the output folder")
+    return _export(Path(merged), formats, Path(out), force, verify, threads, settings, show_progress, reference,
+                   replace_stale, overlap).results
 
-    merged, out = Path(merged), Path(out)
-    if threads is not None:
-        from edgemed.resources import resolve_threads
 
-        resolve_threads(threads)  # at least 1, at most a sane multiple of this machine's CPUs
-    from edgemed.fsutil import check_output_dir
-    from edgemed.registry import require_train
-
-    require_train("edgemed export (it reads the merged model with transformers)")  # e.g. a board install
-    check_source(merged)
-    check_output_dir(out, "--out")
-    if out.resolve() == merged.resolve() or merged.resolve() in out.resolve().parents:
-        raise EdgemedError(f"--out {out} is the merged model folder or inside it; give a separate folder (default: "
-                           f"{merged.parent / (merged.name + '-exports')})")
-    formats = expand_formats(formats)  # named sets: --formats ladder
-    explicit = formats is not None
-    default = [n for n, s in FORMATS.items() if s.default]  # the rest only when named
-    specs = sorted((get_format(n) for n in dict.fromkeys(formats if explicit else default)),
-                   key=lambda s: _order(s.name))
-    unknown = set(settings or {}) - {s.name for s in specs}
-    if unknown:
-        raise EdgemedError(f"settings given for formats not exported: {', '.join(sorted(unknown))}")
-    exporters: dict[str, Exporter] = {
-        s.name: load_object(s.exporter)(s.name, threads=threads, siblings=out, **(settings or {}).get(s.name, {}))
-        for s in specs
-    }
-    for exporter in exporters.values():
-        exporter.check(merged)  # a setting out of range, a matrix for another model: exit 2 before any work
-    unavailable = {name: e.available() or architecture_limit(name, merged) for name, e in exporters.items()}
-    if all(unavailable.values()):  # nothing can be written here: say what to install
-        reasons = "; ".join(f"{name} {why}" for name, why in unavailable.items())
-        raise EdgemedError(f"no requested format can be exported with this install ({reasons})")
-    from edgemed.memory_plan import check_export
-
-    check_export([s.name for s in specs if not unavailable[s.name]], str(merged))  # exit 2 before any work
+def _export(merged: Path, formats: list[str] | None, out: Path, force: bool, verify: bool, threads: int | None,
+            settings: dict[str, dict[str, Any]] | None, show_progress: bool, reference, replace_stale: bool,
+            overlap: bool) -> _Run:
+    specs, exporters, unavailable, explicit = prepare(merged, formats, out, threads, settings)
     run = _Run(merged, out, verify, threads, reference)
     out.mkdir(parents=True, exist_ok=True)
-    forked = [s for s in specs if not unavailable[s.name] and s.runtime == "transformers"]
+    _run_chains(run, specs, exporters, unavailable, _Choice(explicit, force, replace_stale, overlap), show_progress)
+    return run
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What the caller chose for the formats of one run (see run_export)."""
+
+    explicit: bool  # the formats were named (a format that cannot be exported here is then exit 2)
+    force: bool
+    replace_stale: bool
+    overlap: bool
+
+
+def _run_chains(run: _Run, specs: list[FormatSpec], exporters: dict[str, Exporter],
+                unavailable: dict[str, str | None], choice: _Choice, show_progress: bool) -> None:
+    """Export every format in its chain: "first" here, then "beside" in a second thread next to "main" where the
+    overlap plan allows, else one after the other."""
+    from edgemed.process.child import STOP
+
+    forked = [s for s in specs if not unavailable[s.name] and s.verify_route == "forkserver"]
     with contextlib.ExitStack() as workers, progress() as bar:
-        run.workers = workers.enter_context(_workers(verify, forked))
+        run.workers = workers.enter_context(_workers(run.verify, forked))
         task = bar.add_task("export", total=len(specs), visible=show_progress)
-        from edgemed.process.child import STOP
 
         def one(spec: FormatSpec) -> None:
             if STOP.is_set():  # the run was interrupted in the other chain's thread
@@ -245,71 +233,56 @@ def run_export(
             exporter = exporters[spec.name]
             exporter.source_sha256 = run.fingerprint["sha256"]
             bar.update(task, description=f"{spec.name}: checking")
-            if run.precheck(spec, exporter, explicit, force, replace_stale):
+            if run.precheck(spec, exporter, choice.explicit, choice.force, choice.replace_stale):
                 def stage(what: str, name: str = spec.name) -> None:
                     bar.update(task, description=f"{name}: {what}")
 
                 run.build(spec, exporter, stage)
             if forked and spec is forked[-1]:
-                workers.close()  # no transformers artifact is left to verify: the server's memory goes back now
+                workers.close()  # no artifact is left to verify through the server: its memory goes back now
                 run.workers = None
             bar.advance(task)
 
-        head = [s for s in specs if s.runtime == "transformers"]
-        gguf = [s for s in specs if s.runtime == "llama.cpp" and s not in head]
-        rest = [s for s in specs if s not in head and s not in gguf]
-        for spec in head:
+        first = [s for s in specs if s.export_chain == "first"]
+        beside = [s for s in specs if s.export_chain == "beside"]
+        main = [s for s in specs if s not in first and s not in beside]
+        for spec in first:
             one(spec)
-        run.overlap = _overlap_plan(overlap, gguf, rest, [s.name for s in specs if not unavailable[s.name]], merged)
+        run.overlap = overlap_plan(choice.overlap, beside, main, [s.name for s in specs if not unavailable[s.name]],
+                                    run.merged)
         if run.overlap["chains"]:
-            try:
-                with ThreadPoolExecutor(1, thread_name_prefix="edgemed-export-gguf") as pool:
-                    background = pool.submit(lambda: [one(s) for s in gguf])
-                    try:
-                        for spec in rest:
-                            one(spec)
-                    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a bug here: the GGUF chain stops too,
-                        STOP.set()  # its running subprocess killed at once, its partial folder removed, no next format
-                        raise
-                    background.result()  # its own bug, raised here
-            finally:
-                STOP.clear()
+            _overlapped(one, beside, main, STOP)
         else:
             for spec in specs:
-                if spec not in head:
+                if spec not in first:
                     one(spec)
         bar.update(task, description="export: done")
-    return run.results
 
 
-def _overlap_plan(asked: bool, gguf: list[FormatSpec], rest: list[FormatSpec], names: list[str],
-                  merged: Path) -> dict[str, Any]:
-    """Whether the GGUF chain runs beside the other formats (run_export's `overlap`), and why (export.json)."""
-    if not asked:
-        return {"chains": [], "why": "not asked for"}
-    if not gguf or not rest:
-        return {"chains": [], "why": "one chain only"}
-    from edgemed.memory_plan import exports_fit_together
-
-    chains = [[s.name for s in gguf if s.name in names], [s.name for s in rest if s.name in names]]
-    if not all(chains):
-        return {"chains": [], "why": "one chain only (the other's formats cannot be exported with this install)"}
-    fits, why = exports_fit_together(chains, str(merged))
-    return {"chains": chains if fits else [], "why": why}
+def _overlapped(one: Callable[[FormatSpec], None], beside: list[FormatSpec], main: list[FormatSpec], stop) -> None:
+    """The "beside" chain in a second thread while the "main" one runs here."""
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="edgemed-export-gguf") as pool:
+            background = pool.submit(lambda: [one(s) for s in beside])
+            try:
+                for spec in main:
+                    one(spec)
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a bug here: the other chain stops too,
+                stop.set()  # its running subprocess killed at once, its partial folder removed, no next format
+                raise
+            background.result()  # its own bug, raised here
+    finally:
+        stop.clear()
 
 
 @contextlib.contextmanager
 def _workers(verify: bool, specs: list[FormatSpec]):
     """The fork server (export.verify.transformers_workers) for the verification workers of `specs` (this run's
-    transformers formats), or None. On Linux only: elsewhere a fork of a process holding these libraries is not a
-    safe one, and each worker starts afresh."""
-    import sys
-
+    formats whose verify_route is "forkserver": the transformers ones), or None. On Linux only: elsewhere a fork
+    of a process holding these libraries is not a safe one, and each worker starts afresh."""
     if sys.platform != "linux" or not verify or not specs:
         yield None
         return
-    import tempfile
-
     from edgemed.export.verify import transformers_workers
 
     with tempfile.TemporaryDirectory(prefix="edgemed-forkserver-") as tmp, transformers_workers(Path(tmp)) as server:
@@ -323,43 +296,3 @@ def exit_code(results: list[dict[str, Any]]) -> int:
         return 0
     return 2 if 2 in codes else max(codes)
 
-
-def summary_table(results: list[dict[str, Any]]):
-    """Rich table of the results; long reasons are left to ``problem_lines``."""
-    from rich.table import Table
-
-    table = Table(title="export")
-    for col in ("format", "status", "size", "s", "max|Δlogp|", "tol", "tokens"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("format", "status", "tokens") else "right")
-    table.add_column("note", overflow="fold")
-    colors = {"exported": "green", "skipped": "cyan", "unavailable": "yellow", "failed": "red"}
-    for r in results:
-        v = r.get("verification") or {}
-        delta, parity = v.get("max_abs_delta"), v.get("token_parity")
-        note = r.get("reason", "")
-        table.add_row(
-            r["format"],
-            f"[{colors[r['status']]}]{r['status']}[/]",
-            _size(r.get("size_bytes")),
-            f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
-            f"{delta:.2g}" if delta is not None else "",
-            f"{v['tolerance']:g}" if "tolerance" in v else "",
-            "" if parity is None else ("same" if parity else "[red]differ[/]"),
-            "" if r["status"] == "skipped" else ("see below" if len(note) > 40 else note),
-        )
-    return table
-
-
-def problem_lines(results: list[dict[str, Any]]) -> list[str]:
-    """One line per format that did not end in place (failed or left out)."""
-    return [f"{r['format']}: {r['status']}: {r['reason']}" for r in results if r["status"] in ("failed", "unavailable")]
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""

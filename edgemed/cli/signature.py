@@ -4,8 +4,9 @@ Parameters without a default are positional; the rest are ``--options``. ``bool`
 ``--flag/--no-flag`` pair, an optional ``list[X]`` takes comma-separated values (and may be repeated, so it
 never swallows a positional), ``Literal[...]`` gives choices, and the ``Args:`` section of the docstring gives
 each option's help. A parameter typed with a dataclass (a command's config object) is expanded into one
-option per field, documented by the class's own ``Args:`` section; a field's ``metadata["flags"]`` adds short
-flags (``-t``). :func:`call` builds the dataclass back and passes it whole.
+option per field, documented by the class's own ``Args:`` section (a field typed with another dataclass adds that
+class's fields; ``metadata["cli"] = False`` keeps a field off the command line); a field's ``metadata["flags"]`` adds
+short flags (``-t``). :func:`call` builds the dataclass back and passes it whole.
 """
 
 from __future__ import annotations
@@ -132,6 +133,24 @@ def _config_class(tp: Any) -> type | None:
     return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
+def _flag_fields(config: type) -> list[dataclasses.Field]:
+    """The fields of a config class that are flags (``metadata["cli"] = False``: set by a calling command only)."""
+    return [f for f in dataclasses.fields(config) if f.metadata.get("cli", True)]
+
+
+def _add_config(parser: argparse.ArgumentParser, config: type) -> None:
+    """One option per flag field of `config`; a field that is itself a config class adds its own fields."""
+    field_hints = typing.get_type_hints(config)
+    _, field_helps = parse_doc(config)
+    for f in _flag_fields(config):
+        inner = _config_class(field_hints[f.name])
+        if inner is not None:
+            _add_config(parser, inner)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        _add(parser, f.name, field_hints[f.name], default, field_helps.get(f.name, ""), f.metadata.get("flags"))
+
+
 def add_function(parser: argparse.ArgumentParser, fn: Callable) -> None:
     hints = typing.get_type_hints(fn)
     _, helps = parse_doc(fn)
@@ -139,12 +158,18 @@ def add_function(parser: argparse.ArgumentParser, fn: Callable) -> None:
         config = _config_class(hints.get(name))
         if config is None:
             _add(parser, name, hints.get(name, str), param.default, helps.get(name, ""))
-            continue
-        field_hints = typing.get_type_hints(config)
-        _, field_helps = parse_doc(config)
-        for f in dataclasses.fields(config):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            _add(parser, f.name, field_hints[f.name], default, field_helps.get(f.name, ""), f.metadata.get("flags"))
+        else:
+            _add_config(parser, config)
+
+
+def _build_config(config: type, ns: argparse.Namespace) -> Any:
+    """The config object of the parsed options; an option left out (None) keeps the class's own default."""
+    hints = typing.get_type_hints(config)
+    values: dict[str, Any] = {}
+    for f in _flag_fields(config):
+        inner = _config_class(hints[f.name])
+        values[f.name] = _build_config(inner, ns) if inner is not None else getattr(ns, f.name)
+    return config(**{k: v for k, v in values.items() if v is not None})
 
 
 def call(fn: Callable, ns: argparse.Namespace) -> Any:
@@ -152,9 +177,5 @@ def call(fn: Callable, ns: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = {}
     for name in inspect.signature(fn).parameters:
         config = _config_class(hints.get(name))
-        if config is None:
-            kwargs[name] = getattr(ns, name)
-        else:  # an option left out (None) keeps the class's own default
-            values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(config)}
-            kwargs[name] = config(**{k: v for k, v in values.items() if v is not None})
+        kwargs[name] = getattr(ns, name) if config is None else _build_config(config, ns)
     return fn(**kwargs)

@@ -19,7 +19,9 @@ The settings and export's GGUF flags are checked in :mod:`edgemed.export.gguf.se
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,6 +32,7 @@ from edgemed.export.base import Exporter
 from edgemed.export.gguf.run import run_logged, run_tool
 from edgemed.export.gguf.settings import FLAG_OF, FLOAT_TYPES, OVERRIDE_KEYS, check_settings, gguf_name
 from edgemed.process.child import python_module
+from edgemed.registry import TRAIN_EXTRA
 
 CONVERTER_ENV = "EDGEMED_HF2GGUF"
 CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
@@ -67,7 +70,7 @@ def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None 
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(script.parent), "HF_HUB_OFFLINE": "1",
            "NO_LOCAL_GGUF": "1"}
     cmd = [sys.executable, str(script), str(source), "--outfile", str(outfile), "--outtype", outtype]
-    name = base_model_name(source)
+    name = gguf_model_name(source)
     if name:
         cmd += ["--model-name", name]
     outcome, why = run_tool(cmd, log, env=env, cwd=outfile.parent)
@@ -76,13 +79,48 @@ def convert(source: Path, outfile: Path, outtype: str = "f16", log: Path | None 
 
 
 def base_model_name(source: Path) -> str | None:
-    """general.name of the GGUF: the base model's name (from the lineage), not the merged folder's. llama.cpp keys
-    some vocabulary rules on it (Phi-3's chat markers strip the whitespace after them, as in transformers)."""
+    """The base model's name (from the lineage), not the merged folder's."""
     from edgemed.lineage import read_lineage
 
     lineage = read_lineage(source)
     given = (lineage.base_model or {}).get("given") if lineage is not None else None
     return Path(str(given)).name if given else None
+
+
+# llama.cpp (llama-vocab.cpp) lets the special tokens strip the whitespace after them, as Phi-3's tokenizer does,
+# only when general.name contains one of these (lower case); the tokens' own flags are not in the GGUF.
+RSTRIP_NAMES = ("phi-3", "phi3")
+
+
+def gguf_model_name(source: Path) -> str | None:
+    """general.name of the GGUF: the base model's name (else the folder's), made to agree with the tokenizer on the
+    vocabulary rule llama.cpp keys on the name. Without it a Phi-3 saved in a folder named ``model`` tokenizes its
+    chat markers differently from transformers (the export check fails), and a model named phi3 whose tokenizer
+    keeps the whitespace after them would lose it. Without a tokenizer.json: the base model's name or None (the
+    converter's own)."""
+    source = Path(source)
+    base = base_model_name(source)
+    strips = tokenizer_strips_after_special(source)
+    if strips is None:
+        return base
+    name = base or source.name
+    named = any(key in name.lower() for key in RSTRIP_NAMES)
+    if strips and not named:
+        return f"{name} (phi3 tokenizer)"
+    if named and not strips:
+        return re.sub(r"(?i)phi(-?)3", lambda m: f"Phi{m.group(1)} 3", name)  # no longer "phi3" or "phi-3"
+    return name
+
+
+def tokenizer_strips_after_special(folder: Path) -> bool | None:
+    """Whether the tokenizer's special tokens (its chat markers; not <unk>, <s> or <|endoftext|>, which llama.cpp
+    exempts) strip the whitespace after them, read from tokenizer.json; None without one."""
+    try:
+        added = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    exempt = {"<unk>", "<s>", "<|endoftext|>"}
+    return any(t.get("special") and t.get("rstrip") and t.get("content") not in exempt for t in added)
 
 
 def quantize(src: Path, dst: Path, ftype: str, threads: int | None = None, log: Path | None = None) -> None:
@@ -164,8 +202,6 @@ class GgufExporter(Exporter):
     def available(self) -> str | None:
         reason = super().available()
         if reason:
-            from edgemed.registry import TRAIN_EXTRA
-
             return reason + f" (and edgemed[{TRAIN_EXTRA}] for the converter)"
         try:
             converter_path()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import EdgemedError
+from edgemed.fsutil import require_regular_file, sha256_file, try_json
 
 DEFAULT_CTX = 512  # llama-imatrix's default chunk size
 TEXT_NAME = "imatrix-train-text.txt"  # what llama-imatrix records as its dataset (run in the temp folder)
@@ -92,7 +93,6 @@ def read_imatrix(path: Path) -> dict[str, Any]:
     """Check a llama-imatrix output (a complete GGUF with ``general.type = imatrix`` and its in_sum2/counts
     tensors) and return its metadata and per-tensor widths; a truncated or foreign file raises EdgemedError naming
     it."""
-    from edgemed.fsutil import require_regular_file
     from edgemed.gguf_header import MAGIC, read_header
 
     path = Path(path)
@@ -128,7 +128,6 @@ def read_imatrix(path: Path) -> dict[str, Any]:
 
 def check_fits(path: Path, meta: dict[str, Any], source: Path) -> None:
     """Refuse a matrix made for another model: layers beyond the model's or row widths it does not have."""
-    from edgemed.fsutil import try_json
 
     config = try_json(Path(source) / "config.json")
     if not isinstance(config, dict):
@@ -146,8 +145,6 @@ def check_fits(path: Path, meta: dict[str, Any], source: Path) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    from edgemed.fsutil import sha256_file
-
     return sha256_file(path)
 
 

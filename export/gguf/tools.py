@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from edgemed.console import err_console
 from edgemed.errors import EdgemedError
 from edgemed.export.gguf.tools_cache import (  # noqa: F401 (CACHE_ENV, cache_root, compiler_name: importable here)
     CACHE_ENV,
@@ -61,8 +62,6 @@ PREFIX = "llama.cpp tools"
 
 
 def _say(text: str) -> None:
-    from edgemed.console import err_console
-
     err_console.print(f"{PREFIX}: {text}", markup=False, highlight=False)
 
 

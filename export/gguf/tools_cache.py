@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgemed.errors import EdgemedError, install_message
 from edgemed.fsutil import sha256_file
+from edgemed.registry import runtime_spec
 
 TOOLS = ("llama-imatrix", "llama-quantize", "llama-bench", "llama-perplexity")
 # llama-cpp-python's defaults (its CMakeLists only forces LLAMA_BUILD_COMMON=ON, LLAMA_CURL=OFF and
@@ -51,8 +52,6 @@ def llama_cpp_version() -> str:
     try:
         return version("llama-cpp-python")
     except PackageNotFoundError:
-        from edgemed.registry import runtime_spec
-
         raise EdgemedError("building llama.cpp's tools (from the installed llama-cpp-python's sources) "
                            + install_message(["llama-cpp-python"], runtime_spec("llama.cpp").extra)) from None
 
