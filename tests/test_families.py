@@ -1,9 +1,13 @@
 """Every model family's tiny random alias: its prompts are its own chat template's, token for token, in training
 and in every runtime's prompt path (transformers, the tokenizer.json path of ONNX and OpenVINO, llama.cpp), and it
-goes through one fast path (hf and a GGUF type, exported and verified against transformers)."""
+goes through one fast path (hf and a GGUF type, exported and verified against transformers). The same model given
+as a plain local folder (a ``save_pretrained`` copy in a folder named ``model``, as a hub snapshot is named for its
+hash, not its family) is scored on its own template and exports and verifies alike; one family goes through the
+whole ``edgemed pipeline`` as such a folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,20 @@ def family(request, edgemed_cache):
     from edgemed.models import resolve_model
 
     return request.param, resolve_model(alias(request.param))
+
+
+@pytest.fixture(scope="module")
+def plain_folder(family, tmp_path_factory) -> Path:
+    """The family's tiny model as a user's own folder: loaded and saved with save_pretrained (model and tokenizer)
+    into a folder named ``model``, with nothing of edgemed's (no origin record, no lineage)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name, path = family
+    folder = tmp_path_factory.mktemp(f"plain-{name}") / "model"
+    AutoModelForCausalLM.from_pretrained(path).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(path).save_pretrained(folder)
+    assert not (folder / "edgemed-origin.json").exists() and not (folder / "lineage.json").exists()
+    return folder
 
 
 def conversation(style, q) -> list[dict]:
@@ -116,11 +134,31 @@ def test_training_and_scoring_prompts_are_the_templates_own(family, questions):
         assert style.facts["system"].startswith("folded into the first user turn")
 
 
+def test_no_family_is_scored_on_plain(family, plain_folder):
+    """A model with a chat template is never scored on the hand-written plain prompt: not the alias, not the same
+    model as a plain folder with no lineage (the transformers runtime reads the style from its template), and both
+    get the same style."""
+    from edgemed.models import load_tokenizer
+    from edgemed.prompts import detect_style_for_tokenizer
+    from edgemed.runtimes.hf import TransformersRuntime
+
+    name, path = family
+    alias_style = detect_style_for_tokenizer(load_tokenizer(path), name)
+    runtime = TransformersRuntime(plain_folder, threads=1)
+    try:
+        assert runtime.chat_template(), name
+        assert runtime.prompt_style == alias_style != "plain", (name, runtime.prompt_style)
+    finally:
+        runtime.close()
+
+
 @pytest.mark.slow
-def test_hf_and_gguf_export_and_verify(family, questions, tmp_path):
-    """The suite's one path per family: hf and gguf-q8_0 exported and verified against transformers (delta log p),
-    or refused before any work with the engine's limit named (the registry's ArchitectureLimit); llama.cpp tokenizes
-    the recorded prompt to the training ids, and the GGUF's own chat template gives the recorded style."""
+def test_hf_and_gguf_export_and_verify(family, plain_folder, questions, tmp_path):
+    """The suite's one path per family, on the family's model as a plain folder named ``model``: hf and gguf-q8_0
+    exported and verified against transformers (delta log p), or refused before any work with the engine's limit
+    named (the registry's ArchitectureLimit); llama.cpp tokenizes the recorded prompt to the training ids, and the
+    GGUF's own chat template gives the recorded style. (Phi-3's chat markers strip the whitespace after them only
+    where the GGUF's name says phi3: the folder's name does not.)"""
     from edgemed.batching import IGNORE, encode_question
     from edgemed.export.run import run_export
     from edgemed.lineage import read_lineage
@@ -129,9 +167,10 @@ def test_hf_and_gguf_export_and_verify(family, questions, tmp_path):
     from edgemed.registry import architecture_limit
     from edgemed.runtimes.llamacpp import LlamaCppRuntime
 
-    name, path = family
+    name, _ = family
     if name == "llama":
         pytest.skip("tiny-random's exports are the session's tiny_exports fixture, tested in test_export.py")
+    path = str(plain_folder)
     out = tmp_path / "exports"
     results = run_export(Path(path), ["hf", "gguf-q8_0"], out, threads=2, show_progress=False)
     for r in results:
@@ -151,6 +190,33 @@ def test_hf_and_gguf_export_and_verify(family, questions, tmp_path):
             example = encode_question(tok, style, q)
             n_prompt = example["labels"].count(IGNORE)
             assert rt.tokenize(style.prompt(q)) == example["input_ids"][:n_prompt], name
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_plain_phi3_folder(tmp_path_factory, cli):
+    """`edgemed pipeline --model <folder> --max-steps 2` on a family model given as a plain local folder (Phi-3:
+    fused projections, untied head, whitespace-stripping chat markers, in a folder that does not name it): exit 0,
+    trained on its own template, hf and gguf-q8_0 exported and verified, benched on that template."""
+    from edgemed.models import build_tiny_family
+
+    folder = tmp_path_factory.mktemp("user-phi3") / "model"
+    build_tiny_family(folder, "phi3")
+    (folder / "edgemed-origin.json").unlink()
+    out = folder.parent / "run"
+    proc = cli("pipeline", "--model", folder, "--max-steps", "2", "--batch-size", "2", "--eval-limit", "4",
+               "--formats", "hf,gguf-q8_0", "--limit", "4", "--repetitions", "1", "--n-gen", "4", "--threads", "2",
+               "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lineage = json.loads((out / "train" / "lineage.json").read_text())
+    style = lineage["prompt_style"]
+    assert style.startswith("template-"), style  # the folder's own Phi-3 template, never plain
+    assert lineage["prompt_template"]["system"].startswith("system role")  # Phi-3's <|system|> turn, as rendered
+    exported = {r["format"]: r for r in json.loads((out / "artifacts" / "export.json").read_text())["results"]}
+    for fmt in ("hf", "gguf-q8_0"):
+        assert exported[fmt]["status"] == "exported" and exported[fmt]["verification"]["passed"], exported[fmt]
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert {a["format"] for a in bench["artifacts"]} == {"hf", "gguf-q8_0"}
+    assert {a["runtime_info"]["prompt_style"] for a in bench["artifacts"]} == {style}
 
 
 def test_shipped_matrix_covers_every_family_and_info_shows_installed_columns():
