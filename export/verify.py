@@ -167,7 +167,7 @@ def verify(artifact: Path, ref: Reference, tolerance: float, threads: int | None
             pos = next(diff, min(len(want), len(have)))
             mismatch = {"text": i, "position": pos, "expected": want[pos:pos + 6], "got": have[pos:pos + 6]}
             break
-    from edgemed.runtimes.base import softmax_rows
+    from edgemed.runtimes.logits import softmax_rows
 
     lp = np.asarray(got["letter_logprobs"], dtype=np.float64)
     raw = np.abs(lp - ref.letter_logprobs)

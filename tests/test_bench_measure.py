@@ -227,7 +227,7 @@ def test_formats_that_quantize_activations_over_the_input_are_scored_one_prompt_
 def test_log_softmax_rows_is_bit_identical_to_the_whole_array_formula(shape):
     """The blocked, in-place log-softmax the fidelity pass runs on every row gives, bit for bit, what the formula
     over the whole array at once gives (the KLD and accuracy figures of earlier runs stay the same)."""
-    from edgemed.runtimes.base import log_softmax_rows
+    from edgemed.runtimes.logits import log_softmax_rows
 
     rng = np.random.default_rng(len(shape) * 1000 + shape[0])
     x = (rng.standard_normal(shape) * 6).astype(np.float32)

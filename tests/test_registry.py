@@ -86,7 +86,8 @@ TOY_RUNTIME = textwrap.dedent(r'''
     import numpy as np
 
     from edgemed.export.base import Exporter
-    from edgemed.runtimes.base import Runtime, log_softmax_rows
+    from edgemed.runtimes.base import Runtime
+    from edgemed.runtimes.logits import log_softmax_rows
 
     VOCAB = ["<unk>", "<end>", " A", " B", " C", " D"]
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgemed import fsutil
 from edgemed.errors import EdgemedError
+from edgemed.registry import runtime_module
 
 # transformers' clean_up_tokenization (applied on decode when tokenizer_config.json asks for it)
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
@@ -20,9 +22,7 @@ def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path` ({} when the file is absent); a clear error when it is not JSON."""
     if not path.is_file():
         return {}
-    from edgemed.fsutil import read_json as read
-
-    data = read(path, "tokenizer file", "re-export the artifact")
+    data = fsutil.read_json(path, "tokenizer file", "re-export the artifact")
     return data if isinstance(data, dict) else {}
 
 
@@ -46,8 +46,6 @@ class FolderTokenizer:
 
     def __init__(self, folder: Path, config: dict[str, Any], generation_config: dict[str, Any],
                  runtime: str = "onnxruntime"):
-        from edgemed.registry import runtime_module
-
         tokenizers = runtime_module(runtime, "tokenizers")  # missing: exit 2 naming `runtime`'s extra
         self.folder = Path(folder)
         self.config, self.generation_config = config, generation_config

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemed.fsutil import read_json
+from edgemed.registry import detect_format, format_modules
 from edgemed.runtimes.base import Runtime, omp_wait_policy
 
 
@@ -26,8 +28,6 @@ class TransformersRuntime(Runtime):
         self.choice = pick_device(device, options.get("dtype", "auto"))
         self.quantization = _quantization(self.path)
         if self.quantization:  # bitsandbytes: the format's own modules, its extra named when one is missing
-            from edgemed.registry import detect_format, format_modules
-
             spec = detect_format(self.path)
             if spec is not None:
                 format_modules(spec.name)
@@ -125,7 +125,5 @@ def _quantization(path: Path) -> dict[str, Any] | None:
     config = Path(path) / "config.json"
     if not config.exists():
         return None
-    from edgemed.fsutil import read_json
-
     data = read_json(config, "model config", "re-export the artifact")
     return data.get("quantization_config") if isinstance(data, dict) else None

@@ -31,7 +31,8 @@ import numpy as np
 from edgemed.errors import EdgemedError
 from edgemed.gguf_header import read_header
 from edgemed.registry import runtime_module
-from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
+from edgemed.runtimes.base import Runtime, omp_wait_policy
+from edgemed.runtimes.logits import log_softmax_rows
 
 _PARAMS_LOCK = threading.Lock()
 _OMP_POLICY: str | None = None  # OMP_WAIT_POLICY in force when llama.cpp was loaded in this process

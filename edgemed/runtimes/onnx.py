@@ -24,8 +24,9 @@ import numpy as np
 
 from edgemed.errors import EdgemedError
 from edgemed.registry import runtime_module
-from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
-from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
+from edgemed.runtimes.base import omp_wait_policy
+from edgemed.runtimes.folder import FolderRuntime
+from edgemed.runtimes.logits import log_softmax_rows
 
 ONNX_FILE = "model.onnx"
 PAST_PREFIX = "past_key_values."
@@ -47,21 +48,15 @@ def _numpy_type(ort_type: str, name: str) -> type:
                            "hold; export the model in float32 or float16") from None
 
 
-class OnnxRuntime(Runtime):
+class OnnxRuntime(FolderRuntime):
     name = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
         super().__init__(path, threads, device, **options)
         ort = runtime_module(self.name, "onnxruntime")
         self.ort = ort
-        folder = self.path if self.path.is_dir() else self.path.parent
-        self.folder = folder
-        model_file = self.path if self.path.suffix == ".onnx" and self.path.is_file() else folder / ONNX_FILE
-        if not model_file.is_file():
-            raise EdgemedError(f"{folder} has no {ONNX_FILE}; export it with 'edgemed export --formats onnx'")
-        self.model_file = model_file
-        self.config = read_json(folder / "config.json")
-        self.generation_config = read_json(folder / "generation_config.json")
+        model_file = self.model_file = self._model_file(ONNX_FILE, "onnx")
+        self._read_configs()
 
         so = ort.SessionOptions()
         if threads:
@@ -93,9 +88,7 @@ class OnnxRuntime(Runtime):
                 ) from None
         self.provider = self.session.get_providers()[0]
         self._read_graph()
-
-        self.tok = FolderTokenizer(folder, self.config, self.generation_config, runtime=self.name)
-        self.eos_ids, self.pad_id = self.tok.eos_ids, self.tok.pad_id
+        self._read_tokenizer()
         self._past: dict[str, np.ndarray] = {}
         self._length = 0
 
@@ -165,49 +158,13 @@ class OnnxRuntime(Runtime):
     def _ids_array(self, ids: list[int]) -> np.ndarray:
         return np.asarray([ids], dtype=self.input_types["input_ids"])
 
-    def _ones(self, n: int) -> np.ndarray:
-        """A (1, n) attention mask of ones: a slice of one array grown by doubling, not a new array per token."""
-        if self._mask_ones.shape[1] < n:
-            self._mask_ones = np.ones((1, max(n, 2 * self._mask_ones.shape[1], 256)), dtype=self._mask_ones.dtype)
-        return self._mask_ones[:, :n]
-
-    # --- tokens (edgemed.runtimes.folder_tokenizer) ----------------------------------------------------
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.tok.encode(text, add_special)
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.tok.decode(ids)
-
-    def is_end(self, token: int) -> bool:
-        return token in self.eos_ids
-
-    def chat_template(self) -> str | None:
-        return self.tok.chat_template()
-
     # --- model ------------------------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab
-
-    @property
-    def context_length(self) -> int | None:
-        n = self.config.get("max_position_embeddings") if isinstance(self.config, dict) else None
-        return int(n) if isinstance(n, int) and n > 0 else None
-
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
         if not prompts:
             return np.zeros((0, self.vocab_size), dtype=np.float32)
-        encoded = self.tok.encode_batch(prompts)
-        width = max(len(e) for e in encoded)
-        if width == 0:
-            raise EdgemedError("empty prompt: onnxruntime needs at least one token")
-        ids = np.full((len(encoded), width), self.pad_id, dtype=self.input_types["input_ids"])
-        mask = np.zeros((len(encoded), width), dtype=self.input_types["attention_mask"])
-        for row, e in enumerate(encoded):  # left padding: the last column is every prompt's last token
-            if e:
-                ids[row, width - len(e):] = e
-                mask[row, width - len(e):] = 1
-        logits = self._run(ids, mask, self._empty_past(len(encoded)))[0]
+        ids, mask = self._left_padded(prompts, self.input_types["input_ids"], self.input_types["attention_mask"],
+                                      "onnxruntime")
+        logits = self._run(ids, mask, self._empty_past(len(ids)))[0]
         return log_softmax_rows(logits[:, -1, :])
 
     def sequence_logprobs(self, ids: list[int]) -> np.ndarray:

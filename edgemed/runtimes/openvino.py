@@ -28,8 +28,9 @@ import numpy as np
 
 from edgemed.errors import EdgemedError
 from edgemed.registry import runtime_module
-from edgemed.runtimes.base import Runtime, log_softmax_rows, omp_wait_policy
-from edgemed.runtimes.folder_tokenizer import FolderTokenizer, read_json
+from edgemed.runtimes.base import omp_wait_policy
+from edgemed.runtimes.folder import FolderRuntime
+from edgemed.runtimes.logits import log_softmax_rows
 
 XML_FILE = "openvino_model.xml"
 _PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -64,24 +65,17 @@ def check_ir(xml: Path) -> Path:
     return bin_file
 
 
-class OpenVinoRuntime(Runtime):
+class OpenVinoRuntime(FolderRuntime):
     name = "openvino"
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "auto", **options: Any):
         super().__init__(path, threads, device, **options)
         if device.startswith(("cuda", "mps")):
             raise EdgemedError(f"--device {device}: the openvino runtime runs on the CPU here; use --device cpu")
-        folder = self.path if self.path.is_dir() else self.path.parent
-        self.folder = folder
-        xml = self.path if self.path.suffix == ".xml" and self.path.is_file() else folder / XML_FILE
-        if not xml.is_file():
-            raise EdgemedError(f"{folder} has no {XML_FILE}; export it with 'edgemed export --formats openvino-int8'")
+        xml = self.model_file = self._model_file(XML_FILE, "openvino-int8")
         bin_file = check_ir(xml)  # before any work: a broken IR is bad input naming the file
-        self.model_file = xml
-        self.config = read_json(folder / "config.json")
-        self.generation_config = read_json(folder / "generation_config.json")
-        self.tok = FolderTokenizer(folder, self.config, self.generation_config, runtime=self.name)
-        self.eos_ids, self.pad_id = self.tok.eos_ids, self.tok.pad_id
+        self._read_configs()
+        self._read_tokenizer()
         self.ov = runtime_module(self.name, "openvino")
         self.requested = self._compile_config(options)
         self.core = self.ov.Core()
@@ -142,47 +136,11 @@ class OpenVinoRuntime(Runtime):
         self.request.infer(feed, share_inputs=True)
         return self.request.get_output_tensor(self.logits_index).data
 
-    def _ones(self, n: int) -> np.ndarray:
-        if self._mask_ones.shape[1] < n:
-            self._mask_ones = np.ones((1, max(n, 2 * self._mask_ones.shape[1], 256)), dtype=np.int64)
-        return self._mask_ones[:, :n]
-
-    # --- tokens -----------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.tok.encode(text, add_special)
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.tok.decode(ids)
-
-    def is_end(self, token: int) -> bool:
-        return token in self.eos_ids
-
-    def chat_template(self) -> str | None:
-        return self.tok.chat_template()
-
     # --- model ------------------------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab
-
-    @property
-    def context_length(self) -> int | None:
-        n = self.config.get("max_position_embeddings") if isinstance(self.config, dict) else None
-        return int(n) if isinstance(n, int) and n > 0 else None
-
     def next_token_logprobs(self, prompts: list[str]) -> np.ndarray:
         if not prompts:
             return np.zeros((0, self.vocab_size), dtype=np.float32)
-        encoded = self.tok.encode_batch(prompts)
-        width = max(len(e) for e in encoded)
-        if width == 0:
-            raise EdgemedError("empty prompt: OpenVINO needs at least one token")
-        ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encoded), width), dtype=np.int64)
-        for row, e in enumerate(encoded):  # left padding: the last column is every prompt's last token
-            if e:
-                ids[row, width - len(e):] = e
-                mask[row, width - len(e):] = 1
+        ids, mask = self._left_padded(prompts, np.int64, np.int64, "OpenVINO")
         logits = self._run(ids, mask, fresh=True)
         return log_softmax_rows(logits[:, -1, :])
 

@@ -77,7 +77,8 @@ class Worker:
         return self.rt.tokenize(text)
 
     def generate(self, rid: str, req: dict[str, Any]) -> None:
-        from edgemed.runtimes.base import cut_at_stop, log_softmax_rows
+        from edgemed.runtimes.base import cut_at_stop
+        from edgemed.runtimes.logits import log_softmax_rows
 
         ids = self.tokens(req["prompt"])
         context = self.rt.context_length
@@ -142,7 +143,7 @@ class Worker:
     def mcq(self, rid: str, req: dict[str, Any]) -> None:
         from edgemed.data.medmcqa import Question
         from edgemed.prompts import get_style
-        from edgemed.runtimes.base import softmax_rows
+        from edgemed.runtimes.logits import softmax_rows
 
         q = Question(id=rid, question=req["question"], options=tuple(req["options"]), answer=-1)
         prompt = get_style(self.style).prompt(q)

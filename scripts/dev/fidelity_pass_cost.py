@@ -39,7 +39,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgemed.bench.measure.fidelity import reference_sequences
-    from edgemed.runtimes.base import log_softmax_rows, open_runtime
+    from edgemed.runtimes.base import open_runtime
+    from edgemed.runtimes.logits import log_softmax_rows
     from edgemed.sysinfo import cpu_flags
 
     seqs = reference_sequences(args.reference)[: args.limit]
