@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgemed.console import err_console
 from edgemed.errors import EdgemedError
 from edgemed.evaluator.config import EvalConfig
+from edgemed.fsutil import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -43,7 +45,6 @@ def resolve_artifact(artifact: str) -> Path:
 
 def run_eval(artifact: str, config: EvalConfig) -> EvalOutcome:
     """Validate the config, score the artifact on its questions, and compare with the reference run if given."""
-    from edgemed.console import err_console
     from edgemed.lineage import read_lineage, scoring_questions
     from edgemed.resources import resolved
 
@@ -131,7 +132,6 @@ def _int8_check(path: Path, runtime, style: str, threads: int | None) -> dict[st
     risk = (runtime.info() or {}).get("int8_saturation_risk")
     if not risk:
         return None
-    from edgemed.console import err_console
     from edgemed.int8_kernels import check_here
 
     err_console.print(f"warning: {risk}", style="yellow", markup=False, highlight=False)
@@ -150,8 +150,6 @@ def _int8_check(path: Path, runtime, style: str, threads: int | None) -> dict[st
 
 def write_outcome(out: Path, outcome: EvalOutcome) -> None:
     """predictions.jsonl, sweep.json (if swept), then results.json, each written atomically."""
-    from edgemed.fsutil import atomic_write_json, atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in outcome.predictions)
     atomic_write_text(out / "predictions.jsonl", lines)

@@ -10,7 +10,7 @@ import numpy as np
 from edgemed.data.medmcqa import LETTERS
 from edgemed.errors import EdgemedError
 from edgemed.evaluator import metrics as m
-from edgemed.fsutil import read_json, read_jsonl
+from edgemed.fsutil import read_json, read_jsonl, require_regular_file
 
 PREDICTIONS = "predictions.jsonl"
 RESULTS = "results.json"
@@ -67,8 +67,6 @@ def compare(reference_predictions: list[dict], predictions: list[dict]) -> dict[
 
 def load_predictions(path: Path) -> tuple[list[dict], Path]:
     """Predictions of an earlier eval: a predictions.jsonl, a results.json beside one, or the eval's folder."""
-    from edgemed.fsutil import require_regular_file
-
     path = require_regular_file(Path(path), "reference")
     if path.is_dir():
         path = path / PREDICTIONS

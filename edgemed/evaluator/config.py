@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgemed.errors import EdgemedError
+from edgemed.fsutil import check_output_dir
 
 
 @dataclass
@@ -107,8 +108,6 @@ class EvalConfig:
 
             check_sweep(self.sweep_temperatures, self.sweep_max_new_tokens, self.sweep_repeats)
         if self.out is not None:
-            from edgemed.fsutil import check_output_dir
-
             check_output_dir(Path(self.out), "--out")
         return self
 

@@ -19,19 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from edgemed.console import progress
 from edgemed.data.medmcqa import LETTERS, Question
-from edgemed.errors import EdgemedError
 from edgemed.evaluator import analysis
 from edgemed.evaluator.parse import legacy_match, parse_letter
-from edgemed.lineage import prompt_style_for
-from edgemed.prompts import get_style, stop_strings
-from edgemed.runtimes.base import Runtime, softmax_rows
-
-SCORINGS = ("logprob", "generate", "legacy")
-GEN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "generate": {"max_new_tokens": 12, "temperature": 0.0, "top_p": 1.0, "seed": 0},
-    "legacy": {"max_new_tokens": 100, "temperature": 0.7, "top_p": 1.0, "seed": 0},
-}
+from edgemed.evaluator.plan import Plan, checked, make_plan
+from edgemed.prompts import stop_strings
+from edgemed.runtimes.base import Runtime
+from edgemed.runtimes.logits import softmax_rows
 
 
 @dataclass
@@ -73,17 +68,6 @@ def question_seed(seed: int, qid: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _gen_options(scoring: str, options: dict[str, Any]) -> dict[str, Any]:
-    base = dict(GEN_DEFAULTS.get(scoring, {}))
-    unknown = set(options) - set(GEN_DEFAULTS["generate"])
-    if unknown:
-        raise TypeError(f"unknown generation options {sorted(unknown)}; use {sorted(GEN_DEFAULTS['generate'])}")
-    base.update({k: v for k, v in options.items() if v is not None})
-    if scoring != "logprob" and int(base["max_new_tokens"]) < 1:
-        raise EdgemedError("max_new_tokens must be at least 1")
-    return base
-
-
 def _probs_dict(row: np.ndarray) -> dict[str, float]:
     return {a: float(v) for a, v in zip(LETTERS, row, strict=True)}
 
@@ -109,7 +93,6 @@ def tick_bar(show: bool, label: str, total: int):
     """A progress context whose value is a tick(k) callable (a no-op when `show` is off)."""
     if not show:
         return nullcontext(lambda k: None)
-    from edgemed.console import progress
 
     class _Bar:
         def __enter__(self):
@@ -143,8 +126,8 @@ def evaluate(
     letter_rows: the letter log-probs of some questions (by id) already read from a pass over the same tokens
     (the bench's fidelity pass scores each question with its answer; the row after the prompt is this one).
     """
-    questions = _checked(questions, scoring, batch_size)
-    plan = _plan(runtime, questions, scoring, style, batch_size, letter_rows, gen_options)
+    questions = checked(questions, scoring, batch_size)
+    plan = make_plan(runtime, questions, scoring, style, batch_size, letter_rows, gen_options)
     start = time.perf_counter()
     preds: list[dict[str, Any]] = [{"id": q.id, "gold": q.gold_letter, "subject": q.subject} for q in plan.questions]
     timing: dict[str, Any] = {}
@@ -159,59 +142,7 @@ def evaluate(
     return _result(runtime, plan, preds, timing, examples, letter_probs)
 
 
-@dataclass
-class _Plan:
-    """What one evaluation scores, and how: set up once, before any forward pass."""
-
-    scoring: str
-    style: str
-    style_source: str
-    opts: dict[str, Any]  # generation options, defaults filled in
-    batch_size: int  # what is used (1 for a format whose rows are not independent)
-    asked_batch: int
-    letter_rows: dict[str, np.ndarray] | None  # rows already read elsewhere (None: compute every one)
-    questions: list[Question]  # those that fit the runtime's context
-    prompts: list[str]
-    too_long: dict[str, Any] | None  # the questions dropped for the context, counted
-
-
-def _checked(questions: Sequence[Question], scoring: str, batch_size: int) -> list[Question]:
-    """The questions, refused (exit 2) when the scoring, the batch size or any gold answer is unusable."""
-    if scoring not in SCORINGS:
-        raise EdgemedError(f"unknown scoring '{scoring}'; use one of {', '.join(SCORINGS)}")
-    if batch_size < 1:
-        raise EdgemedError("batch size must be at least 1")
-    questions = list(questions)
-    if not questions:
-        raise EdgemedError("no questions to evaluate")
-    unlabelled = [q.id for q in questions if q.answer < 0]
-    if unlabelled:
-        raise EdgemedError(
-            f"{len(unlabelled)} questions have no gold answer (first {unlabelled[0]}); use a labelled split"
-        )
-    return questions
-
-
-def _plan(runtime: Runtime, questions: list[Question], scoring: str, style: str | None, batch_size: int,
-          letter_rows: dict[str, np.ndarray] | None, gen_options: dict[str, Any]) -> _Plan:
-    """The prompt style, generation options, batch size and prompts (those that fit the context) of one run."""
-    if style is None:
-        style, style_source = prompt_style_for(getattr(runtime, "path", None), runtime.chat_template)
-    else:
-        style_source = "given"
-    prompt_style = get_style(style)
-    opts = _gen_options(scoring, gen_options)
-    asked_batch = batch_size
-    if not getattr(runtime, "rows_independent", True):  # batch partners would change answers
-        batch_size, letter_rows = 1, None
-    prompts = [prompt_style.prompt(q) for q in questions]
-    questions, prompts, too_long = _fit_context(runtime, questions, prompts,
-                                                1 if scoring == "logprob" else int(opts["max_new_tokens"]))
-    return _Plan(scoring, style, style_source, opts, batch_size, asked_batch, letter_rows, questions, prompts,
-                 too_long)
-
-
-def _letter_pass(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], tick) -> dict[str, Any]:
+def _letter_pass(runtime: Runtime, plan: Plan, preds: list[dict[str, Any]], tick) -> dict[str, Any]:
     """Record each question's A-D distribution (and, in logprob scoring, its answer); return the pass's timing."""
     t0 = time.perf_counter()
     shared = plan.letter_rows
@@ -233,7 +164,7 @@ def _letter_pass(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], tic
     return timing
 
 
-def _generation_pass(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], tick) -> dict[str, Any]:
+def _generation_pass(runtime: Runtime, plan: Plan, preds: list[dict[str, Any]], tick) -> dict[str, Any]:
     """Generate each answer and read its letter (legacy: also the substring judge); return the pass's timing."""
     opts, stop = plan.opts, stop_strings(plan.style)
     t0 = time.perf_counter()
@@ -257,7 +188,7 @@ def _generation_pass(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]],
     return {"generation_s": time.perf_counter() - t0, "new_tokens_per_question": new_tokens / len(plan.questions)}
 
 
-def _result(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], timing: dict[str, Any], examples: int,
+def _result(runtime: Runtime, plan: Plan, preds: list[dict[str, Any]], timing: dict[str, Any], examples: int,
             letter_probs: bool) -> EvalResult:
     """Mark each prediction, compute the metrics and record the settings used."""
     for p in preds:
@@ -294,32 +225,6 @@ def _result(runtime: Runtime, plan: _Plan, preds: list[dict[str, Any]], timing: 
 
 _KEY_ORDER = ("id", "gold", "predicted", "correct", "probs", "confidence", "letter_mass", "subject", "text",
               "new_tokens", "legacy_exact", "legacy_partial")
-
-
-def _fit_context(runtime: Runtime, questions: list[Question], prompts: list[str], new_tokens: int
-                 ) -> tuple[list[Question], list[str], dict[str, Any] | None]:
-    """Drop (and count) the questions whose prompt plus `new_tokens` does not fit the runtime's context, as training
-    skips examples longer than --max-length; every question too long is bad input (exit 2)."""
-    context = runtime.context_length
-    if not context:
-        return questions, prompts, None
-    keep, skipped = [], []
-    for q, prompt in zip(questions, prompts, strict=True):
-        n = len(runtime.tokenize(prompt))
-        (keep if n + new_tokens <= context else skipped).append((q, prompt, n))
-    if not skipped:
-        return questions, prompts, None
-    record = {"count": len(skipped), "context": context, "ids": [q.id for q, _, _ in skipped],
-              "longest_prompt_tokens": max(n for _, _, n in skipped)}
-    if not keep:
-        raise EdgemedError(f"every question is longer than the runtime's context of {context} tokens (longest "
-                           f"{record['longest_prompt_tokens']}); give shorter questions or a longer-context model")
-    from edgemed.console import err_console
-
-    err_console.print(f"skipped {len(skipped)} question(s) longer than the runtime's context of {context} tokens "
-                      f"(ids {', '.join(record['ids'][:5])}{', ...' if len(skipped) > 5 else ''}); counted in "
-                      "results.json as skipped_too_long", style="yellow", markup=False, highlight=False)
-    return [q for q, _, _ in keep], [p for _, p, _ in keep], record
 
 
 def _ordered(preds: list[dict]) -> list[dict]:
