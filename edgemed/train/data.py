@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgemed.console import err_console
 from edgemed.errors import EdgemedError
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ def load_splits(data: str, config: TrainConfig) -> tuple[list, list, dict[str, A
                     "seed": None, "fraction": None, "sha256": questions_sha256(eval_qs),
                     "bad_rows_skipped": len({p.row for p in eval_problems}), "dropped_from_train": len(overlap)}
         if overlap:
-            from edgemed.console import err_console
-
             err_console.print(f"[yellow]{len(overlap)} training questions share ids with --eval-data; not trained on")
     else:
         train_qs, eval_qs = split_questions(questions, config.eval_fraction, config.seed)
@@ -71,8 +70,6 @@ def encode_splits(tokenizer: Any, style: Any, train_qs: list, eval_qs: list, con
         raise EdgemedError(f"every {'training' if not train_ex else 'eval'} question is longer than "
                            f"--max-length {config.max_length} tokens; raise --max-length")
     if (long_train or long_eval) and main:
-        from edgemed.console import err_console
-
         err_console.print(f"[yellow]skipped {len(long_train)} train / {len(long_eval)} eval questions longer than "
                           f"--max-length {config.max_length}")
     counts = {"train": len(train_ex), "eval": len(eval_ex), "too_long_train": len(long_train),

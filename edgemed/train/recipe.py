@@ -8,8 +8,9 @@ Multi-GPU runs work unchanged under ``accelerate launch -m edgemed.cli.main trai
 distribution and only the main process writes the run files.
 
 The pieces: ``config`` (the options), ``rundir`` (the run folder, its record, resume checks), ``data``
-(questions, split, encoding, length-grouped order), ``loop`` (model, LoRA, TrainingArguments, the Trainer
-subclass, progress line), ``cpu`` (CPU kernels). Device and dtype: edgemed.devices.
+(questions, split, encoding, length-grouped order), ``loop`` (device, model, LoRA, TrainingArguments, the
+Trainer subclass), ``progress`` (throughput meter, progress line), ``cpu`` (CPU kernels). Device and dtype:
+edgemed.devices.
 """
 
 from __future__ import annotations
@@ -19,30 +20,27 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from edgemed.console import err_console
+from edgemed.devices import DeviceChoice
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_write_json
-from edgemed.models import DEFAULT_MODEL
+from edgemed.models import DEFAULT_MODEL, load_tokenizer, resolve_model
 from edgemed.train.config import TrainConfig
 from edgemed.train.data import encode_splits, load_splits
 from edgemed.train.rundir import (
     RUN_CONFIG,
     check_out,
-    check_resumable,
     curves,
-    last_checkpoint,
     model_signature,
     read_eval_before,
-    read_run,
+    resume_point,
     run_record,
     save_finished,
     step_of,
     write_eval_before,
 )
-
-if TYPE_CHECKING:
-    from edgemed.models import DeviceChoice
 
 
 @dataclass
@@ -136,8 +134,6 @@ def _replace(model_name: str, data: str, out: Path, config: TrainConfig) -> dict
 
 def validate(model_name: str, data: str, config: TrainConfig) -> Inputs:
     """Resolve the model and load the train/eval questions (exit 2 on a bad name or bad data)."""
-    from edgemed.models import resolve_model
-
     resolved = resolve_model(model_name)
     train_qs, eval_qs, data_rec, eval_rec = load_splits(data, config)
     return Inputs(model_name, resolved, train_qs, eval_qs, data_rec, eval_rec)
@@ -160,12 +156,12 @@ def plan(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, started:
     model's load and of the TrainingArguments (what :func:`build_trainer` passes on unchanged)."""
     import torch
 
-    from edgemed.console import err_console
     from edgemed.devices import describe
-    from edgemed.models import load_tokenizer
+    from edgemed.memory_plan import check_training
     from edgemed.prompts import detect_style_for_tokenizer, get_style
     from edgemed.train.cpu import recipe
-    from edgemed.train.loop import base_load_arguments, dist_state, training_arguments
+    from edgemed.train.loop import base_load_arguments, dist_state, training_arguments, training_device
+    from edgemed.train.targets import lora_targets
 
     dist = dist_state()
     main = dist.is_main_process
@@ -173,8 +169,6 @@ def plan(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, started:
     tokenizer = load_tokenizer(inputs.resolved, trust_remote_code=config.trust_remote_code)
     tokenizer.padding_side = "right"
     style = get_style(config.prompt_style or detect_style_for_tokenizer(tokenizer, inputs.model_name))
-    from edgemed.train.targets import lora_targets
-
     targets, targets_source = lora_targets(inputs.resolved, config.target_modules, config.trust_remote_code)
     config = replace(config, target_modules=targets)
     if main:
@@ -183,8 +177,6 @@ def plan(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, started:
                           f"{len(inputs.train_qs)} train / {len(inputs.eval_qs)} eval questions")
     train_ex, eval_ex, loss_qs, counts = encode_splits(tokenizer, style, inputs.train_qs, inputs.eval_qs, config,
                                                        main)
-    from edgemed.memory_plan import check_training
-
     check_training(inputs.resolved, choice.device, choice.dtype, config.batch_size, config.gradient_checkpointing,
                    train_ex)  # exit 2 with the estimate before anything is written or loaded
     record = run_record(
@@ -205,36 +197,6 @@ def plan(inputs: Inputs, work: Path, config: TrainConfig, resume: bool, started:
     return Setup(work, config, dist, choice, tokenizer, record, checkpoint, started, train_ex, eval_ex,
                  load=base_load_arguments(inputs.resolved, choice, config),
                  args=training_arguments(work, choice, config, steps_hint))
-
-
-def training_device(config: TrainConfig) -> DeviceChoice:
-    """The device and the dtype this run trains in (edgemed.devices: exit 2 where the asked-for dtype or --qlora
-    cannot work there, or --qlora's modules are missing); sets --threads."""
-    import torch
-
-    from edgemed.devices import pick_device
-
-    choice = pick_device(config.device, config.dtype, "train", qlora=config.qlora)
-    if config.qlora:
-        from edgemed.registry import get_format, require_module
-
-        nf4 = get_format("bnb-nf4")  # --qlora loads the base model as bnb-nf4 does: the same modules and extra
-        for module in nf4.needs:
-            require_module(module, nf4.extra, "--qlora")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    return choice
-
-
-def resume_point(work: Path, record: dict[str, Any], main: bool) -> str | None:
-    """The checkpoint --resume continues from (None: from step 0), after checking the settings match the run's."""
-    check_resumable(read_run(work), record, work)
-    checkpoint = last_checkpoint(work)
-    if checkpoint is None and main:
-        from edgemed.console import err_console
-
-        err_console.print(f"[yellow]{work} has no checkpoint yet; training from step 0")
-    return checkpoint
 
 
 def write_start(work: Path, inputs: Inputs, config: TrainConfig, style: str, loss_qs: list,
@@ -258,7 +220,8 @@ def build_trainer(setup: Setup) -> Any:
     from transformers import PrinterCallback, set_seed
 
     from edgemed.batching import AnswerOnlyCollator
-    from edgemed.train.loop import EdgemedTrainer, Throughput, add_lora, load_base, progress_callback, training_args
+    from edgemed.train.loop import EdgemedTrainer, add_lora, load_base, training_args
+    from edgemed.train.progress import Throughput, progress_callback
 
     config, choice = setup.config, setup.choice
     set_seed(config.seed)

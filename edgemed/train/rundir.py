@@ -22,8 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgemed.console import err_console
 from edgemed.errors import EdgemedError
-from edgemed.fsutil import atomic_write_json, read_json
+from edgemed.fsutil import atomic_dir, atomic_write_json, read_json
 from edgemed.train.config import RESUMABLE
 
 if TYPE_CHECKING:
@@ -145,6 +146,15 @@ def last_checkpoint(work: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
+def resume_point(work: Path, record: dict[str, Any], main: bool) -> str | None:
+    """The checkpoint --resume continues from (None: from step 0), after checking the settings match the run's."""
+    check_resumable(read_run(work), record, work)
+    checkpoint = last_checkpoint(work)
+    if checkpoint is None and main:
+        err_console.print(f"[yellow]{work} has no checkpoint yet; training from step 0")
+    return checkpoint
+
+
 def read_eval_before(work: Path) -> float | None:
     """The step-0 eval loss an interrupted run recorded (None when it has none)."""
     path = Path(work) / CHECKPOINTS / EVAL_BEFORE
@@ -180,8 +190,6 @@ def step_of(checkpoint: str | None) -> int:
 
 def save_finished(work: Path, trainer: Any, tokenizer: Any, record: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Write the adapter, the finished run record and, last (it marks the run finished), metrics.json."""
-    from edgemed.fsutil import atomic_dir
-
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_dir(Path(work) / ADAPTER, force=True) as tmp:
         unwrapped.save_pretrained(tmp, safe_serialization=True)
