@@ -429,7 +429,8 @@ import numpy as np
 
 from edgemed.data import load_questions
 from edgemed.prompts import get_style
-from edgemed.runtimes.base import open_runtime, softmax_rows
+from edgemed.runtimes.base import open_runtime
+from edgemed.runtimes.logits import softmax_rows
 
 art, data, split, preds_path, out, threads = sys.argv[1:7]
 preds = [json.loads(line) for line in Path(preds_path).read_text().splitlines() if line.strip()]

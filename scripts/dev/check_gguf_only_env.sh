@@ -36,7 +36,8 @@ for banned in ("torch", "transformers"):
 
 from edgemed.data import load_questions
 from edgemed.prompts import get_style
-from edgemed.runtimes.base import open_runtime, softmax_rows
+from edgemed.runtimes.base import open_runtime
+from edgemed.runtimes.logits import softmax_rows
 
 path, n = sys.argv[1], int(sys.argv[2])
 questions = load_questions("sample")[0][:n]
