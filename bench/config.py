@@ -72,10 +72,12 @@ class BenchConfig:
             (interval across the limit, or a busy machine).
         inconclusive: how a budget still inconclusive after --retries counts: fail (exit 1) or pass; said in the
             output.
-        suggest_budgets: write a budgets TOML here from this run: each limit outside the measured 95% interval by
-            --suggest-margin, a comment per line saying where the number came from (use it as --budget later).
-        suggest_margin: how far outside the measured interval a suggested limit lies, e.g. 10% (the drift between
-            runs that one run's interval does not hold).
+        suggest_budgets: write a budgets TOML here from this run: each limit outside the measured 95% intervals by
+            the larger of --suggest-margin and 3 run-to-run standard deviations (--suggest-runs), a comment per
+            line saying where the number came from (use it as --budget later).
+        suggest_margin: the least distance of a suggested limit from the measured intervals, e.g. 10%.
+        suggest_runs: with --suggest-budgets, measure each artifact's timings this many times in all (this run plus
+            timing-only reruns): their spread is the drift between runs that one run's interval does not hold.
         ab_baseline: baseline artifacts (folders, comma-separated) measured on this runner interleaved with the
             candidates (A B, B A, ...), each paired with the candidate of its name or format; the run fails when a
             candidate's tg, pp, p95, TTFT, RSS or KLD ratio to its baseline shows a slowdown beyond --max-slowdown
@@ -141,6 +143,7 @@ class BenchConfig:
     inconclusive: Literal["fail", "pass"] = "fail"
     suggest_budgets: Path | None = None
     suggest_margin: str = "10%"
+    suggest_runs: int = 3
     ab_baseline: list[Path] | None = None
     ab_python: Path | None = None
     ab_threads: int | None = None
@@ -166,7 +169,7 @@ class BenchConfig:
         """Raise EdgemedError (exit 2) naming the flag for any value out of range; return self."""
         minimum = {"repetitions": 1, "warmup": 0, "latency_prompts": 1, "gen_tokens": 2, "batch_size": 1,
                    "n_prompt": 1, "n_gen": 2, "fidelity_ctx": 4, "fidelity_top_k": 1, "limit": 1, "threads": 1,
-                   "fidelity_chunks": 1, "retries": 0, "ab_rounds": 2,
+                   "fidelity_chunks": 1, "retries": 0, "ab_rounds": 2, "suggest_runs": 1,
                    "ab_threads": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
@@ -213,8 +216,8 @@ class BenchConfig:
         skip = {"timeout", "junit", "resume", "out", "budget", "baseline", "tolerance", "prefer", "max_memory",
                 "max_p95_ms", "max_kld", "profile", "retries", "inconclusive", "recommend_max_memory",
                 "recommend_max_p95_ms", "recommend_max_kld", "recommend_min_coverage", "strict",
-                "suggest_budgets", "suggest_margin", "ab_baseline", "ab_python", "ab_threads", "ab_rounds",
-                "max_slowdown"}
+                "suggest_budgets", "suggest_margin", "suggest_runs", "ab_baseline", "ab_python", "ab_threads",
+                "ab_rounds", "max_slowdown"}
         return {k: _plain(v) for k, v in asdict(self).items() if k not in skip}
 
     def to_dict(self) -> dict[str, Any]:

@@ -186,12 +186,13 @@ def _conclude(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult], sh
     doc["pareto_front"], doc["pareto_quality"] = front_of(results)
     doc["outputs"] = write_outputs(doc, results, plan.out, config.junit, checks)
     if config.suggest_budgets is not None:
-        from edgemed.bench.gate.budget import suggest_budgets
+        from edgemed.bench.gate.suggest import measure_repeats, suggest_budgets
         from edgemed.fsutil import atomic_write_text
 
         run = (f"{plan.out / BENCH_JSON} ({doc['created']}, {doc['environment'].get('cpu')}, "
                f"{doc['settings']['threads']} threads)")
-        text = suggest_budgets(results, plan.suggest_margin, doc["reference"], run)
+        repeats = measure_repeats(plan, doc, results)
+        text = suggest_budgets(results, plan.suggest_margin, doc["reference"], run, repeats)
         doc["outputs"]["suggested_budgets"] = str(atomic_write_text(Path(config.suggest_budgets), text))
     atomic_write_json(plan.out / BENCH_JSON, doc)
     if show:

@@ -53,7 +53,8 @@ def _measured(name: str, fmt: str, tg: list[float], p95: float = 100.0, kld: tup
 
 
 def test_suggested_budgets_sit_outside_the_interval_and_say_why(tmp_path):
-    from edgemed.bench.gate.budget import check_budgets, load_budgets, suggest_budgets
+    from edgemed.bench.gate.budget import check_budgets, load_budgets
+    from edgemed.bench.gate.suggest import suggest_budgets
 
     r = _measured("q8", "gguf-q8_0", [48.0, 50.0, 52.0, 49.0, 51.0], kld=(0.02, 0.015, 0.025))
     text = suggest_budgets([r], 0.10, "hf", "runs/bench/bench.json")
@@ -72,6 +73,42 @@ def test_suggested_budgets_sit_outside_the_interval_and_say_why(tmp_path):
     slower = _measured("q8", "gguf-q8_0", [36.0, 37.5, 39.0, 36.8, 38.2])  # 25% slower decode
     tg_check = next(c for c in check_budgets(budgets, [slower], None) if c.key == "min_decode_tokens_per_s")
     assert tg_check.verdict == "fail"
+
+
+def test_suggested_limits_from_several_runs_hold_their_drift_and_catch_a_slowdown(tmp_path):
+    """Three runs whose means drift apart: the limit sits 3 run-to-run sds below the lowest interval end (wider
+    than the 10% margin), a later run beyond every run seen but within that drift passes, a 25% slower one fails,
+    and a busy run is named."""
+    from edgemed.bench.gate.budget import check_budgets, load_budgets
+    from edgemed.bench.gate.suggest import place_limit, suggest_budgets
+
+    means = (100.0, 96.0, 103.0)
+    runs = [_measured("q8", "gguf-q8_0", [m - 1, m, m + 1, m - 0.5, m + 0.5]) for m in means]
+    half = 2.776 * math.sqrt(0.625 / 5)
+    mean = sum(means) / 3
+    sd = math.sqrt(sum((m - mean) ** 2 for m in means) / 2)
+    limit, how = place_limit("min", [(m, m - half, m + half) for m in means], 0.10)
+    assert how["by"] == "spread" and limit == pytest.approx(96 - half - 3 * sd)
+    assert 3 * sd > 0.10 * (96 - half)  # the drift, not the margin, sets the distance here
+    runs[1].machine_load = {"busy": True, "reason": "waited"}
+    text = suggest_budgets([runs[0]], 0.10, None, "b.json", {"q8": runs[1:]})
+    line = next(ln for ln in text.splitlines() if ln.startswith("min_decode_tokens_per_s"))
+    assert float(line.split(" = ")[1].split()[0]) == pytest.approx(limit, rel=1e-5)
+    assert "measured in 3 runs" in line and "3 x sd" in line and "catches" in line
+    assert "WARNING: 1 of 3 measurements ran on a busy machine" in text
+    rss = next(ln for ln in text.splitlines() if ln.startswith("max_peak_rss_mb"))
+    assert float(rss.split(" = ")[1].split()[0]) == pytest.approx(220)  # no spread: the 10% margin
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    budgets = load_budgets(path)
+
+    def tg(samples):
+        r = _measured("q8", "gguf-q8_0", samples)
+        return next(c for c in check_budgets(budgets, [r], None) if c.key == "min_decode_tokens_per_s").verdict
+
+    assert tg([91.0, 92.0, 93.0, 91.5, 92.5]) == "pass"  # below every run seen, within the drift
+    slow = 0.75 * mean
+    assert tg([slow - 1, slow, slow + 1, slow - 0.5, slow + 0.5]) == "fail"
 
 
 def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():

@@ -17,10 +17,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgemed.bench.gate.check import INCONCLUSIVE_POLICIES, VERDICTS, Check, verdict
 from edgemed.bench.results import METRICS, ArtifactResult, format_value
 from edgemed.errors import EdgemedError
 
@@ -70,50 +71,6 @@ class Budgets:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "default": self.default, "formats": self.formats,
                 "flags": {k: {"limit": v, "flag": f} for k, (v, f) in self.flags.items()}}
-
-
-VERDICTS = ("pass", "fail", "inconclusive")
-INCONCLUSIVE_POLICIES = ("fail", "pass")
-
-
-@dataclass
-class Check:
-    """One budget (or baseline comparison) applied to one artifact.
-
-    verdict: what the measured interval says: ``pass`` (wholly on the allowed side of the limit), ``fail`` (wholly
-    beyond it) or ``inconclusive`` (it straddles the limit, or a timing was measured on a busy machine). passed: the
-    gate's outcome: the verdict, with an inconclusive one counted as ``policy`` says (``--inconclusive``)."""
-
-    artifact: str
-    format: str
-    key: str
-    limit: float | None
-    measured: float | None
-    passed: bool
-    message: str
-    source: str = ""  # "budgets.toml:4" or "baseline prev.json"
-    verdict: str = ""
-    low: float | None = None  # the measured 95% interval
-    high: float | None = None
-    interval_rule: str = ""
-    busy: bool = False  # a timing measured while other processes used the CPU
-    rerunnable: bool = False  # a rerun of the artifact's measurement can change the verdict (timings)
-    reruns: int = 0  # how often the artifact was measured again to settle it
-    policy: str | None = None  # set when an inconclusive verdict was counted by --inconclusive
-
-    def __post_init__(self) -> None:
-        if not self.verdict:
-            self.verdict = "pass" if self.passed else "fail"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def settle(self, policy: str) -> Check:
-        """Count an inconclusive verdict as `policy` ('fail' or 'pass'); a decided one is left alone."""
-        if self.verdict == "inconclusive":
-            self.policy = policy
-            self.passed = policy == "pass"
-        return self
 
 
 def tomllib_module():
@@ -243,15 +200,6 @@ def _table(table: dict[str, Any], name: str, where) -> dict[str, float]:
     return out
 
 
-def verdict(limit_kind: str, limit: float, low: float, high: float) -> str:
-    """pass / fail / inconclusive of an interval [low, high] against a ``max`` (measured <= limit) or ``min``
-    (measured >= limit) budget: tune's rule (edgemed.bench.tune.rules), under the CI verdicts' names."""
-    from edgemed.bench.tune.rules import OUTSIDE, WITHIN, lower_budget, upper_budget
-
-    where = (upper_budget if limit_kind == "max" else lower_budget)((low, high), limit)
-    return "pass" if where == WITHIN else "fail" if where == OUTSIDE else "inconclusive"
-
-
 def check_budgets(budgets: Budgets, results: list[ArtifactResult], reference: ArtifactResult | None) -> list[Check]:
     """One Check per artifact x budget that applies to its format, decided on the metric's interval (see
     :class:`edgemed.bench.results.Metric`); an inconclusive check is left for the caller to rerun or settle."""
@@ -321,56 +269,5 @@ def _show(metric: str, value: float) -> str:
     return format_value(metric, value)
 
 
-def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str | None, run: str) -> str:
-    """A budgets TOML from one run: per format, every budget key its metric measured, the limit placed outside the
-    measured 95% interval (``max``: its upper end x (1 + margin); ``min``: its lower end x (1 - margin)), or
-    outside the single value for a metric without one; a comment per line says where the number came from. The
-    margin covers what one run's interval does not: the drift between runs (another process, another state of the
-    machine). Artifacts of one format share a table: the loosest limit among them."""
-    tables: dict[str, dict[str, tuple[float, str]]] = {}
-    for r in results:
-        if not r.ok:
-            continue
-        for key, spec in budget_keys().items():
-            metric = METRICS[spec.metric]
-            value = r.metric(spec.metric)
-            if value is None or (spec.metric == "accuracy_drop" and r.name == reference):
-                continue
-            bounds = metric.interval(r) if metric.interval is not None else (value, value)
-            if bounds is None:
-                continue
-            edge = bounds[1] if spec.limit == "max" else bounds[0]
-            limit = edge * (1 + margin) if spec.limit == "max" else edge * (1 - margin)
-            if spec.limit == "max" and limit <= 0:  # a zero measured (KLD or drop of an identical artifact)
-                limit = _floor_of(spec.metric)
-            limit = min(max(limit, spec.low), spec.high) if spec.high is not None else max(limit, spec.low)
-            shown = "" if bounds[0] == bounds[1] else f", 95% interval [{_show(spec.metric, bounds[0])}, " \
-                                                      f"{_show(spec.metric, bounds[1])}]"
-            why = (f"{r.name}: measured {_show(spec.metric, value)}{shown} ({metric.interval_rule}); "
-                   f"{'upper' if spec.limit == 'max' else 'lower'} end {'+' if spec.limit == 'max' else '-'}"
-                   f"{margin:.0%}")
-            table = tables.setdefault(r.format, {})
-            old = table.get(key)
-            looser = old is None or (limit > old[0] if spec.limit == "max" else limit < old[0])
-            if looser:
-                table[key] = (limit, why)
-    lines = [f"# Budgets suggested by `edgemed bench --suggest-budgets` from {run}.",
-             f"# Each limit lies outside the measured 95% interval by a margin of {margin:.0%} (--suggest-margin), "
-             "for the drift between runs",
-             "# that one run's interval does not hold. Measure on the machine CI runs on; review before committing.",
-             ""]
-    for fmt, table in tables.items():
-        lines.append(f"[format.{fmt}]")
-        for key, (limit, why) in table.items():
-            lines.append(f"{key} = {_toml_number(limit)}  # {why}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _floor_of(metric: str) -> float:
-    """The smallest limit worth writing for a metric measured as zero."""
-    return {"kld": 1e-4, "accuracy_drop": 0.01}.get(metric, 1e-6)
-
-
-def _toml_number(x: float) -> str:
-    return f"{x:.6g}" if "e" not in f"{x:.6g}" else repr(float(x))
+__all__ = ["INCONCLUSIVE_POLICIES", "VERDICTS", "Budgets", "Check", "budget_keys", "check_budgets", "check_one",
+           "deprecated_keys", "load_budgets", "tomllib_module", "verdict"]

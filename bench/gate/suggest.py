@@ -1,0 +1,179 @@
+"""Budgets suggested from measured runs: ``edgemed bench --suggest-budgets FILE``.
+
+Where a limit goes, per artifact and budget key. The artifact's timings are measured ``--suggest-runs`` times (the
+bench run, then timing-only reruns, artifact after artifact; accuracy, KLD and agreement come from the one full run:
+they do not change between runs of one artifact). Each run gives the metric's point value and its 95% interval
+(``Metric.interval``; a metric without one gives its point). Then:
+
+- **edge**: across the runs, the interval end on the side a regression moves to (``max_``: the highest upper end;
+  ``min_``: the lowest lower end);
+- **spread**: the standard deviation of the runs' point values (from 2 runs on): the drift between runs of one
+  unchanged artifact on this machine (other processes, clocks, caches), which no single run's interval holds;
+- **distance**: the larger of ``--suggest-margin`` x |edge| and 3 x spread. The limit is edge + distance
+  (``max_``) or edge - distance (``min_``).
+
+A later run of the unchanged artifact passes unless it drifts past the worst interval seen by more than the
+distance; a regression larger than the limit's distance from the runs' mean plus its own interval's half width
+fails, a smaller one is inconclusive (rerun, then counted as ``--inconclusive`` says) or passes. Each line's comment
+names the runs, the edge, the spread and that distance from the mean. Timings measured on a busy machine make
+loose limits: the file says so at its top.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from edgemed.bench.gate.budget import _show, budget_keys
+from edgemed.bench.measure.stats import stdev
+from edgemed.bench.results import METRICS, ArtifactResult
+
+if TYPE_CHECKING:
+    from edgemed.bench.plan import Plan
+
+SPREAD_SDS = 3.0  # run-to-run standard deviations between the worst interval end seen and a suggested limit
+
+
+def measure_repeats(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> dict[str, list[ArtifactResult]]:
+    """``--suggest-runs`` - 1 more timing-only measurements of every artifact that ran, each in its own worker, one
+    artifact after another per round (a drift of the machine reaches every artifact); recorded in bench.json's
+    ``suggest_repeats``. Returns artifact name -> its extra measurements."""
+    from dataclasses import asdict
+
+    from edgemed.bench.protocol import Job, run_worker
+    from edgemed.console import err_console, progress
+
+    ok = [r for r in results if r.ok]
+    repeats: dict[str, list[ArtifactResult]] = {r.name: [] for r in ok}
+    extra = plan.config.suggest_runs - 1
+    if extra < 1 or not ok:
+        return repeats
+    targets = {t.name: t for t in plan.targets}
+    qdicts = [asdict(q) for q in plan.questions]
+    with progress() as bar:
+        task = bar.add_task("suggest", total=extra * len(ok))
+        for n in range(extra):
+            for r in ok:
+                job = Job(config=plan.config, target=targets[r.name], questions=qdicts, threads=plan.where["threads"],
+                          device=plan.where["device"], timing_only=True)
+                again = run_worker(job, r.settings_key, plan.out / "work", bar, task)
+                repeats[r.name].append(again)
+                state = f"done in {again.wall_s:.1f} s" if again.ok else f"[red]{again.failure.message}[/red]"
+                busy = " [yellow]BUSY[/yellow]" if again.ok and again.busy else ""
+                err_console.print(f"--suggest-runs {r.name}: run {n + 2} of {extra + 1} {state}{busy}")
+                bar.advance(task)
+    doc["suggest_repeats"] = {name: [_timings(x) for x in runs] for name, runs in repeats.items()}
+    return repeats
+
+
+def _timings(r: ArtifactResult) -> dict[str, Any]:
+    return {"ok": r.ok, "busy": r.busy, "wall_s": r.wall_s, "machine_load": r.machine_load.get("reason"),
+            **{key: r.metric(key) for key, m in METRICS.items() if m.timing or m.budget}}
+
+
+def place_limit(kind: str, runs: list[tuple[float, float, float]], margin: float) -> tuple[float, dict[str, Any]]:
+    """The limit of a ``max`` or ``min`` budget from runs of (value, interval low, interval high), and how it was
+    placed: edge (worst interval end), spread (run-to-run sd of the values, 0 from one run), distance, mean."""
+    values = [v for v, _, _ in runs]
+    edge = max(hi for _, _, hi in runs) if kind == "max" else min(lo for _, lo, _ in runs)
+    spread = stdev(values) or 0.0
+    by_margin, by_spread = margin * abs(edge), SPREAD_SDS * spread
+    distance = max(by_margin, by_spread)
+    limit = edge + distance if kind == "max" else edge - distance
+    return limit, {"edge": edge, "spread": spread, "distance": distance, "mean": sum(values) / len(values),
+                   "by": "spread" if by_spread > by_margin else "margin", "runs": len(runs)}
+
+
+def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str | None, run: str,
+                    repeats: dict[str, list[ArtifactResult]] | None = None) -> str:
+    """A budgets TOML from measured results: per format, every budget key its metric measured, the limit placed as
+    the module says from the result and its `repeats` (name -> more measurements of the same artifact); a comment
+    per line says where the number came from. Artifacts of one format share a table: the loosest limit among
+    them."""
+    repeats = repeats or {}
+    tables: dict[str, dict[str, tuple[float, str]]] = {}
+    busy = 0
+    measured = 0
+    for r in results:
+        if not r.ok:
+            continue
+        runs_of = [r, *[x for x in repeats.get(r.name, []) if x.ok]]
+        measured += len(runs_of)
+        busy += sum(x.busy for x in runs_of)
+        for key, spec in budget_keys().items():
+            if spec.metric == "accuracy_drop" and r.name == reference:
+                continue
+            placed = _limit(spec, runs_of, margin)
+            if placed is None:
+                continue
+            limit, why = placed
+            if spec.limit == "min" and limit <= spec.low:  # catches nothing: said, not written
+                why = f"left out: the lower limit comes out at {_toml_number(limit)}, which catches nothing; {why}"
+                limit = math.nan
+            table = tables.setdefault(r.format, {})
+            old = table.get(key)
+            if old is None or math.isnan(limit) or (limit > old[0] if spec.limit == "max" else limit < old[0]):
+                table[key] = (limit, f"{r.name}: {why}")
+    lines = [f"# Budgets suggested by `edgemed bench --suggest-budgets` from {run}.",
+             f"# Each limit lies beyond the worst 95% interval end of the runs by the larger of {margin:.0%} "
+             f"(--suggest-margin) and {SPREAD_SDS:g} run-to-run",
+             "# standard deviations (--suggest-runs), for the drift between runs that one run's interval does not "
+             "hold. 'catches' is the",
+             "# limit's distance from the runs' mean: a smaller change does not fail it outright. Measure on the "
+             "machine CI runs on;",
+             "# review before committing."]
+    if busy:
+        lines += [f"# WARNING: {busy} of {measured} measurements ran on a busy machine (other processes held the "
+                  "CPU): their timing", "# limits are loose and can hide a regression; suggest again on a quiet "
+                  "runner."]
+    lines.append("")
+    for fmt, table in tables.items():
+        lines.append(f"[format.{fmt}]")
+        for key, (limit, why) in table.items():
+            lines.append(f"# {key}: {why}" if math.isnan(limit) else f"{key} = {_toml_number(limit)}  # {why}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, str] | None:
+    """One budget's limit from one artifact's runs, and the comment saying how it was placed."""
+    metric = METRICS[spec.metric]
+    runs = []
+    for x in runs_of:
+        value = x.metric(spec.metric)
+        if value is None:
+            continue
+        bounds = metric.interval(x) if metric.interval is not None else (value, value)
+        if bounds is not None:
+            runs.append((value, *bounds))
+    if not runs:
+        return None
+    limit, how = place_limit(spec.limit, runs, margin)
+    if spec.limit == "max" and limit <= 0:  # a zero measured (KLD or drop of an identical artifact)
+        limit = _floor_of(spec.metric)
+    limit = min(max(limit, spec.low), spec.high) if spec.high is not None else max(limit, spec.low)
+    m = spec.metric
+    value, lo, hi = runs[0]
+    if how["runs"] == 1:
+        shown = "" if lo == hi else f", 95% interval [{_show(m, lo)}, {_show(m, hi)}]"
+        why = (f"measured {_show(m, value)}{shown} ({metric.interval_rule}); "
+               f"{'upper' if spec.limit == 'max' else 'lower'} end {'+' if spec.limit == 'max' else '-'}{margin:.0%}")
+    else:
+        end = "highest upper" if spec.limit == "max" else "lowest lower"
+        dist = f"{margin:.0%} margin" if how["by"] == "margin" else f"{SPREAD_SDS:g} x sd"
+        why = (f"measured in {how['runs']} runs, mean {_show(m, how['mean'])}, run-to-run sd "
+               f"{_show(m, how['spread'])}, {end} end {_show(m, how['edge'])} ({metric.interval_rule}); "
+               f"{'+' if spec.limit == 'max' else '-'}{dist}")
+    if how["mean"] and metric.timing:
+        why += f"; catches {abs(limit - how['mean']) / abs(how['mean']):.0%} from the mean"
+    return limit, why
+
+
+def _floor_of(metric: str) -> float:
+    """The smallest limit worth writing for a metric measured as zero."""
+    return {"kld": 1e-4, "accuracy_drop": 0.01}.get(metric, 1e-6)
+
+
+def _toml_number(x: float) -> str:
+    return f"{x:.6g}" if "e" not in f"{x:.6g}" else repr(float(x))
+
