@@ -6,6 +6,9 @@ from pathlib import Path
 
 from edgemed.bench.config import BenchConfig
 
+# How to go on after an interruption (edgemed.cli.main prints it).
+RESUME = "re-run the same command with --resume to keep the artifacts already measured"
+
 
 def bench(artifacts: list[Path], config: BenchConfig) -> int:
     """Benchmark artifacts, each in its own process: accuracy, fidelity (KL divergence vs the reference),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from edgemed.console import console
 from edgemed.errors import EdgemedError
+from edgemed.fsutil import atomic_write_json, check_output_dir
 
 
 def check(source: str, split: str = "train", cop_base: Literal["auto", "0", "1"] = "auto",
@@ -20,10 +22,8 @@ def check(source: str, split: str = "train", cop_base: Literal["auto", "0", "1"]
     """
     from rich.table import Table
 
-    from edgemed.console import console
     from edgemed.data.medmcqa import data_summary, validate_rows
     from edgemed.data.sources import read_rows
-    from edgemed.fsutil import atomic_write_json, check_output_dir
 
     if out is not None:
         check_output_dir(Path(out), "--out")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgemed.console import console, err_console
 from edgemed.evaluator.command import resolve_artifact  # noqa: F401 - also importable from here
 from edgemed.evaluator.config import EvalConfig
 
@@ -20,7 +21,6 @@ def evaluate(artifact: str, config: EvalConfig) -> int:
         artifact: exported artifact folder (edgemed.json), model folder, .gguf file, or a model alias
             (tiny-random, smollm2-135m).
     """
-    from edgemed.console import console, err_console
     from edgemed.evaluator.command import run_eval, write_outcome
     from edgemed.evaluator.report import render, sweep_table
 

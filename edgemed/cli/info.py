@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgemed.console import console
+from edgemed.errors import EdgemedError
+from edgemed.fsutil import atomic_write_json, check_output_dir
 from edgemed.models import DEFAULT_MODEL
+from edgemed.registry import FORMATS, can_run, exporter_class, install_message
 
 
 def info(out: Path | None = None) -> int:
@@ -16,14 +20,10 @@ def info(out: Path | None = None) -> int:
     from rich.markup import escape  # install hints hold 'edgemed[extra]', which rich would read as markup
     from rich.table import Table
 
-    from edgemed.console import console
     from edgemed.models import ALIASES
-    from edgemed.registry import FORMATS
     from edgemed.sysinfo import environment
 
     if out is not None:
-        from edgemed.fsutil import check_output_dir
-
         check_output_dir(Path(out), "--out")
     models = Table(title="model aliases")
     models.add_column("alias")
@@ -55,8 +55,6 @@ def info(out: Path | None = None) -> int:
         if not isinstance(value, dict):
             console.print(f"{key}: {escape(str(value))}")
     if out is not None:
-        from edgemed.fsutil import atomic_write_json
-
         atomic_write_json(Path(out) / "info.json", {"formats": rows, "gguf_types": gguf_types,
                                                     "profiles": profiles, "embedded_model": embedded,
                                                     "families": families, "environment": env})
@@ -66,7 +64,6 @@ def info(out: Path | None = None) -> int:
 def format_row(spec) -> dict:
     """What info.json says of one format: its runtime and extras, whether it can run and be exported here, and
     what to install otherwise (the registry's message); all from the registry entry and the exporter's rule."""
-    from edgemed.registry import can_run, exporter_class, install_message
 
     run = can_run(spec)
     try:
@@ -134,7 +131,6 @@ def _profiles_table(console) -> list[dict]:
 
 def _embedded_reference() -> dict:
     """Where the smollm2-135m alias's weights come from: a Q4_1 GGUF, dequantized (not the original bf16)."""
-    from edgemed.errors import EdgemedError
     from edgemed.models import smollm2_gguf_path
 
     try:

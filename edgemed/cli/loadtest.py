@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgemed.console import console
+from edgemed.fsutil import atomic_write_json, atomic_write_text
 from edgemed.loadtest.config import LoadtestConfig
 
 
@@ -17,7 +19,6 @@ def loadtest(url: str, config: LoadtestConfig) -> int:
 
     from rich.table import Table
 
-    from edgemed.console import console
     from edgemed.loadtest.run import FIELDS, cell, markdown, run_loadtest
 
     result = run_loadtest(url, config)
@@ -33,8 +34,6 @@ def loadtest(url: str, config: LoadtestConfig) -> int:
             console.print(f"budget broken at concurrency {b['concurrency']}: {b['metric']} {cell(b['value'], '{:.4g}')}"
                           f" ({b['kind']} {b['limit']:g})", style="red", markup=False)
     if config.out is not None:
-        from edgemed.fsutil import atomic_write_json, atomic_write_text
-
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "loadtest.json", result)

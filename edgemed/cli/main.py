@@ -1,5 +1,9 @@
 """The ``edgemed`` command. Each subcommand is one module; heavy imports happen inside them.
 
+A command module (``edgemed/cli/<cmd>.py``) holds one function whose signature is its CLI (edgemed.cli.signature),
+usually ``<cmd>(..., config: <Cmd>Config)`` calling ``run_<cmd>()`` in its package, and may declare ``RESUME``: how
+to go on after an interruption (default: re-run the same command).
+
 Exit codes: 0 success, 1 a budget or check the user set was broken, 2 bad usage or bad input,
 3 an internal error (a bug: rerun with EDGEMED_DEBUG=1 for the traceback).
 """
@@ -14,7 +18,7 @@ import threading
 
 from edgemed import __version__
 from edgemed.cli.signature import add_function, call, parse_doc
-from edgemed.errors import EdgemedError, Terminated
+from edgemed.errors import EdgemedError, Terminated, describe_os_error, environment_error
 from edgemed.registry import load_object
 
 # name -> "module:function"; nested commands use a space ("data check").
@@ -130,14 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _how_to_resume(ns: argparse.Namespace) -> str:
-    """The command that goes on from here: train and bench resume only when asked to."""
-    if ns.command == "train":
-        return "re-run the same command with --resume to continue from the last checkpoint"
-    if ns.command == "bench":
-        return "re-run the same command with --resume to keep the artifacts already measured"
-    if ns.command == "tune":
-        return "re-run the same command with --resume to go on (exports and measurements are cached)"
-    return "re-run the same command to go on"
+    """The command that goes on from here: the command module's own RESUME hint (train, bench and tune resume only
+    when asked to), else re-running it."""
+    return getattr(sys.modules.get(ns._fn.__module__), "RESUME", "re-run the same command to go on")
 
 
 def _run(ns: argparse.Namespace) -> int:
@@ -154,8 +153,6 @@ def _run(ns: argparse.Namespace) -> int:
     except Exception as exc:  # a bug: say so in one line unless debugging; a full disk or a read-only path is not
         if _TERMINATED:  # the signal's exception, replaced by the interpreter: a C extension's import it cut short
             return _stopped(ns, _TERMINATED[0])  # raises "ImportError: initialization failed"
-        from edgemed.fsutil import describe_os_error, environment_error
-
         env_error = environment_error(exc)
         if env_error is None or os.environ.get("EDGEMED_DEBUG"):
             return _internal_error(ns, exc)

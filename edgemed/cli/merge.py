@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgemed.console import console
+from edgemed.fsutil import check_output_dir, remove_stale_partials
+from edgemed.registry import require_train
+
 
 def merge(
     adapter: Path = Path("runs/train"),
@@ -33,11 +37,8 @@ def merge(
         trust_remote_code: allow model code from the hub (off: safe by default).
         force: replace an existing --out folder.
     """
-    from edgemed.console import console
-    from edgemed.registry import require_train
 
     require_train("edgemed merge")
-    from edgemed.fsutil import check_output_dir, remove_stale_partials
 
     check_output_dir(Path(out), "--out")
     remove_stale_partials(Path(out))  # what a killed earlier merge left beside --out

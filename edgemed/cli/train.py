@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgemed.console import console
+from edgemed.fsutil import check_output_dir
 from edgemed.models import DEFAULT_MODEL
+from edgemed.registry import require_train
 from edgemed.train.config import TrainConfig
+
+# How to go on after an interruption (edgemed.cli.main prints it).
+RESUME = "re-run the same command with --resume to continue from the last checkpoint"
 
 
 def train(
@@ -27,12 +33,9 @@ def train(
         data: training data: 'sample', a local MedMCQA-schema .jsonl/.json/.parquet/.csv, or a hub id.
         out: run folder to write (RUN_DIR).
     """
-    from edgemed.console import console
-    from edgemed.registry import require_train
     from edgemed.train import recipe
 
     require_train("edgemed train")
-    from edgemed.fsutil import check_output_dir
 
     check_output_dir(Path(out), "--out")
     from edgemed.devices import pick_device

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from edgemed.bench.tune.config import TuneConfig
 
+# How to go on after an interruption (edgemed.cli.main prints it).
+RESUME = "re-run the same command with --resume to go on (exports and measurements are cached)"
+
 
 def tune(merged: Path, config: TuneConfig) -> int:
     """Search the quantization space for the artifact that minimises an objective within quality and speed budgets.
