@@ -4,7 +4,6 @@ detection rules format entries use to recognise a folder without a manifest (:fu
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,6 +116,8 @@ class ArchitectureLimit:
             return None
         if self.unless_file and (Path(source) / self.unless_file).exists():
             return None
+        import importlib.metadata  # here: reading distribution metadata costs ~0.1 s at every CLI start
+
         try:
             version = importlib.metadata.version(self.package)
         except importlib.metadata.PackageNotFoundError:
