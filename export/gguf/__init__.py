@@ -1,1 +1,3 @@
-"""GGUF export: the llama.cpp converter and quantizer, the importance matrix, the type table and llama.cpp's tools."""
+"""GGUF export: the llama.cpp converter and quantizer (``exporter``), its settings and flags (``settings``), the
+importance matrix (``imatrix``), the type table (``types``), logged tool runs (``run``) and llama.cpp's own tools
+(``tools``, their per-machine cache in ``tools_cache``)."""
