@@ -184,10 +184,14 @@ def threshold_for(artifact_id: str, calibrations: dict[str, Calibration], overri
     if cal is None:
         return Threshold(None, "not calibrated: pass --calibration results.json or bench.json (from 'edgemed eval' "
                                "or 'edgemed bench') or --threshold")
-    rule = cal.block.get("rule")
-    detail = (f"error <= {cal.block.get('target_error'):g}" if rule == "target_error" and cal.block.get("target_error")
-              is not None else f"coverage {cal.block.get('coverage_asked')}" if rule == "coverage" else str(rule))
-    return Threshold(cal.block.get("threshold"), f"{cal.where} ({rule}: {detail})", cal, cal.kind)
+    rule, block = cal.block.get("rule"), cal.block
+    if rule == "target_error" and block.get("target_error") is not None:
+        detail = f"target error {block['target_error']:g}, certified at {1 - (block.get('delta') or 0.05):.0%}"
+    elif rule == "coverage":
+        detail = f"target coverage {block.get('coverage_asked')}"
+    else:
+        detail = str(rule)
+    return Threshold(block.get("threshold"), f"{cal.where} ({detail})", cal, cal.kind)
 
 
 def answer(probs: list[float] | None, threshold: Threshold) -> dict[str, Any]:

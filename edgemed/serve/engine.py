@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import math
 import multiprocessing as mp
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,8 +98,9 @@ class Engine:
         self._worker = loop.create_task(self._work())
 
     def _listen(self) -> None:
-        threading.Thread(target=self._read, args=(self._outbox,), name=f"edgemed-events-{self.spec.id}",
-                         daemon=True).start()
+        """Read the engine's events in the event loop itself, when its pipe is readable (no reader thread: one wake-up
+        per token instead of a thread's and then the loop's)."""
+        self._loop.add_reader(self._outbox.fileno(), self._read, self._outbox)
 
     async def _restart(self) -> None:
         """A dead engine is started again (at most RESTARTS times in RESTART_WINDOW_S; then it stays down and
@@ -204,14 +204,14 @@ class Engine:
             done.set()
 
     def _read(self, outbox) -> None:
-        """Engine events -> the event loop (a thread: the pipe's reads block)."""
-        while True:
-            try:
-                msg = outbox.recv()
-            except (EOFError, OSError):
-                self._loop.call_soon_threadsafe(self._died)
-                return
-            self._loop.call_soon_threadsafe(self._route, msg)
+        """Route every event waiting in the pipe (the engine writes each in one piece); at its end the engine died."""
+        try:
+            while outbox.poll():
+                self._route(outbox.recv())
+        except (EOFError, OSError):
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(outbox.fileno())
+            self._died()
 
     def _route(self, msg: tuple) -> None:
         job = self.active

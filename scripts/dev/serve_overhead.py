@@ -1,16 +1,30 @@
 #!/usr/bin/env python
-"""Serving overhead at concurrency 1: edgemed serve against the bench's own measurement of the same file.
+"""Serving overhead at concurrency 1: `edgemed serve` (and llama-cpp-python's server) against `edgemed bench`'s own
+TTFT and tg figures on the same GGUF file, threads and settings, in interleaved rounds on a shared CPU.
 
-Each pair, in alternating order (interleaved A/B on a noisy shared CPU):
-- bench: a fresh process opens the artifact with the runtime the bench uses and times ``Runtime.generate`` on the
-  prompt (the bench's TTFT measurement) and the bench's tg (``bench.throughput.text_generation``, llama-bench's tg);
-- serve: one streamed /v1/completions request with the same prompt text, greedy, to an ``edgemed serve`` of the
-  same file with the same threads; TTFT = request sent -> first text chunk, tg = (chunks - 1) / (last - first).
-Optionally the same request to ``python -m llama_cpp.server`` (llama-cpp-python[server]) on the same file.
-Prints the median of each figure and the serve/bench ratios; --json writes them.
+Each round runs every side once, in an order that rotates from round to round:
+- bench: the real `edgemed bench ARTIFACT` command (a fresh process, as a user runs it), its bench.json read for
+  the TTFT (median over the MedMCQA latency prompts x -r) and tg (llama-bench's tg: -n tokens, mean over -r);
+- serve: one `edgemed serve` of the same file and threads, kept running; TTFT = request sent -> first streamed
+  token over the same MedMCQA prompts (rendered as bench renders them, sent to /v1/completions), the same number
+  of samples; tg = streamed tokens after the first / the time between the first and the last, over -r greedy
+  generations of -n tokens;
+- llama-cpp-python (--llama-cpp-python PY: the python of a venv with llama-cpp-python[server]): its server on the
+  same .gguf, the same threads, n_ctx, n_batch and flash attention as edgemed's runtime, and llama.cpp's weight
+  repacking set as edgemed's runtime sets it (read from the served model's runtime info: off on AMX CPUs for
+  quantized files, where repacking crashes the first decode with SIGILL), measured like serve.
+Before each timed TTFT request a one-token request with an unrelated prompt is sent and not timed, so no server
+reuses the previous prompt's KV cache (llama-cpp-python keeps the longest common prefix; edgemed's runtime always
+prefills the whole prompt, as bench does).
+
+Per round the ratios side/bench (TTFT: higher is worse; tg: lower is worse); the verdict is on their medians over
+the rounds (--pairs, at least 5): overhead within --tolerance (default 10%). Writes overhead.json and overhead.md
+(--out) with the command, CPU model and flags, load averages and every sample; exit 1 when edgemed serve's median
+overhead is beyond the tolerance, 0 otherwise.
 
 Usage:
-    python scripts/dev/serve_overhead.py runs/pipeline/artifacts/gguf-q4_k_m --pairs 5 --threads 2 [--llama-cpp-server]
+    python scripts/dev/serve_overhead.py runs/pipeline/artifacts/gguf-q4_k_m --threads 1,2 --pairs 5 \\
+        --llama-cpp-python /work/lcpserver/bin/python --out runs/serve-overhead
 """
 
 from __future__ import annotations
@@ -21,131 +35,285 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-BENCH_CHILD = r"""
-import json, sys, time
-from edgemed.runtimes.base import open_runtime
-from bench.throughput import text_generation
-path, threads, prompt, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-with open_runtime(path, threads=threads) as rt:
-    rt.generate(prompt, max_new_tokens=2)  # warm-up, as the bench's
-    g = rt.generate(prompt, max_new_tokens=n, temperature=0.0)
-    tg = text_generation(rt, n, 1, 1)
-decode = (g.new_tokens - 1) / g.decode_s if g.new_tokens > 1 and g.decode_s > 0 else None
-print(json.dumps({"ttft_ms": g.ttft_s * 1e3, "decode_tps": decode, "new_tokens": g.new_tokens,
-                  "tg_tps": tg["avg_ts"]}))
+REPO = Path(__file__).resolve().parents[2]
+RESET_PROMPT = "Zebra"  # shares no first token with a chat-template prompt
+TG_PROMPT = "The history of medicine begins with"
+# llama-cpp-python's server with llama.cpp's weight repacking (use_extra_bufts) set as EDGEMED_REPACK says: the
+# same switch edgemed's llama.cpp runtime sets through llama_model_default_params (its server has no flag for it).
+LCP_LAUNCHER = """
+import os, sys
+import llama_cpp.llama_cpp as lib
+_default = lib.llama_model_default_params
+def _params():
+    p = _default()
+    p.use_extra_bufts = os.environ["EDGEMED_REPACK"] == "1"
+    return p
+lib.llama_model_default_params = _params
+from llama_cpp.server.__main__ import main
+sys.argv[0] = "llama_cpp.server"
+main()
 """
 
 
-def bench_once(artifact: str, threads: int, prompt: str, n: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    out = subprocess.run([sys.executable, "-c", BENCH_CHILD, artifact, str(threads), prompt, str(n)], env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
-_CLIENT = None
+def start_server(cmd: list[str], ready: str, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a server; return it and its line announcing the address (output also goes to `log`)."""
+    out = open(log, "w")  # noqa: SIM115 - held for the server's life
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:
+        out.write(line)
+        out.flush()
+        if ready in line:
+            import threading
+
+            threading.Thread(target=lambda: [out.write(x) for x in proc.stdout], daemon=True).start()
+            return proc, line
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise SystemExit(f"server did not start ({' '.join(cmd[:6])} ...); see {log}")
 
 
-def serve_once(base: str, model: str, prompt: str, n: int) -> dict:
-    """One streamed request on a kept-alive client (a new httpx client per request would time its SSL context)."""
-    global _CLIENT
-    import httpx
-
-    _CLIENT = _CLIENT or httpx.Client(timeout=300)
+def stream(client, base: str, model: str, prompt: str, max_tokens: int) -> dict:
+    """One streamed greedy completion: TTFT (ms) and the decode rate after the first token."""
     stamps = []
     start = time.perf_counter()
-    with _CLIENT.stream("POST", f"{base}/completions", json={"model": model, "prompt": prompt, "max_tokens": n,
-                                                             "temperature": 0, "stream": True}) as r:
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    with client.stream("POST", f"{base}/completions", json=body) as r:
+        r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data:") or line.strip() == "data: [DONE]":
                 continue
             chunk = json.loads(line[5:])
             if any(c.get("text") for c in chunk.get("choices") or []):
                 stamps.append(time.perf_counter())
-    ttft = (stamps[0] - start) * 1e3 if stamps else None
-    tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
-    return {"ttft_ms": ttft, "decode_tps": tps, "chunks": len(stamps)}
+    return {"ttft_ms": (stamps[0] - start) * 1e3 if stamps else None, "tokens": len(stamps),
+            "decode_tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else None}
 
 
-def start_server(cmd: list[str], ready: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if ready in line:
-            return proc, line
-    raise SystemExit(f"server did not start: {cmd}")
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def http_side(client, base: str, model: str, prompts: list[str], args, pids: dict[str, list[int]]) -> dict:
+    """TTFT over the bench's prompts (each after an untimed reset request), then tg over -r generations; and CPU
+    time per generated token of each group of the server's processes (where the overhead goes)."""
+    ttft = []
+    for _ in range(args.repetitions):
+        for prompt in prompts:
+            stream(client, base, model, RESET_PROMPT, 1)
+            ttft.append(stream(client, base, model, prompt, args.gen_tokens)["ttft_ms"])
+    cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
+    gens = [stream(client, base, model, TG_PROMPT, args.n_gen) for _ in range(args.repetitions)]
+    tokens = max(sum(g["tokens"] for g in gens), 1)
+    return {"ttft_ms": statistics.median(t for t in ttft if t is not None),
+            "tg_tps": statistics.fmean(g["decode_tps"] for g in gens if g["decode_tps"]),
+            "tg_tokens": [g["tokens"] for g in gens], "ttft_samples_ms": ttft,
+            "cpu_ms_per_token": {k: (cpu_seconds(v) - cpu0[k]) * 1e3 / tokens for k, v in pids.items()}}
+
+
+def bench_side(args, threads: int, work: Path, i: int) -> dict:
+    out = work / f"bench-t{threads}-{i}"
+    cmd = [sys.executable, "-m", "edgemed.cli.main", "bench", args.artifact, "--threads", str(threads),
+           "-n", str(args.n_gen), "-p", str(args.n_prompt), "-r", str(args.repetitions),
+           "--latency-prompts", str(args.latency_prompts), "--gen-tokens", str(args.gen_tokens),
+           "--limit", str(args.latency_prompts), "--no-fidelity", "--wait-policy", args.wait_policy,
+           "--inconclusive", "pass", "--retries", "0", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"edgemed bench failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    doc = json.loads((out / "bench.json").read_text())
+    row = doc["artifacts"][0]
+    return {"ttft_ms": row["latency"]["ttft_ms"]["median"], "tg_tps": row["throughput"]["tg"]["avg_ts"],
+            "prompt_tokens": row["latency"].get("prompt_tokens"), "busy": row["machine_load"].get("busy"),
+            "doc": doc}
+
+
+def bench_prompts(args, doc: dict) -> list[str]:
+    """The MedMCQA prompts bench timed TTFT on: its questions (checked by id) in its prompt style."""
+    from edgemed.lineage import read_lineage, scoring_questions
+    from edgemed.prompts import get_style
+
+    row = doc["artifacts"][0]
+    questions, _ = scoring_questions(None, None, {row["name"]: read_lineage(Path(args.artifact))},
+                                     limit=args.latency_prompts)
+    ids = [q["id"] for q in doc["questions"][:args.latency_prompts]]
+    if [q.id for q in questions] != ids:
+        raise SystemExit(f"the questions differ from bench's ({ids}); cannot time the same prompts")
+    style = get_style(row["runtime_info"]["prompt_style"])
+    return [style.prompt(q) for q in questions]
+
+
+def env_for(args) -> dict:
+    env = {**os.environ}
+    if args.wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.wait_policy.upper()
+    return env
+
+
+def measure_threads(args, threads: int, work: Path) -> dict:
+    import httpx
+
+    env = env_for(args)
+    serve, line = start_server([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port",
+                                "0", "--threads", str(threads)], "listening on", env, work / f"serve-t{threads}.log")
+    servers = [serve]
+    client = httpx.Client(timeout=600)
+    rows: dict[str, list[dict]] = {"bench": [], "serve": []}
+    try:
+        base = line.split("listening on ")[1].split()[0]
+        info = client.get(f"{base}/models").json()["data"][0]["edgemed"]
+        import psutil
+
+        engines = [c.pid for c in psutil.Process(serve.pid).children(recursive=True)
+                   if "resource_tracker" not in " ".join(c.cmdline())]
+        sides = {"serve": (base, "m", {"http": [serve.pid], "engine": engines})}
+        if args.llama_cpp_python:
+            from edgemed.runtimes.llamacpp import gguf_file
+
+            runtime = info.get("runtime_info") or {}
+            lenv = {**env, "EDGEMED_REPACK": "1" if runtime.get("repack") else "0"}
+            lcp, _ = start_server([args.llama_cpp_python, "-c", LCP_LAUNCHER, "--model",
+                                   str(gguf_file(Path(args.artifact))), "--model_alias", "m", "--port",
+                                   str(args.lcp_port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                                   "--n_ctx", str(runtime.get("n_ctx") or 2048), "--n_batch", "512", "--flash_attn",
+                                   "true" if str(runtime.get("flash_attn")).endswith("on") else "false"],
+                                  "Uvicorn running", lenv, work / f"llama-cpp-python-t{threads}.log")
+            servers.append(lcp)
+            sides["llama_cpp_python"] = (f"http://127.0.0.1:{args.lcp_port}/v1", "m", {"server+engine": [lcp.pid]})
+            rows["llama_cpp_python"] = []
+        prompts = None
+        for i in range(args.pairs):
+            names = ["bench", *sides]
+            order = names[i % len(names):] + names[:i % len(names)]
+            for side in order:
+                before = load()
+                if side == "bench":
+                    result = bench_side(args, threads, work, i)
+                    prompts = prompts or bench_prompts(args, result.pop("doc"))
+                    result.pop("doc", None)
+                else:
+                    if prompts is None:  # the first round measured bench after this side: get its prompts now
+                        first = bench_side(args, threads, work, 99)
+                        prompts = bench_prompts(args, first["doc"])
+                    base_url, model, pids = sides[side]
+                    stream(client, base_url, model, TG_PROMPT, 4)  # warm-up
+                    result = http_side(client, base_url, model, prompts, args, pids)
+                result["load_before"], result["load_after"] = before, load()
+                rows[side].append(result)
+            print(f"threads {threads} round {i + 1}: " + "; ".join(
+                f"{k} TTFT {v[-1]['ttft_ms']:.1f} ms tg {v[-1]['tg_tps']:.1f} t/s" for k, v in rows.items() if v),
+                flush=True)
+    finally:
+        for proc in servers:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return {"rows": rows, "runtime_info": {k: info.get("runtime_info", {}).get(k) for k in (
+        "kernel_path", "repack", "cpu_amx", "flash_attn", "n_ctx", "omp_wait_policy", "system_info")}}
+
+
+def summarize(rows: dict[str, list[dict]]) -> dict:
+    bench = rows["bench"]
+    out = {"bench": {"ttft_ms": statistics.median(r["ttft_ms"] for r in bench),
+                     "tg_tps": statistics.median(r["tg_tps"] for r in bench)}}
+    for side, results in rows.items():
+        if side == "bench" or not results:
+            continue
+        ttft = [s["ttft_ms"] / b["ttft_ms"] for s, b in zip(results, bench, strict=False)]
+        tg = [s["tg_tps"] / b["tg_tps"] for s, b in zip(results, bench, strict=False)]
+        out[side] = {"ttft_ms": statistics.median(r["ttft_ms"] for r in results),
+                     "tg_tps": statistics.median(r["tg_tps"] for r in results),
+                     "ttft_ratio": statistics.median(ttft), "ttft_ratio_range": [min(ttft), max(ttft)],
+                     "tg_ratio": statistics.median(tg), "tg_ratio_range": [min(tg), max(tg)],
+                     "cpu_ms_per_token": {k: statistics.median(r["cpu_ms_per_token"][k] for r in results)
+                                          for k in results[0]["cpu_ms_per_token"]}}
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = [f"CPU: {report['cpu']} ({' '.join(report['cpu_flags'])}); wait policy {report['wait_policy']}; "
+             f"{report['pairs']} rounds; load average {report['load_start']} at start, {report['load_end']} at end",
+             "", "| threads | side | TTFT ms | tg tok/s | TTFT / bench | tg / bench | CPU ms per generated token |",
+             "|---|---|---|---|---|---|---|"]
+    for threads, res in report["threads"].items():
+        for side, s in res["summary"].items():
+            ratio = (f"{s['ttft_ratio']:.3f} ({s['ttft_ratio_range'][0]:.2f}-{s['ttft_ratio_range'][1]:.2f})",
+                     f"{s['tg_ratio']:.3f} ({s['tg_ratio_range'][0]:.2f}-{s['tg_ratio_range'][1]:.2f})",
+                     ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_token"].items())) if side != "bench" \
+                else ("1", "1", "-")
+            lines.append(f"| {threads} | {side} | {s['ttft_ms']:.1f} | {s['tg_tps']:.1f} | {' | '.join(ratio)} |")
+    lines += ["", f"verdict: {report['verdict']}"]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("artifact")
-    ap.add_argument("--pairs", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--llama-cpp-server", action="store_true", help="also time llama-cpp-python[server]")
-    ap.add_argument("--prompt", default="The history of medicine begins with",
-                    help="raw text both sides continue (a MedMCQA chat prompt ends after a few tokens)")
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("artifact", help="a gguf artifact folder (edgemed export)")
+    ap.add_argument("--threads", default="1", help="comma-separated thread counts, each measured on its own")
+    ap.add_argument("--pairs", type=int, default=5, help="interleaved rounds per thread count (at least 5)")
+    ap.add_argument("-n", "--n-gen", type=int, default=64, help="tokens of each tg generation (bench -n)")
+    ap.add_argument("-p", "--n-prompt", type=int, default=64, help="bench's pp test length (not compared)")
+    ap.add_argument("-r", "--repetitions", type=int, default=3, help="bench -r: TTFT rounds and tg generations")
+    ap.add_argument("--latency-prompts", type=int, default=4)
+    ap.add_argument("--gen-tokens", type=int, default=8, help="tokens of each timed TTFT answer (bench's)")
+    ap.add_argument("--wait-policy", choices=("default", "passive", "active"), default="default",
+                    help="bench --wait-policy; the servers get the same OMP_WAIT_POLICY")
+    ap.add_argument("--llama-cpp-python", help="python of a venv with llama-cpp-python[server] to compare too")
+    ap.add_argument("--lcp-port", type=int, default=8765)
+    ap.add_argument("--tolerance", type=float, default=0.10)
+    ap.add_argument("--out", type=Path, default=Path("runs/serve-overhead"))
+    ap.add_argument("--dry-run", action="store_true", help="allow fewer than 5 rounds (to check the script)")
     args = ap.parse_args()
-    prompt = args.prompt
-    proc, line = start_server([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port",
-                               "0", "--threads", str(args.threads)], "listening on")
-    base = line.split("listening on ")[1].split()[0]
-    others = []
-    if args.llama_cpp_server:
-        from edgemed.runtimes.llamacpp import gguf_file
+    if args.pairs < 5 and not args.dry_run:
+        ap.error("--pairs must be at least 5 (a single tg reading drifts ~20% on a shared 2-core VM)")
+    args.artifact = str(Path(args.artifact).resolve())
+    sys.path.insert(0, str(REPO))
+    from edgemed.sysinfo import cpu_info
 
-        model_file = str(gguf_file(Path(args.artifact)))
-        lproc, _ = start_server([sys.executable, "-m", "llama_cpp.server", "--model", model_file, "--port", "8765",
-                                 "--n_threads", str(args.threads), "--n_ctx", "2048"], "Uvicorn running")
-        others.append(lproc)
-    import httpx
-
-    rows = {"bench": [], "serve": [], "llama_cpp_server": []}
-    try:
-        serve_once(base, "m", prompt, 4)  # warm-up
-        for i in range(args.pairs):
-            order = ("bench", "serve") if i % 2 == 0 else ("serve", "bench")
-            for side in order:
-                if side == "bench":
-                    rows["bench"].append(bench_once(args.artifact, args.threads, prompt, args.tokens))
-                else:
-                    rows["serve"].append(serve_once(base, "m", prompt, args.tokens))
-            if others and others[0].poll() is None:
-                try:
-                    rows["llama_cpp_server"].append(serve_once("http://127.0.0.1:8765/v1", "m", prompt, args.tokens))
-                except httpx.HTTPError as exc:  # its process died under the request: say how
-                    code = others[0].wait(30)
-                    print(f"llama-cpp-python's server failed ({type(exc).__name__}); its process exited {code}"
-                          " (-11: SIGSEGV, llama.cpp's weight repacking on an AMX CPU with a quantized file, which "
-                          "edgemed's runtime turns off)", flush=True)
-            print(f"pair {i + 1}: " + json.dumps({k: v[-1] for k, v in rows.items() if v}), flush=True)
-    finally:
-        for p in [proc, *others]:
-            p.terminate()
-            p.wait(60)
-
-    def med(side, key):
-        vals = [r[key] for r in rows[side] if isinstance(r.get(key), int | float)]
-        return statistics.median(vals) if vals else None
-
-    summary = {side: {k: med(side, k) for k in ("ttft_ms", "decode_tps")} for side in rows if rows[side]}
-    summary["bench"]["tg_tps"] = med("bench", "tg_tps")
-    summary["ratios"] = {"serve_ttft_over_bench": summary["serve"]["ttft_ms"] / summary["bench"]["ttft_ms"],
-                         "serve_decode_over_bench_decode": summary["serve"]["decode_tps"]
-                         / summary["bench"]["decode_tps"]}
-    if summary["bench"]["tg_tps"]:
-        summary["ratios"]["serve_decode_over_bench_tg"] = summary["serve"]["decode_tps"] / summary["bench"]["tg_tps"]
-    from edgemed.sysinfo import cpu_model
-
-    summary.update(pairs=args.pairs, tokens=args.tokens, threads=args.threads, cpu=cpu_model(),
-                   omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset"), load_avg=os.getloadavg(), raw=rows)
-    print(json.dumps({k: v for k, v in summary.items() if k != "raw"}, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    return 0
+    info = cpu_info()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"command": " ".join(sys.argv), "cpu": info.model, "wait_policy": args.wait_policy,
+              "cpu_flags": sorted(f for f in info.features if f.startswith(("avx512", "amx", "avx_vnni"))),
+              "cores": os.cpu_count(), "pairs": args.pairs, "n_gen": args.n_gen, "repetitions": args.repetitions,
+              "load_start": load(), "threads": {}}
+    with tempfile.TemporaryDirectory(prefix="serve-overhead-") as tmp:
+        for threads in (int(t) for t in args.threads.split(",")):
+            res = measure_threads(args, threads, Path(tmp))
+            res["summary"] = summarize(res["rows"])
+            report["threads"][str(threads)] = res
+        for name in Path(tmp).glob("*.log"):
+            (args.out / name.name).write_text(name.read_text())
+    report["load_end"] = load()
+    broken = [f"threads {t}: {k} {s[k]:.3f}" for t, r in report["threads"].items() for side, s in r["summary"].items()
+              if side == "serve" for k in ("ttft_ratio", "tg_ratio")
+              if (k == "ttft_ratio" and s[k] > 1 + args.tolerance) or (k == "tg_ratio" and s[k] < 1 - args.tolerance)]
+    verdict = (f"edgemed serve within {args.tolerance:.0%} of edgemed bench" if not broken else
+               f"edgemed serve beyond {args.tolerance:.0%} of edgemed bench: {', '.join(broken)}")
+    report["verdict"] = ("dry run (fewer than 5 rounds), no verdict: " if args.pairs < 5 else "") + verdict
+    (args.out / "overhead.json").write_text(json.dumps(report, indent=2))
+    (args.out / "overhead.md").write_text(markdown(report))
+    print(markdown(report))
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
