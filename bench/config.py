@@ -69,7 +69,7 @@ class BenchConfig:
         max_kld: budget on every artifact's mean KL divergence from the reference, nats per token (the budgets
             file's max_kld, tune's --max-kld); exit 1 when one breaks it. Also constrains the recommendation.
         retries: measure an artifact again, up to this many times, while one of its timing budgets is inconclusive
-            (interval across the limit, or a busy machine).
+            (interval across the limit, or a busy machine); an inconclusive A/B ratio gets --ab-rounds more rounds.
         inconclusive: how a budget still inconclusive after --retries counts: fail (exit 1) or pass; said in the
             output.
         suggest_budgets: write a budgets TOML here from this run: each limit outside the measured 95% intervals by

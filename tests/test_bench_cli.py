@@ -202,6 +202,7 @@ def test_ab_on_one_runner_and_suggested_budgets(artifacts, tmp_path, cli):
 
     proc = cli("bench", artifacts / "gguf-q8_0", *FAST, "--no-fidelity", "--ab-baseline", artifacts / "gguf-q8_0",
                "--ab-rounds", "2", "--retries", "0", "--inconclusive", "pass", "--suggest-budgets", suggested,
+               "--suggest-runs", "2",
                "--ab-python", sys.executable, "--out", tmp_path / "ab", timeout=600)  # the second install: this one
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((tmp_path / "ab" / "bench.json").read_text())
@@ -216,10 +217,14 @@ def test_ab_on_one_runner_and_suggested_budgets(artifacts, tmp_path, cli):
         good = c["low"] >= c["limit"] if c["key"].endswith("_tps") else c["high"] <= c["limit"]
         assert c["verdict"] == ("pass" if good else "inconclusive" if c["busy"] or not bad else "fail"), c
     text = suggested.read_text()
-    assert "[format.gguf-q8_0]" in text and "min_decode_tokens_per_s = " in text and "# gguf-q8_0: measured" in text
+    assert "[format.gguf-q8_0]" in text and "# gguf-q8_0: measured" in text
+    assert "measured in 2 runs" in text and len(doc["suggest_repeats"]["gguf-q8_0"]) == 1  # one timing-only rerun
     from edgemed.bench.gate.budget import load_budgets
 
-    assert load_budgets(suggested).formats["gguf-q8_0"]["min_decode_tokens_per_s"] > 0  # it reads back as budgets
+    table = load_budgets(suggested).formats["gguf-q8_0"]  # it reads back as budgets
+    assert table["max_peak_rss_mb"] > 0
+    # a busy runner's drift can push a lower limit to 0: then the line says so instead of a limit that catches nothing
+    assert table.get("min_decode_tokens_per_s", 0) > 0 or "# min_decode_tokens_per_s: gguf-q8_0: left out" in text
 
 
 def test_an_inconclusive_budget_reruns_the_artifact_then_follows_the_policy(artifacts, tmp_path, cli):

@@ -145,6 +145,23 @@ def test_a_busy_machine_makes_a_broken_timing_inconclusive_but_not_a_held_one():
     assert check_one(r, "max_peak_rss_mb", 50, "", None).verdict == "fail"  # memory is not a timing
 
 
+def test_a_broken_timing_beyond_what_the_load_explains_still_fails():
+    """Busy, but the measurement waited for a CPU at most 10% of its runnable time: a p95 twice the limit is a
+    failure no load explains; one within 10% of the limit is inconclusive; with 2 threads waiting 30% each (up to
+    60% explained) even twice the limit is inconclusive."""
+    from edgemed.bench.gate.budget import check_one
+
+    r = result("q8", "gguf-q8_0", 0.5, 100, 100)
+    r.machine_load = {"busy": True, "reason": "it waited for a CPU 8%", "wait_share_max": 0.10, "needed_cores": 1}
+    far = check_one(r, "max_p95_ms", 50, "", None)
+    assert far.verdict == "fail" and far.busy and "beyond the 10% slowdown the load explains" in far.message
+    assert check_one(r, "max_p95_ms", 95, "", None).verdict == "inconclusive"
+    r.machine_load.update(wait_share_max=0.30, needed_cores=2)
+    assert check_one(r, "max_p95_ms", 50, "", None).verdict == "inconclusive"
+    r.machine_load.update(wait_share_max=0.10, needed_cores=1, steal_fraction=0.2)  # steal: not explained by waits
+    assert check_one(r, "max_p95_ms", 50, "", None).verdict == "inconclusive"
+
+
 def test_budget_flags_apply_to_every_format_and_name_the_flag(tmp_path):
     from edgemed.bench.gate.budget import Budgets
 

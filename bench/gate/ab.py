@@ -11,7 +11,8 @@ interval comes from the two KLD intervals.
 A metric is **slower** when the ratio goes the bad way (tokens/s down, milliseconds or memory up). The check fails
 when the whole interval lies beyond ``--max-slowdown`` (a slowdown the interval confirms, on rounds none of which
 was measured on a busy machine), passes when it lies within, and is inconclusive when it straddles (or a busy round
-could explain the slowdown): then one more round runs, up to ``--retries`` times, and an inconclusive check counts
+could explain the slowdown): then as many rounds again (``--ab-rounds`` more, pooled with the earlier ones: the
+interval narrows with their number) run, up to ``--retries`` times, and an inconclusive check counts
 as ``--inconclusive`` says. The baseline may run from a second install (``--ab-python``: the python of another venv
 holding edgemed and its engines), for a change of engine or edgemed version; llama.cpp's compare-llama-bench.py
 compares stored runs, this compares them live.
@@ -151,8 +152,8 @@ def ab_checks(pairs: list[Pair], max_slowdown: float, source: str) -> list[Check
 
 def run_rounds(plan, results: list[ArtifactResult], measure) -> list[Pair]:
     """Measure the pairs interleaved: round 1 measures the baseline in full (accuracy and KLD against the same
-    reference), every other measurement serves only; then one more round pair for a pair whose timing check is
-    inconclusive, up to --retries. `measure(target, timing_only, is_baseline)` measures one artifact."""
+    reference), every other measurement serves only; then --ab-rounds more rounds for a pair whose timing check is
+    inconclusive, up to --retries times. `measure(target, timing_only, is_baseline)` measures one artifact."""
     config = plan.config
     pairs: list[Pair] = plan.ab_pairs
     by_name = {r.name: r for r in results}
@@ -180,10 +181,11 @@ def run_rounds(plan, results: list[ArtifactResult], measure) -> list[Pair]:
                  if c.verdict == "inconclusive" and c.key != "ab:kld"}
         if not open_:
             break
-        for p in pairs:
-            if p.candidate.name in open_:
-                one_round(p)
-                p.extra_rounds += 1
+        for _ in range(config.ab_rounds):
+            for p in pairs:
+                if p.candidate.name in open_:
+                    one_round(p)
+                    p.extra_rounds += 1
     return pairs
 
 

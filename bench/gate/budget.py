@@ -236,7 +236,9 @@ def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference:
         low, high = bounds if bounds is not None else (-math.inf, math.inf)
     decided = verdict(spec.limit, limit, low, high)
     busy = metric.timing and r.busy and decided != "pass"  # load only slows: a pass measured busy still holds
-    if busy:
+    waited = explained_by_load(r) if busy else None
+    if busy and not (decided == "fail" and waited is not None and
+                     verdict(spec.limit, limit, *unloaded(spec.limit, low, high, waited)) == "fail"):
         decided = "inconclusive"
     relation = {"pass": "<=" if spec.limit == "max" else ">=", "fail": ">" if spec.limit == "max" else "<",
                 "inconclusive": "straddles"}[decided]
@@ -244,13 +246,34 @@ def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference:
     why = []
     if bounds_unknown(low, high):
         why.append("no spread measured (one repetition?); raise --repetitions")
-    if busy:
+    if busy and decided == "fail":
+        why.append(f"beyond the {waited:.0%} slowdown the load explains ({r.machine_load.get('reason')})")
+    elif busy:
         why.append(f"measured on a busy machine ({r.machine_load.get('reason')})")
     text = f"{spec.what} {shown} vs {key} {limit:g}: {'; '.join(why)}" if why else \
         f"{spec.what} {shown} {relation} {key} {limit:g}"
     return Check(r.name, r.format, key, limit, value, decided == "pass", text, source, verdict=decided,
                  low=None if math.isinf(low) else low, high=None if math.isinf(high) else high,
                  interval_rule=metric.interval_rule, busy=busy, rerunnable=metric.timing)
+
+
+def explained_by_load(r: ArtifactResult) -> float | None:
+    """The largest share of a timing that waiting for a CPU can explain: the worst ~1 s window's run-queue wait
+    share times the threads (a thread that waits can stall the others at their next sync); None where no wait was
+    measured (the capacity rule flagged it) or steal time flagged it."""
+    from edgemed.process.machine_load import BUSY_STEAL
+
+    load = r.machine_load
+    share, needed = load.get("wait_share_max"), load.get("needed_cores") or 1
+    if share is None or (load.get("steal_fraction") or 0) > BUSY_STEAL:
+        return None
+    return min(0.95, share * needed)
+
+
+def unloaded(limit_kind: str, low: float, high: float, waited: float) -> tuple[float, float]:
+    """The interval widened toward what an unloaded machine could have measured: a throughput (``min_`` budget) up
+    to high / (1 - waited), a time (``max_``) down to low x (1 - waited)."""
+    return (low, high / (1 - waited)) if limit_kind == "min" else (low * (1 - waited), high)
 
 
 def bounds_unknown(low: float, high: float) -> bool:
