@@ -170,7 +170,8 @@ def _conclude(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult], sh
         verdicts={"inconclusive": config.inconclusive, "retries": config.retries,
                   "rule": "each budget is decided on its measured 95% interval: pass when the whole interval is on "
                           "the allowed side of the limit, fail when it is wholly beyond, inconclusive when it "
-                          "straddles the limit or a timing was measured on a busy machine; an inconclusive timing "
+                          "straddles the limit or a timing broke it on a busy machine by no more than its measured "
+                          "wait for a CPU explains; an inconclusive timing "
                           f"reruns its artifact up to {config.retries} time(s), then counts as "
                           f"'{config.inconclusive}' (--inconclusive)"},
         recommendation=recommend(results, ref, constraints, _broken_by_artifact(checks)),
