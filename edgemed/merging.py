@@ -14,8 +14,10 @@ from typing import Any
 
 from edgemed.batching import AnswerOnlyCollator, encode_question
 from edgemed.errors import CheckFailed, EdgemedError
-from edgemed.fsutil import atomic_dir, read_json
+from edgemed.fsutil import atomic_dir, check_output_dir, read_json, remove_stale_partials
 from edgemed.lineage import Lineage
+from edgemed.merge_config import MergeConfig
+from edgemed.registry import require_train
 from edgemed.train.rundir import ADAPTER, RUN_CONFIG, model_signature, read_run
 
 MERGE_RECORD = "edgemed-merge.json"
@@ -106,6 +108,17 @@ def _logits(model, batch) -> Any:
     with torch.inference_mode():
         out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
     return out.logits.float().cpu()
+
+
+def run_merge(config: MergeConfig) -> dict[str, Any]:
+    """``edgemed merge``: check this install and --out before any work, remove what a killed earlier merge left
+    beside it, then merge and verify (:func:`merge_adapter`); returns the record it wrote (edgemed-merge.json)."""
+    require_train("edgemed merge")
+    check_output_dir(Path(config.out), "--out")
+    remove_stale_partials(Path(config.out))
+    return merge_adapter(config.adapter, config.out, base=config.base, tolerance=config.max_logit_diff,
+                         force=config.force, device=config.device, prompts=config.prompts,
+                         trust_remote_code=config.trust_remote_code)
 
 
 def merge_adapter(
