@@ -81,7 +81,8 @@ def model_shape(model: str) -> Shape | None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from edgemed.models import ALIASES, SHAPES, cache_root, is_model_dir, shape_config
+        from edgemed.builtin_models import SHAPES, shape_config
+        from edgemed.models import ALIASES, cache_root, is_model_dir
 
         if model in SHAPES:
             config = shape_config(model)

@@ -14,7 +14,7 @@ import pytest
 
 from edgemed.data import load_questions
 from edgemed.data.medmcqa import LETTERS
-from edgemed.models import FAMILIES
+from edgemed.tiny_families import FAMILIES
 
 ALL = ["llama", *FAMILIES]  # llama: the plain tiny-random alias (SmolLM2's template)
 
@@ -197,7 +197,7 @@ def test_pipeline_on_a_plain_phi3_folder(tmp_path_factory, cli):
     """`edgemed pipeline --model <folder> --max-steps 2` on a family model given as a plain local folder (Phi-3:
     fused projections, untied head, whitespace-stripping chat markers, in a folder that does not name it): exit 0,
     trained on its own template, hf and gguf-q8_0 exported and verified, benched on that template."""
-    from edgemed.models import build_tiny_family
+    from edgemed.builtin_models import build_tiny_family
 
     folder = tmp_path_factory.mktemp("user-phi3") / "model"
     build_tiny_family(folder, "phi3")

@@ -70,7 +70,8 @@ def test_llama32_1b_shape_is_llama_3_2_1b():
     import torch
     from transformers import LlamaForCausalLM
 
-    from edgemed.models import ALIASES, llama32_1b_config
+    from edgemed.builtin_models import llama32_1b_config
+    from edgemed.models import ALIASES
 
     assert "llama32-1b-shape" in ALIASES
     config = llama32_1b_config()
@@ -90,8 +91,9 @@ def test_qwen3_shape_is_qwen3_0_6b():
     import torch
     from transformers import Qwen3ForCausalLM
 
+    from edgemed.builtin_models import SHAPES, shape_config
     from edgemed.memory_plan import Shape, model_shape
-    from edgemed.models import ALIASES, SHAPES, shape_config
+    from edgemed.models import ALIASES
 
     assert "qwen3-0.6b-shape" in ALIASES and SHAPES["qwen3-0.6b-shape"].family == "qwen3"
     config = shape_config("qwen3-0.6b-shape")

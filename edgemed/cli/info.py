@@ -131,7 +131,7 @@ def _profiles_table(console) -> list[dict]:
 
 def _embedded_reference() -> dict:
     """Where the smollm2-135m alias's weights come from: a Q4_1 GGUF, dequantized (not the original bf16)."""
-    from edgemed.models import smollm2_gguf_path
+    from edgemed.builtin_models import smollm2_gguf_path
 
     try:
         gguf = smollm2_gguf_path()
