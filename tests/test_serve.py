@@ -176,6 +176,9 @@ def test_models_list_names_each_artifact_with_its_sha256(server, gguf):
     file = next(gguf.glob("*.gguf"))
     assert meta["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
     assert meta["format"] == "gguf-q8_0" and meta["lineage"]["prompt_style"]
+    runtime = meta["runtime_info"]  # the engine's effective settings, as the server was told
+    assert runtime["threads"] == 1 and runtime["n_ctx"] == 512 and "repack" in runtime and runtime["kernel_path"]
+    assert meta["mcq_threshold"]["from"] == "--threshold" and meta["mcq_threshold"]["threshold"] == 0.3
 
 
 BAD = [

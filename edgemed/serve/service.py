@@ -244,6 +244,7 @@ class Service:
             meta = {**engine.spec.metadata(), "state": engine.state, "engine_pid": engine.pid,
                     "context_length": engine.info.get("context_length"),
                     "prompt_style": engine.info.get("prompt_style"),
+                    "runtime_info": engine.info.get("runtime_info"),  # the engine's effective settings
                     "mcq_threshold": self.thresholds[engine.spec.id].describe()}
             data.append({"id": engine.spec.id, "object": "model", "created": int(self.started),
                          "owned_by": "edgemed", "edgemed": meta})

@@ -185,6 +185,17 @@ def measure_threads(args, threads: int, work: Path) -> dict:
         engines = [c.pid for c in psutil.Process(serve.pid).children(recursive=True)
                    if "resource_tracker" not in " ".join(c.cmdline())]
         sides = {"serve": (base, "m", {"http": [serve.pid], "engine": engines})}
+        if args.batch_http:  # a second edgemed serve whose HTTP process (not its engine) runs SCHED_BATCH
+            batch, bline = start_server([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}",
+                                         "--port", "0", "--threads", str(threads)], "listening on", env,
+                                        work / f"serve-batch-http-t{threads}.log")
+            servers.append(batch)
+            for t in psutil.Process(batch.pid).threads():
+                os.sched_setscheduler(t.id, os.SCHED_BATCH, os.sched_param(0))
+            kids = [c.pid for c in psutil.Process(batch.pid).children(recursive=True)
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+            sides["serve_batch_http"] = (bline.split("listening on ")[1].split()[0], "m",
+                                         {"http": [batch.pid], "engine": kids})
         if args.llama_cpp_python:
             from edgemed.runtimes.llamacpp import gguf_file
 
@@ -198,7 +209,7 @@ def measure_threads(args, threads: int, work: Path) -> dict:
                                   "Uvicorn running", lenv, work / f"llama-cpp-python-t{threads}.log")
             servers.append(lcp)
             sides["llama_cpp_python"] = (f"http://127.0.0.1:{args.lcp_port}/v1", "m", {"server+engine": [lcp.pid]})
-            rows["llama_cpp_python"] = []
+        rows.update({side: [] for side in sides})
         prompts = None
         for i in range(args.pairs):
             names = ["bench", *sides]
@@ -280,6 +291,9 @@ def main() -> int:
                     help="bench --wait-policy; the servers get the same OMP_WAIT_POLICY")
     ap.add_argument("--llama-cpp-python", help="python of a venv with llama-cpp-python[server] to compare too")
     ap.add_argument("--lcp-port", type=int, default=8765)
+    ap.add_argument("--batch-http", action="store_true",
+                    help="also time an edgemed serve whose HTTP process runs SCHED_BATCH (does not preempt the engine "
+                         "when a token wakes it)")
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument("--out", type=Path, default=Path("runs/serve-overhead"))
     ap.add_argument("--dry-run", action="store_true", help="allow fewer than 5 rounds (to check the script)")
