@@ -23,9 +23,9 @@ On one artifact (default: tiny-random exported to gguf-f16, so that it fits 2 co
 Parts 2-4 run interleaved (unchanged, slow, A/B, unchanged, ...), so that a change of the machine's load during
 the measurement reaches each part alike.
 
-Writes OUT/summary.json and OUT/summary.md: the CPU (model and the instruction sets that matter), the load average
-and each run's busy flag. Exit 0 when the targets hold (at most 1 false alarm, every slowdown caught both ways), 1
-when one does not, 2 on bad usage.
+Writes OUT/summary.json and OUT/summary.md (with ``--reuse-baseline``: OUT/summary-PARTS.*): the CPU (model and
+the instruction sets that matter), the load average and each run's busy flag. Exit 0 when the targets hold (at most
+1 false alarm, every slowdown caught both ways), 1 when one does not, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="unchanged,slow,ab", help="which of unchanged, slow, ab, ab-same to run")
     ap.add_argument("--ab-rounds", type=int, default=3)
     ap.add_argument("--ab-unchanged", action="store_true", help="also the A/B of the unchanged artifact (ab-same)")
+    ap.add_argument("--reuse-baseline", action="store_true",
+                    help="keep OUT's baseline run and suggested budgets from an earlier call (e.g. to add ab-same)")
     ap.add_argument("--out", type=Path, default=Path("runs/ci-false-alarms"))
     a = ap.parse_args(argv)
     parts = set(a.parts.split(",")) | ({"ab-same"} if a.ab_unchanged else set())
@@ -165,14 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     load_start = os.getloadavg()
     budgets = out / "budgets.toml"
-    base = run_case(out / "baseline", art, "--threads", a.threads, "--suggest-budgets", budgets,
-                    "--suggest-runs", a.suggest_runs)
+    reuse = a.reuse_baseline and all(p.is_file() for p in (budgets, out / "baseline.json",
+                                                           out / "baseline" / "bench.json"))
+    base = json.loads((out / "baseline.json").read_text()) if reuse else \
+        run_case(out / "baseline", art, "--threads", a.threads, "--suggest-budgets", budgets,
+                 "--suggest-runs", a.suggest_runs)
+    (out / "baseline.json").write_text(json.dumps(base))
     base_doc = doc_of(out / "baseline")
     base_tgs = [tg for tg in [base["tg"], *[x.get("decode_tps") for x in
                                            (base_doc.get("suggest_repeats") or {}).get(a.format, [])]] if tg]
     base_tg = sum(base_tgs) / len(base_tgs)
     old_limits = _old_suggestion(base_doc, out / "budgets-one-run.toml")
-    if a.slow_threads is None:  # the budgets must apply to the other format too
+    if a.slow_threads is None and not reuse:  # the budgets must apply to the other format too
         budgets.write_text(budgets.read_text().replace(f"[format.{a.format}]", "[default]"))
 
     def run(name: str, *args: Any) -> dict[str, Any]:
@@ -217,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     ok = (summary["unchanged_failures"] <= 1 and summary["slow_caught_by_budget"] == len(slow)
           and summary["slow_caught_by_ab"] == len(ab) and (summary["ab_unchanged_failures"] or 0) <= 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    name = "summary" if not reuse else "summary-" + "-".join(sorted(parts))  # an earlier call's summary stays
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
     text = _summary_md(summary, a, base_tg, ratios, ab_ratios, unchanged, slow, ab, ab_same)
-    (out / "summary.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     print(text, end="")
     return 0 if ok else 1
 
