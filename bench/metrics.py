@@ -1,6 +1,5 @@
-"""Every fact about a bench metric, in one place: :class:`Metric` entries in :data:`METRICS`, and :func:`cell`, the
-one rule that shows a metric's value (the terminal and markdown tables, bench.html, report.json's cells and the
-report's pages all print what it returns).
+"""Every fact about a bench metric, in one place: :class:`Metric` entries in :data:`METRICS` (and how a cell shows
+each, which :func:`edgemed.bench.render.cells.cell`, the one rule that prints a metric's value, reads).
 
 In the spirit of llama-bench's one field list that feeds every printer: a Metric says how to read its number from
 an :class:`~edgemed.bench.results.ArtifactResult`, which direction is better, how sure the bench is of it (its 95%
@@ -12,6 +11,7 @@ interval), whether it is a timing, and where it is shown and compared: a column 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -45,10 +45,11 @@ class Metric:
     e.g. one repetition), described by ``interval_rule``: the whole interval on the right side of the limit passes,
     on the wrong side fails, across it is inconclusive. A metric without ``interval`` is a single measurement: its
     point value decides, and ``interval_rule`` says so. The same interval sets the noise band of a change between
-    two runs (``edgemed report``, ``bench --baseline``). ``timing``: the number moves between runs of the same
-    artifact and depends on the machine's load, so a budget it breaks on a busy machine is inconclusive (other
-    processes only slow it: a pass measured busy holds), a rerun can settle it (accuracy and KLD are the same on
-    every run: a rerun cannot), and its cells carry the BUSY mark.
+    two runs in ``bench --baseline``; ``edgemed report`` reads ``stderr`` where one is given (the standard error
+    from the run's summary: stdev over the square root of the count), else the interval's. ``timing``: the number
+    moves between runs of the same artifact and depends on the machine's load, so a budget it breaks on a busy
+    machine is inconclusive (other processes only slow it: a pass measured busy holds), a rerun can settle it
+    (accuracy and KLD are the same on every run: a rerun cannot), and its cells carry the BUSY mark.
 
     Where it is shown: ``column``, ``report_column`` and ``regression`` are positions (1, 2, ...) in the bench table
     (terminal, markdown, HTML), in ``edgemed report``'s per-run columns (each compared with the run before on the
@@ -69,6 +70,7 @@ class Metric:
     bounds: tuple[float, float | None] = (0.0, None)  # allowed budget values
     interval: Callable[[ArtifactResult], tuple[float, float] | None] | None = None
     interval_rule: str = "single measurement: the point value decides"
+    stderr: Callable[[ArtifactResult], float | None] | None = None  # edgemed report's; None: from `interval`
     timing: bool = False
     deprecated_budgets: tuple[str, ...] = ()  # earlier spellings of `budget`, accepted with a warning
     column: int | None = None  # position in the bench table
@@ -95,6 +97,23 @@ def _per_token_ms(r: ArtifactResult) -> float | None:
 
 def _ts_interval(test: str) -> Callable[[ArtifactResult], tuple[float, float] | None]:
     return lambda r: mean_interval(getattr(r.throughput, test).get("samples_ts") or [])
+
+
+def _summary_stderr(read: Callable[[ArtifactResult], dict[str, Any]], sd: str, n: Callable[[dict], Any]):
+    """The standard error of a summarised figure: its stdev (`sd`) over the square root of its count (`n`)."""
+    def stderr(r: ArtifactResult) -> float | None:
+        summary = read(r)
+        spread, count = summary.get(sd), n(summary)
+        return spread / math.sqrt(count) if spread is not None and count else None
+    return stderr
+
+
+_ANSWER_SE = _summary_stderr(lambda r: r.latency.answer_ms, "stdev", lambda s: s.get("count"))
+_TTFT_SE = _summary_stderr(lambda r: r.latency.ttft_ms, "stdev", lambda s: s.get("count"))
+
+
+def _ts_stderr(test: str) -> Callable[[ArtifactResult], float | None]:
+    return _summary_stderr(lambda r: getattr(r.throughput, test), "stddev_ts", lambda s: len(s.get("samples_ts") or []))
 
 
 def _latency_interval(series: str, q: float) -> Callable[[ArtifactResult], tuple[float, float] | None]:
@@ -146,25 +165,27 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("accuracy_low", "acc low", lambda r: r.accuracy.ci_low, None, ".3f"),
     Metric("accuracy_high", "acc high", lambda r: r.accuracy.ci_high, None, ".3f"),
     Metric("agreement", "agree", lambda r: r.accuracy.agreement, "max", ".3f", column=3),
-    Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f", timing=True),
+    Metric("answer_p50_ms", "p50 ms", lambda r: r.latency.answer_ms.get("median"), "min", ".1f", timing=True,
+           stderr=_ANSWER_SE),
     Metric("answer_p95_ms", "p95 ms", lambda r: r.latency.answer_ms.get("p95"), "min", ".1f",
            "max_p95_ms", "p95 answer latency (ms)", interval=_latency_interval("answer_ms", 0.95),
-           interval_rule=_Q_RULE.format(what="95th percentile") + _P95_NOTE, timing=True,
+           interval_rule=_Q_RULE.format(what="95th percentile") + _P95_NOTE, timing=True, stderr=_ANSWER_SE,
            deprecated_budgets=("max_p95_latency_ms",), column=6, report_column=3, regression=1,
            stand_in=StandIn("answer_max_ms", "max", "max (fewer than 20 samples)")),
     Metric("answer_max_ms", "max ms", lambda r: r.latency.answer_ms.get("max"), "min", ".1f", timing=True),
     Metric("ttft_ms", "TTFT ms", lambda r: r.latency.ttft_ms.get("median"), "min", ".1f",
            "max_ttft_ms", "median time to first token (ms)", interval=_latency_interval("ttft_ms", 0.5),
-           interval_rule=_Q_RULE.format(what="median"), timing=True, column=7, report_column=4, regression=2),
+           interval_rule=_Q_RULE.format(what="median"), timing=True, column=7, report_column=4, regression=2,
+           stderr=_TTFT_SE),
     Metric("tpot_ms", "TPOT ms", _per_token_ms, "min", ".2f", timing=True, regression=3),
     Metric("generate_p95_ms", "gen p95 ms", lambda r: r.latency.generate_ms.get("p95"), "min", ".1f", timing=True),
     Metric("prefill_tps", "pp t/s", lambda r: r.throughput.pp.get("avg_ts"), "max", ".0f",
            "min_prefill_tokens_per_s", "pp tokens/s", interval=_ts_interval("pp"), interval_rule=_T_RULE,
-           timing=True, column=8, report_column=5, regression=5, sd="prefill_tps_sd"),
+           timing=True, column=8, report_column=5, regression=5, sd="prefill_tps_sd", stderr=_ts_stderr("pp")),
     Metric("prefill_tps_sd", "pp sd", lambda r: r.throughput.pp.get("stddev_ts"), None, ".1f"),
     Metric("decode_tps", "tg t/s", lambda r: r.throughput.tg.get("avg_ts"), "max", ".1f",
            "min_decode_tokens_per_s", "tg tokens/s", interval=_ts_interval("tg"), interval_rule=_T_RULE,
-           timing=True, column=9, report_column=6, regression=4, sd="decode_tps_sd"),
+           timing=True, column=9, report_column=6, regression=4, sd="decode_tps_sd", stderr=_ts_stderr("tg")),
     Metric("decode_tps_sd", "tg sd", lambda r: r.throughput.tg.get("stddev_ts"), None, ".2f"),
     Metric("kld", "KLD", _fid("kld_mean"), "min", ".5f", "max_kld",
            "mean KL divergence from the reference (nats/token)", interval=lambda r: _pair(_fid("kld_ci")(r)),
@@ -235,62 +256,3 @@ def format_value(key: str, value: float | None) -> str:
     if value is None:
         return "-"
     return format(value, METRICS[key].fmt) if key in METRICS else str(value)
-
-
-@dataclass
-class Cell:
-    """One metric of one result as every printer shows it: ``text`` is ``shown`` (the value, or its stand-in),
-    then ``spread`` (its interval or standard deviation), then `` BUSY`` where a busy machine spoils it."""
-
-    value: float | None
-    shown: str
-    spread: str = ""
-    busy: bool = False
-    interval: tuple[float, float] | None = None
-    sd: float | None = None
-    stand_in: str | None = None
-    failed: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.shown + self.spread + (" BUSY" if self.busy else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        """report.json's cell: value, busy, interval/sd/stand_in where there is one, text."""
-        if self.failed:
-            return {"value": None, "failed": True, "text": self.text, "busy": False}
-        out: dict[str, Any] = {"value": self.value, "busy": self.busy}
-        if self.interval is not None:
-            out["interval"] = list(self.interval)
-        if self.sd is not None:
-            out["sd"] = self.sd
-        if self.stand_in is not None:
-            out["stand_in"] = self.stand_in
-        out["text"] = self.text
-        return out
-
-
-def cell(r: ArtifactResult, key: str) -> Cell:
-    """The one rule that shows metric `key` of result `r`: its value in the metric's format, its interval
-    (``cell_interval``) or standard deviation (``sd``), its stand-in where it is not measured, the BUSY mark on a
-    timing (or the load metric) measured while other processes used the CPU. A failed result is ``FAILED``."""
-    if not r.ok:
-        return Cell(None, "FAILED", failed=True)
-    m = METRICS[key]
-    value = r.metric(key)
-    out = Cell(value, format_value(key, value), busy=(m.timing or m.busy_mark) and r.busy)
-    if value is None:
-        stand_in = r.metric(m.stand_in.key) if m.stand_in else None
-        if stand_in is not None:
-            out.value, out.stand_in = stand_in, m.stand_in.why
-            out.shown = f"{m.stand_in.prefix} {format_value(m.stand_in.key, stand_in)}"
-        return out
-    ci = m.interval(r) if m.interval is not None and m.cell_interval else None
-    if ci is not None:
-        out.interval = ci
-        out.spread = f" [{ci[0]:.2f}-{ci[1]:.2f}]" if m.cell_interval == "range" else f" ±{(ci[1] - ci[0]) / 2:.5f}"
-    sd = r.metric(m.sd) if m.sd else None
-    if sd is not None:
-        out.sd, out.spread = sd, out.spread + f" ±{sd:.1f}"
-    return out
-

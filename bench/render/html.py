@@ -11,7 +11,8 @@ import math
 from html import escape
 from typing import Any
 
-from edgemed.bench.metrics import METRICS, TABLE_COLUMNS, cell, format_value
+from edgemed.bench.metrics import METRICS, TABLE_COLUMNS, format_value
+from edgemed.bench.render.cells import cell
 from edgemed.bench.render.selective import selective_html
 from edgemed.bench.render.svg import Point, agreement_svg, kld_svg, scatter_svg, style_of
 from edgemed.bench.results import ArtifactResult, tail_latency

@@ -7,7 +7,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from edgemed.bench.metrics import METRICS, TABLE_COLUMNS, cell
+from edgemed.bench.metrics import METRICS, TABLE_COLUMNS
+from edgemed.bench.render.cells import cell
 from edgemed.bench.results import ArtifactResult
 
 

@@ -169,25 +169,29 @@ def deltas(before: ArtifactResult | None, after: ArtifactResult | None,
     return out
 
 
-def standard_error(r: ArtifactResult, key: str) -> float | None:
+def standard_error(r: ArtifactResult, key: str, summary: bool = False) -> float | None:
     """A metric's standard error from its 95% interval (:attr:`Metric.interval`, the one the budgets are decided
-    on): half its width over 1.96; None where the run holds no spread for it (or the metric has no interval)."""
+    on): half its width over 1.96; with `summary`, the metric's own ``stderr`` (from the run's summary) where it
+    has one. None where the run holds no spread for it."""
     metric = METRICS[key]
     try:
+        if summary and metric.stderr is not None:
+            return metric.stderr(r) if r.ok else None
         ci = metric.interval(r) if metric.interval is not None and r.ok else None
     except (TypeError, AttributeError, KeyError, IndexError, ValueError, ZeroDivisionError):
         return None
     return (ci[1] - ci[0]) / (2 * Z95) if ci is not None and all(math.isfinite(x) for x in ci) else None
 
 
-def noise_band(before: ArtifactResult, after: ArtifactResult, key: str, tolerance: float) -> float | None:
+def noise_band(before: ArtifactResult, after: ArtifactResult, key: str, tolerance: float,
+               summary: bool = False) -> float | None:
     """How far a metric may move between two runs and still count as unchanged: the larger of `tolerance` times the
-    earlier value and :data:`NOISE_Z` standard errors of the difference (both runs' intervals); None where either
-    run did not measure it."""
+    earlier value and :data:`NOISE_Z` standard errors of the difference (:func:`standard_error` of both runs);
+    None where either run did not measure it."""
     b = before.metric(key) if before.ok else None
     if b is None or (after.metric(key) if after.ok else None) is None:
         return None
-    ses = [standard_error(x, key) for x in (before, after)]
+    ses = [standard_error(x, key, summary) for x in (before, after)]
     return max(tolerance * abs(b), NOISE_Z * math.sqrt(sum(s * s for s in ses if s is not None)))
 
 

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench.metrics import METRICS, cell, report_columns
+from edgemed.bench.metrics import METRICS, report_columns
+from edgemed.bench.render.cells import cell
 from edgemed.bench.report.compare import NOISE_Z, deltas
 from edgemed.bench.report.profiles import OFF_BY, profile_checks
 from edgemed.bench.report.runs import (

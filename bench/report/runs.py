@@ -6,9 +6,10 @@ artifact recognised by its weights' sha256 whatever its path, one column group p
   (:data:`HARDWARE_KEYS`) are the same machine.
 - Runs of one machine, in the order they were made, are compared each with the one before
   (:func:`compare_pair`) on the report's columns (the metrics' ``report_column``): a change counts only beyond its
-  noise band (:func:`edgemed.bench.report.compare.noise_band`, the rule ``bench --baseline`` decides on: the larger
-  of the relative tolerance and twice the standard error of the difference, from each run's 95% interval); a
-  timing measured on a busy machine keeps its busy flag on the change (flagged, not hidden).
+  noise band (:func:`edgemed.bench.report.compare.noise_band`: the larger of the relative tolerance and twice the
+  standard error of the difference, each run's from its summary where the metric says how (``Metric.stderr``),
+  else from its 95% interval); a timing measured on a busy machine keeps its busy flag on the change (flagged, not
+  hidden).
 - A board profile's estimates (``--profile`` on one machine) are put beside the board's own measurement where
   that board is in the report (:mod:`edgemed.bench.report.profiles`).
 
@@ -152,7 +153,7 @@ def change(before: ArtifactResult | None, after: ArtifactResult | None, key: str
     d = deltas(before, after, (key,))[key]
     if d["change"] is None:
         return {**d, "band": None, "verdict": "not measured", "busy": False}
-    band = noise_band(before, after, key, tol)
+    band = noise_band(before, after, key, tol, summary=True)
     if abs(d["change"]) <= band or METRICS[key].better is None:
         verdict = "same"
     else:
