@@ -130,6 +130,28 @@ def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():
     assert {c.key: c for c in ab_checks([same], 0.05, "A/B")}["ab:decode_tps"].verdict == "pass"
 
 
+def test_ab_busy_rounds_make_a_slowdown_inconclusive_only_where_the_candidates_wait_explains_it():
+    from edgemed.bench.gate.ab import Pair, ab_checks
+    from edgemed.bench.protocol import Target
+
+    a, b = Target("baseline-q8", "/a", "gguf-q8_0", "llama.cpp"), Target("q8", "/b", "gguf-q8_0", "llama.cpp")
+
+    def tg_check(a_load: dict, b_load: dict) -> str:
+        rounds = [(_measured("baseline-q8", "gguf-q8_0", [50.0 + d] * 3), _measured("q8", "gguf-q8_0", [37.5 + d] * 3))
+                  for d in (0.0, 1.0, -0.8)]
+        for x, y in rounds:
+            x.machine_load, y.machine_load = dict(a_load), dict(b_load)
+        checks = {c.key: c for c in ab_checks([Pair(a, b, rounds=rounds)], 0.05, "A/B")}
+        assert checks["ab:peak_rss_mb"].busy is False  # memory is no timing
+        return checks["ab:decode_tps"].verdict
+
+    busy = {"busy": True, "reason": "waited", "needed_cores": 1}
+    assert tg_check(busy | {"wait_share_max": 0.6}, {}) == "fail"  # a slowed baseline only hides a slowdown
+    assert tg_check({}, busy | {"wait_share_max": 0.08}) == "fail"  # 25% slower: more than 8% waiting explains
+    assert tg_check({}, busy | {"wait_share_max": 0.4}) == "inconclusive"  # 40% waiting could explain it
+    assert tg_check({}, {"busy": True, "reason": "capacity"}) == "inconclusive"  # no wait measured
+
+
 def test_ab_kld_ratio_comes_from_both_intervals():
     from edgemed.bench.gate.ab import kld_ratio
 
