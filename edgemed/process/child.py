@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemed.fsutil import DISK_FULL_TEXT, free_bytes
+from edgemed.errors import DISK_FULL_TEXT
+from edgemed.fsutil import free_bytes
 from edgemed.process import oom
 
 FULL_BYTES = 1 << 20  # a failed child whose log folder has less free space than this ran out of disk
