@@ -434,3 +434,31 @@ def test_a_dead_engine_is_answered_503_and_started_again(gguf):
         assert s.get("/v1/models", key=None).json()["data"][0]["edgemed"]["engine_pid"] != pid
     finally:
         assert s.stop() == 0
+
+
+def test_served_connections_send_small_writes_at_once():
+    """The listening socket says TCP, so asyncio turns Nagle's algorithm off on every accepted connection: with it on,
+    each small write (a response body, an SSE token) waited for the client's delayed ACK, about 40 ms."""
+    import asyncio
+    import socket
+
+    from edgemed.serve.server import bind
+
+    sock = bind("127.0.0.1", 0)
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        seen = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await loop.create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        value = await asyncio.wait_for(seen, 10)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0

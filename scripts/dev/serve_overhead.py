@@ -7,8 +7,8 @@ Each round runs every side once, in an order that rotates from round to round:
   the TTFT (median over the MedMCQA latency prompts x -r) and tg (llama-bench's tg: -n tokens, mean over -r);
 - serve: one `edgemed serve` of the same file and threads, kept running; TTFT = request sent -> first streamed
   token over the same MedMCQA prompts (rendered as bench renders them, sent to /v1/completions), the same number
-  of samples; tg = streamed tokens after the first / the time between the first and the last, over -r greedy
-  generations of -n tokens;
+  of samples; tg = streamed tokens / the time from sending the request to the last token (llama-bench's tg, here
+  with the request and a 7-token prompt in it), mean over -r greedy generations of -n tokens;
 - llama-cpp-python (--llama-cpp-python PY: the python of a venv with llama-cpp-python[server]): its server on the
   same .gguf, the same threads, n_ctx, n_batch and flash attention as edgemed's runtime, and llama.cpp's weight
   repacking set as edgemed's runtime sets it (read from the served model's runtime info: off on AMX CPUs for
@@ -83,7 +83,8 @@ def start_server(cmd: list[str], ready: str, env: dict, log: Path) -> tuple[subp
 
 
 def stream(client, base: str, model: str, prompt: str, max_tokens: int) -> dict:
-    """One streamed greedy completion: TTFT (ms) and the decode rate after the first token."""
+    """One streamed greedy completion: TTFT (ms); tokens / (last token - request sent), llama-bench's tg measured
+    from the request (robust to chunks that arrive together); and the rate between the first and the last token."""
     stamps = []
     start = time.perf_counter()
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
@@ -96,6 +97,7 @@ def stream(client, base: str, model: str, prompt: str, max_tokens: int) -> dict:
             if any(c.get("text") for c in chunk.get("choices") or []):
                 stamps.append(time.perf_counter())
     return {"ttft_ms": (stamps[0] - start) * 1e3 if stamps else None, "tokens": len(stamps),
+            "tg_tps": len(stamps) / (stamps[-1] - start) if stamps else None,
             "decode_tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else None}
 
 
@@ -124,7 +126,8 @@ def http_side(client, base: str, model: str, prompts: list[str], args, pids: dic
     gens = [stream(client, base, model, TG_PROMPT, args.n_gen) for _ in range(args.repetitions)]
     tokens = max(sum(g["tokens"] for g in gens), 1)
     return {"ttft_ms": statistics.median(t for t in ttft if t is not None),
-            "tg_tps": statistics.fmean(g["decode_tps"] for g in gens if g["decode_tps"]),
+            "tg_tps": statistics.fmean(g["tg_tps"] for g in gens if g["tg_tps"]),
+            "decode_tps": statistics.fmean(g["decode_tps"] for g in gens if g["decode_tps"]),
             "tg_tokens": [g["tokens"] for g in gens], "ttft_samples_ms": ttft,
             "cpu_ms_per_token": {k: (cpu_seconds(v) - cpu0[k]) * 1e3 / tokens for k, v in pids.items()}}
 
