@@ -188,6 +188,39 @@ def main(argv: list[str] | None = None) -> int:
     slow: list[dict[str, Any]] = []
     ab: list[dict[str, Any]] = []
     ab_same: list[dict[str, Any]] = []
+    name = "summary" if not reuse else "summary-" + "-".join(sorted(parts))  # an earlier call's summary stays
+
+    def write_summary() -> tuple[bool, str]:
+        """The summary of the runs so far (rewritten after each round: a stopped measurement keeps its figures)."""
+        ratios = [round(r["tg"] / base_tg, 3) for r in slow if r["tg"]]
+        ab_ratios = [r["ab_decode"] and round(r["ab_decode"]["measured"], 3) for r in ab]
+        summary = {
+            "cpu": cpu_line(), "model": a.model, "format": a.format, "threads": a.threads,
+            "slowdown": f"{a.slow_threads} threads" if a.slow_threads else f"{a.slow_format} under the name {a.format}",
+            "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST),
+            "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "seconds": round(time.time() - started, 1), "baseline_tg": base_tgs, "budgets": budgets.read_text(),
+            "unchanged_failures": sum(r["exit"] == 1 for r in unchanged),
+            "unchanged_busy": sum(bool(r["busy"]) for r in unchanged),
+            "unchanged_point_check_failures": sum(r["point_failures"] > 0 for r in unchanged),
+            "unchanged_old_design_failures": sum((r["old_point_failures"] or 0) > 0 for r in unchanged),
+            "slow_tg_ratio": ratios,
+            "slow_caught_by_budget": sum(bool(r["decode"]) and not r["decode"]["passed"] for r in slow),
+            "slow_failed_outright": sum(bool(r["decode"]) and r["decode"]["verdict"] == "fail" for r in slow),
+            "slow_old_design_caught": sum((r["old_point_failures"] or 0) > 0 for r in slow),
+            "slow_caught_by_ab": sum(bool(r["ab_decode"]) and not r["ab_decode"]["passed"] for r in ab),
+            "ab_failed_outright": sum(bool(r["ab_decode"]) and r["ab_decode"]["verdict"] == "fail" for r in ab),
+            "ab_ratios": ab_ratios,
+            "ab_unchanged_failures": sum(r["exit"] == 1 for r in ab_same) if ab_same else None,
+            "cases": {"baseline": base, "unchanged": unchanged, "slow": slow, "ab_slow": ab, "ab_unchanged": ab_same},
+        }
+        ok = (summary["unchanged_failures"] <= 1 and summary["slow_caught_by_budget"] == len(slow)
+              and summary["slow_caught_by_ab"] == len(ab) and (summary["ab_unchanged_failures"] or 0) <= 1)
+        (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
+        text = _summary_md(summary, a, base_tg, ratios, ab_ratios, unchanged, slow, ab, ab_same)
+        (out / f"{name}.md").write_text(text)
+        return ok, text
+
     for i in range(a.runs):  # interleaved: a change of the machine's load reaches every part alike
         if "unchanged" in parts:
             unchanged.append(run(f"unchanged-{i}", art, "--threads", a.threads, "--budget", budgets))
@@ -199,34 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         if "ab-same" in parts:
             ab_same.append(run(f"ab-same-{i}", art, "--threads", a.threads, "--ab-baseline", art,
                                "--ab-rounds", a.ab_rounds))
-    ratios = [round(r["tg"] / base_tg, 3) for r in slow if r["tg"]]
-    ab_ratios = [r["ab_decode"] and round(r["ab_decode"]["measured"], 3) for r in ab]
-    summary = {
-        "cpu": cpu_line(), "model": a.model, "format": a.format, "threads": a.threads,
-        "slowdown": f"{a.slow_threads} threads" if a.slow_threads else f"{a.slow_format} under the name {a.format}",
-        "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST),
-        "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "seconds": round(time.time() - started, 1), "baseline_tg": base_tgs, "budgets": budgets.read_text(),
-        "unchanged_failures": sum(r["exit"] == 1 for r in unchanged),
-        "unchanged_busy": sum(bool(r["busy"]) for r in unchanged),
-        "unchanged_point_check_failures": sum(r["point_failures"] > 0 for r in unchanged),
-        "unchanged_old_design_failures": sum((r["old_point_failures"] or 0) > 0 for r in unchanged),
-        "slow_tg_ratio": ratios,
-        "slow_caught_by_budget": sum(bool(r["decode"]) and not r["decode"]["passed"] for r in slow),
-        "slow_failed_outright": sum(bool(r["decode"]) and r["decode"]["verdict"] == "fail" for r in slow),
-        "slow_old_design_caught": sum((r["old_point_failures"] or 0) > 0 for r in slow),
-        "slow_caught_by_ab": sum(bool(r["ab_decode"]) and not r["ab_decode"]["passed"] for r in ab),
-        "ab_failed_outright": sum(bool(r["ab_decode"]) and r["ab_decode"]["verdict"] == "fail" for r in ab),
-        "ab_ratios": ab_ratios,
-        "ab_unchanged_failures": sum(r["exit"] == 1 for r in ab_same) if ab_same else None,
-        "cases": {"baseline": base, "unchanged": unchanged, "slow": slow, "ab_slow": ab, "ab_unchanged": ab_same},
-    }
-    ok = (summary["unchanged_failures"] <= 1 and summary["slow_caught_by_budget"] == len(slow)
-          and summary["slow_caught_by_ab"] == len(ab) and (summary["ab_unchanged_failures"] or 0) <= 1)
-    name = "summary" if not reuse else "summary-" + "-".join(sorted(parts))  # an earlier call's summary stays
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
-    text = _summary_md(summary, a, base_tg, ratios, ab_ratios, unchanged, slow, ab, ab_same)
-    (out / f"{name}.md").write_text(text)
+        write_summary()
+    ok, text = write_summary()
     print(text, end="")
     return 0 if ok else 1
 
@@ -250,25 +257,26 @@ def _summary_md(s: dict[str, Any], a, base_tg: float, ratios, ab_ratios, unchang
         return f"{min(xs):.2f}-{max(xs):.2f}" if xs else "-"
 
     lines = [f"# CI false alarms and misses ({s['cpu']})", "",
-             f"{a.model} {a.format}, {a.threads} thread(s), `edgemed bench {s['bench_flags']}`; {a.runs} runs each; "
+             f"{a.model} {a.format}, {a.threads} thread(s), `edgemed bench {s['bench_flags']}`; {a.runs} runs each "
+             f"planned ({max(map(len, (unchanged, slow, ab, ab_same)))} done); "
              f"budgets suggested by one baseline bench with --suggest-runs {a.suggest_runs} (tg {base_tg:.0f} t/s "
              f"mean); slowdown: {s['slowdown']}. Load average {s['loadavg_start']} at the start, "
              f"{s['loadavg_end']} at the end; {s['seconds']:.0f} s in all.", ""]
     if unchanged:
-        lines.append(f"- unchanged artifact: **{s['unchanged_failures']}/{a.runs}** runs failed (interval verdicts, "
-                     f"--inconclusive fail, --retries 1; {s['unchanged_busy']} measured busy); the old point check "
-                     f"failed {s['unchanged_point_check_failures']}/{a.runs} against the same budgets and "
-                     f"{s['unchanged_old_design_failures']}/{a.runs} against the old one-run suggestion")
+        lines.append(f"- unchanged artifact: **{s['unchanged_failures']}/{len(unchanged)}** runs failed (interval "
+                     f"verdicts, --inconclusive fail, --retries 1; {s['unchanged_busy']} measured busy); the old point "
+                     f"check failed {s['unchanged_point_check_failures']}/{len(unchanged)} against the same budgets "
+                     f"and {s['unchanged_old_design_failures']}/{len(unchanged)} against the old one-run suggestion")
     if slow:
         lines.append(f"- slowdown as a budget (tg ratio to the baseline {span(ratios)}): caught in "
-                     f"**{s['slow_caught_by_budget']}/{a.runs}** ({s['slow_failed_outright']} failed outright, the "
+                     f"**{s['slow_caught_by_budget']}/{len(slow)}** ({s['slow_failed_outright']} failed outright, the "
                      f"rest inconclusive and counted failed)")
     if ab:
         lines.append(f"- slowdown through the A/B gate (interleaved tg ratio {span(ab_ratios)}): caught in "
-                     f"**{s['slow_caught_by_ab']}/{a.runs}** ({s['ab_failed_outright']} failed outright)")
+                     f"**{s['slow_caught_by_ab']}/{len(ab)}** ({s['ab_failed_outright']} failed outright)")
     if ab_same:
-        lines.append(f"- A/B of the unchanged artifact against itself: {s['ab_unchanged_failures']}/{a.runs} runs "
-                     "failed")
+        lines.append(f"- A/B of the unchanged artifact against itself: {s['ab_unchanged_failures']}/{len(ab_same)} "
+                     "runs failed")
     lines += ["", "| case | exit | tg t/s | decode check | busy | wait | load avg | s |",
               "|---|---|---|---|---|---|---|---|"]
     for name, cases in (("unchanged", unchanged), ("slow", slow), ("ab-slow", ab), ("ab-same", ab_same)):
