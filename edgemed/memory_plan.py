@@ -23,6 +23,7 @@ OVERHEAD = 1.0 * GB  # interpreter, torch and transformers, tokenizer, buffers: 
 # llama32-1b-shape 12.0 GB (4.95 GB weights, about 900 tokens x 16 layers): 34 x hidden + 5 x intermediate.
 ACT_HIDDEN, ACT_INTERMEDIATE = 34, 5
 ACT_CHECKPOINTED = 2  # hidden-sized values per token and layer kept with --gradient-checkpointing (+ one layer's)
+MERGE_CHECK_TOKENS = 4 * 256  # the merge check's prompts (4) x a question with its chat template (about 150-250)
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,15 @@ def _train(shape: Shape, dtype_bytes: int, batch_size: int, longest: int, gradie
                              f"activations ({batch_size} x {longest} tokens)": acts, "runtime": OVERHEAD})
 
 
-def merge_need(shape: Shape) -> Need:
-    """Merge and verify in float32. The peak is the load: the float32 weights while the base checkpoint is still
-    mapped (measured on llama32-1b-shape: 7.5 GB = 4.95 GB float32 + 2.47 GB bfloat16 file); the copy reloaded from
-    disk for the check comes after the merged one is freed."""
+def merge_need(shape: Shape, check_tokens: int = MERGE_CHECK_TOKENS) -> Need:
+    """Merge and verify in float32: the float32 weights while the base checkpoint is still mapped (measured on
+    llama32-1b-shape: 7.5 GB = 4.95 GB float32 + 2.47 GB bfloat16 file), and the check's logits over the whole
+    vocabulary, with and without the adapter, held together (measured on qwen3-0.6b-shape, 151,936 entries: 5.3 GB
+    for 2.4 GB float32 + 1.2 GB file); the copy reloaded from disk for the check comes after the merged one is
+    freed."""
     return Need("merging", {"float32 weights": shape.fp32_bytes,
                             "base checkpoint mapped while it loads": shape.stored_bytes * shape.params,
+                            f"the check's logits ({check_tokens} tokens)": 2 * 4 * check_tokens * shape.vocab,
                             "runtime": OVERHEAD}, "merge on a machine with more memory (the merge runs in float32)")
 
 

@@ -52,6 +52,8 @@ def test_the_1b_shape_fits_24_gb_and_the_estimate_names_its_parts():
     assert set(need.parts) == {"weights", "activations (8 x 142 tokens)", "runtime"}
     need.check(available=24 * 2**30)  # no refusal on a 24 GB machine
     assert 7 * GB < merge_need(shape).total < 10 * GB  # measured: 7.5 GB (8.0 with the pipeline process)
+    qwen3 = model_shape("qwen3-0.6b-shape")  # a 151,936-entry vocabulary: the check's logits count
+    assert 5.4 * GB < merge_need(qwen3).total < 8 * GB  # measured: 5.3 GB (5.9 with the pipeline process)
     check_pipeline("llama32-1b-shape", ["hf", "bnb-int8", "bnb-nf4", "onnx", "onnx-int8", "gguf-f16", "gguf-q8_0",
                                         "gguf-q4_k_m"])
     checkpointed = train_need(shape, 4, 8, 142, gradient_checkpointing=True)
