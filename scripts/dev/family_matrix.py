@@ -35,7 +35,7 @@ DEFAULT_COLUMNS = ["hf", "bnb-int8", "bnb-nf4", "onnx", "onnx-int8", "onnx-int4"
 
 def families() -> list[str]:
     sys.path.insert(0, str(REPO))
-    from edgemed.models import FAMILIES
+    from edgemed.tiny_families import FAMILIES
 
     return ["llama", *FAMILIES]
 
@@ -44,11 +44,26 @@ def alias(family: str) -> str:
     return "tiny-random" if family == "llama" else f"tiny-random-{family}"
 
 
+def plain_folder(family: str, out: Path) -> Path:
+    """The family's tiny model as a user's own folder: loaded and saved with save_pretrained (model, tokenizer) into
+    OUT/folders/<family>/model, a name that does not say the family (as a hub snapshot's hash does not)."""
+    dest = out / "folders" / family / "model"
+    if not (dest / "config.json").is_file():
+        code = ("import sys; from transformers import AutoModelForCausalLM as M, AutoTokenizer as T; "
+                "from edgemed.models import resolve_model; src = resolve_model(sys.argv[1]); "
+                "M.from_pretrained(src).save_pretrained(sys.argv[2]); "
+                "T.from_pretrained(src).save_pretrained(sys.argv[2])")
+        subprocess.run([sys.executable, "-c", code, alias(family), str(dest)], check=True, cwd=REPO)
+    return dest
+
+
 def run_family(family: str, formats: list[str], out: Path, limit: int, threads: int, bench: str,
-               rerun: bool = True, previous: dict | None = None) -> dict:
-    """One pipeline run; its exit code, time, the tail of its stderr and the per-format cells."""
+               rerun: bool = True, previous: dict | None = None, as_folder: bool = False) -> dict:
+    """One pipeline run (on the alias, or on the same model saved as a plain folder); its exit code, time, the tail
+    of its stderr and the per-format cells."""
     folder = out / family
-    cmd = [sys.executable, "-m", "edgemed.cli.main", "pipeline", "--model", alias(family), "--max-steps", "2",
+    model = str(plain_folder(family, out)) if as_folder and rerun else alias(family)
+    cmd = [sys.executable, "-m", "edgemed.cli.main", "pipeline", "--model", model, "--max-steps", "2",
            "--out", str(folder), "--formats", ",".join(formats), "--bench-formats", bench, "--limit", str(limit),
            "--repetitions", "1", "--n-gen", "8", "--threads", str(threads)]
     start = time.perf_counter()
@@ -77,7 +92,8 @@ def run_family(family: str, formats: list[str], out: Path, limit: int, threads: 
         if fmt not in cells:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
             cells[fmt] = {"kind": "failed", "text": f"FAILED: not exported (pipeline exit {proc.returncode}: {tail})"}
-    return {"family": family, "alias": alias(family), "exit_code": proc.returncode, "seconds": round(seconds, 1),
+    return {"family": family, "alias": alias(family), "model": model, "exit_code": proc.returncode,
+            "seconds": round(seconds, 1),
             "traceback": crash, "cells": cells, "stderr_tail": proc.stderr.strip().splitlines()[-5:]}
 
 
@@ -134,7 +150,7 @@ def cpu_name() -> str:
 
 def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]) -> None:
     sys.path.insert(0, str(REPO))
-    from edgemed.models import FAMILIES
+    from edgemed.tiny_families import FAMILIES
 
     lines = ["# Model families", "",
              "Which model families go through which format, measured by `scripts/dev/family_matrix.py` (rerun it to",
@@ -194,9 +210,11 @@ def write_docs(rows: list[dict], columns: list[str], path: Path, argv: list[str]
               "- Refusals come from the registry (`edgemed.registry.ARCHITECTURE_LIMITS`), checked before any work:",
               "  llama.cpp's converter reads Gemma 2's vocabulary only from a SentencePiece `tokenizer.model`. Real",
               "  Gemma 2 checkpoints ship one, so they convert; the tiny model (a BPE tokenizer.json) is refused.",
-              "- GGUF `general.name` is the base model's name (from the lineage), never the merged folder's: llama.cpp",
-              "  applies Phi-3's vocabulary rule (its chat markers strip the whitespace after them, as transformers'",
-              "  tokenizer does) by that name; a merged Phi-3 named `merged` tokenized differently, failing the check.",
+              "- GGUF `general.name` is the base model's name (from the lineage, else the folder's), never the merged",
+              "  folder's, made to agree with the tokenizer: llama.cpp applies Phi-3's vocabulary rule (its markers",
+              "  strip the whitespace after them, as transformers' tokenizer does) only to a name with `phi3` or",
+              "  `phi-3` in it. A merged Phi-3 named `merged`, or a user's Phi-3 folder named `model`, tokenized",
+              "  differently and failed the check; such a name now gets ` (phi3 tokenizer)` added.",
               "- llama.cpp has Gemma 3's layer pattern built in (5 sliding-window layers, then 1 global; the converter",
               "  writes none): the tiny Gemma 3 keeps the real pattern (6 layers, window 16, crossed by every prompt).",
               "- bitsandbytes' CPU 4-bit kernel needs output features in multiples of 32, as every real model of these",
@@ -230,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-docs", action="store_true", help="print the results only")
     ap.add_argument("--no-run", action="store_true",
                     help="rebuild the rows from the runs already in --out (their records, logs and times)")
+    ap.add_argument("--as-folder", action="store_true",
+                    help="run each family's model as a plain local folder (save_pretrained of the alias, in a folder "
+                         "named 'model') instead of its alias")
     args = ap.parse_args(argv)
     names = families() if args.families == "all" else args.families.split(",")
     formats = args.formats.split(",")
@@ -239,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         bench = "all" if name in args.bench_all.split(",") else args.bench_formats
         row = run_family(name, formats, args.out, args.limit, args.threads, bench, rerun=not args.no_run,
-                         previous=earlier.get(name))
+                         previous=earlier.get(name), as_folder=args.as_folder)
         if not args.no_run or not earlier.get(name, {}).get("note"):
             row.pop("note", None)
         else:

@@ -18,6 +18,7 @@ Exit: the pipeline's own non-zero exit code; else 1 when a step failed or the wh
 
     scripts/check_1b_scale.sh                                  # 1B, every installed format, 2 training steps
     scripts/check_1b_scale.sh --resume -- --limit 16           # go on after a kill; extra args go to the pipeline
+    scripts/check_1b_scale.sh --model qwen3-0.6b-shape --out runs/scale-qwen3   # Qwen3 0.6B's shape (docs/families.md)
     .venv/bin/python scripts/dev/scale_check.py --model tiny-random --out /tmp/s -- --formats gguf-f16 --limit 4
 """
 
