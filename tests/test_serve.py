@@ -462,3 +462,12 @@ def test_served_connections_send_small_writes_at_once():
         return value
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_wait_policy_reaches_the_engine_and_is_recorded(gguf):
+    s = Server(f"a={gguf}", "--threads", "1", "--wait-policy", "passive")
+    try:
+        runtime = s.get("/v1/models", key=None).json()["data"][0]["edgemed"]["runtime_info"]
+        assert runtime["omp_wait_policy"].startswith("PASSIVE"), runtime
+    finally:
+        assert s.stop() == 0

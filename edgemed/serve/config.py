@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from edgemed.errors import EdgemedError
 from edgemed.serve.abstain import DEFAULT_DISCLAIMER
@@ -23,6 +24,10 @@ class ServeConfig:
         threads: CPU threads of each engine (default: physical cores minus one, at least 1: the HTTP server and
             its clients need a core; on a 2-core box, 2 engine threads decoded 4x slower than 1 when serving).
         device: auto, cpu, cuda, cuda:N or mps.
+        wait_policy: how each engine's idle threads wait between steps, as edgemed bench's --wait-policy: 'default'
+            leaves the engine's own (llama.cpp's OpenMP threads and onnxruntime's pool spin), 'passive' makes them
+            sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0: they leave the CPU to the HTTP side between
+            tokens), 'active' spins; /v1/models' runtime_info records what was in force.
         n_ctx: llama.cpp context length in tokens (default: the runtime's, 2048).
         queue_size: requests each engine holds waiting besides the one it runs; one more gets 429 + Retry-After.
         timeout: seconds a request may take, queue wait included (504 after; generation stops).
@@ -46,6 +51,7 @@ class ServeConfig:
     api_key: str | None = None
     threads: int | None = None
     device: str = "auto"
+    wait_policy: Literal["default", "passive", "active"] = "default"
     n_ctx: int | None = None
     queue_size: int = 8
     timeout: float = 300.0
@@ -79,6 +85,8 @@ class ServeConfig:
                 raise EdgemedError(f"--{name.replace('_', '-')} must be a positive number of seconds, not {value}")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise EdgemedError(f"--threshold is a probability in [0, 1], not {self.threshold}")
+        if self.wait_policy not in ("default", "passive", "active"):
+            raise EdgemedError(f"--wait-policy must be default, passive or active, not {self.wait_policy}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise EdgemedError(f"--log-level must be critical, error, warning, info or debug, not {self.log_level}")
         if self.routes is not None and not Path(self.routes).is_file():
@@ -98,4 +106,11 @@ class ServeConfig:
             return False
 
     def runtime_options(self) -> dict:
-        return {"n_ctx": self.n_ctx} if self.n_ctx else {}
+        options: dict = {"n_ctx": self.n_ctx} if self.n_ctx else {}
+        if self.wait_policy != "default":
+            options["allow_spinning"] = self.wait_policy == "active"
+        return options
+
+    def engine_env(self) -> dict[str, str]:
+        """What the engine process sets in its environment before its engine loads (nothing by default)."""
+        return {"OMP_WAIT_POLICY": self.wait_policy.upper()} if self.wait_policy != "default" else {}

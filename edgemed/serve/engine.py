@@ -41,8 +41,9 @@ class Engine:
     """One artifact's engine process and its queue."""
 
     def __init__(self, spec: ArtifactSpec, threads: int | None, device: str, options: dict[str, Any],
-                 queue_size: int, on_depth=None, on_done=None):
+                 queue_size: int, on_depth=None, on_done=None, env: dict[str, str] | None = None):
         self.spec = spec
+        self.env = dict(env or {})  # set in the engine process before its engine loads
         self.threads, self.device, self.options = threads, device, options
         self.queue_size = queue_size
         self.info: dict[str, Any] = {}
@@ -70,7 +71,7 @@ class Engine:
         self._outbox, child_out = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=engine_main, name=f"edgemed-engine-{self.spec.id}", daemon=True,
                                  args=(str(self.spec.path), self.threads, self.device, self.options, child_in,
-                                       child_out))
+                                       child_out, self.env))
         self.state = "loading"
         self._proc.start()
         child_in.close()

@@ -114,7 +114,7 @@ def serve(artifacts: list[str], config: ServeConfig) -> int:
         for spec in specs:
             err_console.print(f"[dim]loading {spec.id} ({spec.format}, {spec.path})[/dim]")
             engine = Engine(spec, where["threads"], where["device"], config.runtime_options(), config.queue_size,
-                            on_depth=depth, on_done=metrics.engine_done)
+                            on_depth=depth, on_done=metrics.engine_done, env=config.engine_env())
             engines[spec.id] = engine
             engine.start(config.load_timeout)
         check_styles(thresholds, engines)

@@ -187,8 +187,12 @@ class Worker:
                                   None))
 
 
-def engine_main(path: str, threads: int | None, device: str, options: dict[str, Any], inbox, outbox) -> None:
-    """Entry point of the engine process."""
+def engine_main(path: str, threads: int | None, device: str, options: dict[str, Any], inbox, outbox,
+                env: dict[str, str] | None = None) -> None:
+    """Entry point of the engine process; `env` is set before any engine library loads (--wait-policy)."""
+    import os
+
+    os.environ.update(env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains, then sends "stop"
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -175,8 +175,9 @@ def measure_threads(args, threads: int, work: Path) -> dict:
     import httpx
 
     env = env_for(args)
-    serve, line = start_server([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port",
-                                "0", "--threads", str(threads)], "listening on", env, work / f"serve-t{threads}.log")
+    serve_cmd = [sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port", "0", "--threads",
+                 str(threads), "--wait-policy", args.wait_policy]
+    serve, line = start_server(serve_cmd, "listening on", env, work / f"serve-t{threads}.log")
     servers = [serve]
     client = httpx.Client(timeout=600)
     rows: dict[str, list[dict]] = {"bench": [], "serve": []}
@@ -189,9 +190,7 @@ def measure_threads(args, threads: int, work: Path) -> dict:
                    if "resource_tracker" not in " ".join(c.cmdline())]
         sides = {"serve": (base, "m", {"http": [serve.pid], "engine": engines})}
         if args.batch_http:  # a second edgemed serve whose HTTP process (not its engine) runs SCHED_BATCH
-            batch, bline = start_server([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}",
-                                         "--port", "0", "--threads", str(threads)], "listening on", env,
-                                        work / f"serve-batch-http-t{threads}.log")
+            batch, bline = start_server(serve_cmd, "listening on", env, work / f"serve-batch-http-t{threads}.log")
             servers.append(batch)
             for t in psutil.Process(batch.pid).threads():
                 os.sched_setscheduler(t.id, os.SCHED_BATCH, os.sched_param(0))
@@ -291,7 +290,7 @@ def main() -> int:
     ap.add_argument("--latency-prompts", type=int, default=4)
     ap.add_argument("--gen-tokens", type=int, default=8, help="tokens of each timed TTFT answer (bench's)")
     ap.add_argument("--wait-policy", choices=("default", "passive", "active"), default="default",
-                    help="bench --wait-policy; the servers get the same OMP_WAIT_POLICY")
+                    help="bench and serve --wait-policy; llama-cpp-python's server gets the same OMP_WAIT_POLICY")
     ap.add_argument("--llama-cpp-python", help="python of a venv with llama-cpp-python[server] to compare too")
     ap.add_argument("--lcp-port", type=int, default=8765)
     ap.add_argument("--batch-http", action="store_true",
