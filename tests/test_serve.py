@@ -103,7 +103,7 @@ def routes_file(tmp_path_factory) -> Path:
 def server(gguf, routes_file):
     s = Server(f"a={gguf}", f"b={gguf}", "--api-key", KEY, "--queue-size", "2", "--max-tokens-cap", CAP,
                "--n-ctx", "512", "--max-body-bytes", "20000", "--threshold", "0.3", "--routes", routes_file,
-               "--threads", "1", "--timeout", "120")
+               "--threads", "1", "--timeout", "120", "--wait-policy", "passive")
     yield s
     assert s.stop() == 0, "".join(s.stderr)
 
@@ -178,6 +178,7 @@ def test_models_list_names_each_artifact_with_its_sha256(server, gguf):
     assert meta["format"] == "gguf-q8_0" and meta["lineage"]["prompt_style"]
     runtime = meta["runtime_info"]  # the engine's effective settings, as the server was told
     assert runtime["threads"] == 1 and runtime["n_ctx"] == 512 and "repack" in runtime and runtime["kernel_path"]
+    assert runtime["omp_wait_policy"].startswith("PASSIVE")  # --wait-policy reached the engine before it loaded
     assert meta["mcq_threshold"]["from"] == "--threshold" and meta["mcq_threshold"]["threshold"] == 0.3
 
 
@@ -462,12 +463,3 @@ def test_served_connections_send_small_writes_at_once():
         return value
 
     assert asyncio.run(accepted_nodelay()) != 0
-
-
-def test_wait_policy_reaches_the_engine_and_is_recorded(gguf):
-    s = Server(f"a={gguf}", "--threads", "1", "--wait-policy", "passive")
-    try:
-        runtime = s.get("/v1/models", key=None).json()["data"][0]["edgemed"]["runtime_info"]
-        assert runtime["omp_wait_policy"].startswith("PASSIVE"), runtime
-    finally:
-        assert s.stop() == 0
