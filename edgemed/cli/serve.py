@@ -18,6 +18,6 @@ def serve(artifacts: list[str], config: ServeConfig) -> int:
         artifacts: artifact folders, .gguf files or aliases, each optionally named NAME=PATH (the model id clients
             send; default: the folder's name).
     """
-    from edgemed.serve.server import serve as run
+    from edgemed.serve.server import run_serve
 
-    return run(artifacts, config)
+    return run_serve(artifacts, config)

@@ -87,7 +87,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(artifacts: list[str], config: ServeConfig) -> int:
+def run_serve(artifacts: list[str], config: ServeConfig) -> int:
     import uvicorn
 
     from edgemed.console import err_console
