@@ -31,6 +31,19 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        heaviest_files_first(items)
+
+
+def heaviest_files_first(items: list) -> None:
+    """Order the files by how many of their tests are slow, most first (a file's own order kept): scripts/test.sh
+    hands whole files to its pytest-xdist workers in this order, so the long files start first and the short ones
+    fill the end, instead of one long file running alone at the end. Every worker sorts the same collection alike."""
+    slow: dict[str, int] = {}
+    for item in items:
+        file = item.nodeid.split("::")[0]
+        slow[file] = slow.get(file, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,7 +53,10 @@ def edgemed_cache(tmp_path_factory) -> Path:
     from edgemed.export.gguf.tools import CACHE_ENV, cache_base
 
     os.environ.setdefault(CACHE_ENV, str(cache_base()))  # where they live with the user's EDGEMED_CACHE
-    cache = Path(os.environ.get("EDGEMED_TEST_CACHE") or tmp_path_factory.mktemp("edgemed-cache"))
+    given = os.environ.get("EDGEMED_TEST_CACHE")
+    # one cache per pytest-xdist worker: two workers building the same alias at once would replace each other's
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cache = Path(given) / worker if given else tmp_path_factory.mktemp("edgemed-cache")
     os.environ["EDGEMED_CACHE"] = str(cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
