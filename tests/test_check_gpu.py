@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "scripts" / "check_gpu.sh"
@@ -20,6 +21,7 @@ def run(*args, timeout=900):
                           env=env, cwd=REPO)
 
 
+@pytest.mark.slow  # a training run, a merge, an export and a bench: over ~20 s on 2 cores
 def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "check"
     r = run("--dry-run", "--out", out)
