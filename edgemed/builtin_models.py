@@ -18,6 +18,8 @@ Heavy imports live inside functions.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +96,14 @@ def fixed_smollm2_tokenizer(gguf: Path):
 
     transformers rebuilds it from the GGUF as a SentencePiece-style LlamaTokenizerFast with
     bos = eos = <|im_start|>; llama.cpp's converter would then write the wrong vocabulary type.
+    Reading the GGUF's vocabulary takes seconds, so it is read once per process and each caller gets its own copy
+    (the family builders add tokens to theirs).
     """
+    return copy.deepcopy(_smollm2_tokenizer(Path(gguf), Path(gguf).stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _smollm2_tokenizer(gguf: Path, mtime_ns: int):
     from tokenizers import decoders, pre_tokenizers, processors
     from transformers import AutoTokenizer, GPT2TokenizerFast
     from transformers.utils import logging as hf_logging
