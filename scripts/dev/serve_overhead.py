@@ -231,6 +231,7 @@ def measure_threads(args, threads: int, work: Path) -> dict:
                     result = http_side(client, base_url, model, prompts, args, pids)
                 result["load_before"], result["load_after"] = before, load()
                 rows[side].append(result)
+            (args.out / f"rounds-t{threads}.json").write_text(json.dumps(rows, indent=1))  # kept if stopped later
             print(f"threads {threads} round {i + 1}: " + "; ".join(
                 f"{k} TTFT {v[-1]['ttft_ms']:.1f} ms tg {v[-1]['tg_tps']:.1f} t/s" for k, v in rows.items() if v),
                 flush=True)
@@ -303,6 +304,9 @@ def main() -> int:
     if args.pairs < 5 and not args.dry_run:
         ap.error("--pairs must be at least 5 (a single tg reading drifts ~20% on a shared 2-core VM)")
     args.artifact = str(Path(args.artifact).resolve())
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM still stops the servers
     sys.path.insert(0, str(REPO))
     from edgemed.sysinfo import cpu_info
 
