@@ -15,8 +15,9 @@ they do not change between runs of one artifact). Each run gives the metric's po
 A later run of the unchanged artifact passes unless it drifts past the worst interval seen by more than the
 distance; a regression larger than the limit's distance from the runs' mean plus its own interval's half width
 fails, a smaller one is inconclusive (rerun, then counted as ``--inconclusive`` says) or passes. Each line's comment
-names the runs, the edge, the spread and that distance from the mean. Timings measured on a busy machine make
-loose limits: the file says so at its top.
+names the runs, the edge, the spread and that distance from the mean. A timing measured on a busy machine is left
+out where quiet runs of the artifact exist (its slowdown would widen the limits); where all were busy, the file
+says at its top that their limits are loose.
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
              "# review before committing."]
     if busy:
         lines += [f"# WARNING: {busy} of {measured} measurements ran on a busy machine (other processes held the "
-                  "CPU): their timing", "# limits are loose and can hide a regression; suggest again on a quiet "
-                  "runner."]
+                  "CPU): left out of the", "# timing limits where the artifact has quiet runs; a limit from busy runs "
+                  "only is loose and can hide a regression."]
     lines.append("")
     for fmt, table in tables.items():
         lines.append(f"[format.{fmt}]")
@@ -138,8 +139,10 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
 def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, str] | None:
     """One budget's limit from one artifact's runs, and the comment saying how it was placed."""
     metric = METRICS[spec.metric]
+    quiet = [x for x in runs_of if not x.busy]
+    dropped = len(runs_of) - len(quiet) if metric.timing and quiet else 0  # busy timings compare with nothing
     runs = []
-    for x in runs_of:
+    for x in (quiet if dropped else runs_of):
         value = x.metric(spec.metric)
         if value is None:
             continue
@@ -166,6 +169,8 @@ def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, s
                f"{'+' if spec.limit == 'max' else '-'}{dist}")
     if how["mean"] and metric.timing:
         why += f"; catches {abs(limit - how['mean']) / abs(how['mean']):.0%} from the mean"
+    if dropped:
+        why += f"; {dropped} run(s) measured busy left out"
     return limit, why
 
 
