@@ -42,7 +42,10 @@ def test_a_measurement_that_waits_for_a_cpu_is_busy_and_says_so(tmp_path):
     from edgemed.process.isolate import measure_child
 
     cpus = os.cpu_count() or 1
-    hogs = [subprocess.Popen([sys.executable, "-c", SPIN.format(s=3.0)]) for _ in range(2 * cpus)]
+    # each in a session of its own, as the measured child is: with the kernel's autogroup scheduling, processes of
+    # one session share one CPU share, so hogs sharing a session would hold back one session's worth of CPU only
+    hogs = [subprocess.Popen([sys.executable, "-c", SPIN.format(s=3.0)], start_new_session=True)
+            for _ in range(2 * cpus)]
     try:
         time.sleep(0.2)
         out = measure_child([sys.executable, "-c", SPIN.format(s=1.5)], tmp_path / "m.log", threads=1)
