@@ -27,6 +27,16 @@ SLOW_FIXTURES = frozenset({
 })
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config) -> None:
+    """A pytest-xdist worker's temporary folder is the run's folder + ``popen-gwN``; the worker uses the run's folder
+    + ``N`` instead, so the paths a test prints are about as long as in a run without workers (a command's console
+    folds its lines at 80 columns, and a test may look for a whole path in them)."""
+    worker, base = os.environ.get("PYTEST_XDIST_WORKER"), config.option.basetemp
+    if worker and base:
+        config.option.basetemp = str(Path(base).with_name(worker.removeprefix("gw")))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
