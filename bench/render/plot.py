@@ -153,10 +153,16 @@ def plot_pareto(results: list[ArtifactResult], path: Path, caption: str = "") ->
     if caption:
         fig.text(0.01, 0.01, caption, fontsize=7, color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
+    return save_figure(fig, Path(path)), ""
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write `fig` to `path` through a temporary file beside it (a reader never sees half a PNG), then close it."""
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
-    return path, ""
+    return path

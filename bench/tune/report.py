@@ -190,6 +190,8 @@ def plot(doc: dict[str, Any], path: Path) -> tuple[Path | None, str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        from edgemed.bench.render.plot import save_figure
     except ImportError:
         return None, install_message(["matplotlib"], PLOT_EXTRA)
     recs = [r for r in doc["candidates"] if _kld(r) and r.get("size_bytes")]
@@ -232,12 +234,7 @@ def plot(doc: dict[str, Any], path: Path) -> tuple[Path | None, str]:
         ax2.set_title("stage 2, full bench: tg vs KLD (marker area = peak memory)", fontsize=10)
         ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path, ""
+    return save_figure(fig, path), ""
 
 
 def _labels(ax, items: list[tuple[float, float, str]]) -> None:
