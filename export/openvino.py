@@ -23,7 +23,9 @@ stay fp32) and run by ``edgemed.runtimes.openvino`` (openvino + tokenizers, no t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -173,10 +175,11 @@ def convert_and_compress(fp32: Path, dest: Path, kwargs: dict[str, Any], texts: 
     """ONNX -> OpenVINO model -> NNCF weight compression -> IR in `dest`; the weight types it holds."""
     import logging
 
-    import nncf
-    import openvino as ov
+    with telemetry_off():
+        import nncf
+        import openvino as ov
 
-    model = ov.convert_model(str(fp32 / ONNX_FILE))
+        model = ov.convert_model(str(fp32 / ONNX_FILE))
     args = _nncf_args(kwargs)
     tokens = None
     if texts is not None:
@@ -200,6 +203,31 @@ def convert_and_compress(fp32: Path, dest: Path, kwargs: dict[str, Any], texts: 
     if tokens is not None:
         out["calibration_tokens"] = tokens
     return out
+
+
+TELEMETRY_OPT_IN = "EDGEMED_OPENVINO_TELEMETRY"
+
+
+@contextlib.contextmanager
+def telemetry_off():
+    """Keep OpenVINO's converter and NNCF from sending usage events while they run here: without a consent file
+    both count as consent (openvino-telemetry's ``enable_opt_in_dialog=False``), and offline the sender only waits
+    and fails. Their own switches, set for this block only and then put back: ``CI=true`` (ovc's
+    ``disable_in_ci``) and ``NNCF_CI`` (read when nncf is first imported). ``EDGEMED_OPENVINO_TELEMETRY=1``
+    leaves the libraries' own defaults alone."""
+    if os.environ.get(TELEMETRY_OPT_IN) == "1":
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
+    os.environ.update(CI="true", NNCF_CI="1")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def make_stateful(model) -> int:

@@ -4,6 +4,7 @@ torch-free OpenVINO runtime and the data-aware (AWQ) calibration text; the real 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -361,3 +362,27 @@ def test_openvino_only_install_evaluates_without_onnxruntime(exported, tmp_path)
     ok = _only(hidden, "eval", out / "openvino-int4", "--limit", "2", "--threads", "1", "--out", tmp_path / "e")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip().splitlines()[-1] == "LOADED"  # nothing hidden got imported
+
+
+def test_openvino_conversion_sends_no_telemetry_by_default(exported, tmp_path):
+    """OpenVINO's converter and NNCF count a missing consent file as consent; edgemed's conversion turns both off
+    for its own block (and puts the environment back), unless EDGEMED_OPENVINO_TELEMETRY=1. Run outside pytest,
+    whose presence alone stubs NNCF's telemetry, with a HOME that has no consent file."""
+    out, _ = exported
+    code = textwrap.dedent(f"""
+        import os
+        from edgemed.export.openvino import telemetry_off
+        with telemetry_off():
+            import nncf, openvino as ov
+            ov.convert_model({str(out / "onnx" / "model.onnx")!r})
+        import openvino_telemetry as tm
+        from nncf.telemetry import wrapper
+        print(tm.Telemetry().consent, type(wrapper.telemetry).__name__, os.environ.get("CI"), os.environ.get("NNCF_CI"))
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI", "EDGEMED_OPENVINO_TELEMETRY")}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    consent, nncf_telemetry, ci, nncf_ci = proc.stdout.split()
+    assert consent == "False" and nncf_telemetry != "NNCFTelemetry" and (ci, nncf_ci) == ("None", "None")
+    assert not (tmp_path / "intel").exists() or not any((tmp_path / "intel").rglob("*consent*"))
