@@ -22,8 +22,9 @@ class BenchConfig:
 
     Writes OUT/bench.json (everything, with raw samples), bench.csv, bench.md (also appended to
     $GITHUB_STEP_SUMMARY) and pareto.png. Each budget is decided on its measured 95% interval: pass, fail, or
-    inconclusive (the interval straddles the limit, or a timing was measured on a busy machine), which reruns the
-    artifact up to --retries times and then counts as --inconclusive says. Exit 0 when every artifact ran and
+    inconclusive (the interval straddles the limit, or a timing was measured on a busy machine); a timing budget is
+    decided on --timing-runs runs of the artifact, more while inconclusive (up to --retries times), and then an
+    inconclusive one counts as --inconclusive says. Exit 0 when every artifact ran and
     every check held, 1 when an artifact failed to load or be measured or a budget/baseline check broke (or stayed
     inconclusive under --inconclusive fail), 2 for bad usage or input.
 
@@ -68,14 +69,21 @@ class BenchConfig:
             max_p95_ms, tune's --max-p95-ms); exit 1 when one breaks it. Also constrains the recommendation.
         max_kld: budget on every artifact's mean KL divergence from the reference, nats per token (the budgets
             file's max_kld, tune's --max-kld); exit 1 when one breaks it. Also constrains the recommendation.
-        retries: measure an artifact again, up to this many times, while one of its timing budgets is inconclusive
-            (interval across the limit, or a busy machine); an inconclusive A/B ratio gets --ab-rounds more rounds.
+        timing_runs: runs (worker processes) per artifact that a timing budget is decided on: the bench run plus
+            timing-only runs, one artifact after another; the check reads the runs' mean and its 95% t interval over
+            the runs, since a fresh process can run several per cent faster or slower than the last (default: 3
+            where a timing budget applies, else 1; 1 decides on one run's repetitions).
+        retries: while one of an artifact's timing budgets is inconclusive (interval across the limit, or a busy
+            machine), measure it in --timing-runs more runs (at least 2), pooled with the earlier ones, up to this
+            many times; an inconclusive A/B ratio gets --ab-rounds more rounds.
         inconclusive: how a budget still inconclusive after --retries counts: fail (exit 1) or pass; said in the
             output.
-        suggest_budgets: write a budgets TOML here from this run: each limit outside the measured 95% intervals by
-            the larger of --suggest-margin and 3 run-to-run standard deviations (--suggest-runs), a comment per
-            line saying where the number came from (use it as --budget later).
-        suggest_margin: the least distance of a suggested limit from the measured intervals, e.g. 10%.
+        suggest_budgets: write a budgets TOML here from this run: each timing limit beyond the runs' mean
+            (--suggest-runs) by the larger of --suggest-margin and 2 run-to-run standard deviations (other limits
+            that far beyond the measured 95% interval), a comment per line saying where the number came from (use
+            it as --budget later).
+        suggest_margin: the least distance of a suggested limit from the runs' mean or the measured interval, e.g.
+            10%.
         suggest_runs: with --suggest-budgets, measure each artifact's timings this many times in all (this run plus
             timing-only reruns): their spread is the drift between runs that one run's interval does not hold.
         ab_baseline: baseline artifacts (folders, comma-separated) measured on this runner interleaved with the
@@ -139,11 +147,12 @@ class BenchConfig:
     max_memory: str | None = None
     max_p95_ms: str | None = None
     max_kld: float | None = None
-    retries: int = 1
+    timing_runs: int | None = None
+    retries: int = 2
     inconclusive: Literal["fail", "pass"] = "fail"
     suggest_budgets: Path | None = None
     suggest_margin: str = "10%"
-    suggest_runs: int = 3
+    suggest_runs: int = 6
     ab_baseline: list[Path] | None = None
     ab_python: Path | None = None
     ab_threads: int | None = None
@@ -169,7 +178,7 @@ class BenchConfig:
         """Raise EdgemedError (exit 2) naming the flag for any value out of range; return self."""
         minimum = {"repetitions": 1, "warmup": 0, "latency_prompts": 1, "gen_tokens": 2, "batch_size": 1,
                    "n_prompt": 1, "n_gen": 2, "fidelity_ctx": 4, "fidelity_top_k": 1, "limit": 1, "threads": 1,
-                   "fidelity_chunks": 1, "retries": 0, "ab_rounds": 2, "suggest_runs": 1,
+                   "fidelity_chunks": 1, "retries": 0, "ab_rounds": 2, "suggest_runs": 1, "timing_runs": 1,
                    "ab_threads": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
@@ -214,7 +223,7 @@ class BenchConfig:
     def measured(self) -> dict[str, Any]:
         """The settings that change what is measured (the resume key): outputs, limits and checks excluded."""
         skip = {"timeout", "junit", "resume", "out", "budget", "baseline", "tolerance", "prefer", "max_memory",
-                "max_p95_ms", "max_kld", "profile", "retries", "inconclusive", "recommend_max_memory",
+                "max_p95_ms", "max_kld", "profile", "retries", "timing_runs", "inconclusive", "recommend_max_memory",
                 "recommend_max_p95_ms", "recommend_max_kld", "recommend_min_coverage", "strict",
                 "suggest_budgets", "suggest_margin", "suggest_runs", "ab_baseline", "ab_python", "ab_threads",
                 "ab_rounds", "max_slowdown"}

@@ -155,8 +155,8 @@ class ArtifactResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     phases_s: dict[str, float] = field(default_factory=dict)  # the worker's wall seconds per phase (where time goes)
     weights: dict[str, Any] = field(default_factory=dict)  # sha256 of the weight files (artifacts.weights_record)
-    reruns: int = 0  # how often it was measured again because a timing budget was inconclusive
-    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)  # what those earlier measurements gave
+    reruns: int = 0  # how often more runs were measured because a timing budget was inconclusive (--retries)
+    timing_runs: list[dict[str, Any]] = field(default_factory=list)  # every run a timing budget read (gate.runs)
 
     @property
     def ok(self) -> bool:

@@ -154,6 +154,7 @@ def _measure_target(plan: Plan, target: Target, key: str, prior: ArtifactResult 
 def _conclude(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult], show: bool) -> dict[str, Any]:
     """Compare with the reference, check budgets and the baseline (rerunning artifacts whose timing budgets are
     inconclusive, up to --retries), recommend, write every output."""
+    from edgemed.bench.gate.runs import timing_runs
     from edgemed.bench.profiles import estimate
     from edgemed.bench.recommend import Constraints, recommend
     from edgemed.bench.render.plot import front_of
@@ -167,12 +168,13 @@ def _conclude(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult], sh
         reference=ref.name if ref else None,
         artifacts=[r.to_dict() for r in results],
         checks=[c.to_dict() for c in checks],
-        verdicts={"inconclusive": config.inconclusive, "retries": config.retries,
-                  "rule": "each budget is decided on its measured 95% interval: pass when the whole interval is on "
+        verdicts={"inconclusive": config.inconclusive, "retries": config.retries, "timing_runs": timing_runs(plan),
+                  "rule": "each budget is decided on its measured 95% interval (a timing's: over its runs, "
+                          "--timing-runs): pass when the whole interval is on "
                           "the allowed side of the limit, fail when it is wholly beyond, inconclusive when it "
                           "straddles the limit or a timing broke it on a busy machine by no more than its measured "
                           "wait for a CPU explains; an inconclusive timing "
-                          f"reruns its artifact up to {config.retries} time(s), then counts as "
+                          f"gets more runs of its artifact up to {config.retries} time(s), then counts as "
                           f"'{config.inconclusive}' (--inconclusive)"},
         recommendation=recommend(results, ref, constraints, _broken_by_artifact(checks)),
         profiles=[estimate(b, results) for b in plan.boards],
@@ -221,64 +223,66 @@ def _derive(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> A
 
 def _settle(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> tuple[ArtifactResult | None,
                                                                                        list[Check]]:
-    """Checks until no rerunnable one is inconclusive or --retries is spent (each rerun measures the whole artifact
-    again and replaces its result; what it gave before is kept in ``earlier_attempts``); then an inconclusive
-    check counts as --inconclusive says."""
-    from edgemed.console import err_console, progress
+    """Checks until no budget is inconclusive or --retries is spent: timing budgets are decided on --timing-runs
+    runs of their artifact (edgemed.bench.gate.runs), and each retry adds that many more runs (at least 2) to an
+    artifact whose timing budget is still inconclusive; then an inconclusive check counts as --inconclusive says."""
+    from edgemed.bench.gate.budget import budget_keys
+    from edgemed.bench.gate.runs import measure_runs, timing_budgeted, timing_runs
 
     ref = _derive(plan, doc, results)
-    checks = _checks(plan, doc, results, ref)
-    targets = {t.name: t for t in plan.targets}
-    qdicts = [asdict(q) for q in plan.questions]
+    count = timing_runs(plan)
+    timed = [r for r in results if timing_budgeted(plan, r)]
+    runs: dict[str, list[ArtifactResult]] = {r.name: [r] for r in timed}
+    if count > 1 and timed:
+        _add_runs(plan, doc, results, runs, measure_runs(plan, timed, count - 1, "--timing-runs"))
+    checks = _checks(plan, doc, results, ref, runs)
+    budgeted = set(budget_keys())
     for attempt in range(1, plan.config.retries + 1):
-        open_ = {}
-        for c in checks:
-            if c.verdict == "inconclusive" and c.rerunnable:
-                open_.setdefault(c.artifact, []).append(c.key)
+        open_ = sorted({c.artifact for c in checks if c.verdict == "inconclusive" and c.rerunnable
+                        and c.key in budgeted and c.artifact in runs})
         if not open_:
             break
-        with progress() as bar:
-            task = bar.add_task("rerun", total=len(open_))
-            for name, keys in open_.items():
-                i = next(n for n, r in enumerate(results) if r.name == name)
-                earlier = results[i]
-                err_console.print(f"[yellow]{name}[/yellow]: {', '.join(keys)} inconclusive; measuring it again "
-                                  f"({attempt} of --retries {plan.config.retries})")
-                again = _measure_target(plan, targets[name], earlier.settings_key, None, qdicts,
-                                        plan.out / "work", bar, task)
-                again.reruns = earlier.reruns + 1
-                again.earlier_attempts = [*earlier.earlier_attempts, _attempt_record(earlier, checks)]
-                results[i] = again
-                bar.advance(task)
-        doc["artifacts"] = [r.to_dict() for r in results]
-        atomic_write_json(plan.out / BENCH_JSON, doc)
-        ref = _derive(plan, doc, results)
-        checks = _checks(plan, doc, results, ref)
+        from edgemed.console import err_console
+
+        more = max(count, 2)
+        for name in open_:
+            keys = ", ".join(c.key for c in checks if c.artifact == name and c.verdict == "inconclusive")
+            err_console.print(f"[yellow]{name}[/yellow]: {keys} inconclusive; measuring it in {more} more runs "
+                              f"({attempt} of --retries {plan.config.retries})")
+        again = [r for r in results if r.name in open_]
+        for r in again:
+            r.reruns += 1
+        _add_runs(plan, doc, results, runs, measure_runs(plan, again, more, "--retries"))
+        checks = _checks(plan, doc, results, ref, runs)
     reruns = {r.name: r.reruns for r in results}
     for c in checks:
-        if c.rerunnable:  # an A/B check counts its extra rounds itself
+        if c.rerunnable and c.key in budgeted:  # an A/B check counts its extra rounds itself
             c.reruns = reruns.get(c.artifact, 0)
         c.settle(plan.config.inconclusive)
     return ref, checks
 
 
-def _attempt_record(r: ArtifactResult, checks: list[Check]) -> dict[str, Any]:
-    """What one earlier measurement of an artifact gave: its timings, load and verdicts."""
-    from edgemed.bench.results import METRICS
+def _add_runs(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult], runs: dict[str, list[ArtifactResult]],
+              new: dict[str, list[ArtifactResult]]) -> None:
+    """Pool new timing-only runs with each artifact's earlier ones; bench.json's rows list them (``timing_runs``)."""
+    from edgemed.bench.gate.runs import timings
 
-    return {"wall_s": r.wall_s, "busy": r.busy, "machine_load": r.machine_load.get("reason"),
-            **{k: r.metric(k) for k, m in METRICS.items() if m.timing},
-            "verdicts": {c.key: c.verdict for c in checks if c.artifact == r.name}}
+    for r in results:
+        if new.get(r.name):
+            runs[r.name].extend(new[r.name])
+            r.timing_runs = [timings(x) for x in runs[r.name]]
+    doc["artifacts"] = [r.to_dict() for r in results]
+    atomic_write_json(plan.out / BENCH_JSON, doc)
 
 
-def _checks(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult],
-            ref: ArtifactResult | None) -> list[Check]:
+def _checks(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult], ref: ArtifactResult | None,
+            runs: dict[str, list[ArtifactResult]] | None = None) -> list[Check]:
     """Budget checks and regressions against --baseline (each recorded in `doc`)."""
     checks: list[Check] = []
     if plan.budgets:
         from edgemed.bench.gate.budget import check_budgets
 
-        checks += check_budgets(plan.budgets, results, ref)
+        checks += check_budgets(plan.budgets, results, ref, runs)
         doc["budgets"] = plan.budgets.to_dict()
     if plan.ab_pairs and any(p.rounds for p in plan.ab_pairs):
         from edgemed.bench.gate.ab import ab_checks

@@ -200,18 +200,24 @@ def _table(table: dict[str, Any], name: str, where) -> dict[str, float]:
     return out
 
 
-def check_budgets(budgets: Budgets, results: list[ArtifactResult], reference: ArtifactResult | None) -> list[Check]:
+def check_budgets(budgets: Budgets, results: list[ArtifactResult], reference: ArtifactResult | None,
+                  runs: dict[str, list[ArtifactResult]] | None = None) -> list[Check]:
     """One Check per artifact x budget that applies to its format, decided on the metric's interval (see
-    :class:`edgemed.bench.results.Metric`); an inconclusive check is left for the caller to rerun or settle."""
+    :class:`edgemed.bench.results.Metric`), or for a timing on the runs of it `runs` holds (name -> every run,
+    the bench's own first: :mod:`edgemed.bench.gate.runs`); an inconclusive check is left for the caller to rerun
+    or settle."""
     checks: list[Check] = []
     for r in results:
         for key, limit in budgets.for_format(r.format).items():
-            checks.append(check_one(r, key, limit, budgets.source_of(r.format, key), reference))
+            checks.append(check_one(r, key, limit, budgets.source_of(r.format, key), reference,
+                                    (runs or {}).get(r.name)))
     return checks
 
 
-def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference: ArtifactResult | None) -> Check:
-    """One budget on one artifact: the metric's point value, its interval and the verdict they give."""
+def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference: ArtifactResult | None,
+              runs: list[ArtifactResult] | None = None) -> Check:
+    """One budget on one artifact: the metric's point value, its interval and the verdict they give; a timing
+    measured in two runs or more is decided on their mean and its interval over the runs."""
     spec = budget_keys()[key]
     metric = METRICS[spec.metric]
     if not r.ok:
@@ -229,14 +235,21 @@ def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference:
             why = (f"fewer than 20 samples ({r.latency.answer_ms['count']}), so no p95; raise "
                    "--repetitions or --latency-prompts")
         return Check(r.name, r.format, key, limit, None, False, f"{spec.what}: {why}", source)
-    if metric.interval is None:
+    from edgemed.bench.gate.runs import pooled
+
+    pool = pooled(spec.metric, runs) if metric.timing and runs and len(runs) > 1 else None
+    rule, busy_runs = metric.interval_rule, [r] if r.busy else []
+    if pool is not None:
+        value, low, high, rule, busy_runs = pool.value, pool.low, pool.high, pool.rule, pool.busy
+    elif metric.interval is None:
         low = high = value
     else:
         bounds = metric.interval(r)
         low, high = bounds if bounds is not None else (-math.inf, math.inf)
     decided = verdict(spec.limit, limit, low, high)
-    busy = metric.timing and r.busy and decided != "pass"  # load only slows: a pass measured busy still holds
-    waited = explained_by_load(r) if busy else None
+    busy = metric.timing and bool(busy_runs) and decided != "pass"  # load only slows: a pass measured busy holds
+    waits = [explained_by_load(x) for x in busy_runs]
+    waited = None if not busy or None in waits else max(waits)
     if busy and not (decided == "fail" and waited is not None and
                      verdict(spec.limit, limit, *unloaded(spec.limit, low, high, waited)) == "fail"):
         decided = "inconclusive"
@@ -246,15 +259,18 @@ def check_one(r: ArtifactResult, key: str, limit: float, source: str, reference:
     why = []
     if bounds_unknown(low, high):
         why.append("no spread measured (one repetition?); raise --repetitions")
+    load = busy_runs[0].machine_load.get("reason") if busy_runs else None
     if busy and decided == "fail":
-        why.append(f"beyond the {waited:.0%} slowdown the load explains ({r.machine_load.get('reason')})")
+        why.append(f"beyond the {waited:.0%} slowdown the load explains ({load})")
     elif busy:
-        why.append(f"measured on a busy machine ({r.machine_load.get('reason')})")
+        why.append(f"measured on a busy machine ({load})")
+    if pool is not None:
+        shown += f" (mean of {pool.runs} runs)"
     text = f"{spec.what} {shown} vs {key} {limit:g}: {'; '.join(why)}" if why else \
         f"{spec.what} {shown} {relation} {key} {limit:g}"
     return Check(r.name, r.format, key, limit, value, decided == "pass", text, source, verdict=decided,
                  low=None if math.isinf(low) else low, high=None if math.isinf(high) else high,
-                 interval_rule=metric.interval_rule, busy=busy, rerunnable=metric.timing)
+                 interval_rule=rule, busy=busy, rerunnable=metric.timing)
 
 
 def explained_by_load(r: ArtifactResult) -> float | None:

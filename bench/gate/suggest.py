@@ -5,19 +5,22 @@ bench run, then timing-only reruns, artifact after artifact; accuracy, KLD and a
 they do not change between runs of one artifact). Each run gives the metric's point value and its 95% interval
 (``Metric.interval``; a metric without one gives its point). Then:
 
-- **edge**: across the runs, the interval end on the side a regression moves to (``max_``: the highest upper end;
-  ``min_``: the lowest lower end);
+- **from**: for a timing measured in 2 runs or more, the runs' mean, since a timing budget is decided on the mean
+  of the CI run's own runs and its interval (:mod:`edgemed.bench.gate.runs`); for any other metric (accuracy,
+  KLD, memory: one measurement) the interval end on the side a regression moves to (``max_``: the highest upper
+  end; ``min_``: the lowest lower end);
 - **spread**: the standard deviation of the runs' point values (from 2 runs on): the drift between runs of one
   unchanged artifact on this machine (other processes, clocks, caches), which no single run's interval holds;
-- **distance**: the larger of ``--suggest-margin`` x |edge| and 3 x spread. The limit is edge + distance
-  (``max_``) or edge - distance (``min_``).
+- **distance**: the larger of ``--suggest-margin`` x |from| and 2 x spread. The limit is from + distance
+  (``max_``) or from - distance (``min_``).
 
-A later run of the unchanged artifact passes unless it drifts past the worst interval seen by more than the
-distance; a regression larger than the limit's distance from the runs' mean plus its own interval's half width
-fails, a smaller one is inconclusive (rerun, then counted as ``--inconclusive`` says) or passes. Each line's comment
-names the runs, the edge, the spread and that distance from the mean. A timing measured on a busy machine is left
-out where quiet runs of the artifact exist (its slowdown would widen the limits); where all were busy, the file
-says at its top that their limits are loose.
+Why 2 spreads from the mean: a CI run decides a timing on the mean of 3 to 9 runs (``--timing-runs``, more while
+inconclusive, up to ``--retries``), whose interval's half width falls to under 0.8 spreads by the ninth run, so
+an unchanged artifact ends well inside the limit while a change beyond the distance can never pass (it fails or
+stays inconclusive, counted as ``--inconclusive`` says: fail by default). Each line's comment names the runs, the
+spread and the distance from the mean ("catches"): the smallest change that cannot pass. A timing measured on a
+busy machine is left out where quiet runs of the artifact exist (its slowdown would widen the limits); where all
+were busy, the file says at its top that their limits are loose.
 """
 
 from __future__ import annotations
@@ -32,56 +35,36 @@ from edgemed.bench.results import METRICS, ArtifactResult
 if TYPE_CHECKING:
     from edgemed.bench.plan import Plan
 
-SPREAD_SDS = 3.0  # run-to-run standard deviations between the worst interval end seen and a suggested limit
+SPREAD_SDS = 2.0  # run-to-run standard deviations between the runs' mean (a timing) or worst end and a limit
 
 
 def measure_repeats(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> dict[str, list[ArtifactResult]]:
     """``--suggest-runs`` - 1 more timing-only measurements of every artifact that ran, each in its own worker, one
     artifact after another per round (a drift of the machine reaches every artifact); recorded in bench.json's
     ``suggest_repeats``. Returns artifact name -> its extra measurements."""
-    from dataclasses import asdict
-
-    from edgemed.bench.protocol import Job, run_worker
-    from edgemed.console import err_console, progress
+    from edgemed.bench.gate.runs import measure_runs, timings
 
     ok = [r for r in results if r.ok]
-    repeats: dict[str, list[ArtifactResult]] = {r.name: [] for r in ok}
-    extra = plan.config.suggest_runs - 1
-    if extra < 1 or not ok:
-        return repeats
-    targets = {t.name: t for t in plan.targets}
-    qdicts = [asdict(q) for q in plan.questions]
-    with progress() as bar:
-        task = bar.add_task("suggest", total=extra * len(ok))
-        for n in range(extra):
-            for r in ok:
-                job = Job(config=plan.config, target=targets[r.name], questions=qdicts, threads=plan.where["threads"],
-                          device=plan.where["device"], timing_only=True)
-                again = run_worker(job, r.settings_key, plan.out / "work", bar, task)
-                repeats[r.name].append(again)
-                state = f"done in {again.wall_s:.1f} s" if again.ok else f"[red]{again.failure.message}[/red]"
-                busy = " [yellow]BUSY[/yellow]" if again.ok and again.busy else ""
-                err_console.print(f"--suggest-runs {r.name}: run {n + 2} of {extra + 1} {state}{busy}")
-                bar.advance(task)
-    doc["suggest_repeats"] = {name: [_timings(x) for x in runs] for name, runs in repeats.items()}
+    repeats = measure_runs(plan, ok, plan.config.suggest_runs - 1, "--suggest-runs")
+    if ok and plan.config.suggest_runs > 1:
+        doc["suggest_repeats"] = {name: [timings(x) for x in runs] for name, runs in repeats.items()}
     return repeats
 
 
-def _timings(r: ArtifactResult) -> dict[str, Any]:
-    return {"ok": r.ok, "busy": r.busy, "wall_s": r.wall_s, "machine_load": r.machine_load.get("reason"),
-            **{key: r.metric(key) for key, m in METRICS.items() if m.timing or m.budget}}
-
-
-def place_limit(kind: str, runs: list[tuple[float, float, float]], margin: float) -> tuple[float, dict[str, Any]]:
+def place_limit(kind: str, runs: list[tuple[float, float, float]], margin: float,
+                timing: bool = False) -> tuple[float, dict[str, Any]]:
     """The limit of a ``max`` or ``min`` budget from runs of (value, interval low, interval high), and how it was
-    placed: edge (worst interval end), spread (run-to-run sd of the values, 0 from one run), distance, mean."""
+    placed: from (``from``: the runs' mean for a timing measured in 2 runs or more, whose check reads the mean of
+    its runs; else the worst interval end), spread (run-to-run sd of the values, 0 from one run), distance, mean."""
     values = [v for v, _, _ in runs]
-    edge = max(hi for _, _, hi in runs) if kind == "max" else min(lo for _, lo, _ in runs)
+    mean = sum(values) / len(values)
+    by_mean = timing and len(runs) > 1
+    edge = mean if by_mean else max(hi for _, _, hi in runs) if kind == "max" else min(lo for _, lo, _ in runs)
     spread = stdev(values) or 0.0
     by_margin, by_spread = margin * abs(edge), SPREAD_SDS * spread
     distance = max(by_margin, by_spread)
     limit = edge + distance if kind == "max" else edge - distance
-    return limit, {"edge": edge, "spread": spread, "distance": distance, "mean": sum(values) / len(values),
+    return limit, {"edge": edge, "spread": spread, "distance": distance, "mean": mean, "from_mean": by_mean,
                    "by": "spread" if by_spread > by_margin else "margin", "runs": len(runs)}
 
 
@@ -116,13 +99,14 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
             if old is None or math.isnan(limit) or (limit > old[0] if spec.limit == "max" else limit < old[0]):
                 table[key] = (limit, f"{r.name}: {why}")
     lines = [f"# Budgets suggested by `edgemed bench --suggest-budgets` from {run}.",
-             f"# Each limit lies beyond the worst 95% interval end of the runs by the larger of {margin:.0%} "
-             f"(--suggest-margin) and {SPREAD_SDS:g} run-to-run",
-             "# standard deviations (--suggest-runs), for the drift between runs that one run's interval does not "
-             "hold. 'catches' is the",
-             "# limit's distance from the runs' mean: a smaller change does not fail it outright. Measure on the "
-             "machine CI runs on;",
-             "# review before committing."]
+             f"# Each timing limit lies beyond the mean of the runs (--suggest-runs) by the larger of {margin:.0%} "
+             f"(--suggest-margin) and {SPREAD_SDS:g}",
+             "# run-to-run standard deviations (the drift between runs that one run's interval does not hold); "
+             "other limits lie that far",
+             "# beyond the worst 95% interval end. A CI run decides each timing on the mean of its own runs "
+             "(--timing-runs). 'catches' is",
+             "# the limit's distance from the runs' mean: a change that large cannot pass. Measure on the machine "
+             "CI runs on; review before committing."]
     if busy:
         lines += [f"# WARNING: {busy} of {measured} measurements ran on a busy machine (other processes held the "
                   "CPU): left out of the", "# timing limits where the artifact has quiet runs; a limit from busy runs "
@@ -151,7 +135,7 @@ def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, s
             runs.append((value, *bounds))
     if not runs:
         return None
-    limit, how = place_limit(spec.limit, runs, margin)
+    limit, how = place_limit(spec.limit, runs, margin, metric.timing)
     if spec.limit == "max" and limit <= 0:  # a zero measured (KLD or drop of an identical artifact)
         limit = _floor_of(spec.metric)
     limit = min(max(limit, spec.low), spec.high) if spec.high is not None else max(limit, spec.low)
@@ -162,10 +146,11 @@ def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, s
         why = (f"measured {_show(m, value)}{shown} ({metric.interval_rule}); "
                f"{'upper' if spec.limit == 'max' else 'lower'} end {'+' if spec.limit == 'max' else '-'}{margin:.0%}")
     else:
-        end = "highest upper" if spec.limit == "max" else "lowest lower"
         dist = f"{margin:.0%} margin" if how["by"] == "margin" else f"{SPREAD_SDS:g} x sd"
+        start = "" if how["from_mean"] else (f", {'highest upper' if spec.limit == 'max' else 'lowest lower'} end "
+                                              f"{_show(m, how['edge'])} ({metric.interval_rule})")
         why = (f"measured in {how['runs']} runs, mean {_show(m, how['mean'])}, run-to-run sd "
-               f"{_show(m, how['spread'])}, {end} end {_show(m, how['edge'])} ({metric.interval_rule}); "
+               f"{_show(m, how['spread'])}{start}; {'mean ' if how['from_mean'] else ''}"
                f"{'+' if spec.limit == 'max' else '-'}{dist}")
     if how["mean"] and metric.timing:
         why += f"; catches {abs(limit - how['mean']) / abs(how['mean']):.0%} from the mean"

@@ -77,7 +77,8 @@ _NUMBER_KEYS = frozenset({"mean", "median", "p50", "p90", "p95", "p99", "min", "
                           "stddev_ts", "avg_ns", "stddev_ns", "kld_mean", "kld_median", "kld_p90", "kld_p99",
                           "kld_max", "top1_agreement", "ppl_ratio", "other_cores_mean", "count", "tokens",
                           "sequences", "n_prompt", "n_gen"})
-_SKIP_KEYS = frozenset({"predictions", "earlier_attempts", "runtime_info", "weights", "failure", "phases_s"})
+_SKIP_KEYS = frozenset({"predictions", "earlier_attempts", "timing_runs", "runtime_info", "weights", "failure",
+                        "phases_s"})
 
 
 def _number(v: Any) -> bool:

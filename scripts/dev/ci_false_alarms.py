@@ -5,8 +5,9 @@ On one artifact (default: tiny-random exported to gguf-f16, so that it fits 2 co
 
 1. **baseline**: one bench run with ``--suggest-budgets`` (its default margin, ``--suggest-runs`` measurements of
    the timings); also, for comparison, the old suggestion (one run's interval + 10%) from the same first run;
-2. **unchanged**: the same artifact, ``--runs`` times, against the suggested budgets (default ``--inconclusive
-   fail``, ``--retries 1``): a run that exits 1 is a false alarm. Beside it, on the same measurements, the old
+2. **unchanged**: the same artifact, ``--runs`` times, against the suggested budgets (bench's defaults: timings
+   decided on the mean of 3 runs, up to 2 retries of 3 more, ``--inconclusive fail``): a run that exits 1 is a
+   false alarm. Beside it, on the same measurements, the old
    point-value check (value against limit, no interval, no busy flag): against the same budgets and against the
    old one-run suggestion;
 3. **slow (budget)**: a real decode slowdown, ``--runs`` times, against the same budgets: a run is caught when its
@@ -39,9 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-FAST = ["--limit", "4", "-r", "5", "--warmup", "1", "--latency-prompts", "4", "--gen-tokens", "4",
-        "-p", "64", "-n", "128", "--no-fidelity", "--timeout", "600"]
+FAST = ["--limit", "4", "--warmup", "1", "--latency-prompts", "4", "--gen-tokens", "4", "-p", "64",
+        "--no-fidelity", "--timeout", "600"]
 DECODE = "min_decode_tokens_per_s"
+BENCH_SIZE: list[str] = []  # -r and -n, from the command line
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
@@ -87,7 +89,7 @@ def run_case(out: Path, art: Path, *args: Any, old_limits: dict[str, float] | No
     start = time.time()
     print(f"{time.strftime('%H:%M:%S')} {out.name} ...", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
-    proc = edgemed("bench", art, *FAST, *args, "--out", out)
+    proc = edgemed("bench", art, *FAST, *BENCH_SIZE, *args, "--out", out)
     if proc.returncode not in (0, 1):
         sys.exit(f"bench exited {proc.returncode}: {proc.stderr[-3000:]}")
     doc = doc_of(out)
@@ -96,7 +98,8 @@ def run_case(out: Path, art: Path, *args: Any, old_limits: dict[str, float] | No
     ml = art_doc.get("machine_load") or {}
     decode = checks.get(DECODE)
     return {"exit": proc.returncode, "seconds": round(time.time() - start, 1), "loadavg": round(load, 2),
-            "tg": tg_of(doc), "busy": ml.get("busy"), "wait_share": ml.get("wait_share"),
+            "tg": tg_of(doc), "runs": len(art_doc.get("timing_runs") or []) or 1, "busy": ml.get("busy"),
+            "wait_share": ml.get("wait_share"),
             "other_cores": ml.get("other_cores_mean"), "reruns": doc["summary"].get("reruns", {}),
             "verdicts": {k: c["verdict"] for k, c in checks.items()},
             "failed_checks": [k for k, c in checks.items() if not c["passed"]],
@@ -136,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="tiny-random", help="model alias or folder to export (default tiny-random)")
     ap.add_argument("--format", default="gguf-f16", help="the artifact's format (default gguf-f16)")
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--suggest-runs", type=int, default=3, help="bench --suggest-runs of the baseline (default 3)")
+    ap.add_argument("--suggest-runs", type=int, default=6, help="bench --suggest-runs of the baseline (default 6)")
+    ap.add_argument("-r", "--repetitions", type=int, default=5, help="bench -r of every run (default 5)")
+    ap.add_argument("-n", "--n-gen", type=int, default=128, help="bench -n of every run (default 128)")
     ap.add_argument("--threads", type=int, default=1, help="threads of the baseline and unchanged runs")
     ap.add_argument("--slow-threads", type=int, help="the slowdown: this many threads (instead of --slow-format)")
     ap.add_argument("--slow-format", default="gguf-bf16", help="the slowdown: this format under the artifact's name")
@@ -152,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             or not parts <= {"unchanged", "slow", "ab", "ab-same"}:
         ap.error("--runs, --suggest-runs and --threads >= 1, --slow-threads >= 1, --parts from "
                  "unchanged,slow,ab,ab-same")
+    BENCH_SIZE[:] = ["-r", str(a.repetitions), "-n", str(a.n_gen)]
     out = a.out
     art = out / "arts" / a.format
     export_once(a.model, a.format, art)
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "cpu": cpu_line(), "model": a.model, "format": a.format, "threads": a.threads,
             "slowdown": f"{a.slow_threads} threads" if a.slow_threads else f"{a.slow_format} under the name {a.format}",
-            "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST),
+            "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST + BENCH_SIZE),
             "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             "seconds": round(time.time() - started, 1), "baseline_tg": base_tgs, "budgets": budgets.read_text(),
             "unchanged_failures": sum(r["exit"] == 1 for r in unchanged),
@@ -266,7 +272,8 @@ def _summary_md(s: dict[str, Any], a, base_tg: float, ratios, ab_ratios, unchang
              f"{s['loadavg_end']} at the end; {s['seconds']:.0f} s in all.", ""]
     if unchanged:
         lines.append(f"- unchanged artifact: **{s['unchanged_failures']}/{len(unchanged)}** runs failed (interval "
-                     f"verdicts, --inconclusive fail, --retries 1; {s['unchanged_busy']} measured busy); the old point "
+                     f"verdicts on the runs' mean, bench's defaults --timing-runs 3, --retries 2, --inconclusive fail; "
+                     f"{s['unchanged_busy']} measured busy); the old point "
                      f"check failed {s['unchanged_point_check_failures']}/{len(unchanged)} against the same budgets "
                      f"and {s['unchanged_old_design_failures']}/{len(unchanged)} against the old one-run suggestion")
     if slow:
@@ -279,15 +286,16 @@ def _summary_md(s: dict[str, Any], a, base_tg: float, ratios, ab_ratios, unchang
     if ab_same:
         lines.append(f"- A/B of the unchanged artifact against itself: {s['ab_unchanged_failures']}/{len(ab_same)} "
                      "runs failed")
-    lines += ["", "| case | exit | tg t/s | decode check | busy | wait | load avg | s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| case | exit | tg t/s (first run) | decode check | runs | busy | wait | load avg | s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, cases in (("unchanged", unchanged), ("slow", slow), ("ab-slow", ab), ("ab-same", ab_same)):
         for i, r in enumerate(cases):
             check = r["ab_decode"] if name.startswith("ab") else r["decode"]
             verdict = "-" if not check else \
                 f"{check['verdict']} {check['measured']:.3g} [{check['low'] or 0:.3g}, {check['high'] or 0:.3g}]"
             wait = f"{r['wait_share']:.0%}" if r["wait_share"] is not None else "-"
-            lines.append(f"| {name} {i} | {r['exit']} | {r['tg'] or 0:.0f} | {verdict} | {r['busy']} | {wait} | "
+            lines.append(f"| {name} {i} | {r['exit']} | {r['tg'] or 0:.0f} | {verdict} | {r.get('runs', 1)} | "
+                         f"{r['busy']} | {wait} | "
                          f"{r['loadavg']} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
