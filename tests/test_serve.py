@@ -463,3 +463,22 @@ def test_served_connections_send_small_writes_at_once():
         return value
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_streamed_text_decoder_is_detokenize_of_every_prefix(gguf):
+    """The engine's incremental text (llama.cpp's per-token pieces) equals detokenize of all tokens so far, at every
+    token: across UTF-8 characters split over byte tokens, special tokens, and BOS first or later."""
+    from edgemed.runtimes.base import TextDecoder
+    from edgemed.runtimes.llamacpp import LlamaCppRuntime
+
+    with LlamaCppRuntime(gguf, threads=1) as rt:
+        bos = rt.llm.token_bos()
+        generated = [t for t, _ in rt.token_stream(rt.tokenize("Question: what is a fever?"), 24)]
+        words = rt.tokenize(" 日本語 é ü<|im_end|> x", add_special=False)
+        assert any(not rt.detokenize([t]) for t in words)  # a character split over byte tokens
+        space = rt.tokenize(" a", add_special=False)
+        for ids in (generated + words, words + [bos] + space, [bos] + space + words, space + words[:2]):
+            decoder = rt.text_decoder()
+            for i, token in enumerate(ids):
+                assert decoder.add(token) == rt.detokenize(ids[: i + 1]) == decoder.text
+        assert type(rt.text_decoder()) is not TextDecoder  # the per-token one, not the generic one

@@ -36,6 +36,22 @@ class Generation:
         return asdict(self)
 
 
+class TextDecoder:
+    """The text of a growing list of generated tokens, equal to ``runtime.detokenize(ids)`` after every token. This
+    one detokenizes the whole list again at each token (right for any tokenizer); a runtime whose text is the
+    concatenation of per-token bytes keeps those instead (no work growing with the length)."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.ids: list[int] = []
+        self.text = ""
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        self.text = self.runtime.detokenize(self.ids)
+        return self.text
+
+
 class Runtime(abc.ABC):
     """Load an artifact; letter log-probabilities for prompts; generation with timing."""
 
@@ -83,6 +99,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def detokenize(self, ids: list[int]) -> str:
         """Text of generated ids, special tokens kept (stop strings are matched on it)."""
+
+    def text_decoder(self) -> TextDecoder:
+        """A decoder fed the generated tokens one at a time, whose text is always ``detokenize`` of all of them."""
+        return TextDecoder(self)
 
     @abc.abstractmethod
     def is_end(self, token: int) -> bool:

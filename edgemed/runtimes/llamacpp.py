@@ -31,7 +31,7 @@ import numpy as np
 from edgemed.errors import EdgemedError
 from edgemed.gguf_header import read_header
 from edgemed.registry import runtime_module
-from edgemed.runtimes.base import Runtime, omp_wait_policy
+from edgemed.runtimes.base import Runtime, TextDecoder, omp_wait_policy
 from edgemed.runtimes.logits import log_softmax_rows
 
 _PARAMS_LOCK = threading.Lock()
@@ -158,6 +158,9 @@ class LlamaCppRuntime(Runtime):
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(ids, special=True).decode("utf-8", errors="ignore")
 
+    def text_decoder(self) -> TextDecoder:
+        return _PieceDecoder(self)
+
     def chat_template(self) -> str | None:
         return self.metadata.get("tokenizer.chat_template")
 
@@ -271,3 +274,24 @@ class LlamaCppRuntime(Runtime):
             llm.close()
             self.llm = None
 
+
+class _PieceDecoder(TextDecoder):
+    """llama-cpp-python's detokenize of a list is its tokens' pieces (bytes) concatenated, decoded with errors
+    ignored, except that a leading space is dropped after a first BOS and that detokenizing BOS alone drops its own:
+    so the pieces are kept and only the bytes decoded again at each token, and a list holding BOS is detokenized
+    whole."""
+
+    def __init__(self, runtime: LlamaCppRuntime):
+        super().__init__(runtime)
+        self.raw = bytearray()
+        self.bos = runtime.llm.token_bos()
+        self.whole = False
+
+    def add(self, token: int) -> str:
+        self.whole = self.whole or token == self.bos
+        if self.whole:
+            return super().add(token)
+        self.ids.append(token)
+        self.raw += self.runtime.llm.detokenize([token], special=True)
+        self.text = self.raw.decode("utf-8", errors="ignore")
+        return self.text

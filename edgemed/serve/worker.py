@@ -98,6 +98,7 @@ class Worker:
         stops, k = req.get("stop") or [], req.get("logprobs")
         deadline = time.monotonic() + float(req.get("timeout_s") or 1e9)
         new: list[int] = []
+        decoder = self.rt.text_decoder()  # the text of `new`, without detokenizing all of it at every token
         sent, finish, cut_by_stop = "", "length", False
         start = time.perf_counter()
         times: list[float] = []
@@ -109,11 +110,11 @@ class Worker:
                     finish = "stop"
                     break
                 new.append(token)
+                text = decoder.add(token)
                 entry = None
                 if k is not None:
                     row = log_softmax_rows(np.asarray(logits, dtype=np.float32)[None, :])[0]
                     entry = _top(self.rt, row, token, k)
-                text = self.rt.detokenize(new)
                 if stops:
                     cut, stopped = cut_at_stop(text, stops)
                     if stopped:
@@ -130,7 +131,7 @@ class Worker:
                 if time.monotonic() > deadline:
                     finish = "timeout"
                     break
-            rest = self.rt.detokenize(new) if new and not cut_by_stop else sent
+            rest = decoder.text if new and not cut_by_stop else sent
             if rest.startswith(sent) and rest[len(sent):]:  # what was held back for a stop string that never came
                 self.outbox.send(("token", rid, rest[len(sent):], None))
         except _Cancelled:
