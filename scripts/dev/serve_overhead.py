@@ -5,24 +5,30 @@ TTFT and tg figures on the same GGUF file, threads and settings, in interleaved 
 Each round runs every side once, in an order that rotates from round to round:
 - bench: the real `edgemed bench ARTIFACT` command (a fresh process, as a user runs it), its bench.json read for
   the TTFT (median over the MedMCQA latency prompts x -r) and tg (llama-bench's tg: -n tokens, mean over -r);
-- serve: one `edgemed serve` of the same file and threads, kept running; TTFT = request sent -> first streamed
-  token over the same MedMCQA prompts (rendered as bench renders them, sent to /v1/completions), the same number
-  of samples; tg = streamed tokens / the time from sending the request to the last token (llama-bench's tg, here
-  with the request and a 7-token prompt in it), mean over -r greedy generations of -n tokens;
+- serve: `edgemed serve` of the same file and threads, started afresh in every round (its startup time kept) and
+  stopped after it, as bench starts a fresh worker: the speed of a llama.cpp process drifts from one process to
+  the next (about 10% here), so one long-lived server would be one draw against bench's several. TTFT = request
+  sent -> first streamed token over the same MedMCQA prompts (rendered as bench renders them, checked by question
+  id and by the served prompt's token count, sent to /v1/completions), the same number of samples, each right
+  after /v1/mcq on the same question, as bench times each TTFT right after its letter scoring of that prompt;
+  tg = streamed tokens / the time from sending the request to the last token (llama-bench's tg from a one-token
+  prompt, here with the request in it), mean over -r greedy generations of -n tokens;
 - llama-cpp-python (--llama-cpp-python PY: the python of a venv with llama-cpp-python[server]): its server on the
   same .gguf, the same threads, n_ctx, n_batch and flash attention as edgemed's runtime, and llama.cpp's weight
   repacking set as edgemed's runtime sets it (read from the served model's runtime info: off on AMX CPUs for
-  quantized files, where repacking crashes the first decode with SIGILL), measured like serve.
-Before each timed TTFT request a one-token request with an unrelated prompt is sent and not timed, so no server
-reuses the previous prompt's KV cache (llama-cpp-python keeps the longest common prefix; edgemed's runtime always
-prefills the whole prompt, as bench does).
+  quantized files, where repacking crashes the first decode with SIGILL), measured like serve, also afresh in
+  every round, with a one-token request of an unrelated prompt (not timed) before each timed TTFT request instead
+  of /v1/mcq, so that it does not reuse the previous prompt's KV cache (it keeps the longest common prefix;
+  edgemed's runtime always prefills the whole prompt, as bench does).
+The CPU time per generated token of each server's processes (edgemed serve: HTTP and engine apart) is kept too.
 
 Per round the ratios side/bench (TTFT: higher is worse; tg: lower is worse); the verdict is on their medians over
 the rounds (--pairs, at least 5): overhead within --tolerance (default 10%). Writes overhead.json and overhead.md
 (--out) with the command, CPU model and flags, load averages and every sample; exit 1 when edgemed serve's median
 overhead is beyond the tolerance, 0 otherwise.
 
-Usage:
+Usage (about 5 minutes per thread count for 5 rounds with llama-cpp-python on a quiet 2-core box: each round
+runs bench once and starts every server once; overhead.json keeps each side's wall seconds to plan a window):
     python scripts/dev/serve_overhead.py runs/pipeline/artifacts/gguf-q4_k_m --threads 1,2 --pairs 5 \\
         --llama-cpp-python /work/lcpserver/bin/python --out runs/serve-overhead
 """
@@ -41,7 +47,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RESET_PROMPT = "Zebra"  # shares no first token with a chat-template prompt
-TG_PROMPT = "The history of medicine begins with"
+TG_PROMPT = "Medicine"  # one token, as llama-bench's tg starts from one; greedy, it runs 64 tokens before an end
 # llama-cpp-python's server with llama.cpp's weight repacking (use_extra_bufts) set as EDGEMED_REPACK says: the
 # same switch edgemed's llama.cpp runtime sets through llama_model_default_params (its server has no flag for it).
 LCP_LAUNCHER = """
@@ -97,6 +103,7 @@ def stream(client, base: str, model: str, prompt: str, max_tokens: int) -> dict:
             if any(c.get("text") for c in chunk.get("choices") or []):
                 stamps.append(time.perf_counter())
     return {"ttft_ms": (stamps[0] - start) * 1e3 if stamps else None, "tokens": len(stamps),
+
             "tg_tps": len(stamps) / (stamps[-1] - start) if stamps else None,
             "decode_tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else None}
 
@@ -114,14 +121,22 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def http_side(client, base: str, model: str, prompts: list[str], args, pids: dict[str, list[int]]) -> dict:
-    """TTFT over the bench's prompts (each after an untimed reset request), then tg over -r generations; and CPU
-    time per generated token of each group of the server's processes (where the overhead goes)."""
+def http_side(client, base: str, model: str, work: list[dict], args, pids: dict[str, list[int]],
+              mcq: bool) -> dict:
+    """TTFT over the bench's prompts, then tg over -r generations; and CPU time per generated token of each group
+    of the server's processes (where the overhead goes). Before each timed TTFT request the engine does what bench's
+    latency loop does before its TTFT: the letter scoring of the same question (`mcq`: edgemed's /v1/mcq), or, on a
+    server without it, an untimed one-token request with an unrelated prompt (so no prompt cache is reused)."""
     ttft = []
     for _ in range(args.repetitions):
-        for prompt in prompts:
-            stream(client, base, model, RESET_PROMPT, 1)
-            ttft.append(stream(client, base, model, prompt, args.gen_tokens)["ttft_ms"])
+        for item in work:
+            if mcq:
+                r = client.post(f"{base}/mcq", json={"model": model, "question": item["question"],
+                                                      "options": item["options"]})
+                r.raise_for_status()
+            else:
+                stream(client, base, model, RESET_PROMPT, 1)
+            ttft.append(stream(client, base, model, item["prompt"], args.gen_tokens)["ttft_ms"])
     cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
     gens = [stream(client, base, model, TG_PROMPT, args.n_gen) for _ in range(args.repetitions)]
     tokens = max(sum(g["tokens"] for g in gens), 1)
@@ -149,8 +164,9 @@ def bench_side(args, threads: int, work: Path, i: int) -> dict:
             "doc": doc}
 
 
-def bench_prompts(args, doc: dict) -> list[str]:
-    """The MedMCQA prompts bench timed TTFT on: its questions (checked by id) in its prompt style."""
+def bench_prompts(args, doc: dict) -> list[dict]:
+    """The MedMCQA questions bench timed TTFT on (checked by id) and their prompts in its prompt style."""
+    from edgemed.data.medmcqa import LETTERS
     from edgemed.lineage import read_lineage, scoring_questions
     from edgemed.prompts import get_style
 
@@ -161,7 +177,8 @@ def bench_prompts(args, doc: dict) -> list[str]:
     if [q.id for q in questions] != ids:
         raise SystemExit(f"the questions differ from bench's ({ids}); cannot time the same prompts")
     style = get_style(row["runtime_info"]["prompt_style"])
-    return [style.prompt(q) for q in questions]
+    return [{"id": q.id, "prompt": style.prompt(q), "question": q.question,
+             "options": dict(zip(LETTERS, q.options, strict=True))} for q in questions]
 
 
 def env_for(args) -> dict:
@@ -171,85 +188,105 @@ def env_for(args) -> dict:
     return env
 
 
-def measure_threads(args, threads: int, work: Path) -> dict:
-    import httpx
+class Side:
+    """One server side, started fresh for every round (a process's own speed drifts between processes, as
+    bench's fresh worker per round samples it) and stopped after it."""
 
-    env = env_for(args)
-    serve_cmd = [sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port", "0", "--threads",
-                 str(threads), "--wait-policy", args.wait_policy]
-    serve, line = start_server(serve_cmd, "listening on", env, work / f"serve-t{threads}.log")
-    servers = [serve]
-    client = httpx.Client(timeout=600)
-    rows: dict[str, list[dict]] = {"bench": [], "serve": []}
-    try:
-        base = line.split("listening on ")[1].split()[0]
-        info = client.get(f"{base}/models").json()["data"][0]["edgemed"]
+    def __init__(self, name: str, args, threads: int, work: Path):
+        self.name, self.args, self.threads, self.work = name, args, threads, work
+
+    def command(self, runtime: dict) -> tuple[list[str], str, dict]:
+        args, env = self.args, env_for(self.args)
+        if self.name.startswith("serve"):
+            return ([sys.executable, "-m", "edgemed.cli.main", "serve", f"m={args.artifact}", "--port", "0",
+                     "--threads", str(self.threads), "--wait-policy", args.wait_policy], "listening on", env)
+        from edgemed.runtimes.llamacpp import gguf_file
+
+        return ([args.llama_cpp_python, "-c", LCP_LAUNCHER, "--model", str(gguf_file(Path(args.artifact))),
+                 "--model_alias", "m", "--port", str(args.lcp_port), "--n_threads", str(self.threads),
+                 "--n_threads_batch", str(self.threads), "--n_ctx", str(runtime.get("n_ctx") or 2048),
+                 "--n_batch", "512", "--flash_attn",
+                 "true" if str(runtime.get("flash_attn")).endswith("on") else "false"],
+                "Uvicorn running", {**env, "EDGEMED_REPACK": "1" if runtime.get("repack") else "0"})
+
+    def measure(self, client, work: list[dict], runtime: dict, i: int) -> tuple[dict, dict]:
+        """(this round's result, the served model's runtime info): start, warm up, measure, stop."""
         import psutil
 
-        engines = [c.pid for c in psutil.Process(serve.pid).children(recursive=True)
-                   if "resource_tracker" not in " ".join(c.cmdline())]
-        sides = {"serve": (base, "m", {"http": [serve.pid], "engine": engines})}
-        if args.batch_http:  # a second edgemed serve whose HTTP process (not its engine) runs SCHED_BATCH
-            batch, bline = start_server(serve_cmd, "listening on", env, work / f"serve-batch-http-t{threads}.log")
-            servers.append(batch)
-            for t in psutil.Process(batch.pid).threads():
-                os.sched_setscheduler(t.id, os.SCHED_BATCH, os.sched_param(0))
-            kids = [c.pid for c in psutil.Process(batch.pid).children(recursive=True)
-                    if "resource_tracker" not in " ".join(c.cmdline())]
-            sides["serve_batch_http"] = (bline.split("listening on ")[1].split()[0], "m",
-                                         {"http": [batch.pid], "engine": kids})
-        if args.llama_cpp_python:
-            from edgemed.runtimes.llamacpp import gguf_file
-
-            runtime = info.get("runtime_info") or {}
-            lenv = {**env, "EDGEMED_REPACK": "1" if runtime.get("repack") else "0"}
-            lcp, _ = start_server([args.llama_cpp_python, "-c", LCP_LAUNCHER, "--model",
-                                   str(gguf_file(Path(args.artifact))), "--model_alias", "m", "--port",
-                                   str(args.lcp_port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                                   "--n_ctx", str(runtime.get("n_ctx") or 2048), "--n_batch", "512", "--flash_attn",
-                                   "true" if str(runtime.get("flash_attn")).endswith("on") else "false"],
-                                  "Uvicorn running", lenv, work / f"llama-cpp-python-t{threads}.log")
-            servers.append(lcp)
-            sides["llama_cpp_python"] = (f"http://127.0.0.1:{args.lcp_port}/v1", "m", {"server+engine": [lcp.pid]})
-        rows.update({side: [] for side in sides})
-        prompts = None
-        for i in range(args.pairs):
-            names = ["bench", *sides]
-            order = names[i % len(names):] + names[:i % len(names)]
-            for side in order:
-                before = load()
-                if side == "bench":
-                    result = bench_side(args, threads, work, i)
-                    prompts = prompts or bench_prompts(args, result.pop("doc"))
-                    result.pop("doc", None)
-                else:
-                    if prompts is None:  # the first round measured bench after this side: get its prompts now
-                        first = bench_side(args, threads, work, 99)
-                        prompts = bench_prompts(args, first["doc"])
-                    base_url, model, pids = sides[side]
-                    stream(client, base_url, model, TG_PROMPT, 4)  # warm-up
-                    result = http_side(client, base_url, model, prompts, args, pids)
-                result["load_before"], result["load_after"] = before, load()
-                rows[side].append(result)
-            (args.out / f"rounds-t{threads}.json").write_text(json.dumps(rows, indent=1))  # kept if stopped later
-            print(f"threads {threads} round {i + 1}: " + "; ".join(
-                f"{k} TTFT {v[-1]['ttft_ms']:.1f} ms tg {v[-1]['tg_tps']:.1f} t/s" for k, v in rows.items() if v),
-                flush=True)
-    finally:
-        for proc in servers:
+        cmd, ready, env = self.command(runtime)
+        started = time.perf_counter()
+        proc, line = start_server(cmd, ready, env, self.work / f"{self.name}-t{self.threads}-{i}.log")
+        startup_s = time.perf_counter() - started
+        try:
+            if self.name.startswith("serve"):
+                base = line.split("listening on ")[1].split()[0]
+                runtime = client.get(f"{base}/models").json()["data"][0]["edgemed"].get("runtime_info") or {}
+                kids = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)
+                        if "resource_tracker" not in " ".join(c.cmdline())]
+                pids = {"http": [proc.pid], "engine": kids}
+                if self.name == "serve_batch_http":  # its HTTP process (not its engine) runs SCHED_BATCH
+                    for t in psutil.Process(proc.pid).threads():
+                        os.sched_setscheduler(t.id, os.SCHED_BATCH, os.sched_param(0))
+            else:
+                base, pids = f"http://127.0.0.1:{self.args.lcp_port}/v1", {"server+engine": [proc.pid]}
+            stream(client, base, "m", TG_PROMPT, 4)  # warm-up
+            counted = None
+            if i == 0:  # the prompts' tokens as this server counts them (not timed; once: they do not change)
+                counted = statistics.fmean(client.post(f"{base}/completions", json={
+                    "model": "m", "prompt": item["prompt"], "max_tokens": 1, "temperature": 0}).json()["usage"]
+                    ["prompt_tokens"] for item in work)
+            result = http_side(client, base, "m", work, self.args, pids, mcq=self.name.startswith("serve"))
+            result["prompt_tokens"] = counted
+        finally:
             proc.terminate()
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    return {"rows": rows, "runtime_info": {k: info.get("runtime_info", {}).get(k) for k in (
-        "kernel_path", "repack", "cpu_amx", "flash_attn", "n_ctx", "omp_wait_policy", "system_info")}}
+        return {**result, "startup_s": startup_s}, runtime
 
 
-def summarize(rows: dict[str, list[dict]]) -> dict:
+def measure_threads(args, threads: int, work: Path) -> dict:
+    import httpx
+
+    names = ["serve", *(["serve_batch_http"] if args.batch_http else []),
+             *(["llama_cpp_python"] if args.llama_cpp_python else [])]
+    sides = {name: Side(name, args, threads, work) for name in names}
+    client = httpx.Client(timeout=600)
+    rows: dict[str, list[dict]] = {"bench": [], **{name: [] for name in names}}
+    runtime: dict = {}  # edgemed's runtime settings as served (llama-cpp-python's server gets the same)
+    prompts: list[dict] = []
+    for i in range(args.pairs):
+        order = ["bench", *names]
+        order = order[i % len(order):] + order[:i % len(order)]  # the first round starts with bench
+        for side in order:
+            before, started = load(), time.perf_counter()
+            if side == "bench":
+                result = bench_side(args, threads, work, i)
+                doc = result.pop("doc")
+                prompts = prompts or bench_prompts(args, doc)
+                if [q["id"] for q in doc["questions"][:args.latency_prompts]] != [q["id"] for q in prompts]:
+                    raise SystemExit("bench timed other questions in this round; cannot compare")
+            else:
+                result, served = sides[side].measure(client, prompts, runtime, i)
+                runtime = runtime or served
+            result["load_before"], result["load_after"] = before, load()
+            result["wall_s"] = round(time.perf_counter() - started, 1)  # the whole side, to plan a window
+            rows[side].append(result)
+        (args.out / f"rounds-t{threads}.json").write_text(json.dumps(rows, indent=1))  # kept if stopped later
+        print(f"threads {threads} round {i + 1}: " + "; ".join(
+            f"{k} TTFT {v[-1]['ttft_ms']:.1f} ms tg {v[-1]['tg_tps']:.1f} t/s" for k, v in rows.items() if v),
+            flush=True)
+    return {"rows": rows, "runtime_info": {k: runtime.get(k) for k in (
+        "kernel_path", "repack", "cpu_amx", "flash_attn", "n_ctx", "n_batch", "n_ubatch", "threads",
+        "threads_batch", "omp_wait_policy", "system_info")}}
+
+
+def summarize(rows: dict[str, list[dict]], n_gen: int) -> dict:
     bench = rows["bench"]
     out = {"bench": {"ttft_ms": statistics.median(r["ttft_ms"] for r in bench),
-                     "tg_tps": statistics.median(r["tg_tps"] for r in bench)}}
+                     "tg_tps": statistics.median(r["tg_tps"] for r in bench),
+                     "prompt_tokens": bench[0]["prompt_tokens"]}}
     for side, results in rows.items():
         if side == "bench" or not results:
             continue
@@ -260,23 +297,27 @@ def summarize(rows: dict[str, list[dict]]) -> dict:
                      "ttft_ratio": statistics.median(ttft), "ttft_ratio_range": [min(ttft), max(ttft)],
                      "tg_ratio": statistics.median(tg), "tg_ratio_range": [min(tg), max(tg)],
                      "cpu_ms_per_token": {k: statistics.median(r["cpu_ms_per_token"][k] for r in results)
-                                          for k in results[0]["cpu_ms_per_token"]}}
+                                          for k in results[0]["cpu_ms_per_token"]},
+                     "startup_s": statistics.median(r["startup_s"] for r in results),
+                     "prompt_tokens": results[0]["prompt_tokens"],
+                     "tg_tokens_short": sum(t < n_gen for r in results for t in r["tg_tokens"])}
     return out
 
 
 def markdown(report: dict) -> str:
     lines = [f"CPU: {report['cpu']} ({' '.join(report['cpu_flags'])}); wait policy {report['wait_policy']}; "
-             f"{report['pairs']} rounds; load average {report['load_start']} at start, {report['load_end']} at end",
-             "", "| threads | side | TTFT ms | tg tok/s | TTFT / bench | tg / bench | CPU ms per generated token |",
-             "|---|---|---|---|---|---|---|"]
+             f"{report['pairs']} rounds; load average {report['load_start']} at start, {report['load_end']} at end; "
+             f"{report['wall_s']:.0f} s in all",
+             "", "| threads | side | TTFT ms | tg tok/s | TTFT / bench | tg / bench | CPU ms per generated token | "
+             "startup s | prompt tokens |", "|---|---|---|---|---|---|---|---|---|"]
     for threads, res in report["threads"].items():
         for side, s in res["summary"].items():
             ratio = (f"{s['ttft_ratio']:.3f} ({s['ttft_ratio_range'][0]:.2f}-{s['ttft_ratio_range'][1]:.2f})",
                      f"{s['tg_ratio']:.3f} ({s['tg_ratio_range'][0]:.2f}-{s['tg_ratio_range'][1]:.2f})",
-                     ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_token"].items())) if side != "bench" \
-                else ("1", "1", "-")
+                     ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_token"].items()), f"{s['startup_s']:.1f}",
+                     str(s["prompt_tokens"])) if side != "bench" else ("1", "1", "-", "-", str(s["prompt_tokens"]))
             lines.append(f"| {threads} | {side} | {s['ttft_ms']:.1f} | {s['tg_tps']:.1f} | {' | '.join(ratio)} |")
-    lines += ["", f"verdict: {report['verdict']}"]
+    lines += ["", f"verdict: {report['verdict']}", *(f"warning: {w}" for w in report["warnings"])]
     return "\n".join(lines) + "\n"
 
 
@@ -316,20 +357,29 @@ def main() -> int:
               "cpu_flags": sorted(f for f in info.features if f.startswith(("avx512", "amx", "avx_vnni"))),
               "cores": os.cpu_count(), "pairs": args.pairs, "n_gen": args.n_gen, "repetitions": args.repetitions,
               "load_start": load(), "threads": {}}
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="serve-overhead-") as tmp:
         for threads in (int(t) for t in args.threads.split(",")):
             res = measure_threads(args, threads, Path(tmp))
-            res["summary"] = summarize(res["rows"])
+            res["summary"] = summarize(res["rows"], args.n_gen)
             report["threads"][str(threads)] = res
         for name in Path(tmp).glob("*.log"):
             (args.out / name.name).write_text(name.read_text())
-    report["load_end"] = load()
+    report["load_end"], report["wall_s"] = load(), round(time.perf_counter() - began, 1)
     broken = [f"threads {t}: {k} {s[k]:.3f}" for t, r in report["threads"].items() for side, s in r["summary"].items()
               if side == "serve" for k in ("ttft_ratio", "tg_ratio")
               if (k == "ttft_ratio" and s[k] > 1 + args.tolerance) or (k == "tg_ratio" and s[k] < 1 - args.tolerance)]
     verdict = (f"edgemed serve within {args.tolerance:.0%} of edgemed bench" if not broken else
                f"edgemed serve beyond {args.tolerance:.0%} of edgemed bench: {', '.join(broken)}")
     report["verdict"] = ("dry run (fewer than 5 rounds), no verdict: " if args.pairs < 5 else "") + verdict
+    report["warnings"] = [  # the sides did not do the same work: the ratios do not compare like with like
+        *(f"threads {t}: {side}'s prompts were {s['prompt_tokens']} tokens on average, bench's "
+          f"{r['summary']['bench']['prompt_tokens']}" for t, r in report["threads"].items()
+          for side, s in r["summary"].items() if side != "bench" and s["prompt_tokens"] is not None
+          and abs(s["prompt_tokens"] - (r["summary"]["bench"]["prompt_tokens"] or 0)) > 0.01),
+        *(f"threads {t}: {side}: {s['tg_tokens_short']} tg generations ended before {args.n_gen} tokens"
+          for t, r in report["threads"].items() for side, s in r["summary"].items()
+          if side != "bench" and s["tg_tokens_short"])]
     (args.out / "overhead.json").write_text(json.dumps(report, indent=2))
     (args.out / "overhead.md").write_text(markdown(report))
     print(markdown(report))
