@@ -153,7 +153,8 @@ def bench_side(args, threads: int, work: Path, i: int) -> dict:
            "-n", str(args.n_gen), "-p", str(args.n_prompt), "-r", str(args.repetitions),
            "--latency-prompts", str(args.latency_prompts), "--gen-tokens", str(args.gen_tokens),
            "--limit", str(args.latency_prompts), "--no-fidelity", "--wait-policy", args.wait_policy,
-           "--inconclusive", "pass", "--retries", "0", "--out", str(out)]
+           "--inconclusive", "pass", "--retries", "0", "--timing-runs", "1",  # one worker process: one draw
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"edgemed bench failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
