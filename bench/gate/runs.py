@@ -59,30 +59,27 @@ def pooled(key: str, runs: list[ArtifactResult]) -> Pooled | None:
     return Pooled(mean, *bounds, runs=len(use), busy=[r for r in use if r.busy], left_out=len(ok) - len(use))
 
 
+def _timed_keys() -> set[str]:
+    """The budget keys whose metric is a timing."""
+    return {m.budget for m in METRICS.values() if m.budget and m.timing}
+
+
 def timing_runs(plan: Plan) -> int:
     """Runs per artifact for its timing budgets: --timing-runs, else AUTO_RUNS when a budget (file or flag) sets a
     limit on a timing for some format, else 1."""
     if plan.config.timing_runs is not None:
         return plan.config.timing_runs
-    budgets = plan.budgets
-    if budgets is None:
+    if plan.budgets is None:
         return 1
-    from edgemed.bench.gate.budget import budget_keys
-
-    keys = budget_keys()
-    formats = {t.format for t in plan.targets}
-    timed = any(METRICS[keys[k].metric].timing for f in formats for k in budgets.for_format(f))
-    return AUTO_RUNS if timed else 1
+    timed = _timed_keys()
+    return AUTO_RUNS if any(timed & set(plan.budgets.for_format(t.format)) for t in plan.targets) else 1
 
 
 def timing_budgeted(plan: Plan, result: ArtifactResult) -> bool:
     """Whether a budget applies to one of the artifact's timings (only those artifacts are measured again)."""
     if plan.budgets is None or not result.ok:
         return False
-    from edgemed.bench.gate.budget import budget_keys
-
-    keys = budget_keys()
-    return any(METRICS[keys[k].metric].timing for k in plan.budgets.for_format(result.format))
+    return bool(_timed_keys() & set(plan.budgets.for_format(result.format)))
 
 
 def measure_runs(plan: Plan, results: list[ArtifactResult], count: int, label: str) -> dict[str, list[ArtifactResult]]:
