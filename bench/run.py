@@ -226,8 +226,8 @@ def _settle(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> t
     """Checks until no budget is inconclusive or --retries is spent: timing budgets are decided on --timing-runs
     runs of their artifact (edgemed.bench.gate.runs), and each retry adds that many more runs (at least 2) to an
     artifact whose timing budget is still inconclusive; then an inconclusive check counts as --inconclusive says."""
-    from edgemed.bench.gate.budget import budget_keys
     from edgemed.bench.gate.runs import measure_runs, timing_budgeted, timing_runs
+    from edgemed.console import err_console
 
     ref = _derive(plan, doc, results)
     count = timing_runs(plan)
@@ -236,14 +236,10 @@ def _settle(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> t
     if count > 1 and timed:
         _add_runs(plan, doc, results, runs, measure_runs(plan, timed, count - 1, "--timing-runs"))
     checks = _checks(plan, doc, results, ref, runs)
-    budgeted = set(budget_keys())
     for attempt in range(1, plan.config.retries + 1):
-        open_ = sorted({c.artifact for c in checks if c.verdict == "inconclusive" and c.rerunnable
-                        and c.key in budgeted and c.artifact in runs})
+        open_ = sorted({c.artifact for c in checks if c.verdict == "inconclusive" and c.rerunnable})
         if not open_:
             break
-        from edgemed.console import err_console
-
         more = max(count, 2)
         for name in open_:
             keys = ", ".join(c.key for c in checks if c.artifact == name and c.verdict == "inconclusive")
@@ -256,7 +252,7 @@ def _settle(plan: Plan, doc: dict[str, Any], results: list[ArtifactResult]) -> t
         checks = _checks(plan, doc, results, ref, runs)
     reruns = {r.name: r.reruns for r in results}
     for c in checks:
-        if c.rerunnable and c.key in budgeted:  # an A/B check counts its extra rounds itself
+        if c.rerunnable:  # a timing budget; an A/B check counts its extra rounds itself
             c.reruns = reruns.get(c.artifact, 0)
         c.settle(plan.config.inconclusive)
     return ref, checks

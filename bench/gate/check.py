@@ -31,7 +31,7 @@ class Check:
     high: float | None = None
     interval_rule: str = ""
     busy: bool = False  # a timing measured while other processes used the CPU
-    rerunnable: bool = False  # a rerun of the artifact's measurement can change the verdict (timings)
+    rerunnable: bool = False  # more runs of the artifact can change the verdict (a timing budget: gate.runs)
     reruns: int = 0  # how often the artifact was measured again to settle it
     policy: str | None = None  # set when an inconclusive verdict was counted by --inconclusive
 

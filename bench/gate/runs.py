@@ -14,7 +14,6 @@ machine are left out while at least two quiet ones remain; otherwise they stay i
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,8 +110,4 @@ def measure_runs(plan: Plan, results: list[ArtifactResult], count: int, label: s
 def timings(r: ArtifactResult) -> dict[str, Any]:
     """What one run measured: its timings (and every budgeted metric), load and wall time (bench.json)."""
     return {"ok": r.ok, "busy": r.busy, "wall_s": r.wall_s, "machine_load": r.machine_load.get("reason"),
-            **{key: _finite(r.metric(key)) for key, m in METRICS.items() if m.timing or m.budget}}
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
+            **{key: r.metric(key) for key, m in METRICS.items() if m.timing or m.budget}}

@@ -200,8 +200,8 @@ def regressions(before: list[ArtifactResult], after: list[ArtifactResult], toler
                 source: str) -> list[Check]:
     """A Check per artifact x regression metric (:func:`edgemed.bench.metrics.regression_metrics`), decided on the
     runs' intervals: ``fail`` (regressed) when the change goes the bad way beyond the tolerance and beyond the noise
-    band (:func:`noise_band`), ``inconclusive`` when it is beyond the tolerance but within the noise (a timing can
-    then be measured again), ``pass`` when it stays within the tolerance."""
+    band (:func:`noise_band`), ``inconclusive`` when it is beyond the tolerance but within the noise (counted as
+    ``--inconclusive`` says: only timing budgets get more runs), ``pass`` when it stays within the tolerance."""
     checks: list[Check] = []
     for b, a in pair(before, after):
         if a is None or b is None:
@@ -242,4 +242,4 @@ def _regression(b: ArtifactResult, a: ArtifactResult, key: str, d: dict[str, Any
                  verdict=verdict, low=ci[0] if ci else None, high=ci[1] if ci else None,
                  interval_rule=f"a change beyond the tolerance and beyond {NOISE_Z:g} standard errors of the "
                                f"difference regresses; each run's from its {metric.interval_rule}",
-                 busy=busy, rerunnable=metric.timing)
+                 busy=busy)
