@@ -175,7 +175,7 @@ def convert_and_compress(fp32: Path, dest: Path, kwargs: dict[str, Any], texts: 
     """ONNX -> OpenVINO model -> NNCF weight compression -> IR in `dest`; the weight types it holds."""
     import logging
 
-    with telemetry_off():
+    with telemetry_off() as telemetry:
         import nncf
         import openvino as ov
 
@@ -199,7 +199,7 @@ def convert_and_compress(fp32: Path, dest: Path, kwargs: dict[str, Any], texts: 
     if not (dest / BIN_FILE).is_file():
         raise EdgemedError(f"OpenVINO wrote no {BIN_FILE} beside {XML_FILE}")
     out: dict[str, Any] = {"weights": weight_types(model), "stateful": {"kv_cache_variables": kv},
-                           "openvino": ov.__version__, "nncf": nncf.__version__}
+                           "openvino": ov.__version__, "nncf": nncf.__version__, "usage_telemetry": telemetry}
     if tokens is not None:
         out["calibration_tokens"] = tokens
     return out
@@ -214,14 +214,14 @@ def telemetry_off():
     both count as consent (openvino-telemetry's ``enable_opt_in_dialog=False``), and offline the sender only waits
     and fails. Their own switches, set for this block only and then put back: ``CI=true`` (ovc's
     ``disable_in_ci``) and ``NNCF_CI`` (read when nncf is first imported). ``EDGEMED_OPENVINO_TELEMETRY=1``
-    leaves the libraries' own defaults alone."""
+    leaves the libraries' own defaults alone. Yields the effective setting (recorded in the manifest)."""
     if os.environ.get(TELEMETRY_OPT_IN) == "1":
-        yield
+        yield f"the libraries' defaults ({TELEMETRY_OPT_IN}=1)"
         return
     saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
     os.environ.update(CI="true", NNCF_CI="1")
     try:
-        yield
+        yield "off (CI=true and NNCF_CI=1 around the conversion)"
     finally:
         for key, value in saved.items():
             if value is None:

@@ -85,6 +85,7 @@ def test_openvino_manifests_record_mode_group_size_and_dataset(exported):
     assert int4["dataset"] is None and "awq" not in int4  # data-free unless data_aware
     assert "u4" in int4["weights"] and "u8" in int4["weights"]  # int4 layers, int8 embedding/lm_head backup
     assert int4["stateful"]["kv_cache_variables"] == 2 * 2  # the KV cache lives in variables: 2 layers x (k, v)
+    assert int8["usage_telemetry"].startswith("off") and int4["usage_telemetry"].startswith("off")
 
 
 def test_eval_scores_the_new_formats(exported, cli, tmp_path):
