@@ -43,7 +43,6 @@ from typing import Any
 FAST = ["--limit", "4", "--warmup", "1", "--latency-prompts", "4", "--gen-tokens", "4", "-p", "64",
         "--no-fidelity", "--timeout", "600"]
 DECODE = "min_decode_tokens_per_s"
-BENCH_SIZE: list[str] = []  # -r and -n, from the command line
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
@@ -89,7 +88,7 @@ def run_case(out: Path, art: Path, *args: Any, old_limits: dict[str, float] | No
     start = time.time()
     print(f"{time.strftime('%H:%M:%S')} {out.name} ...", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
-    proc = edgemed("bench", art, *FAST, *BENCH_SIZE, *args, "--out", out)
+    proc = edgemed("bench", art, *FAST, *args, "--out", out)
     if proc.returncode not in (0, 1):
         sys.exit(f"bench exited {proc.returncode}: {proc.stderr[-3000:]}")
     doc = doc_of(out)
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             or not parts <= {"unchanged", "slow", "ab", "ab-same"}:
         ap.error("--runs, --suggest-runs and --threads >= 1, --slow-threads >= 1, --parts from "
                  "unchanged,slow,ab,ab-same")
-    BENCH_SIZE[:] = ["-r", str(a.repetitions), "-n", str(a.n_gen)]
+    size = ["-r", str(a.repetitions), "-n", str(a.n_gen)]  # every bench run's, after FAST
     out = a.out
     art = out / "arts" / a.format
     export_once(a.model, a.format, art)
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     reuse = a.reuse_baseline and all(p.is_file() for p in (budgets, out / "baseline.json",
                                                            out / "baseline" / "bench.json"))
     base = json.loads((out / "baseline.json").read_text()) if reuse else \
-        run_case(out / "baseline", art, "--threads", a.threads, "--suggest-budgets", budgets,
+        run_case(out / "baseline", art, *size, "--threads", a.threads, "--suggest-budgets", budgets,
                  "--suggest-runs", a.suggest_runs)
     (out / "baseline.json").write_text(json.dumps(base))
     base_doc = doc_of(out / "baseline")
@@ -187,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.slow_threads is None and not reuse:  # the budgets must apply to the other format too
         budgets.write_text(budgets.read_text().replace(f"[format.{a.format}]", "[default]"))
 
-    def run(name: str, *args: Any) -> dict[str, Any]:
-        return run_case(out / name, *args, old_limits=old_limits)
+    def run(name: str, artifact: Path, *args: Any) -> dict[str, Any]:
+        return run_case(out / name, artifact, *size, *args, old_limits=old_limits)
 
     unchanged: list[dict[str, Any]] = []
     slow: list[dict[str, Any]] = []
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "cpu": cpu_line(), "model": a.model, "format": a.format, "threads": a.threads,
             "slowdown": f"{a.slow_threads} threads" if a.slow_threads else f"{a.slow_format} under the name {a.format}",
-            "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST + BENCH_SIZE),
+            "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST + size),
             "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             "seconds": round(time.time() - started, 1), "baseline_tg": base_tgs, "budgets": budgets.read_text(),
             "unchanged_failures": sum(r["exit"] == 1 for r in unchanged),
