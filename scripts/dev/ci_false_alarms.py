@@ -13,9 +13,12 @@ On one artifact (default: tiny-random exported to gguf-f16, so that it fits 2 co
 3. **slow (budget)**: a real decode slowdown, ``--runs`` times, against the same budgets: a run is caught when its
    ``min_decode_tokens_per_s`` check does not pass (failed, or inconclusive and so counted failed). The slowdown is
    a slower format put in a folder named like the artifact (``--slow-format``, default gguf-bf16: tiny-random's
-   bf16 decode did 0.70x the tokens/s of its f16, interleaved, on the AMX Xeon: a 30% slowdown), or fewer threads
-   (``--slow-threads``). Its size is measured, not assumed: each run's tg against the unchanged run beside it, and the
-   A/B's interleaved ratio;
+   bf16 decode did 0.70x the tokens/s of its f16, interleaved, on the AMX Xeon: a 30% slowdown), optionally exported
+   with other settings (``--slow-export-arg``, repeated: e.g. ``--slow-format gguf-q4_k_m
+   --slow-export-arg=--gguf-output-type=f32``, SmolLM2's q4_k_m with its tied output matrix in f32 instead of q8_0:
+   0.74x the decode tokens/s of q4_k_m in 20 interleaved llama-bench rounds, 2 threads, on the AMX Xeon), or fewer
+   threads (``--slow-threads``). Its size is measured, not assumed: each run's tg against the unchanged run beside
+   it, and the A/B's interleaved ratio;
 4. **slow (A/B)**: the slowdown through the A/B gate on one runner (``--ab-baseline`` the unchanged artifact,
    ``--ab-rounds``), ``--runs`` times: caught when ``ab:decode_tps`` does not pass. The part ``ab-same`` (or
    ``--ab-unchanged``) also runs the A/B of the unchanged artifact against itself: the gate's false alarms.
@@ -123,11 +126,11 @@ def cpu_line() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs, {' '.join(f for f in ISA if f in flags) or 'no AVX2'}"
 
 
-def export_once(model: str, fmt: str, folder: Path) -> None:
+def export_once(model: str, fmt: str, folder: Path, *args: str) -> None:
     from edgemed.models import resolve_model
 
     if not folder.is_dir():
-        edgemed("export", resolve_model(model), "--formats", fmt, "--out", folder.parent / f"{fmt}-export",
+        edgemed("export", resolve_model(model), "--formats", fmt, *args, "--out", folder.parent / f"{fmt}-export",
                 check=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
         (folder.parent / f"{fmt}-export" / fmt).rename(folder)
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads of the baseline and unchanged runs")
     ap.add_argument("--slow-threads", type=int, help="the slowdown: this many threads (instead of --slow-format)")
     ap.add_argument("--slow-format", default="gguf-bf16", help="the slowdown: this format under the artifact's name")
+    ap.add_argument("--slow-export-arg", action="append", default=[],
+                    help="an export flag for the slowed format (repeat; e.g. --slow-export-arg=--gguf-output-type=f32)")
     ap.add_argument("--parts", default="unchanged,slow,ab", help="which of unchanged, slow, ab, ab-same to run")
     ap.add_argument("--ab-rounds", type=int, default=3)
     ap.add_argument("--ab-unchanged", action="store_true", help="also the A/B of the unchanged artifact (ab-same)")
@@ -161,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     art = out / "arts" / a.format
     export_once(a.model, a.format, art)
     slow_art, slow_threads = art, a.threads
+    slowdown = f"{a.slow_threads} threads" if a.slow_threads else \
+        f"{' '.join([a.slow_format, *a.slow_export_arg])} under the name {a.format}"
     if a.slow_threads is not None:
         slow_threads = a.slow_threads
     elif parts & {"slow", "ab"}:  # a slower format in a folder named like the artifact (the A/B pairs them by name)
         slow_art = out / "slow" / a.format
         if not slow_art.is_dir():
-            export_once(a.model, a.slow_format, out / "slow-arts" / a.slow_format)
+            export_once(a.model, a.slow_format, out / "slow-arts" / a.slow_format, *a.slow_export_arg)
             slow_art.parent.mkdir(parents=True, exist_ok=True)
             (out / "slow-arts" / a.slow_format).rename(slow_art)
     started = time.time()
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         ab_ratios = [r["ab_decode"] and round(r["ab_decode"]["measured"], 3) for r in ab]
         summary = {
             "cpu": cpu_line(), "model": a.model, "format": a.format, "threads": a.threads,
-            "slowdown": f"{a.slow_threads} threads" if a.slow_threads else f"{a.slow_format} under the name {a.format}",
+            "slowdown": slowdown,
             "runs": a.runs, "suggest_runs": a.suggest_runs, "bench_flags": " ".join(FAST + size),
             "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             "seconds": round(time.time() - started, 1), "baseline_tg": base_tgs, "budgets": budgets.read_text(),
