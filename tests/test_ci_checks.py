@@ -66,6 +66,7 @@ def test_suggested_budgets_sit_outside_the_interval_and_say_why(tmp_path):
         lines["min_decode_tokens_per_s"]
     assert float(lines["max_kld"].split(" = ")[1].split()[0]) == pytest.approx(0.025 * 1.1)
     assert "max_accuracy_drop" not in lines  # not compared with a reference in this run
+    assert "drifted apart" not in text  # one run: no drift measured, the margin places every limit
     path = tmp_path / "suggested.toml"
     path.write_text(text)
     budgets = load_budgets(path)  # it reads back as a budgets file, and the run it came from passes it
@@ -99,6 +100,8 @@ def test_suggested_limits_from_several_runs_hold_their_drift_and_catch_a_slowdow
     assert float(line.split(" = ")[1].split()[0]) == pytest.approx(limit, rel=1e-5)  # the busy run left out
     assert "measured in 3 runs" in line and "mean -2 x sd" in line and "catches" in line
     assert "1 run(s) measured busy" in line and "WARNING: 1 of 4 measurements ran on a busy machine" in text
+    catches = (mean - limit) / mean  # the drift placed the limit: the file says what a budget cannot catch here
+    assert f"min_decode_tokens_per_s (q8) catches only a change of {catches:.0%}" in text and "--ab-baseline" in text
     rss = next(ln for ln in text.splitlines() if ln.startswith("max_peak_rss_mb"))
     assert float(rss.split(" = ")[1].split()[0]) == pytest.approx(220)  # no spread: the 10% margin
     path = tmp_path / "s.toml"

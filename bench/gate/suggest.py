@@ -76,6 +76,7 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
     them."""
     repeats = repeats or {}
     tables: dict[str, dict[str, tuple[float, str]]] = {}
+    drifted: list[tuple[float, str]] = []  # (catches, "key (artifact)") of timing limits the drift placed
     busy = 0
     measured = 0
     for r in results:
@@ -90,7 +91,9 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
             placed = _limit(spec, runs_of, margin)
             if placed is None:
                 continue
-            limit, why = placed
+            limit, why, catches = placed
+            if catches is not None:
+                drifted.append((catches, f"{key} ({r.name})"))
             if spec.limit == "min" and limit <= spec.low:  # catches nothing: said, not written
                 why = f"left out: the lower limit comes out at {_toml_number(limit)}, which catches nothing; {why}"
                 limit = math.nan
@@ -107,6 +110,12 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
              "(--timing-runs). 'catches' is",
              "# the limit's distance from the runs' mean: a change that large cannot pass. Measure on the machine "
              "CI runs on; review before committing."]
+    if drifted:
+        catches, where = max(drifted)
+        lines += [f"# NOTE: the runs drifted apart on this machine: {where} catches only a change of {catches:.0%} or "
+                  "more. A budget", "# cannot tell a smaller slowdown from that drift without failing unchanged "
+                  "runs; to catch one, gate on the", "# ratio to the shipped artifact measured interleaved on the "
+                  "same runner (--ab-baseline DIR), or measure on a quieter machine."]
     if busy:
         lines += [f"# WARNING: {busy} of {measured} measurements ran on a busy machine (other processes held the "
                   "CPU): left out of the", "# timing limits where the artifact has quiet runs; a limit from busy runs "
@@ -120,8 +129,9 @@ def suggest_budgets(results: list[ArtifactResult], margin: float, reference: str
     return "\n".join(lines)
 
 
-def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, str] | None:
-    """One budget's limit from one artifact's runs, and the comment saying how it was placed."""
+def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, str, float | None] | None:
+    """One budget's limit from one artifact's runs, the comment saying how it was placed, and for a timing whose
+    limit the run-to-run drift placed (wider than the margin) the relative change it catches (else None)."""
     metric = METRICS[spec.metric]
     quiet = [x for x in runs_of if not x.busy]
     dropped = len(runs_of) - len(quiet) if metric.timing and quiet else 0  # busy timings compare with nothing
@@ -152,11 +162,13 @@ def _limit(spec, runs_of: list[ArtifactResult], margin: float) -> tuple[float, s
         why = (f"measured in {how['runs']} runs, mean {_show(m, how['mean'])}, run-to-run sd "
                f"{_show(m, how['spread'])}{start}; {'mean ' if how['from_mean'] else ''}"
                f"{'+' if spec.limit == 'max' else '-'}{dist}")
+    catches = None
     if how["mean"] and metric.timing:
-        why += f"; catches {abs(limit - how['mean']) / abs(how['mean']):.0%} from the mean"
+        catches = abs(limit - how["mean"]) / abs(how["mean"])
+        why += f"; catches {catches:.0%} from the mean"
     if dropped:
         why += f"; {dropped} run(s) measured busy left out"
-    return limit, why
+    return limit, why, catches if how["by"] == "spread" and how["from_mean"] else None
 
 
 def _floor_of(metric: str) -> float:
