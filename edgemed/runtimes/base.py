@@ -144,14 +144,15 @@ class Runtime(abc.ABC):
         new: list[int] = []
         times: list[float] = []
         text = ""
+        decoder = self.text_decoder() if stop else None  # text at every step only where a stop string can end it
         start = time.perf_counter()
         for token, _ in self.token_stream(ids, max_new_tokens, temperature, top_p, seed):
             times.append(time.perf_counter() - start)
             if self.is_end(token):
                 break
             new.append(token)
-            if stop:  # detokenizing every step is only worth it when a stop string can end generation
-                text, stopped = cut_at_stop(self.detokenize(new), stop)
+            if decoder is not None:
+                text, stopped = cut_at_stop(decoder.add(token), stop)
                 if stopped:
                     break
         total = time.perf_counter() - start
