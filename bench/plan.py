@@ -73,6 +73,7 @@ def validate(artifacts: list[Path], config: BenchConfig) -> Plan:
     ref_target = pick_reference_target(targets, config.reference)
     targets = [ref_target] + [t for t in targets if t is not ref_target]  # its log-probs first
     pairs, slowdown = _ab_plan(config, targets)
+    _p95_measurable(config, budgets, targets, bool(pairs))
     questions, selection, models = _questions(config, targets)
     where = resolved(config.threads, config.device)
     incomparable = _comparable(config, base_doc, questions, models, where) if base_doc is not None else []
@@ -94,6 +95,30 @@ def _ab_plan(config: BenchConfig, targets: list[Target]) -> tuple[list[Pair], fl
 
     ab_python(config.ab_python)
     return pair_targets(baseline_targets(name_artifacts(config.ab_baseline)), targets), slowdown
+
+
+def _p95_measurable(config: BenchConfig, budgets: Budgets | None, targets: list[Target], ab: bool) -> None:
+    """A p95 needs at least MIN_SAMPLES_P95 answer latencies (--latency-prompts x -r). With fewer, a p95 budget on an
+    artifact is refused before any work (exit 2) instead of failing as not measured, and the A/B gate says up front
+    that it leaves the p95 out (it compares the other timings)."""
+    from edgemed.bench.measure.stats import MIN_SAMPLES_P95
+    from edgemed.console import err_console
+
+    samples = config.latency_prompts * config.repetitions
+    if samples >= MIN_SAMPLES_P95:
+        return
+    if ab:
+        err_console.print(f"note: the A/B gate leaves p95 latency out: a p95 needs {MIN_SAMPLES_P95} answer latencies "
+                          f"per round, and --latency-prompts {config.latency_prompts} x -r {config.repetitions} gives "
+                          f"{samples}")
+    if budgets is None:
+        return
+    limited = sorted({t.format for t in targets if budgets.for_format(t.format).get("max_p95_ms") is not None})
+    if limited:
+        need = -(-MIN_SAMPLES_P95 // config.latency_prompts)
+        raise EdgemedError(f"max_p95_ms ({budgets.source_of(limited[0], 'max_p95_ms')}) needs a p95 of at least "
+                           f"{MIN_SAMPLES_P95} answer latencies, and --latency-prompts {config.latency_prompts} x -r "
+                           f"{config.repetitions} gives {samples}; use -r {need} or more (or more --latency-prompts)")
 
 
 # The bench's budget flags and the budgets-file key each sets (the same limit, the same check).

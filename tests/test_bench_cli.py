@@ -116,6 +116,17 @@ def test_bench_writes_every_output_with_sane_content(bench_ok):
     assert "all 7 checks hold" in proc.stdout and "recommendation:" in proc.stdout
 
 
+def test_a_p95_budget_these_settings_cannot_measure_is_refused_before_any_work(artifacts, tmp_path, cli):
+    """-r 3 x 4 latency prompts = 12 answer latencies: no p95 to hold a p95 budget against. Exit 2 naming the fix,
+    nothing written, instead of a bench that ends failing the budget as not measured."""
+    out = tmp_path / "out"
+    proc = cli("bench", artifacts, "--limit", "2", "-r", "3", "--max-p95-ms", "500", "--out", out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "max_p95_ms (--max-p95-ms) needs a p95 of at least 20 answer latencies" in text and "-r 5" in text
+    assert "Traceback" not in text and not (out / "bench.json").exists()
+
+
 def test_broken_budget_exits_1_and_names_it(bench_ok, tmp_path, cli):
     out = resumed_copy(bench_ok[0], tmp_path / "out")
     budget = tmp_path / "strict.toml"

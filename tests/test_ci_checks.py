@@ -165,6 +165,33 @@ def test_ab_ratio_interval_confirms_a_slowdown_and_not_noise():
     assert {c.key: c for c in ab_checks([same], 0.05, "A/B")}["ab:decode_tps"].verdict == "pass"
 
 
+def test_ab_leaves_out_a_p95_that_no_round_could_measure_and_says_why():
+    """Rounds of 12 answer latencies have no p95 (it needs 20): the gate compares the other timings and records why
+    the p95 is not compared, instead of failing a check on it; a p95 missing on one side only is still a failure."""
+    from edgemed.bench.gate.ab import Pair, ab_checks
+    from edgemed.bench.measure.stats import summarize
+    from edgemed.bench.protocol import Target
+
+    def few(r: ArtifactResult, n: int = 12) -> ArtifactResult:
+        samples = r.latency.samples["answer_ms"][:n]
+        r.latency = Latency(answer_ms=summarize(samples), ttft_ms=summarize(samples),
+                            samples={"answer_ms": samples, "ttft_ms": samples})
+        return r
+
+    a, b = Target("baseline-q8", "/a", "gguf-q8_0", "llama.cpp"), Target("q8", "/b", "gguf-q8_0", "llama.cpp")
+    rounds = [(few(_measured("baseline-q8", "gguf-q8_0", [50.0 + d] * 3)), few(_measured("q8", "gguf-q8_0",
+                                                                                     [37.5 + d] * 3)))
+              for d in (0.0, 1.0, -0.8)]
+    pair = Pair(a, b, rounds=rounds)
+    checks = {c.key: c for c in ab_checks([pair], 0.05, "A/B")}
+    assert "ab:answer_p95_ms" not in checks and "fewer than 20 samples" in pair.not_compared["answer_p95_ms"]
+    assert checks["ab:decode_tps"].verdict == "fail" and checks["ab:ttft_ms"].verdict == "pass"
+    assert pair.to_dict()["not_compared"] == pair.not_compared
+    one_side = Pair(a, b, rounds=[(_measured("baseline-q8", "gguf-q8_0", [50.0] * 3), few(r)) for _, r in rounds])
+    p95 = {c.key: c for c in ab_checks([one_side], 0.05, "A/B")}["ab:answer_p95_ms"]
+    assert not p95.passed and "fewer than 2 rounds measured on both sides (0 of 3)" in p95.message
+
+
 def test_ab_busy_rounds_make_a_slowdown_inconclusive_only_where_the_candidates_wait_explains_it():
     from edgemed.bench.gate.ab import Pair, ab_checks
     from edgemed.bench.protocol import Target

@@ -47,10 +47,11 @@ class Pair:
     baseline_full: ArtifactResult | None = None  # the baseline's one full measurement (accuracy, KLD)
     candidate_full: ArtifactResult | None = None  # the candidate's, from the bench run itself
     extra_rounds: int = 0  # rounds added because a check was inconclusive (--retries)
+    not_compared: dict[str, str] = field(default_factory=dict)  # metric -> why these settings do not measure it
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline.name, "baseline_path": self.baseline.path, "candidate": self.candidate.name,
-                "extra_rounds": self.extra_rounds,
+                "extra_rounds": self.extra_rounds, "not_compared": self.not_compared,
                 "rounds": [{"A": _round_values(a), "B": _round_values(b)} for a, b in self.rounds],
                 "baseline_full": self.baseline_full.to_dict(with_predictions=False) if self.baseline_full else None}
 
@@ -124,7 +125,12 @@ def ab_checks(pairs: list[Pair], max_slowdown: float, source: str) -> list[Check
             else:
                 a_vals = [a.metric(key) for a, _ in ok_rounds]
                 b_vals = [b.metric(key) for _, b in ok_rounds]
+                if m.stand_in and len(ok_rounds) >= 2 and all(v is None for v in (*a_vals, *b_vals)):
+                    # every round ran and none has it: these settings do not measure it (a p95 of too few samples)
+                    p.not_compared[key] = f"{m.label} not measured in any round: {m.stand_in.why}"
+                    continue
                 got = ratio_interval(a_vals, b_vals)
+                measured = sum(x is not None and y is not None for x, y in zip(a_vals, b_vals, strict=True))
                 rule = f"geometric mean of candidate/baseline over {len(ok_rounds)} rounds, 95% t interval of logs"
                 busy = m.timing and any(a.busy or b.busy for a, b in ok_rounds)
             name = f"ab:{key}"
@@ -133,7 +139,7 @@ def ab_checks(pairs: list[Pair], max_slowdown: float, source: str) -> list[Check
                     continue  # nothing to compare: said in the A/B section, not a check
                 checks.append(Check(p.candidate.name, p.candidate.format, name, None, None, False,
                                     f"{m.label}: fewer than 2 rounds measured on both sides "
-                                    f"({len(ok_rounds)} of {len(p.rounds)})", source))
+                                    f"({measured} of {len(p.rounds)})", source))
                 continue
             ratio, low, high = got
             higher_better = m.better == "max"
