@@ -107,18 +107,17 @@ def _p95_measurable(config: BenchConfig, budgets: Budgets | None, targets: list[
     samples = config.latency_prompts * config.repetitions
     if samples >= MIN_SAMPLES_P95:
         return
-    if ab:
-        err_console.print(f"note: the A/B gate leaves p95 latency out: a p95 needs {MIN_SAMPLES_P95} answer latencies "
-                          f"per round, and --latency-prompts {config.latency_prompts} x -r {config.repetitions} gives "
-                          f"{samples}")
-    if budgets is None:
-        return
-    limited = sorted({t.format for t in targets if budgets.for_format(t.format).get("max_p95_ms") is not None})
+    limited = sorted({t.format for t in targets if budgets and budgets.for_format(t.format).get("max_p95_ms")
+                      is not None})
     if limited:
         need = -(-MIN_SAMPLES_P95 // config.latency_prompts)
         raise EdgemedError(f"max_p95_ms ({budgets.source_of(limited[0], 'max_p95_ms')}) needs a p95 of at least "
                            f"{MIN_SAMPLES_P95} answer latencies, and --latency-prompts {config.latency_prompts} x -r "
                            f"{config.repetitions} gives {samples}; use -r {need} or more (or more --latency-prompts)")
+    if ab:
+        err_console.print(f"note: the A/B gate leaves p95 latency out: a p95 needs {MIN_SAMPLES_P95} answer latencies "
+                          f"per round, and --latency-prompts {config.latency_prompts} x -r {config.repetitions} gives "
+                          f"{samples}")
 
 
 # The bench's budget flags and the budgets-file key each sets (the same limit, the same check).
