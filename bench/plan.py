@@ -101,7 +101,7 @@ def _p95_measurable(config: BenchConfig, budgets: Budgets | None, targets: list[
     """A p95 needs at least MIN_SAMPLES_P95 answer latencies (--latency-prompts x -r). With fewer, a p95 budget on an
     artifact is refused before any work (exit 2) instead of failing as not measured, and the A/B gate says up front
     that it leaves the p95 out (it compares the other timings)."""
-    from edgemed.bench.measure.stats import MIN_SAMPLES_P95
+    from edgemed.bench.measure.stats import MIN_SAMPLES_P95, factor_for_p95
     from edgemed.console import err_console
 
     samples = config.latency_prompts * config.repetitions
@@ -110,7 +110,7 @@ def _p95_measurable(config: BenchConfig, budgets: Budgets | None, targets: list[
     limited = sorted({t.format for t in targets if budgets and budgets.for_format(t.format).get("max_p95_ms")
                       is not None})
     if limited:
-        need = -(-MIN_SAMPLES_P95 // config.latency_prompts)
+        need = factor_for_p95(config.latency_prompts)
         raise EdgemedError(f"max_p95_ms ({budgets.source_of(limited[0], 'max_p95_ms')}) needs a p95 of at least "
                            f"{MIN_SAMPLES_P95} answer latencies, and --latency-prompts {config.latency_prompts} x -r "
                            f"{config.repetitions} gives {samples}; use -r {need} or more (or more --latency-prompts)")

@@ -130,11 +130,12 @@ class PipelineConfig:
     def bench_config(self):
         """The bench step's config, checked (its settings and budgets are refused now, not after training)."""
         from edgemed.bench.config import BenchConfig
+        from edgemed.bench.measure.stats import factor_for_p95
 
         return BenchConfig(limit=self.limit,  # questions: the evaluation side the train step records
                            threads=self.threads, repetitions=self.repetitions, n_gen=self.n_gen, budget=self.budget,
                            resume=True, out=self.bench_dir,
-                           latency_prompts=-(-20 // max(self.repetitions, 1))).validate()  # >= 20 prompts
+                           latency_prompts=factor_for_p95(self.repetitions)).validate()  # p95 from >= 20
 
     def tune_config(self):
         """The tune step's config (None without --tune), checked now."""

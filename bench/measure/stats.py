@@ -32,6 +32,12 @@ def stdev(values: Sequence[float]) -> float | None:
 
 
 MIN_SAMPLES_P95 = 20  # below this the "p95" is the maximum or an interpolation next to it: report max instead
+
+
+def factor_for_p95(n: int) -> int:
+    """The other factor of the answer-latency count (latency prompts x repetitions) that, with `n` as one, gives
+    MIN_SAMPLES_P95 samples: the fewest latency prompts for `n` repetitions, or repetitions for `n` prompts."""
+    return -(-MIN_SAMPLES_P95 // max(n, 1))
 MIN_SAMPLES_P90 = 10
 
 

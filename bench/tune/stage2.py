@@ -65,6 +65,7 @@ def stage_two(plan: Plan, s1, state: State) -> None:
 def _bench(plan: Plan, s1, links: Path, benched: list[dict[str, Any]]) -> dict[str, Any]:
     """run_bench on the reference and every candidate benched so far (earlier ones kept by --resume)."""
     from edgemed.bench.config import BenchConfig
+    from edgemed.bench.measure.stats import factor_for_p95
     from edgemed.bench.run import run_bench
     from edgemed.registry import reference_format
 
@@ -81,7 +82,7 @@ def _bench(plan: Plan, s1, links: Path, benched: list[dict[str, Any]]) -> dict[s
     config = BenchConfig(data=plan.config.data, limit=plan.config.limit, threads=plan.threads,
                          n_prompt=plan.config.n_prompt, n_gen=plan.config.n_gen,
                          repetitions=plan.config.repetitions,
-                         latency_prompts=-(-20 // plan.config.repetitions),  # p95 from >= 20 samples
+                         latency_prompts=factor_for_p95(plan.config.repetitions),  # p95 from >= 20 samples
                          reference=ref, prefer="size" if plan.config.objective == "size" else "memory",
                          recommend_max_memory=str(b["max_memory_bytes"]) if b.get("max_memory_bytes") else None,
                          recommend_max_p95_ms=str(b["max_p95_ms"]) if b.get("max_p95_ms") else None,
